@@ -1,0 +1,182 @@
+"""The ``EventStore`` contract every backend implements, and the pure fold."""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+from ._chain import BrokenLink, seal, validate_batch, verify_events
+from ._codec import Codec
+from ._errors import EventTooLargeError, StoreClosedError
+from ._event import Event, Recorded, StreamId
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "EventStore", "apply_event", "fold", "prepare_append"]
+
+#: Default limit on one encoded event, in bytes (1 MiB).
+DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+
+
+def apply_event(state: dict[str, Any], event: Event) -> None:
+    """Apply one event's delta to ``state`` in place."""
+    if event.writes:
+        state.update(event.writes)
+    for key in event.deletes:
+        state.pop(key, None)
+
+
+def fold(events: Iterable[Event], state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The state after ``events``, starting from ``state`` (or empty). Pure: copies."""
+    result = dict(state) if state is not None else {}
+    for event in events:
+        apply_event(result, event)
+    return result
+
+
+def prepare_append(
+    events: Sequence[Event],
+    expected_sequence: int,
+    head_hash: str,
+    *,
+    codec: Codec,
+    key: bytes | None,
+    max_size: int,
+) -> tuple[StreamId, list[Event], list[bytes]]:
+    """Validate, seal and encode a batch; raise before anything is written.
+
+    Returns the stream, the sealed events and each one's stored body. The caller
+    still checks ``expected_sequence`` against the stream and writes atomically.
+    """
+    stream = validate_batch(events, expected_sequence)
+    bodies = [codec.encode_body(event) for event in events]
+    for event, body in zip(events, bodies, strict=True):
+        if len(body) > max_size:
+            raise EventTooLargeError(stream, event.sequence_id, len(body), max_size)
+    return stream, seal(events, head_hash, key), bodies
+
+
+class EventStore(ABC):
+    """An append-only log of streams of events.
+
+    Positions are global, start at 1 and grow in commit order; ``read_all`` and
+    ``subscribe`` take ``from_position`` inclusive, so ``0`` means "from the
+    start" and a reader that applied position ``p`` resumes at ``p + 1``.
+    ``last_sequence`` of an empty stream is ``-1``, the ``expected_sequence`` a
+    writer passes to create one.
+    """
+
+    hmac_key: bytes | None = None
+    max_event_size: int = DEFAULT_MAX_EVENT_SIZE
+    _closed: bool = False
+
+    # --- writing
+
+    @abstractmethod
+    async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
+        """Append ``events`` (one stream, dense sequence ids) all or nothing.
+
+        ``expected_sequence`` is the last sequence id the writer knows (``-1`` for
+        a new stream). A writer that is behind gets ``ConcurrencyError`` and
+        nothing is written. The store sets ``prev_hash`` and ``hash``; the sealed
+        events are returned with their positions.
+        """
+
+    # --- reading
+
+    @abstractmethod
+    async def read(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+    ) -> list[Event]:
+        """The events of one stream from ``from_sequence`` to ``to_sequence`` inclusive."""
+
+    @abstractmethod
+    async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        """The last sequence id of a stream, ``-1`` if it has none."""
+
+    @abstractmethod
+    async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        """Every stream (of one partition key, if given), in order of creation."""
+
+    @abstractmethod
+    async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        """Events of every stream in global commit order, from ``from_position``."""
+
+    @abstractmethod
+    def subscribe(
+        self, *, from_position: int = 0, poll_interval: float = 0.05
+    ) -> AsyncIterator[Recorded]:
+        """Catch up from ``from_position``, then yield new events as they commit."""
+
+    async def fold_stream(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        from_sequence: int = 0,
+        state: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """Fold a stream's events from ``from_sequence`` onto ``state``.
+
+        Returns the state and the last sequence id folded (``from_sequence - 1``
+        if there was nothing). Backends may override with a faster path.
+        """
+        events = await self.read(partition_key, app_id, from_sequence=from_sequence)
+        last = events[-1].sequence_id if events else from_sequence - 1
+        return fold(events, state), last
+
+    async def iter_all(self, *, from_position: int = 0, batch_size: int = 10_000
+                       ) -> AsyncIterator[list[Recorded]]:
+        """Page through ``read_all`` in batches (for offline rebuilds)."""
+        position = from_position
+        while True:
+            batch = await self.read_all(from_position=position, limit=batch_size)
+            if not batch:
+                return
+            yield batch
+            position = batch[-1].position + 1
+
+    async def verify(
+        self, partition_key: str | None = None, app_id: str | None = None
+    ) -> BrokenLink | None:
+        """Walk the chain of one stream (or every stream); return the first broken link."""
+        if app_id is not None:
+            targets = [StreamId(partition_key or "", app_id)]
+        else:
+            targets = await self.streams(partition_key)
+        for stream in targets:
+            events = await self.read(stream.partition_key, stream.app_id)
+            broken = verify_events(events, key=self.hmac_key)
+            if broken is not None:
+                return broken
+        return None
+
+    # --- lifecycle
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{type(self).__name__} is closed")
+
+    async def aclose(self) -> None:
+        self._closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def warn_unclosed(obj: object) -> None:
+    warnings.warn(f"unclosed {obj!r}", ResourceWarning, stacklevel=2)

@@ -1,0 +1,142 @@
+"""The hash chain: pure functions to seal a batch and to verify a stream.
+
+Each event's ``hash`` is SHA-256 (or HMAC-SHA-256 with a key) over its
+canonical encoding, which includes ``prev_hash`` - the previous event's hash,
+``""`` for sequence 0. Changing any byte of an event, its sequence, or the order
+of events breaks the chain at that event or the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Sequence
+
+import msgspec
+
+from ._codec import canonical_bytes
+from ._errors import InvalidEventError
+from ._event import SCHEMA_VERSION, Event, StreamId
+
+__all__ = ["BrokenLink", "compute_hash", "seal", "validate_batch", "verify_events"]
+
+
+class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
+    """The first place a stream's chain does not hold."""
+
+    partition_key: str
+    app_id: str
+    sequence_id: int
+    reason: str
+
+    @property
+    def stream(self) -> StreamId:
+        return StreamId(self.partition_key, self.app_id)
+
+    def __str__(self) -> str:
+        return f"{self.stream}#{self.sequence_id}: {self.reason}"
+
+
+def compute_hash(event: Event, key: bytes | None = None) -> str:
+    """The hex digest of ``event`` (its own ``hash`` field is ignored)."""
+    data = canonical_bytes(event)
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
+    """Check a batch before anything is written; return its stream.
+
+    A batch is non-empty, belongs to one stream with a non-empty ``app_id``,
+    and its sequence ids run ``expected_sequence + 1, + 2, ...`` with no gap.
+    """
+    if not events:
+        raise InvalidEventError("append needs at least one event, got an empty batch")
+    first = events[0]
+    if not isinstance(first, Event):
+        raise InvalidEventError(f"expected Event objects, got {type(first).__name__}")
+    stream = StreamId(first.partition_key, first.app_id)
+    if not isinstance(stream.app_id, str) or not stream.app_id:
+        raise InvalidEventError("app_id must be a non-empty string, got an empty one")
+    if not isinstance(stream.partition_key, str):
+        raise InvalidEventError(
+            f"partition_key must be a str, got {type(stream.partition_key).__name__}"
+        )
+    if "\x00" in stream.app_id or "\x00" in stream.partition_key:
+        raise InvalidEventError("app_id and partition_key must not contain NUL characters")
+    if not isinstance(expected_sequence, int) or expected_sequence < -1:
+        raise InvalidEventError(
+            f"expected_sequence must be an int >= -1 (-1 for a new stream), "
+            f"got {expected_sequence!r}"
+        )
+    want = expected_sequence + 1
+    for event in events:
+        if not isinstance(event, Event):
+            raise InvalidEventError(f"expected Event objects, got {type(event).__name__}")
+        if (event.partition_key, event.app_id) != stream:
+            raise InvalidEventError(
+                f"one append holds one stream: {stream} and "
+                f"{StreamId(event.partition_key, event.app_id)} are mixed"
+            )
+        if event.sequence_id != want:
+            raise InvalidEventError(
+                f"sequence gap in batch for {stream}: expected sequence_id {want}, "
+                f"got {event.sequence_id}"
+            )
+        if not event.kind or not isinstance(event.kind, str):
+            raise InvalidEventError(f"event {stream}#{want} needs a non-empty kind")
+        if event.schema_version != SCHEMA_VERSION:
+            raise InvalidEventError(
+                f"event {stream}#{want} has schema_version {event.schema_version}; "
+                f"new events are written at {SCHEMA_VERSION}"
+            )
+        want += 1
+    return stream
+
+
+def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> list[Event]:
+    """Return ``events`` with ``prev_hash`` and ``hash`` set, chained from ``prev_hash``."""
+    sealed = []
+    replace = msgspec.structs.replace
+    for event in events:
+        linked = replace(event, prev_hash=prev_hash, hash="")
+        digest = compute_hash(linked, key)
+        sealed.append(replace(linked, hash=digest))
+        prev_hash = digest
+    return sealed
+
+
+def verify_events(
+    events: Iterable[Event],
+    *,
+    prev_hash: str = "",
+    first_sequence: int = 0,
+    key: bytes | None = None,
+) -> BrokenLink | None:
+    """Walk one stream's events in order; return the first broken link or ``None``."""
+    want = first_sequence
+    for event in events:
+        def broken(reason: str, event: Event = event) -> BrokenLink:
+            return BrokenLink(
+                partition_key=event.partition_key,
+                app_id=event.app_id,
+                sequence_id=event.sequence_id,
+                reason=reason,
+            )
+
+        if event.sequence_id != want:
+            return BrokenLink(
+                partition_key=event.partition_key,
+                app_id=event.app_id,
+                sequence_id=want,
+                reason=f"expected sequence_id {want}, found {event.sequence_id}",
+            )
+        if event.prev_hash != prev_hash:
+            return broken("prev_hash does not match the previous event's hash")
+        digest = compute_hash(event, key)
+        if not hmac.compare_digest(digest, event.hash):
+            return broken("hash does not match the event's content")
+        prev_hash = event.hash
+        want += 1
+    return None

@@ -1,0 +1,362 @@
+"""Encoding events: the canonical form (hashed), the stored body, the wire form.
+
+* The **canonical encoding** is JSON with dict keys sorted (msgspec
+  ``order="deterministic"``) of the whole event with ``hash`` set to ``""``.
+  The hash chain is computed over it, whatever codec stores the event, so an
+  event keeps its hash through export, import and Kafka.
+* The **wire encoding** (``Codec.encode_event``) is the full event in JSON (the
+  default) or msgpack: what Kafka records and export files carry.
+* The **stored body** is what the SQLite store keeps per row: the event minus
+  its identity and chain fields (those are columns), with short keys and
+  defaults omitted, in JSON or msgpack.
+
+Values in ``inputs``, ``writes`` and ``result`` must be plain data: ``None``,
+``bool``, ``int``, ``float``, ``str``, lists and dicts with ``str`` keys.
+``to_plain`` turns other msgspec-encodable values (tuples, datetimes, structs)
+into that form, so what an application holds equals what a replay yields.
+No pickle: decoding never runs code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from ._errors import EncodingError, SchemaVersionError
+from ._event import _EPOCH, SCHEMA_VERSION, ErrorInfo, Event, Lineage
+
+__all__ = [
+    "Codec",
+    "JSON",
+    "MSGPACK",
+    "canonical_bytes",
+    "register_upcaster",
+    "to_plain",
+    "upcast",
+]
+
+CodecName = Literal["json", "msgpack"]
+
+_canonical_encoder = msgspec.json.Encoder(order="deterministic")
+_json_encoder = msgspec.json.Encoder()
+_json_decoder = msgspec.json.Decoder()
+
+
+def canonical_bytes(event: Event) -> bytes:
+    """The bytes the hash chain covers: the event as sorted-key JSON, ``hash`` blank."""
+    if event.hash:
+        event = msgspec.structs.replace(event, hash="")
+    return _canonical_encoder.encode(event)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    """Find where in ``value`` a non-plain item sits; return (path, what)."""
+    if depth > 200:
+        return path, "nesting deeper than 200 levels"
+    if value is None or isinstance(value, bool | int | str):
+        return None
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return path, f"non-finite float {value!r} (JSON has no NaN or Infinity)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"dict key {key!r} of type {type(key).__name__} (keys must be str)"
+            found = _bad_path(item, f"{path}.{key}", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _bad_path(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    return path, f"a value of type {type(value).__name__}"
+
+
+def to_plain(value: Any, *, path: str = "$") -> Any:
+    """Return ``value`` as plain JSON data, or raise ``EncodingError`` naming the path.
+
+    Plain values come back equal (tuples become lists). Values msgspec can
+    encode (datetime, UUID, Decimal, Struct, dataclass, enum) become their JSON
+    form. Anything else - and NaN or Infinity, which JSON cannot hold - raises.
+    """
+    found = _bad_path(value, path)
+    if found is None:
+        if isinstance(value, tuple):
+            return _json_decoder.decode(_json_encoder.encode(value))
+        return value
+    try:
+        plain = _json_decoder.decode(_json_encoder.encode(value))
+    except (TypeError, msgspec.EncodeError, OverflowError, RecursionError) as exc:
+        where, what = found
+        raise EncodingError(
+            f"cannot encode {what} at `{where}`: expected JSON data "
+            "(None, bool, int, float, str, list, dict with str keys)",
+            path=where,
+        ) from exc
+    again = _bad_path(plain, path)
+    if again is not None:
+        where, what = again
+        raise EncodingError(f"cannot encode {what} at `{where}`", path=where)
+    return plain
+
+
+# --------------------------------------------------------------------------- upcasting
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_UPCASTERS: dict[int, Upcaster] = {}
+
+
+def register_upcaster(from_version: int, function: Upcaster) -> None:
+    """Register ``function`` to turn a raw event dict of ``from_version`` into the next.
+
+    The function receives and returns the event as a plain dict and must set
+    ``schema_version`` to ``from_version + 1``.
+    """
+    if from_version >= SCHEMA_VERSION:
+        raise ValueError(
+            f"an upcaster must start below the current schema_version {SCHEMA_VERSION}, "
+            f"got {from_version}"
+        )
+    _UPCASTERS[from_version] = function
+
+
+def upcast(raw: dict[str, Any]) -> dict[str, Any]:
+    """Carry a raw event dict forward to ``SCHEMA_VERSION``."""
+    version = raw.get("schema_version", 1)
+    if not isinstance(version, int):
+        raise EncodingError(
+            f"expected an int schema_version, got {type(version).__name__}",
+            path="$.schema_version",
+        )
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(version, SCHEMA_VERSION)
+    while version < SCHEMA_VERSION:
+        step = _UPCASTERS.get(version)
+        if step is None:
+            raise EncodingError(
+                f"no upcaster registered from schema_version {version}", path="$.schema_version"
+            )
+        raw = step(dict(raw))
+        new_version = raw.get("schema_version")
+        if new_version != version + 1:
+            raise EncodingError(
+                f"upcaster from {version} set schema_version {new_version!r}, "
+                f"expected {version + 1}",
+                path="$.schema_version",
+            )
+        version = new_version
+    return raw
+
+
+# --------------------------------------------------------------------------- stored body
+
+
+class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """An event without identity and chain fields, as one SQLite row stores it."""
+
+    kind: str = msgspec.field(name="k")
+    action: str | None = msgspec.field(default=None, name="a")
+    next_action: str | None = msgspec.field(default=None, name="n")
+    inputs: dict[str, Any] = msgspec.field(default_factory=dict, name="i")
+    writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
+    deletes: list[str] = msgspec.field(default_factory=list, name="d")
+    result: Any = msgspec.field(default=None, name="r")
+    error: ErrorInfo | None = msgspec.field(default=None, name="e")
+    timestamp: datetime = msgspec.field(default=_EPOCH, name="t")
+    duration: float = msgspec.field(default=0.0, name="du")
+    attempt: int = msgspec.field(default=1, name="at")
+    parent: Lineage | None = msgspec.field(default=None, name="p")
+    correlation_id: str | None = msgspec.field(default=None, name="c")
+    schema_version: int = msgspec.field(default=SCHEMA_VERSION, name="v")
+
+
+class _Delta(msgspec.Struct, frozen=True, kw_only=True):
+    """Just the state delta of a stored body: the fast path for folding."""
+
+    writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
+    deletes: list[str] = msgspec.field(default_factory=list, name="d")
+    schema_version: int = msgspec.field(default=SCHEMA_VERSION, name="v")
+
+
+_BODY_KEYS = {f.name: f.encode_name for f in msgspec.structs.fields(_Body)}
+
+
+class Codec:
+    """A named pair of encoders: ``json`` (default) or ``msgpack``."""
+
+    def __init__(self, name: CodecName = "json") -> None:
+        if name == "json":
+            self._enc: Any = msgspec.json.Encoder()
+            self._event_dec: Any = msgspec.json.Decoder(Event)
+            self._body_dec: Any = msgspec.json.Decoder(_Body)
+            self._delta_dec: Any = msgspec.json.Decoder(_Delta)
+            self._raw_dec: Any = msgspec.json.Decoder()
+            self.content_type = "application/json"
+        elif name == "msgpack":
+            self._enc = msgspec.msgpack.Encoder()
+            self._event_dec = msgspec.msgpack.Decoder(Event)
+            self._body_dec = msgspec.msgpack.Decoder(_Body)
+            self._delta_dec = msgspec.msgpack.Decoder(_Delta)
+            self._raw_dec = msgspec.msgpack.Decoder()
+            self.content_type = "application/msgpack"
+        else:
+            raise ValueError(f"codec must be 'json' or 'msgpack', got {name!r}")
+        self.name: CodecName = name
+
+    def __repr__(self) -> str:
+        return f"Codec({self.name!r})"
+
+    # --- whole events (wire, export)
+
+    def encode_event(self, event: Event) -> bytes:
+        try:
+            return self._enc.encode(event)  # type: ignore[no-any-return]
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise _explain(event, exc) from exc
+
+    def decode_event(self, data: bytes) -> Event:
+        """Decode a whole event, upcasting an older schema_version."""
+        try:
+            event: Event = self._event_dec.decode(data)
+        except msgspec.ValidationError as exc:
+            raise EncodingError(f"not a statelog event: {exc}", path=_path_of(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise EncodingError(f"malformed {self.name} event: {exc}") from exc
+        if event.schema_version != SCHEMA_VERSION:
+            raw = upcast(self._raw_dec.decode(data))
+            event = _convert_event(raw)
+        return event
+
+    # --- stored bodies (SQLite rows)
+
+    def encode_body(self, event: Event) -> bytes:
+        body = _Body(
+            kind=event.kind,
+            action=event.action,
+            next_action=event.next_action,
+            inputs=event.inputs,
+            writes=event.writes,
+            deletes=event.deletes,
+            result=event.result,
+            error=event.error,
+            timestamp=event.timestamp,
+            duration=event.duration,
+            attempt=event.attempt,
+            parent=event.parent,
+            correlation_id=event.correlation_id,
+            schema_version=event.schema_version,
+        )
+        try:
+            return self._enc.encode(body)  # type: ignore[no-any-return]
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise _explain(event, exc) from exc
+
+    def decode_body(
+        self,
+        data: bytes,
+        *,
+        partition_key: str,
+        app_id: str,
+        sequence_id: int,
+        prev_hash: str,
+        hash: str,
+        upcast_old: bool = True,
+    ) -> Event:
+        try:
+            b: _Body = self._body_dec.decode(data)
+        except msgspec.ValidationError as exc:
+            raise EncodingError(f"corrupt stored event: {exc}", path=_path_of(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise EncodingError(f"corrupt stored event: {exc}") from exc
+        event = Event(
+            partition_key=partition_key,
+            app_id=app_id,
+            sequence_id=sequence_id,
+            kind=b.kind,
+            action=b.action,
+            next_action=b.next_action,
+            inputs=b.inputs,
+            writes=b.writes,
+            deletes=b.deletes,
+            result=b.result,
+            error=b.error,
+            timestamp=b.timestamp,
+            duration=b.duration,
+            attempt=b.attempt,
+            parent=b.parent,
+            correlation_id=b.correlation_id,
+            schema_version=b.schema_version,
+            prev_hash=prev_hash,
+            hash=hash,
+        )
+        if upcast_old and b.schema_version != SCHEMA_VERSION:
+            event = _convert_event(upcast(msgspec.to_builtins(event)))
+        return event
+
+    def decode_delta(self, data: bytes) -> tuple[dict[str, Any], list[str]]:
+        """Decode only ``writes`` and ``deletes`` of a stored body (fast fold path)."""
+        try:
+            d: _Delta = self._delta_dec.decode(data)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise EncodingError(f"corrupt stored event: {exc}") from exc
+        if d.schema_version != SCHEMA_VERSION:
+            raise _NeedsUpcast
+        return d.writes, d.deletes
+
+
+class _NeedsUpcast(Exception):
+    """Internal: the fast delta path met an old schema_version."""
+
+
+def _convert_event(raw: Mapping[str, Any]) -> Event:
+    try:
+        return msgspec.convert(raw, Event)
+    except msgspec.ValidationError as exc:
+        raise EncodingError(f"upcast event is invalid: {exc}", path=_path_of(exc)) from exc
+
+
+def _path_of(exc: Exception) -> str | None:
+    text = str(exc)
+    marker = " - at `"
+    if marker in text:
+        return text.split(marker, 1)[1].rstrip("`")
+    return None
+
+
+def _explain(event: Event, exc: BaseException) -> EncodingError:
+    """Turn an encoder failure into an EncodingError that names the bad value's path."""
+    for field in ("inputs", "writes", "result"):
+        found = _bad_path(getattr(event, field), f"$.{field}")
+        if found is not None:
+            where, what = found
+            return EncodingError(
+                f"cannot encode {what} at `{where}` in event "
+                f"{event.stream}#{event.sequence_id}: {exc}",
+                path=where,
+            )
+    return EncodingError(f"cannot encode event {event.stream}#{event.sequence_id}: {exc}")
+
+
+JSON = Codec("json")
+MSGPACK = Codec("msgpack")
+
+
+def get_codec(codec: Codec | CodecName) -> Codec:
+    if isinstance(codec, Codec):
+        return codec
+    if codec == "json":
+        return JSON
+    if codec == "msgpack":
+        return MSGPACK
+    raise ValueError(f"codec must be 'json' or 'msgpack', got {codec!r}")

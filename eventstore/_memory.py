@@ -1,0 +1,106 @@
+"""``MemoryEventStore``: the contract in a dict, for tests and scratch work."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append
+from ._codec import Codec, CodecName, get_codec
+from ._errors import ConcurrencyError
+from ._event import Event, Recorded, StreamId
+
+__all__ = ["MemoryEventStore"]
+
+
+class MemoryEventStore(EventStore):
+    """An in-process store. Same validation, chain and errors as the durable ones."""
+
+    def __init__(
+        self,
+        *,
+        hmac_key: bytes | None = None,
+        codec: Codec | CodecName = "json",
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+    ) -> None:
+        self.hmac_key = hmac_key
+        self.codec = get_codec(codec)
+        self.max_event_size = max_event_size
+        self._streams: dict[StreamId, list[Event]] = {}
+        self._log: list[Recorded] = []
+        self._changed = asyncio.Condition()
+
+    def __repr__(self) -> str:
+        return f"MemoryEventStore(streams={len(self._streams)}, events={len(self._log)})"
+
+    async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
+        self._check_open()
+        events = list(events)
+        head = self._streams.get(
+            StreamId(events[0].partition_key, events[0].app_id) if events else StreamId("", "")
+        )
+        head_hash = head[-1].hash if head else ""
+        stream, sealed, _ = prepare_append(
+            events,
+            expected_sequence,
+            head_hash,
+            codec=self.codec,
+            key=self.hmac_key,
+            max_size=self.max_event_size,
+        )
+        current = self._streams.get(stream)
+        actual = len(current) - 1 if current else -1
+        if actual != expected_sequence:
+            raise ConcurrencyError(stream, expected_sequence, actual)
+        if current is None:
+            current = self._streams[stream] = []
+        recorded = []
+        for event in sealed:
+            rec = Recorded(len(self._log) + 1, event)
+            self._log.append(rec)
+            current.append(event)
+            recorded.append(rec)
+        async with self._changed:
+            self._changed.notify_all()
+        return recorded
+
+    async def read(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+    ) -> list[Event]:
+        self._check_open()
+        events = self._streams.get(StreamId(partition_key, app_id), [])
+        stop = None if to_sequence is None else max(to_sequence + 1, 0)
+        return events[max(from_sequence, 0) : stop]
+
+    async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        self._check_open()
+        return len(self._streams.get(StreamId(partition_key, app_id), [])) - 1
+
+    async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        self._check_open()
+        return [s for s in self._streams if partition_key is None or s.partition_key == partition_key]
+
+    async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        self._check_open()
+        start = max(from_position, 1) - 1
+        stop = None if limit is None else start + limit
+        return self._log[start:stop]
+
+    async def subscribe(
+        self, *, from_position: int = 0, poll_interval: float = 0.05
+    ) -> AsyncIterator[Recorded]:
+        position = max(from_position, 1)
+        while True:
+            self._check_open()
+            batch = self._log[position - 1 :]
+            for rec in batch:
+                yield rec
+            position += len(batch)
+            async with self._changed:
+                if len(self._log) < position:
+                    await self._changed.wait()

@@ -1,0 +1,5 @@
+import sys
+
+from statelog._cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""Shared fixtures. Area fixtures live in their own modules, loaded as plugins."""
+
+pytest_plugins: list[str] = []
