@@ -17,6 +17,7 @@ Every error statelog raises is a ``StatelogError``::
     ├── StateError                (also a TypeError; an action broke its contract)
     ├── TransitionError
     ├── HookError
+    ├── UsageError                (also a RuntimeError; an API called the wrong way)
     ├── ProjectionError           (projection, position, stream, sequence_id)
     └── ClientError
         └── ApiStatusError        (status_code, request)
@@ -49,6 +50,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "TransitionError",
+    "UsageError",
 ]
 
 
@@ -162,6 +164,11 @@ class TransitionError(StatelogError):
 
 class HookError(StatelogError):
     """A lifecycle hook is misused (for example an async hook under a sync run)."""
+
+
+class UsageError(StatelogError, RuntimeError):
+    """An API was called the wrong way: a sync call inside a running event loop,
+    ``initialize_from`` together with ``with_state``, a method of a closed app."""
 
 
 class ProjectionError(StatelogError):
