@@ -25,13 +25,24 @@ from ._errors import (
     UsageError,
 )
 from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
+from ._export import EXPORT_FORMAT_VERSION, export_streams, import_streams, iter_export
 from ._memory import MemoryEventStore
+from ._snapshots import (
+    SNAPSHOT_SCHEMA_VERSION,
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotSkippedWarning,
+    SnapshotStore,
+    load_state,
+)
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "EXPORT_FORMAT_VERSION",
     "JSON",
     "MSGPACK",
     "SCHEMA_VERSION",
+    "SNAPSHOT_SCHEMA_VERSION",
     "ActionError",
     "ApiStatusError",
     "BrokenLink",
@@ -52,6 +63,10 @@ __all__ = [
     "ProjectionError",
     "Recorded",
     "SchemaVersionError",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotSkippedWarning",
+    "SnapshotStore",
     "StateError",
     "StatelogError",
     "StoreClosedError",
@@ -64,7 +79,11 @@ __all__ = [
     "apply_event",
     "canonical_bytes",
     "compute_hash",
+    "export_streams",
     "fold",
+    "import_streams",
+    "iter_export",
+    "load_state",
     "prepare_append",
     "register_upcaster",
     "seal",

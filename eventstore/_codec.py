@@ -95,6 +95,9 @@ def to_plain(value: Any, *, path: str = "$") -> Any:
         if isinstance(value, tuple):
             return _json_decoder.decode(_json_encoder.encode(value))
         return value
+    if found[1].startswith("non-finite"):
+        # msgspec would write NaN/Infinity as null; refuse rather than change the value.
+        raise EncodingError(f"cannot encode {found[1]} at `{found[0]}`", path=found[0])
     try:
         plain = _json_decoder.decode(_json_encoder.encode(value))
     except (TypeError, msgspec.EncodeError, OverflowError, RecursionError) as exc:

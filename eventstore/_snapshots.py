@@ -1,0 +1,470 @@
+"""Snapshots of folded state, so resuming an app replays only the events after one.
+
+A ``Snapshot`` is the state of one stream after ``sequence_id``, with the hash
+of that event (and its global position, and the Kafka offset if any). The
+``SnapshotStore`` keeps them in SQLite, in its own table and over its own
+connection (it may share the event store's file). Snapshots are a cache, never
+the truth: one that fails to decode, whose checksum does not hold, or whose
+``event_hash`` does not match the event in the log is skipped with a
+``SnapshotSkippedWarning`` and an older one (or the start of the stream) is
+used. State is stored as msgspec msgpack: decoding never runs code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import sqlite3
+import warnings
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiosqlite
+import msgspec
+
+from ._base import EventStore, fold
+from ._codec import to_plain
+from ._errors import (
+    EncodingError,
+    InvalidEventError,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ._event import StreamId, utcnow
+
+__all__ = [
+    "SNAPSHOT_SCHEMA_VERSION",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotSkippedWarning",
+    "SnapshotStore",
+    "load_state",
+]
+
+#: The snapshot format this statelog writes; newer ones are skipped on load.
+SNAPSHOT_SCHEMA_VERSION = 1
+
+
+class SnapshotSkippedWarning(UserWarning):
+    """A stored snapshot could not be used; an older one (or a full replay) is used instead."""
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """The folded state of one stream after event ``sequence_id``.
+
+    ``event_hash`` is the hash of that event, ``position`` its global position
+    in the event store; ``kafka_partition``/``kafka_offset`` say where the event
+    sits in Kafka when the log is there.
+    """
+
+    partition_key: str
+    app_id: str
+    sequence_id: int
+    state: dict[str, Any]
+    position: int
+    event_hash: str
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    schema_version: int = SNAPSHOT_SCHEMA_VERSION
+
+    @property
+    def stream(self) -> StreamId:
+        return StreamId(self.partition_key, self.app_id)
+
+
+class SnapshotPolicy(msgspec.Struct, frozen=True):
+    """When to take a snapshot: every ``every`` events and/or ``seconds``, and at halt.
+
+    Pure: the engine counts events and time since the last snapshot and asks
+    ``due``. ``None`` turns a trigger off.
+    """
+
+    every: int | None = 100
+    seconds: float | None = None
+    at_halt: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
+            raise ValueError(
+                f"SnapshotPolicy.every must be an int >= 1 or None, got {self.every!r}"
+            )
+        if self.seconds is not None and not self.seconds > 0:
+            raise ValueError(f"SnapshotPolicy.seconds must be > 0 or None, got {self.seconds!r}")
+
+    def due(self, events_since: int, seconds_since: float, *, halted: bool = False) -> bool:
+        """Whether a snapshot is due after ``events_since`` new events and ``seconds_since``.
+
+        Never due when nothing happened since the last snapshot.
+        """
+        if events_since <= 0:
+            return False
+        if halted and self.at_halt:
+            return True
+        if self.every is not None and events_since >= self.every:
+            return True
+        return self.seconds is not None and seconds_since >= self.seconds
+
+
+# --------------------------------------------------------------------------- encoding
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+_digest_encoder = msgspec.msgpack.Encoder()
+
+
+def _digest(key: bytes | None, row: tuple[str, str, int, int, str, bytes]) -> str:
+    """A checksum (HMAC with a key) over a snapshot's identity, chain link and state bytes."""
+    data = _digest_encoder.encode(row)
+    if key is None:
+        return hashlib.sha256(data).hexdigest()
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots (
+    id INTEGER PRIMARY KEY,
+    partition_key TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    sequence_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    event_hash TEXT NOT NULL,
+    kafka_partition INTEGER,
+    kafka_offset INTEGER,
+    created_at TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    state BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS snapshots_stream_seq
+    ON snapshots (partition_key, app_id, sequence_id);
+"""
+
+_COLUMNS = (
+    "partition_key, app_id, sequence_id, position, event_hash, kafka_partition, "
+    "kafka_offset, created_at, schema_version, digest, state"
+)
+_SELECT = (
+    "SELECT partition_key, app_id, sequence_id, position, event_hash, kafka_partition, "
+    "kafka_offset, created_at, schema_version, digest, CAST(state AS BLOB) FROM snapshots "
+    "WHERE partition_key = ? AND app_id = ? AND sequence_id <= ? "
+    "ORDER BY sequence_id DESC LIMIT ?"
+)
+_INSERT = f"INSERT OR REPLACE INTO snapshots ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+_PRUNE = (
+    "DELETE FROM snapshots WHERE partition_key = ? AND app_id = ? AND sequence_id < ("
+    " SELECT sequence_id FROM snapshots WHERE partition_key = ? AND app_id = ?"
+    " ORDER BY sequence_id DESC LIMIT 1 OFFSET ?)"
+)
+_PAGE = 8
+_MAX_SEQUENCE = 2**63 - 1
+
+
+class _Skip(Exception):
+    """Internal: why one stored snapshot cannot be used."""
+
+
+def _translate(exc: sqlite3.Error, what: str) -> StoreError:
+    """Map a sqlite3 error to the statelog tree (the one driver boundary)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailableError(f"snapshot store: {what}: {exc}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreCorruptError(f"snapshot store: {what}: {exc}")
+    return StoreError(f"snapshot store: {what}: {exc}")
+
+
+class SnapshotStore:
+    """Snapshots in SQLite (aiosqlite, WAL), in table ``snapshots`` of ``path``.
+
+    ``path`` may be the event store's own file: the snapshot store keeps its own
+    table and connection. ``keep_last`` prunes each stream to its newest N
+    snapshots on every save. ``hmac_key`` signs each snapshot's checksum, so a
+    snapshot edited without the key is skipped on load.
+
+    Open with ``async with SnapshotStore(path) as snapshots``,
+    ``await SnapshotStore.open(path)`` or ``await SnapshotStore(path).connect()``;
+    close with ``aclose()``. An instance garbage-collected open warns with
+    ``ResourceWarning``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        keep_last: int | None = None,
+        hmac_key: bytes | None = None,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+    ) -> None:
+        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+            raise ValueError(f"keep_last must be an int >= 1 or None, got {keep_last!r}")
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        self.path = os.fspath(path)
+        self.keep_last = keep_last
+        self.hmac_key = hmac_key
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self._conn: aiosqlite.Connection | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._conn is not None else "unopened"
+        return f"SnapshotStore({self.path!r}, {state})"
+
+    # --- lifecycle
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], **kwargs: Any) -> SnapshotStore:
+        """Create and connect a snapshot store."""
+        return await cls(path, **kwargs).connect()
+
+    async def connect(self) -> Self:
+        """Open the connection and create the table if needed. Idempotent."""
+        if self._closed:
+            raise StoreClosedError(f"{self!r} is closed")
+        if self._conn is not None:
+            return self
+        conn = None
+        try:
+            conn = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            await conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                await conn.close()
+            raise _translate(exc, f"cannot open {self.path!r}") from exc
+        self._conn = conn
+        return self
+
+    async def aclose(self) -> None:
+        """Close the connection. Idempotent."""
+        self._closed = True
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        if getattr(self, "_conn", None) is not None and not self._closed:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+
+    def _connection(self) -> aiosqlite.Connection:
+        if self._conn is None:
+            if self._closed:
+                raise StoreClosedError(f"{self!r} is closed")
+            raise StoreClosedError(f"{self!r} is not connected; use connect() or async with")
+        return self._conn
+
+    # --- writing
+
+    async def save(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``."""
+        conn = self._connection()
+        if not isinstance(snapshot, Snapshot):
+            raise InvalidEventError(f"expected a Snapshot, got {type(snapshot).__name__}")
+        if not isinstance(snapshot.app_id, str) or not snapshot.app_id:
+            raise InvalidEventError("snapshot app_id must be a non-empty string")
+        if not isinstance(snapshot.partition_key, str):
+            raise InvalidEventError("snapshot partition_key must be a str")
+        if not isinstance(snapshot.sequence_id, int) or snapshot.sequence_id < 0:
+            raise InvalidEventError(
+                f"snapshot sequence_id must be an int >= 0, got {snapshot.sequence_id!r}"
+            )
+        if not isinstance(snapshot.state, Mapping):
+            raise EncodingError("snapshot state must be a dict", path="$.state")
+        state = to_plain(dict(snapshot.state), path="$.state")
+        blob = _state_encoder.encode(state)
+        identity = (
+            snapshot.partition_key,
+            snapshot.app_id,
+            snapshot.sequence_id,
+            snapshot.position,
+            snapshot.event_hash,
+            blob,
+        )
+        row = (
+            *identity[:5],
+            snapshot.kafka_partition,
+            snapshot.kafka_offset,
+            snapshot.created_at.isoformat(),
+            snapshot.schema_version,
+            _digest(self.hmac_key, identity),
+            blob,
+        )
+        stream = (snapshot.partition_key, snapshot.app_id)
+        try:
+            await conn.execute(_INSERT, row)
+            if self.keep_last is not None:
+                await conn.execute(_PRUNE, (*stream, *stream, self.keep_last - 1))
+            await conn.commit()
+        except sqlite3.Error as exc:
+            await _rollback(conn)
+            raise _translate(exc, "cannot save snapshot") from exc
+
+    async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int:
+        """Delete all but the newest ``keep_last`` snapshots of a stream; return how many."""
+        if not isinstance(keep_last, int) or keep_last < 1:
+            raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+        conn = self._connection()
+        stream = (partition_key, app_id)
+        try:
+            cursor = await conn.execute(_PRUNE, (*stream, *stream, keep_last - 1))
+            deleted = cursor.rowcount
+            await cursor.close()
+            await conn.commit()
+        except sqlite3.Error as exc:
+            await _rollback(conn)
+            raise _translate(exc, "cannot prune snapshots") from exc
+        return max(deleted, 0)
+
+    # --- reading
+
+    async def load(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        max_sequence: int | None = None,
+        store: EventStore | None = None,
+    ) -> Snapshot | None:
+        """The newest usable snapshot at or before ``max_sequence`` (``None`` if none).
+
+        With ``store``, a snapshot is usable only if its ``event_hash`` equals the
+        hash of the event at its sequence in ``store``. Unusable snapshots are
+        skipped with a ``SnapshotSkippedWarning``.
+        """
+        conn = self._connection()
+        upper = _MAX_SEQUENCE if max_sequence is None else max_sequence
+        while upper >= 0:
+            try:
+                rows = list(
+                    await conn.execute_fetchall(_SELECT, (partition_key, app_id, upper, _PAGE))
+                )
+            except sqlite3.Error as exc:
+                raise _translate(exc, "cannot read snapshots") from exc
+            for row in rows:
+                try:
+                    snapshot = self._decode(row)
+                    if store is not None:
+                        await _check_chain(snapshot, store)
+                except _Skip as why:
+                    warnings.warn(
+                        f"skipping snapshot of {StreamId(partition_key, app_id)} "
+                        f"at sequence_id {row[2]}: {why}",
+                        SnapshotSkippedWarning,
+                        stacklevel=2,
+                    )
+                    continue
+                return snapshot
+            if len(rows) < _PAGE:
+                break
+            upper = int(rows[-1][2]) - 1
+        return None
+
+    async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]:
+        """``(sequence_id, position)`` of every stored snapshot of a stream, oldest first."""
+        conn = self._connection()
+        try:
+            rows = await conn.execute_fetchall(
+                "SELECT sequence_id, position FROM snapshots "
+                "WHERE partition_key = ? AND app_id = ? ORDER BY sequence_id",
+                (partition_key, app_id),
+            )
+        except sqlite3.Error as exc:
+            raise _translate(exc, "cannot read snapshots") from exc
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    def _decode(self, row: Any) -> Snapshot:
+        (pk, app, seq, position, event_hash, k_part, k_off, created, version, digest, blob) = row
+        if version != SNAPSHOT_SCHEMA_VERSION:
+            raise _Skip(
+                f"snapshot schema_version {version!r}, this statelog reads "
+                f"{SNAPSHOT_SCHEMA_VERSION}"
+            )
+        if not isinstance(blob, bytes):
+            raise _Skip(f"state is stored as {type(blob).__name__}, expected bytes")
+        expected = _digest(self.hmac_key, (pk, app, seq, position, event_hash, blob))
+        if not isinstance(digest, str) or not hmac.compare_digest(expected, digest):
+            raise _Skip("checksum does not match the stored state (corrupt or edited)")
+        try:
+            state = _state_decoder.decode(blob)
+            return Snapshot(
+                partition_key=pk,
+                app_id=app,
+                sequence_id=seq,
+                state=state,
+                position=position,
+                event_hash=event_hash,
+                kafka_partition=k_part,
+                kafka_offset=k_off,
+                created_at=datetime.fromisoformat(created),
+                schema_version=version,
+            )
+        except (msgspec.DecodeError, ValueError, TypeError) as exc:
+            raise _Skip(f"cannot decode: {exc}") from exc
+
+
+async def _check_chain(snapshot: Snapshot, store: EventStore) -> None:
+    events = await store.read(
+        snapshot.partition_key,
+        snapshot.app_id,
+        from_sequence=snapshot.sequence_id,
+        to_sequence=snapshot.sequence_id,
+    )
+    if not events:
+        raise _Skip(f"the log has no event at sequence_id {snapshot.sequence_id}")
+    if not hmac.compare_digest(events[0].hash, snapshot.event_hash):
+        raise _Skip("event_hash does not match the hash of that event in the log")
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # the original error is what matters
+        await conn.rollback()
+
+
+async def load_state(
+    store: EventStore,
+    snapshots: SnapshotStore | None,
+    partition_key: str,
+    app_id: str,
+    *,
+    at_sequence: int | None = None,
+) -> tuple[dict[str, Any], int]:
+    """The state of a stream after ``at_sequence`` (default: its last event).
+
+    Loads the newest usable snapshot at or before ``at_sequence`` (checked
+    against the chain in ``store``), then folds the events after it. Returns the
+    state and the last sequence id folded (``-1`` for an empty stream).
+    """
+    snapshot = None
+    if snapshots is not None:
+        snapshot = await snapshots.load(
+            partition_key, app_id, max_sequence=at_sequence, store=store
+        )
+    state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
+    start = snapshot.sequence_id + 1 if snapshot is not None else 0
+    if at_sequence is None:
+        return await store.fold_stream(partition_key, app_id, from_sequence=start, state=state)
+    if at_sequence < start:
+        return state, start - 1
+    events = await store.read(partition_key, app_id, from_sequence=start, to_sequence=at_sequence)
+    last = events[-1].sequence_id if events else start - 1
+    return fold(events, state), last
