@@ -35,6 +35,15 @@ from ._snapshots import (
     SnapshotStore,
     load_state,
 )
+from ._wire import (
+    WIRE_VERSION,
+    KafkaRecord,
+    decode_record,
+    encode_record,
+    parse_key,
+    record_key,
+    wire_schema,
+)
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -43,6 +52,7 @@ __all__ = [
     "MSGPACK",
     "SCHEMA_VERSION",
     "SNAPSHOT_SCHEMA_VERSION",
+    "WIRE_VERSION",
     "ActionError",
     "ApiStatusError",
     "BrokenLink",
@@ -58,6 +68,7 @@ __all__ = [
     "HookError",
     "IntegrityError",
     "InvalidEventError",
+    "KafkaRecord",
     "Lineage",
     "MemoryEventStore",
     "ProjectionError",
@@ -79,12 +90,16 @@ __all__ = [
     "apply_event",
     "canonical_bytes",
     "compute_hash",
+    "decode_record",
+    "encode_record",
     "export_streams",
     "fold",
     "import_streams",
     "iter_export",
     "load_state",
+    "parse_key",
     "prepare_append",
+    "record_key",
     "register_upcaster",
     "seal",
     "to_plain",
@@ -92,4 +107,5 @@ __all__ = [
     "utcnow",
     "validate_batch",
     "verify_events",
+    "wire_schema",
 ]
