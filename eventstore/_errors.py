@@ -148,9 +148,12 @@ class InvalidEventError(StatelogError, ValueError):
 class ActionError(StatelogError):
     """A user action raised; the original exception is ``__cause__``."""
 
-    def __init__(self, action: str, sequence_id: int, message: str | None = None) -> None:
+    def __init__(
+        self, action: str, sequence_id: int, message: str | None = None, *, attempt: int = 1
+    ) -> None:
         self.action = action
         self.sequence_id = sequence_id
+        self.attempt = attempt  # the attempt (1-based) that failed last
         super().__init__(message or f"action {action!r} failed at sequence_id {sequence_id}")
 
 
