@@ -1,0 +1,518 @@
+"""``Application``: runs a graph of actions, one event per step.
+
+Async first: ``astep``, ``arun``, ``aiterate``, ``astream``. The sync face
+(``step``, ``run``, ``iterate``, ``close``) wraps the async methods on the
+application's own event loop (an ``asyncio.Runner`` made by
+``ApplicationBuilder.build()``), so async actions and hooks run there too -
+nothing is ever skipped. Calling the sync face inside a running event loop, or
+on an app built with ``abuild()``, raises ``UsageError``.
+
+Per step the application appends one event with ``expected_sequence``:
+``action_completed`` (the state delta, inputs, result, duration, attempt,
+next_action) or ``action_failed`` (error type and message, attempt; the state
+is unchanged and next_action is the failed action, so a resume re-runs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Iterator, Mapping
+from types import TracebackType
+from typing import Any, NamedTuple, Self, TypeVar
+
+from eventstore import (
+    ActionError,
+    ErrorInfo,
+    Event,
+    EventKind,
+    EventStore,
+    Recorded,
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotStore,
+    StateError,
+    TransitionError,
+    UsageError,
+    to_plain,
+    utcnow,
+)
+
+from ._actions import run_action
+from ._durability import FireAndForgetWriter, Writer
+from ._hooks import HookSet
+from ._state import State
+from ._transitions import Graph
+
+__all__ = ["Application", "StepResult"]
+
+T = TypeVar("T")
+
+_COMPLETED = EventKind.ACTION_COMPLETED.value
+_FAILED = EventKind.ACTION_FAILED.value
+_EMPTY: dict[str, Any] = {}
+
+
+class StepResult(NamedTuple):
+    """What one step did: the action's name, its result and the state after it.
+
+    Unpacks like Burr's ``(action, result, state)``. ``action`` is ``None`` when
+    ``arun`` halted before running anything.
+    """
+
+    action: str | None
+    result: Any
+    state: State
+
+
+class Application:
+    """A running workflow whose every step is an event of stream ``(partition_key, app_id)``.
+
+    Made by ``ApplicationBuilder``; not constructed directly.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: Graph,
+        state: State,
+        position: str | None,
+        sequence_id: int,
+        app_id: str,
+        partition_key: str,
+        store: EventStore,
+        snapshots: SnapshotStore | None,
+        snapshot_policy: SnapshotPolicy,
+        writer: Writer,
+        hooks: HookSet,
+        origin: int,
+        durability: str,
+        owned: list[Any],
+        runner: asyncio.Runner | None,
+    ) -> None:
+        self._graph = graph
+        self._actions = graph.actions
+        self._state = state
+        self._position = position
+        self._sequence_id = sequence_id
+        self._app_id = app_id
+        self._partition_key = partition_key
+        self._store = store
+        self._snapshots = snapshots
+        self._policy = snapshot_policy
+        self._writer = writer
+        self._hooks = hooks
+        self._origin = origin  # first sequence of the current position's attempts
+        self._durability = durability
+        self._owned = owned
+        self._runner = runner
+        self._closed = False
+        self._last_recorded: Recorded | None = None
+        self._snap_seq = sequence_id
+        self._snap_time = time.monotonic()
+        self._snap_every = snapshot_policy.every if snapshots is not None else None
+        self._snap_seconds = snapshot_policy.seconds if snapshots is not None else None
+        self._transactional = not isinstance(writer, FireAndForgetWriter)
+
+    def __repr__(self) -> str:
+        return (
+            f"Application(app_id={self._app_id!r}, partition_key={self._partition_key!r}, "
+            f"sequence_id={self._sequence_id}, position={self._position!r})"
+        )
+
+    # --------------------------------------------------------------- properties
+
+    @property
+    def state(self) -> State:
+        """The state after the last step."""
+        return self._state
+
+    @property
+    def sequence_id(self) -> int:
+        """The sequence id of the last event this app wrote (or loaded)."""
+        return self._sequence_id
+
+    @property
+    def position(self) -> str | None:
+        """The action the next step runs; ``None`` once the app reached a terminal action."""
+        return self._position
+
+    @property
+    def app_id(self) -> str:
+        return self._app_id
+
+    @property
+    def partition_key(self) -> str:
+        return self._partition_key
+
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
+
+    @property
+    def durability(self) -> str:
+        return self._durability
+
+    # --------------------------------------------------------------- stepping
+
+    async def astep(self, inputs: Mapping[str, Any] | None = None) -> StepResult | None:
+        """Run the action at ``position``; write its event; return ``None`` when done.
+
+        A failing action writes ``action_failed`` and raises ``ActionError``
+        (``__cause__`` is the action's exception). A contract error (wrong return
+        type, undeclared write, unencodable value, no transition) writes nothing
+        and raises.
+        """
+        result = await self._step(inputs)
+        if result is None:
+            return None
+        return StepResult(result[0].action, result[0].result, self._state)
+
+    async def _step(self, inputs: Mapping[str, Any] | None) -> tuple[Event, Any] | None:
+        if self._closed:
+            raise UsageError(f"{self!r} is closed")
+        name = self._position
+        if name is None:
+            return None
+        action = self._actions[name]
+        inputs = to_plain(dict(inputs), path="$.inputs") if inputs else _EMPTY
+        seq = self._sequence_id + 1
+        state = self._state
+        hooks = self._hooks
+        if hooks.active:
+            await hooks.run_pre(
+                partition_key=self._partition_key,
+                app_id=self._app_id,
+                sequence_id=seq,
+                position=name,
+                state=state,
+                inputs=inputs,
+            )
+        try:
+            if getattr(action, "is_parallel_map", False):
+                outcome = await action.run_children(self, state, inputs, self._origin)
+            else:
+                outcome = await run_action(action, state, inputs)
+        except ActionError as exc:
+            await self._record_failure(name, seq, inputs, exc)
+            raise
+        new_state = outcome.state
+        next_action = self._graph.next_action(name, new_state, outcome.label)
+        delta = new_state.delta
+        event = Event(
+            partition_key=self._partition_key,
+            app_id=self._app_id,
+            sequence_id=seq,
+            kind=_COMPLETED,
+            action=name,
+            next_action=next_action,
+            inputs=inputs,
+            writes=delta.writes,
+            deletes=list(delta.deletes),
+            result=outcome.result,
+            timestamp=utcnow(),
+            duration=outcome.duration,
+            attempt=outcome.attempt,
+        )
+        self._last_recorded = await self._writer.write(event)
+        self._sequence_id = seq
+        self._origin = seq + 1
+        self._state = new_state.rebase()
+        self._position = next_action
+        if hooks.active:
+            await hooks.run_post(
+                partition_key=self._partition_key,
+                app_id=self._app_id,
+                sequence_id=seq,
+                position=name,
+                state=self._state,
+                inputs=inputs,
+                result=outcome.result,
+                exception=None,
+            )
+        if self._snap_every is not None or self._snap_seconds is not None:
+            await self._maybe_snapshot(halted=False)
+        return event, outcome.result
+
+    async def _record_failure(
+        self, name: str, seq: int, inputs: Mapping[str, Any], exc: ActionError
+    ) -> None:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        event = Event(
+            partition_key=self._partition_key,
+            app_id=self._app_id,
+            sequence_id=seq,
+            kind=_FAILED,
+            action=name,
+            next_action=name,
+            inputs=dict(inputs),
+            error=ErrorInfo(type=type(cause).__name__, message=str(cause)),
+            timestamp=utcnow(),
+            attempt=int(getattr(exc, "attempt", 1)),
+        )
+        self._last_recorded = await self._writer.write(event)
+        self._sequence_id = seq
+        exc.sequence_id = seq
+        if self._hooks.active:
+            await self._hooks.run_post(
+                partition_key=self._partition_key,
+                app_id=self._app_id,
+                sequence_id=seq,
+                position=name,
+                state=self._state,
+                inputs=inputs,
+                result=None,
+                exception=cause,
+            )
+
+    async def aiterate(
+        self,
+        *,
+        halt_before: Collection[str] = (),
+        halt_after: Collection[str] = (),
+        inputs: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[StepResult, None]:
+        """Step until a halt condition or a terminal action, yielding each step."""
+        self._check_halts(halt_before, halt_after)
+        while True:
+            position = self._position
+            if position is None or position in halt_before:
+                break
+            done = await self._step(inputs)
+            if done is None:
+                break
+            yield StepResult(position, done[1], self._state)
+            if position in halt_after:
+                break
+        await self._maybe_snapshot(halted=True)
+
+    async def arun(
+        self,
+        *,
+        halt_before: Collection[str] = (),
+        halt_after: Collection[str] = (),
+        inputs: Mapping[str, Any] | None = None,
+    ) -> StepResult:
+        """Run until a halt condition or a terminal action; return the last step.
+
+        ``inputs`` are given to every step (as in Burr). With neither halt set,
+        the app runs until an action with no way out.
+        """
+        self._check_halts(halt_before, halt_after)
+        last_action: str | None = None
+        last_result: Any = None
+        step = self._step
+        try:
+            while True:
+                position = self._position
+                if position is None or position in halt_before:
+                    break
+                done = await step(inputs)
+                if done is None:
+                    break
+                last_action, last_result = position, done[1]
+                if position in halt_after:
+                    break
+        finally:
+            if not self._closed:
+                await self._maybe_snapshot(halted=True)
+        return StepResult(last_action, last_result, self._state)
+
+    async def astream(
+        self,
+        *,
+        halt_before: Collection[str] = (),
+        halt_after: Collection[str] = (),
+        inputs: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Like ``aiterate``, but yield each step's event as written (for progress, UIs)."""
+        self._check_halts(halt_before, halt_after)
+        while True:
+            position = self._position
+            if position is None or position in halt_before:
+                break
+            done = await self._step(inputs)
+            if done is None:
+                break
+            yield done[0]
+            if position in halt_after:
+                break
+        await self._maybe_snapshot(halted=True)
+
+    def _check_halts(self, halt_before: Collection[str], halt_after: Collection[str]) -> None:
+        if isinstance(halt_before, str) or isinstance(halt_after, str):
+            raise UsageError("halt_before / halt_after take a list of action names, not a str")
+        for name in (*halt_before, *halt_after):
+            if name not in self._actions:
+                raise TransitionError(
+                    f"cannot halt at {name!r}: no such action (known: {sorted(self._actions)})"
+                )
+
+    # --------------------------------------------------------------- durability, snapshots
+
+    async def flush(self) -> None:
+        """Wait until every event is committed (fire_and_forget); raise a write failure."""
+        await self._writer.flush()
+
+    async def _maybe_snapshot(self, *, halted: bool) -> None:
+        snapshots = self._snapshots
+        if snapshots is None or self._closed:
+            return
+        since = self._sequence_id - self._snap_seq
+        if not self._policy.due(since, time.monotonic() - self._snap_time, halted=halted):
+            return
+        await self.snapshot()
+
+    async def snapshot(self) -> None:
+        """Save a snapshot of the current state now (after flushing pending events)."""
+        snapshots = self._snapshots
+        if snapshots is None or self._sequence_id < 0:
+            return
+        await self._writer.flush()
+        rec = self._last_recorded
+        seq = self._sequence_id
+        if rec is None or rec.event.sequence_id != seq:
+            rec = getattr(self._writer, "last_recorded", None)
+        if rec is not None and rec.event.sequence_id == seq:
+            position, event_hash = rec.position, rec.event.hash
+        else:
+            events = await self._store.read(
+                self._partition_key, self._app_id, from_sequence=seq, to_sequence=seq
+            )
+            if not events:
+                return
+            position, event_hash = -1, events[0].hash
+        await snapshots.save(
+            Snapshot(
+                partition_key=self._partition_key,
+                app_id=self._app_id,
+                sequence_id=seq,
+                state=self._state.get_all(),
+                position=position,
+                event_hash=event_hash,
+            )
+        )
+        self._snap_seq = seq
+        self._snap_time = time.monotonic()
+
+    # --------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Flush, snapshot at halt (per policy), close stores the app opened. Idempotent."""
+        if self._closed:
+            return
+        try:
+            await self._writer.flush()
+            await self._maybe_snapshot(halted=True)
+        finally:
+            self._closed = True
+            try:
+                await self._writer.aclose()
+            finally:
+                for resource in reversed(self._owned):
+                    await resource.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --------------------------------------------------------------- the sync face
+
+    def _runner_or_raise(self, method: str) -> asyncio.Runner:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UsageError(
+                f"Application.{method}() was called inside a running event loop; "
+                f"use `await app.a{method}(...)` there"
+            )
+        if self._runner is None:
+            raise UsageError(
+                f"Application.{method}() needs an app made by build(); this one was made by "
+                f"abuild() and lives in its event loop: use `await app.a{method}(...)`"
+            )
+        return self._runner
+
+    def _sync(self, method: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
+        runner = self._runner_or_raise(method)
+        return runner.run(coro_fn(*args, **kwargs))
+
+    def step(self, inputs: Mapping[str, Any] | None = None) -> StepResult | None:
+        """Sync twin of ``astep`` (runs it on the app's own loop)."""
+        return self._sync("step", self.astep, inputs)  # type: ignore[no-any-return]
+
+    def run(
+        self,
+        *,
+        halt_before: Collection[str] = (),
+        halt_after: Collection[str] = (),
+        inputs: Mapping[str, Any] | None = None,
+    ) -> StepResult:
+        """Sync twin of ``arun``."""
+        return self._sync(  # type: ignore[no-any-return]
+            "run", self.arun, halt_before=halt_before, halt_after=halt_after, inputs=inputs
+        )
+
+    def iterate(
+        self,
+        *,
+        halt_before: Collection[str] = (),
+        halt_after: Collection[str] = (),
+        inputs: Mapping[str, Any] | None = None,
+    ) -> Iterator[StepResult]:
+        """Sync twin of ``aiterate``."""
+        runner = self._runner_or_raise("iterate")
+        agen = self.aiterate(halt_before=halt_before, halt_after=halt_after, inputs=inputs)
+        try:
+            while True:
+                try:
+                    item = runner.run(_anext(agen))
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            runner.run(agen.aclose())
+
+    def close(self) -> None:
+        """Sync twin of ``aclose``; also closes the app's own event loop."""
+        runner = self._runner_or_raise("close")
+        try:
+            runner.run(self.aclose())
+        finally:
+            runner.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _anext(agen: AsyncIterator[T]) -> Coroutine[Any, Any, T]:
+    async def next_item() -> T:
+        return await agen.__anext__()
+
+    return next_item()
+
+
+def check_state(value: object, what: str) -> None:
+    if not isinstance(value, State):
+        raise StateError(f"{what} must be a State, got {type(value).__name__}")

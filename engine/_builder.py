@@ -1,0 +1,443 @@
+"""``ApplicationBuilder``: the Burr-shaped way to make an ``Application``.
+
+Three ways to start, exclusive with each other:
+
+* ``with_state`` / ``with_entrypoint`` - a new app; its first event,
+  ``app_initialized``, carries the initial state as writes. If the stream
+  already exists that append fails with ``ConcurrencyError``.
+* ``initialize_from(store, resume_at_next_action=True, default_state=,
+  default_entrypoint=)`` - resume the stream if it exists (latest snapshot plus
+  the events after it), else start it from the defaults.
+* ``fork_from(app_id=, partition_key=, sequence_id=)`` - a new stream whose
+  first event, ``forked``, carries the source's state at ``sequence_id`` and a
+  ``Lineage`` pointing back at it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from eventstore import (
+    Event,
+    EventKind,
+    EventStore,
+    Lineage,
+    SnapshotPolicy,
+    SnapshotStore,
+    TransitionError,
+    UsageError,
+    load_state,
+    to_plain,
+    utcnow,
+)
+
+from ._actions import Action
+from ._application import Application
+from ._durability import Durability, make_writer
+from ._hooks import HookErrorPolicy, HookSet
+from ._state import State
+from ._transitions import Graph
+
+__all__ = ["DEFAULT_DB", "ApplicationBuilder", "StreamPosition", "load_position"]
+
+#: The embedded default store: this file in the working directory.
+DEFAULT_DB = "statelog.db"
+
+_UNSET: Any = object()
+
+
+class StreamPosition:
+    """Where a stored stream stands: its folded state, last sequence and next action."""
+
+    __slots__ = ("last_event", "origin", "sequence_id", "state")
+
+    def __init__(
+        self, state: dict[str, Any], sequence_id: int, last_event: Event | None, origin: int
+    ) -> None:
+        self.state = state
+        self.sequence_id = sequence_id
+        self.last_event = last_event
+        self.origin = origin
+
+    @property
+    def next_action(self) -> str | None:
+        return self.last_event.next_action if self.last_event is not None else None
+
+    @property
+    def exists(self) -> bool:
+        return self.sequence_id >= 0
+
+
+async def load_position(
+    store: EventStore,
+    snapshots: SnapshotStore | None,
+    partition_key: str,
+    app_id: str,
+    *,
+    at_sequence: int | None = None,
+) -> StreamPosition:
+    """Load a stream's state (snapshot + tail) and its last event, without running code."""
+    state, last = await load_state(store, snapshots, partition_key, app_id, at_sequence=at_sequence)
+    if last < 0:
+        return StreamPosition(state, -1, None, 0)
+    events = await store.read(partition_key, app_id, from_sequence=last, to_sequence=last)
+    event = events[-1]
+    origin = last + 1
+    if event.kind == EventKind.ACTION_FAILED:
+        # Retries of one position share its first attempt's sequence (parallel map child ids).
+        origin = last
+        while origin > 0:
+            window = await store.read(
+                partition_key, app_id, from_sequence=max(0, origin - 64), to_sequence=origin - 1
+            )
+            stop = False
+            for earlier in reversed(window):
+                if earlier.kind == EventKind.ACTION_FAILED and earlier.action == event.action:
+                    origin = earlier.sequence_id
+                else:
+                    stop = True
+                    break
+            if stop or not window:
+                break
+    return StreamPosition(state, last, event, origin)
+
+
+class ApplicationBuilder:
+    """Collects the parts of an application; ``build()`` / ``abuild()`` make it."""
+
+    def __init__(self) -> None:
+        self._actions: dict[str, Action] = {}
+        self._transitions: list[tuple[Any, ...]] = []
+        self._state: Mapping[str, Any] | None = None
+        self._entrypoint: str | None = None
+        self._app_id: str | None = None
+        self._partition_key = ""
+        self._store: Any = _UNSET
+        self._snapshots: Any = _UNSET
+        self._policy = SnapshotPolicy(every=1000)
+        self._hooks: list[object] = []
+        self._on_hook_error: HookErrorPolicy = "log"
+        self._durability: Durability = "transactional"
+        self._init: tuple[Any, bool, Mapping[str, Any] | None, str | None] | None = None
+        self._fork: tuple[str, str, int | None] | None = None
+        self._parent: Lineage | None = None
+
+    # --------------------------------------------------------------- parts
+
+    def with_actions(self, *actions: Action, **named: Action) -> ApplicationBuilder:
+        """Register actions, by keyword (``fetch=fetch_action``) or by their own names."""
+        for act in actions:
+            name = getattr(act, "name", None)
+            if not isinstance(act, Action) or not name:
+                raise UsageError(
+                    f"with_actions takes named actions (@action functions, Node instances), "
+                    f"got {act!r}; pass it by keyword to name it"
+                )
+            self._add_action(name, act)
+        for name, act in named.items():
+            if not isinstance(act, Action):
+                raise UsageError(
+                    f"action {name!r} must be an Action (@action function, Node instance), "
+                    f"got {type(act).__name__}"
+                )
+            if act.name != name:
+                act = act.with_name(name)
+            self._add_action(name, act)
+        return self
+
+    def _add_action(self, name: str, act: Action) -> None:
+        if name in self._actions and self._actions[name] is not act:
+            raise UsageError(f"two actions are named {name!r}")
+        self._actions[name] = act
+
+    def with_transitions(self, *transitions: tuple[Any, ...]) -> ApplicationBuilder:
+        """``(from, to)`` or ``(from, to, condition)``; ``from`` may be a list of names."""
+        self._transitions.extend(transitions)
+        return self
+
+    def with_state(
+        self, state: Mapping[str, Any] | None = None, **values: Any
+    ) -> ApplicationBuilder:
+        """The initial state of a new app (exclusive with initialize_from / fork_from)."""
+        merged = dict(state or {})
+        merged.update(values)
+        self._state = {**(self._state or {}), **merged}
+        return self
+
+    def with_entrypoint(self, action: str) -> ApplicationBuilder:
+        self._entrypoint = action
+        return self
+
+    def with_identifiers(
+        self, *, app_id: str | None = None, partition_key: str | None = None
+    ) -> ApplicationBuilder:
+        """The stream: ``app_id`` (default: a new UUID) and ``partition_key`` (default ``""``)."""
+        if app_id is not None:
+            self._app_id = app_id
+        if partition_key is not None:
+            self._partition_key = partition_key
+        return self
+
+    def with_store(
+        self,
+        store: EventStore | str | os.PathLike[str],
+        *,
+        snapshots: SnapshotStore | None = _UNSET,
+    ) -> ApplicationBuilder:
+        """Where events go: an open ``EventStore``, or a path for an SQLite file.
+
+        With a path the app opens ``SQLiteEventStore`` and a ``SnapshotStore`` on
+        the same file and closes both in ``aclose()``. Without ``with_store`` the
+        default is the file ``statelog.db`` in the working directory.
+        """
+        self._store = store
+        self._snapshots = snapshots
+        return self
+
+    def with_snapshots(
+        self, every: int | None = 1000, seconds: float | None = None, *, at_halt: bool = True
+    ) -> ApplicationBuilder:
+        """Snapshot every ``every`` events and/or ``seconds``, and when a run halts."""
+        self._policy = SnapshotPolicy(every=every, seconds=seconds, at_halt=at_halt)
+        return self
+
+    def with_hooks(self, *hooks: object, on_error: HookErrorPolicy = "log") -> ApplicationBuilder:
+        """Pre/post step hooks, sync or async; ``on_error``: "log", "warn" or "raise"."""
+        self._hooks.extend(hooks)
+        self._on_hook_error = on_error
+        HookSet(self._hooks, on_error)  # validate now: misuse raises at the call
+        return self
+
+    def with_durability(self, mode: Durability) -> ApplicationBuilder:
+        """``"transactional"`` (default) or ``"fire_and_forget"``."""
+        if mode not in ("transactional", "fire_and_forget"):
+            raise UsageError(
+                f"durability must be 'transactional' or 'fire_and_forget', got {mode!r}"
+            )
+        self._durability = mode
+        return self
+
+    def initialize_from(
+        self,
+        store: EventStore | None = None,
+        *,
+        resume_at_next_action: bool = True,
+        default_state: Mapping[str, Any] | None = None,
+        default_entrypoint: str,
+    ) -> ApplicationBuilder:
+        """Resume the stream from ``store`` (default: the app's store) or start it fresh.
+
+        With ``resume_at_next_action=False`` the loaded state starts again at
+        ``default_entrypoint``.
+        """
+        self._init = (store, resume_at_next_action, default_state, default_entrypoint)
+        return self
+
+    def fork_from(
+        self, *, app_id: str, partition_key: str = "", sequence_id: int | None = None
+    ) -> ApplicationBuilder:
+        """Start a new stream from another one's state at ``sequence_id`` (default: its last)."""
+        self._fork = (partition_key, app_id, sequence_id)
+        return self
+
+    def with_parent(self, lineage: Lineage) -> ApplicationBuilder:
+        """Link a new app's first event to a parent stream (used by parallel map)."""
+        self._parent = lineage
+        return self
+
+    # --------------------------------------------------------------- building
+
+    def _check(self) -> None:
+        modes = []
+        if self._state is not None or self._entrypoint is not None:
+            modes.append("with_state/with_entrypoint")
+        if self._init is not None:
+            modes.append("initialize_from")
+        if self._fork is not None:
+            modes.append("fork_from")
+        if len(modes) > 1:
+            raise UsageError(f"{' and '.join(modes)} are exclusive: pick one way to start the app")
+        if not modes:
+            raise UsageError(
+                "no way to start the app: call with_entrypoint (and with_state), "
+                "initialize_from or fork_from"
+            )
+        if not self._actions:
+            raise UsageError("the app has no actions: call with_actions")
+        init_store = self._init[0] if self._init is not None else None
+        if init_store is not None and self._store is not _UNSET and init_store is not self._store:
+            raise UsageError(
+                "initialize_from(store) and with_store(...) name different stores; "
+                "an app reads and writes one stream in one store"
+            )
+
+    def build(self) -> Application:
+        """Build on the app's own event loop; use the sync face (step/run/iterate/close)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UsageError("build() was called inside a running event loop; use await abuild()")
+        self._check()
+        runner = asyncio.Runner()
+        try:
+            return runner.run(self._abuild(runner))
+        except BaseException:
+            runner.close()
+            raise
+
+    async def abuild(self) -> Application:
+        """Build in the running event loop; use the async face (astep/arun/...)."""
+        self._check()
+        return await self._abuild(None)
+
+    async def _open_stores(self) -> tuple[EventStore, SnapshotStore | None, list[Any]]:
+        store = self._store
+        if store is _UNSET and self._init is not None and self._init[0] is not None:
+            store = self._init[0]
+        if store is _UNSET:
+            store = DEFAULT_DB
+        if isinstance(store, EventStore):
+            snapshots = None if self._snapshots is _UNSET else self._snapshots
+            return store, snapshots, []
+        if not isinstance(store, str | os.PathLike):
+            raise UsageError(
+                f"with_store takes an EventStore or a path, got {type(store).__name__}"
+            )
+        from eventstore import SQLiteEventStore  # type: ignore[attr-defined]
+
+        path = os.fspath(store)
+        owned: list[Any] = []
+        try:
+            event_store = await SQLiteEventStore.open(path)
+            owned.append(event_store)
+            snapshots = self._snapshots
+            if snapshots is _UNSET:
+                snapshots = await SnapshotStore.open(path)
+                owned.append(snapshots)
+        except BaseException:
+            for resource in reversed(owned):
+                await resource.aclose()
+            raise
+        return event_store, snapshots, owned
+
+    async def _abuild(self, runner: asyncio.Runner | None) -> Application:
+        store, snapshots, owned = await self._open_stores()
+        try:
+            return await self._assemble(store, snapshots, owned, runner)
+        except BaseException:
+            for resource in reversed(owned):
+                await resource.aclose()
+            raise
+
+    async def _assemble(
+        self,
+        store: EventStore,
+        snapshots: SnapshotStore | None,
+        owned: list[Any],
+        runner: asyncio.Runner | None,
+    ) -> Application:
+        app_id = self._app_id or uuid.uuid4().hex
+        pk = self._partition_key
+        entrypoint = self._entrypoint
+        if self._init is not None:
+            entrypoint = self._init[3]
+        graph = Graph(self._actions, self._transitions, entrypoint)
+        hooks = HookSet(self._hooks, self._on_hook_error)
+        writer = make_writer(self._durability, store)
+
+        def make(state: State, position: str | None, seq: int, origin: int) -> Application:
+            return Application(
+                graph=graph,
+                state=state,
+                position=position,
+                sequence_id=seq,
+                app_id=app_id,
+                partition_key=pk,
+                store=store,
+                snapshots=snapshots,
+                snapshot_policy=self._policy,
+                writer=writer,
+                hooks=hooks,
+                origin=origin,
+                durability=self._durability,
+                owned=owned,
+                runner=runner,
+            )
+
+        if self._fork is not None:
+            src_pk, src_app, at = self._fork
+            if (src_pk, src_app) == (pk, app_id):
+                raise UsageError(f"fork_from {src_app!r} into itself: give a new app_id")
+            src = await load_position(store, snapshots, src_pk, src_app, at_sequence=at)
+            if not src.exists or (at is not None and src.sequence_id != at):
+                raise UsageError(
+                    f"cannot fork {src_pk + '/' if src_pk else ''}{src_app!r} at "
+                    f"sequence_id {at}: the stream ends at {src.sequence_id}"
+                )
+            position = src.next_action
+            _check_position(graph, position, src_app)
+            lineage = Lineage(
+                partition_key=src_pk, app_id=src_app, sequence_id=src.sequence_id, relation="fork"
+            )
+            state = await _start(store, pk, app_id, src.state, position, EventKind.FORKED, lineage)
+            return make(state, position, 0, 1)
+
+        if self._init is not None:
+            _, resume_next, default_state, default_entry = self._init
+            found = await load_position(store, snapshots, pk, app_id)
+            if found.exists:
+                if resume_next:
+                    position = found.next_action
+                    _check_position(graph, position, app_id)
+                    origin = found.origin
+                else:
+                    position, origin = default_entry, found.sequence_id + 1
+                return make(State.from_fold(found.state), position, found.sequence_id, origin)
+            initial, entry = dict(default_state or {}), default_entry
+        else:
+            initial, entry = dict(self._state or {}), entrypoint
+        if entry is None:
+            raise UsageError("a new app needs an entrypoint: call with_entrypoint")
+        state = await _start(
+            store, pk, app_id, initial, entry, EventKind.APP_INITIALIZED, self._parent
+        )
+        return make(state, entry, 0, 1)
+
+
+def _check_position(graph: Graph, position: str | None, app_id: str) -> None:
+    if position is not None and position not in graph.actions:
+        raise TransitionError(
+            f"stream {app_id!r} continues at action {position!r}, which this app does not have "
+            f"(known: {sorted(graph.actions)})"
+        )
+
+
+async def _start(
+    store: EventStore,
+    partition_key: str,
+    app_id: str,
+    initial: Mapping[str, Any],
+    entry: str | None,
+    kind: str,
+    parent: Lineage | None,
+) -> State:
+    """Write a stream's first event (always awaited: a clash raises at build)."""
+    writes = {key: to_plain(value, path=f"$.writes.{key}") for key, value in initial.items()}
+    event = Event(
+        partition_key=partition_key,
+        app_id=app_id,
+        sequence_id=0,
+        kind=kind,
+        next_action=entry,
+        writes=writes,
+        timestamp=utcnow(),
+        parent=parent,
+    )
+    await store.append([event], expected_sequence=-1)
+    return State.from_fold(dict(writes))
