@@ -27,6 +27,13 @@ from ._errors import (
 from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
 from ._export import EXPORT_FORMAT_VERSION, export_streams, import_streams, iter_export
 from ._memory import MemoryEventStore
+from ._relay import (
+    MemoryRelayCheckpoint,
+    OutboxRelay,
+    RelayCheckpoint,
+    RelayStatus,
+    SQLiteRelayCheckpoint,
+)
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
     Snapshot,
@@ -35,6 +42,7 @@ from ._snapshots import (
     SnapshotStore,
     load_state,
 )
+from ._subscription import DedupIndex, ForeignRecordWarning, KafkaSubscription
 from ._wire import (
     WIRE_VERSION,
     KafkaRecord,
@@ -59,20 +67,28 @@ __all__ = [
     "ClientError",
     "Codec",
     "ConcurrencyError",
+    "DedupIndex",
     "EncodingError",
     "ErrorInfo",
     "Event",
     "EventKind",
     "EventStore",
     "EventTooLargeError",
+    "ForeignRecordWarning",
     "HookError",
     "IntegrityError",
     "InvalidEventError",
     "KafkaRecord",
+    "KafkaSubscription",
     "Lineage",
     "MemoryEventStore",
+    "MemoryRelayCheckpoint",
+    "OutboxRelay",
     "ProjectionError",
     "Recorded",
+    "RelayCheckpoint",
+    "RelayStatus",
+    "SQLiteRelayCheckpoint",
     "SchemaVersionError",
     "Snapshot",
     "SnapshotPolicy",
