@@ -194,7 +194,8 @@ class Application:
             )
         try:
             if getattr(action, "is_parallel_map", False):
-                outcome = await action.run_children(self, state, inputs, self._origin)
+                run_children = action.run_children  # type: ignore[attr-defined]
+                outcome = await run_children(self, state, inputs, self._origin)
             else:
                 outcome = await run_action(action, state, inputs)
         except ActionError as exc:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from eventstore import ActionError, Lineage, StateError, to_plain
+from eventstore import ActionError, Lineage, StateError, StatelogError, to_plain
 
 from ._actions import Action, _Signature
 from ._state import State
@@ -154,6 +154,8 @@ class ParallelMap(Action):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, Exception):
                     raise outcome
+                if isinstance(outcome, StatelogError) and not isinstance(outcome, ActionError):
+                    raise outcome  # a store or contract error is not the action failing
                 raise ActionError(
                     self.name,
                     -1,

@@ -19,6 +19,7 @@ from eventstore import StatelogError
 #: Modules whose ``register(subparsers)`` adds sub-commands, in help order.
 COMMAND_MODULES = [
     "statelog._cli_log",
+    "statelog._cli_engine",
 ]
 
 

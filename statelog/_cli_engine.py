@@ -1,0 +1,176 @@
+"""``statelog demo``, ``statelog history`` and ``statelog state``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import msgspec
+
+from eventstore import EventStore, SnapshotStore, StoreError, load_state
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the built-in order workflow (resumes if the app exists)",
+        description=(
+            "Run a built-in order workflow: receive, check, approval for large orders, "
+            "a charge that retries on gateway timeouts, and shipping waves as a parallel "
+            "map of sub-applications. Every step is an event; run it again to resume."
+        ),
+    )
+    demo.add_argument("--db", default="statelog.db", help="SQLite file (default: statelog.db)")
+    demo.add_argument("--app-id", default="demo-orders", help="the app's id")
+    demo.add_argument("--steps", type=int, default=300, help="run until this many steps")
+    demo.add_argument(
+        "--durability",
+        choices=["transactional", "fire_and_forget"],
+        default="transactional",
+    )
+    demo.add_argument("--snapshot-every", type=int, default=1000, metavar="N")
+    demo.add_argument("--quiet", action="store_true", help="only the final summary")
+    demo.set_defaults(handler=_demo)
+
+    history = subparsers.add_parser("history", help="show the events of one app")
+    history.add_argument("app_id")
+    history.add_argument("--db", default="statelog.db")
+    history.add_argument("--partition-key", default="")
+    history.add_argument("--from", dest="from_sequence", type=int, default=0, metavar="SEQ")
+    history.add_argument("--limit", type=int, default=None)
+    history.add_argument("--json", action="store_true", help="one JSON event per line")
+    history.set_defaults(handler=_history)
+
+    state = subparsers.add_parser("state", help="show an app's state, now or at a past step")
+    state.add_argument("app_id")
+    state.add_argument("--db", default="statelog.db")
+    state.add_argument("--partition-key", default="")
+    state.add_argument("--at", type=int, default=None, metavar="SEQ", help="after event SEQ")
+    state.add_argument("--json", action="store_true", help="compact JSON")
+    state.set_defaults(handler=_state)
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from ._demo import DEMO_ENTRYPOINT, demo_builder, demo_initial_state
+
+    if args.steps < 1:
+        raise SystemExit("statelog demo: --steps must be >= 1")
+    started = time.perf_counter()
+    app = await (
+        demo_builder()
+        .with_identifiers(app_id=args.app_id)
+        .with_store(args.db)
+        .with_durability(args.durability)
+        .with_snapshots(every=args.snapshot_every)
+        .initialize_from(default_state=demo_initial_state(), default_entrypoint=DEMO_ENTRYPOINT)
+        .abuild()
+    )
+    async with app:
+        first = app.sequence_id
+        if first > 0:
+            _out(f"resuming {args.app_id!r} at step {first} (next: {app.position})")
+        else:
+            _out(f"starting {args.app_id!r} in {args.db} ({args.durability})")
+        report_every = max(args.steps // 10, 1)
+        step = app.astep
+        while app.sequence_id < args.steps:
+            await step()
+            seq = app.sequence_id
+            if not args.quiet and seq % report_every == 0:
+                s = app.state
+                _out(
+                    f"  step {seq:>8}/{args.steps}  orders {s['orders']:>6}  "
+                    f"approved {s['approved']:>5}  rejected {s['rejected']:>5}  "
+                    f"shipped {s['shipped']:>6}"
+                )
+        await app.flush()
+        elapsed = time.perf_counter() - started
+        s = app.state
+        ran = app.sequence_id - first
+        _out(
+            f"done: {args.app_id!r} at step {app.sequence_id} ({ran} new steps in "
+            f"{elapsed:.2f} s, {ran / elapsed if elapsed else 0:,.0f} steps/s)"
+        )
+        _out(
+            f"  orders {s['orders']}, approved {s['approved']}, rejected {s['rejected']}, "
+            f"charged {s['charged']}, revenue {s['revenue'] / 100:,.2f} EUR, "
+            f"shipped {s['shipped']} in {s['waves_sent']} waves"
+        )
+        _out(f"  see: statelog history {args.app_id} --db {args.db} | tail")
+    return 0
+
+
+async def _open_store(path: str) -> EventStore:
+    if not os.path.exists(path):  # noqa: ASYNC240 - one stat before opening
+        raise StoreError(f"no statelog database at {path!r}")
+    from eventstore import SQLiteEventStore  # type: ignore[attr-defined]
+
+    store: EventStore = await SQLiteEventStore.open(path)
+    return store
+
+
+async def _history(args: argparse.Namespace) -> int:
+    store = await _open_store(args.db)
+    async with store:
+        to = None if args.limit is None else args.from_sequence + args.limit - 1
+        events = await store.read(
+            args.partition_key, args.app_id, from_sequence=args.from_sequence, to_sequence=to
+        )
+        if not events and await store.last_sequence(args.partition_key, args.app_id) < 0:
+            raise StoreError(f"no app {args.app_id!r} in {args.db!r}")
+        if args.json:
+            encoder = msgspec.json.Encoder()
+            for event in events:
+                sys.stdout.write(encoder.encode(event).decode() + "\n")
+            return 0
+        _out(f"{'seq':>7}  {'kind':<16} {'action':<12} {'next':<12} {'att':>3}  changes")
+        for e in events:
+            changes = ", ".join([*e.writes, *(f"-{k}" for k in e.deletes)])
+            if e.error is not None:
+                changes = f"{e.error.type}: {e.error.message}"
+            if e.parent is not None:
+                changes = f"[{e.parent.relation} of {e.parent.app_id}#{e.parent.sequence_id}] " + (
+                    changes
+                )
+            _out(
+                f"{e.sequence_id:>7}  {e.kind:<16} {e.action or '-':<12} "
+                f"{e.next_action or '-':<12} {e.attempt:>3}  {_clip(changes, 60)}"
+            )
+    return 0
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+async def _state(args: argparse.Namespace) -> int:
+    store = await _open_store(args.db)
+    async with store:
+        snapshots = await SnapshotStore.open(args.db)
+        async with snapshots:
+            last = await store.last_sequence(args.partition_key, args.app_id)
+            if last < 0:
+                raise StoreError(f"no app {args.app_id!r} in {args.db!r}")
+            if args.at is not None and not 0 <= args.at <= last:
+                raise StoreError(
+                    f"app {args.app_id!r} has steps 0..{last}; --at {args.at} is outside"
+                )
+            state, seq = await load_state(
+                store, snapshots, args.partition_key, args.app_id, at_sequence=args.at
+            )
+    if args.json:
+        _out(json.dumps({"sequence_id": seq, "state": state}, sort_keys=True))
+    else:
+        _out(f"# {args.app_id} after step {seq}")
+        _out(json.dumps(state, indent=2, sort_keys=True))
+    return 0
