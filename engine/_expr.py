@@ -306,6 +306,8 @@ class _Compiler:
 
     def _call(self, node: ast.Call, depth: int) -> Evaluator:
         func = node.func
+        if isinstance(func, ast.Attribute):
+            raise self.refuse(func, "attribute access is")
         if not (isinstance(func, ast.Name) and func.id == "len"):
             raise self.refuse(node, "function calls (only len(x)) are")
         if node.keywords or len(node.args) != 1:
