@@ -1,0 +1,190 @@
+"""``KafkaSource``: a topic of statelog records (``eventstore`` wire format).
+
+Offline (``follow=False``) it assigns every partition itself, seeks each to
+the checkpoint's offset (or the beginning) and stops at the end offsets it saw
+when it started. Live (``follow=True``) it joins a consumer group, so several
+runners share the partitions; on every assignment it seeks to the offsets of
+the read model's checkpoint, never to Kafka's committed offsets (the read
+model is the one source of truth for how far it got).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+from urllib.parse import urlsplit
+
+from eventstore import Recorded, StoreUnavailableError, decode_record
+
+from ._checkpoint import Checkpoint, Item
+from ._sources import Source
+
+__all__ = ["KafkaSource"]
+
+#: Consumer group timings that suit Tansu and real Kafka alike.
+GROUP_OPTIONS: dict[str, Any] = {
+    "session_timeout_ms": 3000,
+    "heartbeat_interval_ms": 500,
+    "request_timeout_ms": 5000,
+}
+
+
+class KafkaSource(Source):
+    """Events of one topic; the checkpoint holds the next offset of each partition."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        group_id: str = "statelog-projections",
+        fetch_timeout: float = 0.5,
+        **consumer_options: Any,
+    ) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group_id = group_id
+        self.fetch_timeout = fetch_timeout
+        self.consumer_options = consumer_options
+        self.uri = f"kafka://{bootstrap}/{topic}"
+
+    @classmethod
+    async def from_uri(cls, uri: str, **options: Any) -> KafkaSource:
+        parts = urlsplit(uri)
+        topic = parts.path.lstrip("/")
+        if parts.scheme != "kafka" or not parts.netloc or not topic:
+            raise ValueError(f"expected kafka://HOST:PORT/TOPIC, got {uri!r}")
+        source = cls(parts.netloc, topic, **options)
+        await source._check_topic()
+        return source
+
+    def _consumer(self, group_id: str | None) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_partition_fetch_bytes": 8 * 1024 * 1024,
+            "fetch_max_bytes": 32 * 1024 * 1024,
+            "client_id": f"statelog-projection-{uuid.uuid4().hex[:8]}",
+            **GROUP_OPTIONS,
+        }
+        options.update(self.consumer_options)
+        return AIOKafkaConsumer(group_id=group_id, **options)
+
+    async def _partitions(self, consumer: Any) -> list[Any]:
+        from aiokafka import TopicPartition
+
+        topics = await consumer.topics()
+        if self.topic not in topics:
+            raise StoreUnavailableError(f"no Kafka topic {self.topic!r} at {self.bootstrap}")
+        numbers = consumer.partitions_for_topic(self.topic) or set()
+        return [TopicPartition(self.topic, p) for p in sorted(numbers)]
+
+    async def _start(self, consumer: Any) -> None:
+        from aiokafka.errors import KafkaError
+
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as exc:
+            await consumer.stop()
+            raise StoreUnavailableError(
+                f"cannot reach the Kafka broker at {self.bootstrap}: {exc}"
+            ) from exc
+
+    async def _check_topic(self) -> None:
+        consumer = self._consumer(None)
+        await self._start(consumer)
+        try:
+            await self._partitions(consumer)
+        finally:
+            await consumer.stop()
+
+    async def total(self) -> int | None:
+        consumer = self._consumer(None)
+        await self._start(consumer)
+        try:
+            partitions = await self._partitions(consumer)
+            start = await consumer.beginning_offsets(partitions)
+            end = await consumer.end_offsets(partitions)
+            return int(sum(end[tp] - start[tp] for tp in partitions))
+        finally:
+            await consumer.stop()
+
+    async def items(
+        self, checkpoint: Checkpoint, *, batch_size: int, follow: bool
+    ) -> AsyncIterator[list[Item]]:
+        if follow:
+            async for batch in self._follow(checkpoint, batch_size):
+                yield batch
+            return
+        consumer = self._consumer(None)
+        await self._start(consumer)
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            for tp in partitions:
+                if tp.partition in checkpoint.offsets:
+                    consumer.seek(tp, checkpoint.offsets[tp.partition])
+                else:
+                    await consumer.seek_to_beginning(tp)
+            end = await consumer.end_offsets(partitions)
+            remaining = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
+            while remaining:
+                fetched = await consumer.getmany(
+                    *remaining, timeout_ms=int(self.fetch_timeout * 1000), max_records=batch_size
+                )
+                chunk: list[Item] = []
+                for tp, messages in fetched.items():
+                    for msg in messages:
+                        if msg.offset < end[tp]:
+                            chunk.append(_item(msg))
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+                if chunk:
+                    yield chunk
+        finally:
+            await consumer.stop()
+
+    async def _follow(self, checkpoint: Checkpoint, batch_size: int) -> AsyncIterator[list[Item]]:
+        from aiokafka import ConsumerRebalanceListener
+
+        consumer = self._consumer(self.group_id)
+        delivered = dict(checkpoint.offsets)
+
+        class SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Collection[Any]) -> None:
+                return None
+
+            async def on_partitions_assigned(self, assigned: Collection[Any]) -> None:
+                for tp in assigned:
+                    if tp.partition in delivered:
+                        consumer.seek(tp, delivered[tp.partition])
+                    else:
+                        await consumer.seek_to_beginning(tp)
+
+        await self._start(consumer)
+        try:
+            await self._partitions(consumer)
+            consumer.subscribe([self.topic], listener=SeekToCheckpoint())
+            while True:
+                fetched = await consumer.getmany(
+                    timeout_ms=int(self.fetch_timeout * 1000), max_records=batch_size
+                )
+                batch = [_item(msg) for messages in fetched.values() for msg in messages]
+                if batch:
+                    for item in batch:
+                        delivered[item.partition] = item.offset + 1
+                    yield batch
+                else:
+                    await asyncio.sleep(0)
+        finally:
+            await consumer.stop()
+
+
+def _item(msg: Any) -> Item:
+    event = decode_record(msg.key, msg.value, msg.headers)
+    return Item(Recorded(0, event), msg.partition, msg.offset)

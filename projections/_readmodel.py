@@ -1,0 +1,238 @@
+"""``ReadModel``: one SQLite file that holds read models, their generations and checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import aiosqlite
+
+from eventstore import ProjectionError
+
+from ._checkpoint import (
+    META_COLUMNS,
+    META_SCHEMA,
+    META_TABLE,
+    Checkpoint,
+    Generation,
+    encode_offsets,
+    row_to_generation,
+)
+from ._projection import Projection, ProjectionContext
+
+__all__ = ["ReadModel"]
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _probe(path: Path, busy_timeout: float) -> None:
+    """Open ``path``, switch it to WAL and create the generations table, or raise."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a directory")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the directory {str(path.parent)!r} does not exist")
+    db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(META_SCHEMA)
+    finally:
+        db.close()
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ReadModel:
+    """An open read-model file (aiosqlite, WAL). Use ``await ReadModel.open(path)``.
+
+    It keeps the generations table (see ``_checkpoint``) and does the
+    blue/green swap; the runner uses it to apply batches.
+    """
+
+    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+        self.path = path
+        self.db = db
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"ReadModel({str(self.path)!r})"
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, projection: str = "", busy_timeout: float = 30.0
+    ) -> Self:
+        """Open (or create) the read-model file; ``ProjectionError`` if it cannot be written."""
+        path = Path(path)
+        # Probe with plain sqlite3 first: a failed aiosqlite connect leaves its
+        # worker thread to report on a loop that may be gone.
+        try:
+            await asyncio.to_thread(_probe, path, busy_timeout)
+        except sqlite3.Error as exc:
+            raise ProjectionError(
+                projection, None, f"cannot write the read model at {str(path)!r}: {exc}"
+            ) from exc
+        except OSError as exc:
+            raise ProjectionError(
+                projection, None, f"cannot open the read model at {str(path)!r}: {exc}"
+            ) from exc
+        db = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            await db.execute("PRAGMA synchronous = NORMAL")
+        except BaseException:
+            await db.close()
+            raise
+        return cls(path, db)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- generations
+
+    async def generations(self, name: str | None = None) -> list[Generation]:
+        sql = f"SELECT {META_COLUMNS} FROM {META_TABLE}"
+        params: tuple[str, ...] = ()
+        if name is not None:
+            sql += " WHERE name = ?"
+            params = (name,)
+        async with self.db.execute(sql + " ORDER BY name, generation", params) as cursor:
+            rows = await cursor.fetchall()
+        return [row_to_generation(row) for row in rows]
+
+    async def live(self, name: str) -> Generation | None:
+        for gen in await self.generations(name):
+            if gen.status == "live":
+                return gen
+        return None
+
+    async def generation(self, name: str, generation: int) -> Generation | None:
+        for gen in await self.generations(name):
+            if gen.generation == generation:
+                return gen
+        return None
+
+    def context(self, projection: Projection, generation: int) -> ProjectionContext:
+        return ProjectionContext(self.db, projection.name, generation)
+
+    async def start_generation(self, projection: Projection, source: str) -> Generation:
+        """Create a new 'building' generation with empty tables; drop stale building ones."""
+        stamp = now_iso()
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for gen in await self.generations(projection.name):
+                if gen.status == "building":
+                    await self._drop(projection, gen.generation)
+            async with self.db.execute(
+                f"SELECT COALESCE(MAX(generation), 0) + 1 FROM {META_TABLE} WHERE name = ?",
+                (projection.name,),
+            ) as cursor:
+                row = await cursor.fetchone()
+            number = int(row[0]) if row else 1
+            ctx = self.context(projection, number)
+            for table in projection.tables:
+                await self.db.execute(f"DROP TABLE IF EXISTS {_quote(ctx.table(table))}")
+            await projection.setup(ctx)
+            await self.db.execute(
+                f"INSERT INTO {META_TABLE} (name, generation, version, status, source, "
+                "created_at, updated_at) VALUES (?, ?, ?, 'building', ?, ?, ?)",
+                (projection.name, number, projection.version, source, stamp, stamp),
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+        return Generation(
+            name=projection.name,
+            generation=number,
+            version=projection.version,
+            status="building",
+            source=source,
+            checkpoint=Checkpoint(),
+            created_at=stamp,
+            updated_at=stamp,
+        )
+
+    async def swap(self, projection: Projection, generation: int) -> None:
+        """Make ``generation`` live: build its indexes, re-point the views, drop the old one.
+
+        The views and the generations table change in one transaction, so a
+        reader sees either the old read model or the new one, never a mix.
+        """
+        ctx = self.context(projection, generation)
+        await self.db.execute("BEGIN IMMEDIATE")
+        try:
+            await projection.create_indexes(ctx)
+            for table in projection.tables:
+                await self.db.execute(f"DROP VIEW IF EXISTS {_quote(table)}")
+                await self.db.execute(
+                    f"CREATE VIEW {_quote(table)} AS SELECT * FROM {_quote(ctx.table(table))}"
+                )
+            for gen in await self.generations(projection.name):
+                if gen.generation != generation:
+                    await self._drop(projection, gen.generation)
+            stamp = now_iso()
+            await self.db.execute(
+                f"UPDATE {META_TABLE} SET status = 'live', live_at = ?, updated_at = ? "
+                "WHERE name = ? AND generation = ?",
+                (stamp, stamp, projection.name, generation),
+            )
+            await self.db.execute("COMMIT")
+        except BaseException:
+            await self._rollback()
+            raise
+
+    async def _drop(self, projection: Projection, generation: int) -> None:
+        for table in projection.tables:
+            name = f"{table}_g{generation}"
+            await self.db.execute(f"DROP TABLE IF EXISTS {_quote(name)}")
+        await self.db.execute(
+            f"DELETE FROM {META_TABLE} WHERE name = ? AND generation = ?",
+            (projection.name, generation),
+        )
+
+    async def save_checkpoint(
+        self, projection: Projection, generation: int, checkpoint: Checkpoint
+    ) -> bool:
+        """Write the checkpoint inside the caller's transaction; False if the row is gone."""
+        cursor = await self.db.execute(
+            f"UPDATE {META_TABLE} SET position = ?, offsets = ?, events = ?, updated_at = ? "
+            "WHERE name = ? AND generation = ?",
+            (
+                checkpoint.position,
+                encode_offsets(checkpoint.offsets),
+                checkpoint.events,
+                now_iso(),
+                projection.name,
+                generation,
+            ),
+        )
+        changed = cursor.rowcount
+        await cursor.close()
+        return changed == 1
+
+    async def _rollback(self) -> None:
+        try:
+            if self.db.in_transaction:
+                await self.db.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - the connection is gone
+            pass
