@@ -171,6 +171,13 @@ class Expression:
                 f"condition {self.source!r} failed on this state: {type(exc).__name__}: {exc}"
             ) from exc
 
+    def check(self, state: Mapping[str, Any], label: str | None = None) -> Any:
+        """Like calling the expression (the signature a Condition check takes)."""
+        try:
+            return self._fn(state)
+        except Exception:
+            return self(state)  # evaluation is pure: run again to raise the translated error
+
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
 
@@ -283,6 +290,19 @@ class _Compiler:
         rights = [self.compile(c, depth) for c in node.comparators]
         if len(ops) == 1:
             op, right = ops[0], rights[0]
+            a, b = node.left, node.comparators[0]
+            if isinstance(a, ast.Name) and isinstance(b, ast.Constant):
+                # the common `key <op> literal`: one closure instead of three
+                name, value = a.id, b.value
+
+                def key_vs_literal(state: Mapping[str, Any]) -> Any:
+                    try:
+                        got = state[name]
+                    except KeyError:
+                        raise _MissingName(name) from None
+                    return op(got, value)
+
+                return key_vs_literal
             return lambda state: op(left(state), right(state))
         pairs = list(zip(ops, rights, strict=True))
 

@@ -40,6 +40,7 @@ class _Deleted:
 
 _DELETED: Final = _Deleted()
 _MISSING: Final = object()
+_new = object.__new__
 
 
 def _plain(key: str, value: Any) -> Any:
@@ -164,7 +165,13 @@ class State(Mapping[str, Any]):
 
     def rebase(self) -> State:
         """The same data with an empty delta (a new rebase point)."""
-        return State._make(self._base, self._over, {}, object())
+        new = _new(State)
+        new._base = self._base
+        new._over = self._over
+        new._changed = {}
+        new._merged = self._merged
+        new._root = object()
+        return new
 
     # ------------------------------------------------------------------ reading
 
@@ -244,14 +251,22 @@ class State(Mapping[str, Any]):
     @property
     def delta(self) -> Delta:
         """The keys written (with values) and deleted since the rebase point."""
+        changed = self._changed
+        delta = _new(Delta)
+        if _DELETED not in changed.values():
+            delta.writes = dict(changed)
+            delta.deletes = []
+            return delta
         writes: dict[str, Any] = {}
         deletes: list[str] = []
-        for key, value in self._changed.items():
+        for key, value in changed.items():
             if value is _DELETED:
                 deletes.append(key)
             else:
                 writes[key] = value
-        return Delta(writes, deletes)
+        delta.writes = writes
+        delta.deletes = deletes
+        return delta
 
     def changed_keys(self) -> Iterable[str]:
         """The keys written or deleted since the rebase point (a live view; cheap)."""
@@ -260,12 +275,12 @@ class State(Mapping[str, Any]):
     # ------------------------------------------------------------------ writing
 
     def _apply(self, changes: dict[str, Any]) -> State:
-        """A new state with ``changes`` (key -> plain value or _DELETED) on top."""
-        over = self._over.copy()
-        over.update(changes)
-        changed = self._changed.copy()
-        changed.update(changes)
+        """A new state with ``changes`` (a fresh dict: key -> plain value or _DELETED) on top."""
+        # dicts are never mutated once a State holds them, so `changes` may be shared
+        over = {**self._over, **changes} if self._over else changes
+        changed = {**self._changed, **changes} if self._changed else changes
         base = self._base
+        new = _new(State)
         if len(over) * 4 > len(base) + 32:
             # fold the overlay into a fresh base (amortised over the changes)
             base = dict(base)
@@ -275,11 +290,22 @@ class State(Mapping[str, Any]):
                 else:
                     base[key] = value
             over = {}
-        return State._make(base, over, changed, self._root)
+            new._merged = base
+        else:
+            new._merged = None
+        new._base = base
+        new._over = over
+        new._changed = changed
+        new._root = self._root
+        return new
 
     def update(self, **updates: Any) -> State:
         """Set keys to values (upsert)."""
-        return self._apply({key: _plain(key, value) for key, value in updates.items()})
+        for key, value in updates.items():
+            t = type(value)
+            if not (t is str or t is int or t is bool or value is None):
+                updates[key] = _plain(key, value)
+        return self._apply(updates)
 
     def merge(self, other: Mapping[str, Any]) -> State:
         """Set every key of ``other`` (a mapping or a ``State``) to its value."""

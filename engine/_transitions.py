@@ -143,7 +143,7 @@ def when(**values: Any) -> Condition:
 def expr(source: str) -> Condition:
     """Holds when the safe expression ``source`` is truthy (see the grammar in ``_expr``)."""
     compiled = Expression(source)
-    return Condition(lambda state, label: compiled(state), compiled.reads, f"expr({source!r})")
+    return Condition(compiled.check, compiled.reads, f"expr({source!r})")
 
 
 def on(label: str) -> Condition:
