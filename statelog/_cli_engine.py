@@ -120,6 +120,14 @@ async def _open_store(path: str) -> EventStore:
 
 
 async def _history(args: argparse.Namespace) -> int:
+    try:
+        return await _show_history(args)
+    except BrokenPipeError:  # `statelog history ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+async def _show_history(args: argparse.Namespace) -> int:
     store = await _open_store(args.db)
     async with store:
         to = None if args.limit is None else args.from_sequence + args.limit - 1
