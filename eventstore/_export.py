@@ -26,7 +26,7 @@ from typing import IO
 import msgspec
 
 from ._base import EventStore
-from ._chain import compute_hash
+from ._chain import compute_hash, validate_batch
 from ._codec import JSON, Codec
 from ._errors import ConcurrencyError, EncodingError, EventTooLargeError, IntegrityError
 from ._event import Event, StreamId
@@ -138,30 +138,37 @@ def _decode_line(name: str, number: int, line: bytes) -> Event:
         raise
 
 
-class _Head:
-    """Import bookkeeping for one stream: the next sequence id and the previous hash."""
+class _Plan:
+    """Import bookkeeping for one stream of the file."""
 
-    __slots__ = ("next_sequence", "prev_hash")
+    __slots__ = ("first", "next_sequence", "overlap_hash", "prev_hash", "store_last")
 
-    def __init__(self, next_sequence: int, prev_hash: str) -> None:
-        self.next_sequence = next_sequence
+    def __init__(self, first: int, prev_hash: str, store_last: int) -> None:
+        self.first = first  # the file's first sequence id of this stream
+        self.next_sequence = first
         self.prev_hash = prev_hash
+        self.store_last = store_last  # the store's last sequence id when checked
+        self.overlap_hash = ""  # the file's hash at store_last, if the file reaches it
 
 
 async def import_streams(store: EventStore, path: str | os.PathLike[str]) -> int:
     """Append the streams in an export file to ``store``; return the number of events.
 
-    The whole file is checked first: each stream must continue the store's
-    stream (or start it at 0), be dense, and re-seal under the store's HMAC key
-    to exactly the hashes in the file. Any mismatch raises ``IntegrityError``
-    naming the stream and sequence id, and nothing of the file is written.
-    Then each stream is appended in batches with the right ``expected_sequence``
-    (a concurrent writer gets a ``ConcurrencyError``).
+    The whole file is checked first: each stream must be dense and re-seal under
+    the store's HMAC key to exactly the hashes in the file, else
+    ``IntegrityError`` names the stream and sequence id and nothing of the file
+    is written. Events the store already holds (same hashes: an import that ran
+    before, or was interrupted) are skipped, so importing is idempotent and
+    resumable; a store whose stream holds *other* events raises
+    ``ConcurrencyError``. Then each stream is appended in batches with the right
+    ``expected_sequence``.
     """
-    await _check_file(store, path)
+    plans = await _check_file(store, path)
     count = 0
     batch: list[Event] = []
     for event in iter_export(path):
+        if event.sequence_id <= plans[event.stream].store_last:
+            continue  # already in the store, identical (checked above)
         if batch and (event.stream != batch[0].stream or len(batch) >= _IMPORT_BATCH):
             count += await _append_checked(store, batch)
             batch = []
@@ -171,25 +178,24 @@ async def import_streams(store: EventStore, path: str | os.PathLike[str]) -> int
     return count
 
 
-async def _check_file(store: EventStore, path: str | os.PathLike[str]) -> None:
+async def _check_file(store: EventStore, path: str | os.PathLike[str]) -> dict[StreamId, _Plan]:
     key = store.hmac_key
     codec: Codec = getattr(store, "codec", JSON)
-    heads: dict[StreamId, _Head] = {}
+    plans: dict[StreamId, _Plan] = {}
     for event in iter_export(path):
         stream = event.stream
-        head = heads.get(stream)
-        if head is None:
-            head = heads[stream] = await _store_head(store, stream)
-            if event.sequence_id != head.next_sequence and head.next_sequence > 0:
-                raise ConcurrencyError(stream, event.sequence_id - 1, head.next_sequence - 1)
-        if event.sequence_id != head.next_sequence:
+        plan = plans.get(stream)
+        if plan is None:
+            plan = plans[stream] = await _plan(store, stream, event.sequence_id)
+        validate_batch([event], event.sequence_id - 1)  # kind, app_id, schema_version
+        if event.sequence_id != plan.next_sequence:
             raise IntegrityError(
                 stream,
                 event.sequence_id,
-                f"expected sequence_id {head.next_sequence} in the file, "
+                f"expected sequence_id {plan.next_sequence} in the file, "
                 f"found {event.sequence_id} (nothing was imported)",
             )
-        if event.prev_hash != head.prev_hash:
+        if event.prev_hash != plan.prev_hash:
             raise IntegrityError(
                 stream,
                 event.sequence_id,
@@ -206,18 +212,41 @@ async def _check_file(store: EventStore, path: str | os.PathLike[str]) -> None:
         size = len(codec.encode_body(event))
         if size > store.max_event_size:
             raise EventTooLargeError(stream, event.sequence_id, size, store.max_event_size)
-        head.next_sequence += 1
-        head.prev_hash = event.hash
+        if event.sequence_id == plan.store_last:
+            plan.overlap_hash = event.hash
+        plan.next_sequence += 1
+        plan.prev_hash = event.hash
+    for stream, plan in plans.items():
+        # Where file and store overlap, the chain makes one comparison enough:
+        # equal hashes at the end of the overlap mean equal events all along it.
+        if plan.first > plan.store_last:
+            continue
+        end = min(plan.store_last, plan.next_sequence - 1)
+        file_hash = plan.overlap_hash if end == plan.store_last else plan.prev_hash
+        if file_hash != await _hash_at(store, stream, end):
+            raise ConcurrencyError(stream, plan.first - 1, plan.store_last)
+    return plans
 
 
-async def _store_head(store: EventStore, stream: StreamId) -> _Head:
-    last = await store.last_sequence(stream.partition_key, stream.app_id)
-    if last < 0:
-        return _Head(0, "")
-    tail = await store.read(
-        stream.partition_key, stream.app_id, from_sequence=last, to_sequence=last
+async def _plan(store: EventStore, stream: StreamId, first: int) -> _Plan:
+    store_last = await store.last_sequence(stream.partition_key, stream.app_id)
+    if first < 0 or first > store_last + 1:
+        where = f"the store's stream ends at {store_last}" if store_last >= 0 else "it is new"
+        raise IntegrityError(
+            stream,
+            first,
+            f"the file starts this stream at sequence_id {first} but {where} "
+            "(nothing was imported)",
+        )
+    prev_hash = "" if first == 0 else await _hash_at(store, stream, first - 1)
+    return _Plan(first, prev_hash, store_last)
+
+
+async def _hash_at(store: EventStore, stream: StreamId, sequence_id: int) -> str:
+    events = await store.read(
+        stream.partition_key, stream.app_id, from_sequence=sequence_id, to_sequence=sequence_id
     )
-    return _Head(last + 1, tail[0].hash)
+    return events[0].hash if events else ""
 
 
 async def _append_checked(store: EventStore, batch: list[Event]) -> int:
