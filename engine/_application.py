@@ -307,20 +307,17 @@ class Application:
         last_action: str | None = None
         last_result: Any = None
         step = self._step
-        try:
-            while True:
-                position = self._position
-                if position is None or position in halt_before:
-                    break
-                done = await step(inputs)
-                if done is None:
-                    break
-                last_action, last_result = position, done[1]
-                if position in halt_after:
-                    break
-        finally:
-            if not self._closed:
-                await self._maybe_snapshot(halted=True)
+        while True:
+            position = self._position
+            if position is None or position in halt_before:
+                break
+            done = await step(inputs)
+            if done is None:
+                break
+            last_action, last_result = position, done[1]
+            if position in halt_after:
+                break
+        await self._maybe_snapshot(halted=True)
         return StepResult(last_action, last_result, self._state)
 
     async def astream(
