@@ -400,9 +400,9 @@ class Node(Action):
 
     def __init__(
         self,
-        *,
         max_retries: int | None = None,
         wait: float | None = None,
+        *,
         name: str | None = None,
         reads: Sequence[str] | None = None,
         writes: Sequence[str] | None = None,

@@ -39,16 +39,16 @@ class BatchNode(Node):
 
     def __init__(
         self,
+        max_retries: int | None = None,
+        wait: float | None = None,
         *,
         mode: BatchMode | None = None,
         concurrency: int | None = None,
-        max_retries: int | None = None,
-        wait: float | None = None,
         name: str | None = None,
         reads: Sequence[str] | None = None,
         writes: Sequence[str] | None = None,
     ) -> None:
-        super().__init__(max_retries=max_retries, wait=wait, name=name, reads=reads, writes=writes)
+        super().__init__(max_retries, wait, name=name, reads=reads, writes=writes)
         if mode is not None:
             self.mode = mode
         if concurrency is not None:

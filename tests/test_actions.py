@@ -483,6 +483,10 @@ async def test_node_defaults_and_config() -> None:
     assert out.state == BASE and out.result is None and not out.state.delta
     with pytest.raises(StateError, match="max_retries"):
         Node(max_retries=0)
+    pocket = Node(3, 0.5)  # PocketFlow's positional Node(max_retries, wait)
+    assert (pocket.max_retries, pocket.wait) == (3, 0.5)
+    batch = BatchNode(2, 0.1, mode="parallel")
+    assert (batch.max_retries, batch.wait, batch.mode) == (2, 0.1, "parallel")
     node = Summarise(max_retries=2, wait=0.1, name="s", reads=["x"], writes=["summary"])
     assert (node.max_retries, node.wait, node.name, node.reads) == (2, 0.1, "s", ["x"])
 
@@ -692,3 +696,22 @@ def test_function_action_type() -> None:
     assert isinstance(bump, FunctionAction) and isinstance(bump, Action)
     with pytest.raises(StateError):
         FunctionAction(42, reads=[], writes=[])  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- docs/actions.md
+
+
+def _doc_blocks() -> list[tuple[int, str]]:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "actions.md").read_text()
+    found = []
+    for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
+        found.append((text.count("\n", 0, match.start()) + 1, match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize(("line", "code"), _doc_blocks(), ids=lambda v: str(v)[:12])
+def test_docs_blocks_run(line: int, code: str) -> None:
+    exec(compile(code, f"docs/actions.md:{line}", "exec"), {"__name__": "__doc_block__"})
