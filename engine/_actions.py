@@ -18,6 +18,16 @@ nothing there changed:
 * If an action returns a ``State`` that does not derive from the one it was
   given (e.g. a fresh ``State({...})``), the delta is computed by comparing the
   two, so the outcome's state still replays exactly.
+* ``BatchNode`` / ``batch_action`` live in ``engine/_batch.py`` (re-exported
+  here). ``Action`` subclasses that ``run_action`` cannot run (a parallel map)
+  need not implement ``_arun`` / ``_run_sync``: the defaults raise StateError.
+* ``Node(max_retries, wait)`` may be positional, as in PocketFlow.
+* In ``engine/_transitions.py``: ``Condition.lmda(fn, reads)``, ``Condition.always``,
+  ``Transition(source, target, condition)``, ``Graph.transitions``,
+  ``Graph.outgoing(name)``, ``Graph.reachable(name)``, ``Graph.terminal_actions``,
+  ``name in graph``. A transition after an unconditional one from the same action
+  is a TransitionError at build (it could never be taken).
+* ``State.changed_keys()``, ``State.descends_from(other)``, ``State.diff_from(other)``.
 """
 
 from __future__ import annotations

@@ -50,6 +50,8 @@ def _plain(key: str, value: Any) -> Any:
         return value
     if t is float and math.isfinite(value):
         return value
+    if isinstance(value, State):
+        return dict(value._data())  # already plain
     return to_plain(value, path=f"$.writes.{key}")
 
 

@@ -136,6 +136,7 @@ def test_values_are_normalised_to_plain_data() -> None:
     assert s["c"] == {"name": "ann", "since": "2024-01-02"}
     s = s.update(when=dt.datetime(2024, 1, 1, tzinfo=dt.UTC)).append(t=(3,))
     assert s["when"] == "2024-01-01T00:00:00Z"
+    assert s.update(inner=State({"a": (1,)}))["inner"] == {"a": [1]}
     assert s["t"] == [1, 2, [3]]
 
 
