@@ -22,8 +22,8 @@ key the state does not hold, or an operation that fails (``1 / 0``,
 is evaluated; syntax errors and forbidden constructs (attribute access, calls
 other than ``len``, lambdas, comprehensions, slices, ``:=``, f-strings, ...)
 raise ``TransitionError`` naming the column when the expression is made.
-Repeating a string or list (``"ab" * n``) is capped at 100,000 items and ``%``
-formatting of strings is refused, so an expression cannot exhaust memory.
+A string or list built by ``+`` or ``*`` is capped at 1,000,000 items and
+``%`` formatting of strings is refused, so an expression cannot exhaust memory.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ Evaluator = Callable[[Mapping[str, Any]], Any]
 
 MAX_SOURCE = 10_000
 MAX_DEPTH = 100
-MAX_REPEAT = 100_000
+MAX_SEQUENCE = 1_000_000
 
 
 class _MissingName(Exception):
@@ -63,9 +63,18 @@ def _not_contains(a: Any, b: Any) -> bool:
 
 def _mul(a: Any, b: Any) -> Any:
     for seq, n in ((a, b), (b, a)):
-        if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
-            raise _Refused(f"repeating a sequence over {MAX_REPEAT:,} items")
+        if not (isinstance(seq, str | list | tuple) and isinstance(n, int)):
+            continue
+        if len(seq) * n > MAX_SEQUENCE:
+            raise _Refused(f"building a sequence over {MAX_SEQUENCE:,} items")
     return a * b
+
+
+def _add(a: Any, b: Any) -> Any:
+    result = a + b
+    if isinstance(result, str | list | tuple) and len(result) > MAX_SEQUENCE:
+        raise _Refused(f"building a sequence over {MAX_SEQUENCE:,} items")
+    return result
 
 
 def _mod(a: Any, b: Any) -> Any:
@@ -88,7 +97,7 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
 }
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add,
+    ast.Add: _add,
     ast.Sub: operator.sub,
     ast.Mult: _mul,
     ast.Div: operator.truediv,
