@@ -574,6 +574,9 @@ Node.name = "Node"
 # --------------------------------------------------------------------------- the runner
 
 
+_tuple_new = tuple.__new__  # StepOutcome(...) without the Python-level __new__
+
+
 def _finish(
     action: Action,
     state: State,
@@ -597,7 +600,7 @@ def _finish(
         t = type(result)
         if not (t is str or t is int or t is bool):
             result = to_plain(result, path="$.result")
-    return StepOutcome(result, new_state, label, attempt, perf_counter() - started)
+    return _tuple_new(StepOutcome, (result, new_state, label, attempt, perf_counter() - started))
 
 
 def _rebased(state: State) -> State:
