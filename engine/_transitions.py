@@ -34,7 +34,7 @@ class Condition:
     it looks at. Combine with ``a | b``, ``a & b``, ``~a``.
     """
 
-    __slots__ = ("_check", "always", "description", "reads")
+    __slots__ = ("_check", "_facts", "always", "description", "reads")
 
     def __init__(
         self,
@@ -43,11 +43,23 @@ class Condition:
         description: str = "<condition>",
         *,
         always: bool = False,
+        facts: _Facts | None = None,
     ) -> None:
         self._check = check
         self.reads: frozenset[str] = frozenset(reads)
         self.description = description
         self.always = always
+        # what is known without a state: per "the action returns labels" (index
+        # 0: no, 1: yes), (always holds, never holds)
+        self._facts: _Facts = facts or (((True, False),) * 2 if always else _UNKNOWN)
+
+    def holds_always(self, *, labelled: bool) -> bool:
+        """True when it holds whatever the state (``labelled``: the action returns labels)."""
+        return self._facts[labelled][0]
+
+    def holds_never(self, *, labelled: bool) -> bool:
+        """True when it cannot hold whatever the state (e.g. ``on()`` after a function)."""
+        return self._facts[labelled][1]
 
     def evaluate(self, state: Mapping[str, Any], *, label: str | None = None) -> bool:
         """True when the condition holds for ``state`` after a step that returned ``label``."""
@@ -75,6 +87,7 @@ class Condition:
             lambda state, label: a(state, label) or b(state, label),
             self.reads | other.reads,
             f"({self.description} | {other.description})",
+            facts=_combine(self._facts, other._facts, any_of=True),
         )
 
     def __and__(self, other: Condition) -> Condition:
@@ -88,18 +101,33 @@ class Condition:
             lambda state, label: a(state, label) and b(state, label),
             self.reads | other.reads,
             f"({self.description} & {other.description})",
+            facts=_combine(self._facts, other._facts, any_of=False),
         )
 
     def __invert__(self) -> Condition:
         a = self._check
+        flipped = tuple((never, always) for always, never in self._facts)
         if self.always:
-            return Condition(lambda state, label: False, (), "~default")
+            return Condition(lambda state, label: False, (), "~default", facts=flipped)
         return Condition(
-            lambda state, label: not a(state, label), self.reads, f"~{self.description}"
+            lambda state, label: not a(state, label),
+            self.reads,
+            f"~{self.description}",
+            facts=flipped,
         )
 
     def __repr__(self) -> str:
         return self.description
+
+
+_Facts = tuple[tuple[bool, bool], ...]
+_UNKNOWN: _Facts = ((False, False), (False, False))
+
+
+def _combine(a: _Facts, b: _Facts, *, any_of: bool) -> _Facts:
+    if any_of:
+        return tuple((x[0] or y[0], x[1] and y[1]) for x, y in zip(a, b, strict=True))
+    return tuple((x[0] and y[0], x[1] or y[1]) for x, y in zip(a, b, strict=True))
 
 
 def _condition(value: Any) -> Condition:
@@ -150,7 +178,9 @@ def on(label: str) -> Condition:
     """Holds when the step that just ran returned ``label`` (a node's ``post``)."""
     if type(label) is not str:
         raise TransitionError(f"on() expects a str label, got {label!r}")
-    return Condition(lambda state, got: got == label, (), f"on({label!r})")
+    # after an action that returns no label (a function action) it can never hold
+    facts = ((False, True), (False, False))
+    return Condition(lambda state, got: got == label, (), f"on({label!r})", facts=facts)
 
 
 # --------------------------------------------------------------------------- graph
@@ -172,8 +202,10 @@ class Graph:
 
     Raises ``TransitionError`` for: a transition naming an unknown action, an
     entrypoint that is not an action, actions that cannot be reached from the
-    entrypoint, a transition that can never be taken because an unconditional
-    one from the same action comes before it, or a malformed transition.
+    entrypoint, a transition that can never be taken (an unconditional one from
+    the same action comes before it, or its condition cannot hold after that
+    action, e.g. ``on(label)`` after a function action, which returns no
+    label), or a malformed transition.
     """
 
     def __init__(
@@ -200,12 +232,17 @@ class Graph:
         unconditional: dict[str, Transition] = {}
         for t in self.transitions:
             first = unconditional.get(t.source)
+            where = f"transition {t.source!r} -> {t.target!r} ({t.condition!r})"
             if first is not None:
                 raise TransitionError(
-                    f"transition {t.source!r} -> {t.target!r} ({t.condition!r}) can never be "
-                    f"taken: {first.source!r} -> {first.target!r} (default) comes before it"
+                    f"{where} can never be taken: {first.source!r} -> {first.target!r} "
+                    f"({first.condition!r}) always holds and comes before it"
                 )
-            if t.condition.always:
+            labelled = self.actions[t.source].returns_label
+            if t.condition.holds_never(labelled=labelled):
+                why = " (a function action returns no label for on())" if not labelled else ""
+                raise TransitionError(f"{where} can never be taken{why}")
+            if t.condition.holds_always(labelled=labelled):
                 unconditional[t.source] = t
             out.setdefault(t.source, []).append((t.target, t.condition))
         self._out: dict[str, tuple[tuple[str, Condition], ...]] = {

@@ -206,3 +206,29 @@ def test_cycles_are_fine() -> None:
     g = Graph({"ask": noop, "answer": noop}, [("ask", "answer"), ("answer", "ask")], "ask")
     assert g.next_action("answer", S) == "ask"
     assert g.terminal_actions == set()
+
+
+def test_transitions_that_can_never_be_taken() -> None:
+    # no way out: a function action returns no label, so on() after it never holds
+    with pytest.raises(TransitionError, match="returns no label"):
+        Graph({"a": noop, "b": noop}, [("a", "b", on("ok"))], "a")
+    with pytest.raises(TransitionError, match="can never be taken"):
+        Graph({"a": noop, "b": noop}, [("a", "b", on("ok") & when(x=1))], "a")
+    with pytest.raises(TransitionError, match="can never be taken"):
+        Graph({"a": noop, "b": noop}, [("a", "b", ~default)], "a")
+    # ~on() after a function action always holds, so what follows is dead
+    with pytest.raises(TransitionError, match=r"~on\('x'\)\) always holds"):
+        Graph({"a": noop, "b": noop, "c": noop}, [("a", "b", ~on("x")), ("a", "c")], "a")
+    # fine: may hold
+    Graph({"a": noop, "b": noop}, [("a", "b", on("ok") | when(x=1))], "a")
+    Graph({"r": Review(), "b": noop}, [("r", "b", on("ok"))], "r")
+    Graph({"r": Review(), "b": noop, "c": noop}, [("r", "b", ~on("x")), ("r", "c")], "r")
+
+
+def test_static_facts() -> None:
+    assert on("x").holds_never(labelled=False) and not on("x").holds_never(labelled=True)
+    assert (~on("x")).holds_always(labelled=False)
+    assert default.holds_always(labelled=True) and (~default).holds_never(labelled=True)
+    assert not when(a=1).holds_always(labelled=False)
+    assert not when(a=1).holds_never(labelled=False)
+    assert (when(a=1) | default).holds_always(labelled=False)
