@@ -42,6 +42,7 @@ from ._snapshots import (
     SnapshotStore,
     load_state,
 )
+from ._sqlite import SQLiteEventStore
 from ._subscription import DedupIndex, ForeignRecordWarning, KafkaSubscription
 from ._wire import (
     WIRE_VERSION,
@@ -88,6 +89,7 @@ __all__ = [
     "Recorded",
     "RelayCheckpoint",
     "RelayStatus",
+    "SQLiteEventStore",
     "SQLiteRelayCheckpoint",
     "SchemaVersionError",
     "Snapshot",

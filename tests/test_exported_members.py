@@ -47,6 +47,7 @@ EVENTSTORE = [
     "Recorded",
     "RelayCheckpoint",
     "RelayStatus",
+    "SQLiteEventStore",
     "SQLiteRelayCheckpoint",
     "SchemaVersionError",
     "Snapshot",

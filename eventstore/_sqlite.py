@@ -1,0 +1,846 @@
+"""``SQLiteEventStore``: the embedded default log, one SQLite file in WAL mode.
+
+File layout (format version 1)::
+
+    eventstore_meta(key TEXT PRIMARY KEY, value TEXT)   -- format, format_version, codec
+    streams(id INTEGER PRIMARY KEY, partition_key, app_id, UNIQUE(partition_key, app_id))
+    events(position INTEGER PRIMARY KEY,                 -- global commit order, from 1
+           stream_id, sequence_id, hash BLOB,            -- raw 32-byte digest
+           body BLOB,                                    -- Codec.encode_body(event)
+           UNIQUE(stream_id, sequence_id))               -- no fork, ever
+
+``prev_hash`` is not stored: it is the hash of the stream's previous row
+(``""`` for sequence 0). The ``UNIQUE(stream_id, sequence_id)`` constraint is
+the arbiter between writers, in this process or another: an append whose
+sequence ids are taken fails as a whole with ``ConcurrencyError``.
+
+Writes go through one writer task per store. Appends that arrive while a
+write is in flight are coalesced into the next group and written with one
+multi-row ``INSERT`` in autocommit mode: one statement is one atomic
+transaction and costs one thread hop of aiosqlite (the hop, ~30-150 us, costs
+more than the commit itself). Every caller awaits its own future, resolved
+when its rows are committed. If a grouped statement fails on a conflict, the
+group is retried one append at a time so only the writer that is behind gets
+``ConcurrencyError``.
+
+sqlite3 and aiosqlite errors are translated in one place, ``_translate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from os import PathLike, fspath
+from typing import Any, Literal, Self
+
+import aiosqlite
+
+from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append, warn_unclosed
+from ._chain import BrokenLink, seal, verify_events
+from ._codec import Codec, CodecName, _NeedsUpcast, get_codec
+from ._errors import (
+    ConcurrencyError,
+    EncodingError,
+    StatelogError,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ._event import Event, Recorded, StreamId
+
+__all__ = ["SQLiteEventStore"]
+
+FORMAT = "statelog-eventstore"
+FORMAT_VERSION = 1
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS eventstore_meta ("
+    " key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS streams ("
+    " id INTEGER PRIMARY KEY,"
+    " partition_key TEXT NOT NULL,"
+    " app_id TEXT NOT NULL,"
+    " UNIQUE (partition_key, app_id))",
+    "CREATE TABLE IF NOT EXISTS events ("
+    " position INTEGER PRIMARY KEY,"
+    " stream_id INTEGER NOT NULL REFERENCES streams (id),"
+    " sequence_id INTEGER NOT NULL,"
+    " hash BLOB NOT NULL,"
+    " body BLOB NOT NULL,"
+    " UNIQUE (stream_id, sequence_id))",
+)
+
+#: Rows per multi-row INSERT (4 bound variables each, under SQLite's limit).
+_ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 240
+#: At most this many events go into one group.
+_GROUP_EVENTS = 4 * _ROWS_PER_STATEMENT
+_ROW_SQL: dict[int, str] = {}
+
+_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT}
+_UNAVAILABLE_CODES = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_NOLFS,
+    sqlite3.SQLITE_AUTH,
+}
+
+
+def _translate(exc: BaseException, path: str) -> StoreError:
+    """The one boundary: a sqlite3/aiosqlite error as a ``StoreError``."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, ValueError) and not isinstance(exc, sqlite3.Error):
+        # aiosqlite: "Connection closed" / "no active connection"
+        return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+        if primary in _CORRUPT_CODES:
+            return StoreCorruptError(f"{path!r} is not a readable statelog log ({name}: {exc})")
+        if primary in _UNAVAILABLE_CODES:
+            return StoreUnavailableError(f"SQLite database {path!r} is unavailable ({name}: {exc})")
+        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
+        return StoreError(f"SQLite error on {path!r} ({name}: {exc})")
+    return StoreError(f"SQLite error on {path!r}: {exc!r}")
+
+
+def _insert_sql(rows: int) -> str:
+    sql = _ROW_SQL.get(rows)
+    if sql is None:
+        values = ",".join(["(?,?,?,?)"] * rows)
+        sql = (
+            "INSERT INTO events (stream_id, sequence_id, hash, body) VALUES "
+            f"{values} RETURNING position, stream_id, sequence_id"
+        )
+        if len(_ROW_SQL) < 256:
+            _ROW_SQL[rows] = sql
+    return sql
+
+
+class _Head:
+    """What this process knows of a stream's end: db id, last sequence, last hash."""
+
+    __slots__ = ("db_id", "last", "hash")
+
+    def __init__(self, db_id: int | None, last: int, hash: str) -> None:
+        self.db_id = db_id
+        self.last = last
+        self.hash = hash
+
+
+class _Request:
+    """One caller's append waiting in the writer queue."""
+
+    __slots__ = ("stream", "expected", "events", "sealed", "sealed_from", "bodies", "future")
+
+    def __init__(
+        self,
+        stream: StreamId,
+        expected: int,
+        events: list[Event],
+        sealed: list[Event],
+        sealed_from: str,
+        bodies: list[bytes],
+        future: asyncio.Future[list[Recorded]],
+    ) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.events = events
+        self.sealed = sealed
+        self.sealed_from = sealed_from
+        self.bodies = bodies
+        self.future = future
+
+
+class SQLiteEventStore(EventStore):
+    """An event store in one SQLite file (WAL), safe across tasks and processes.
+
+    ``synchronous="NORMAL"`` (the default) survives a process crash and loses
+    no committed event; ``"FULL"`` also survives power loss at the cost of an
+    fsync per commit. ``codec`` picks the stored body format for a new file
+    (``"msgpack"`` by default); an existing file keeps the codec it was created
+    with. ``busy_timeout`` is how long (seconds) to wait for another process
+    holding the write lock before ``StoreUnavailableError``.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        synchronous: Synchronous = "NORMAL",
+        hmac_key: bytes | None = None,
+        codec: Codec | CodecName | None = None,
+        max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        sync = str(synchronous).upper()
+        if sync not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+        if hmac_key is not None and not isinstance(hmac_key, bytes):
+            raise TypeError(f"hmac_key must be bytes or None, got {type(hmac_key).__name__}")
+        if max_event_size <= 0:
+            raise ValueError(f"max_event_size must be positive, got {max_event_size}")
+        self.path = fspath(path)
+        self.synchronous: Synchronous = "FULL" if sync == "FULL" else "NORMAL"
+        self.hmac_key = hmac_key
+        self._codec_asked = None if codec is None else get_codec(codec)
+        self.codec: Codec = self._codec_asked or get_codec("msgpack")
+        self.max_event_size = max_event_size
+        self.busy_timeout = busy_timeout
+        self._conn: aiosqlite.Connection | None = None
+        self._connect_lock: asyncio.Lock | None = None
+        self._heads: dict[StreamId, _Head] = {}
+        self._pending: deque[_Request] = deque()
+        self._wake: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._changed: asyncio.Event | None = None
+        self._gate: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open" if self._conn is not None else "new"
+        return f"SQLiteEventStore({self.path!r}, codec={self.codec.name!r}, {state})"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(cls, path: str | PathLike[str], **options: Any) -> Self:
+        """Create a store and connect it (``async with await SQLiteEventStore.open(p)``)."""
+        store = cls(path, **options)
+        await store.connect()
+        return store
+
+    async def connect(self) -> Self:
+        """Open the file, create or check the schema. Idempotent."""
+        self._check_open()
+        if self._conn is not None:
+            return self
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._conn is None:
+                await self._open_connection()
+        return self
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def _open_connection(self) -> None:
+        try:
+            conn = await aiosqlite.connect(
+                self.path, isolation_level=None, timeout=self.busy_timeout
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc, self.path) from exc
+        try:
+            await self._prepare_schema(conn)
+        except BaseException as exc:
+            await conn.close()
+            if isinstance(exc, StatelogError | asyncio.CancelledError):
+                raise
+            if isinstance(exc, sqlite3.Error | ValueError):
+                raise _translate(exc, self.path) from exc
+            raise
+        self._conn = conn
+        self._wake = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._writer = asyncio.get_running_loop().create_task(
+            _writer_loop(weakref.ref(self), self._wake), name=f"statelog-writer:{self.path}"
+        )
+
+    async def _prepare_schema(self, conn: aiosqlite.Connection) -> None:
+        mode = await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+        if not mode or str(list(mode)[0][0]).lower() != "wal":
+            raise StoreUnavailableError(f"cannot put {self.path!r} in WAL mode (got {mode!r})")
+        await conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        tables = {
+            row[0]
+            for row in await conn.execute_fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            )
+        }
+        if "eventstore_meta" not in tables:
+            if tables & {"events", "streams"}:
+                raise StoreCorruptError(
+                    f"{self.path!r} holds 'events'/'streams' tables but no eventstore_meta: "
+                    "it is not a statelog event log"
+                )
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    await conn.execute(statement)
+                await conn.executemany(
+                    "INSERT OR IGNORE INTO eventstore_meta (key, value) VALUES (?, ?)",
+                    [
+                        ("format", FORMAT),
+                        ("format_version", str(FORMAT_VERSION)),
+                        ("codec", self.codec.name),
+                    ],
+                )
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+        meta: dict[str, str] = {
+            str(key): str(value)
+            for key, value in await conn.execute_fetchall("SELECT key, value FROM eventstore_meta")
+        }
+        if meta.get("format") != FORMAT:
+            raise StoreCorruptError(
+                f"{self.path!r} is not a statelog event log: format {meta.get('format')!r}, "
+                f"expected {FORMAT!r}"
+            )
+        version = meta.get("format_version", "")
+        if not version.isdigit() or int(version) != FORMAT_VERSION:
+            raise StoreCorruptError(
+                f"{self.path!r} has event log format version {version!r}; this statelog "
+                f"reads version {FORMAT_VERSION}"
+            )
+        codec_name = meta.get("codec")
+        if codec_name not in ("json", "msgpack"):
+            raise StoreCorruptError(f"{self.path!r} names an unknown codec {codec_name!r}")
+        if self._codec_asked is not None and self._codec_asked.name != codec_name:
+            raise StoreError(
+                f"{self.path!r} stores events with codec {codec_name!r}; "
+                f"it cannot be opened with codec={self._codec_asked.name!r}"
+            )
+        self.codec = get_codec("json" if codec_name == "json" else "msgpack")
+
+    async def aclose(self) -> None:
+        """Finish queued appends, stop the writer, close the file. Idempotent."""
+        if self._closed:
+            return
+        self._closing = True
+        writer = self._writer
+        if writer is not None and self._wake is not None:
+            self._wake.set()
+            try:
+                await asyncio.shield(writer)
+            except asyncio.CancelledError:
+                if not writer.done():
+                    raise
+        self._closed = True
+        self._fail_pending(StoreClosedError(f"{self!r} closed before the append was written"))
+        if self._changed is not None:
+            self._changed.set()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None and not getattr(self, "_closed", True):
+            warn_unclosed(self)
+            self._conn = None
+            wake = getattr(self, "_wake", None)
+            try:
+                if wake is not None:
+                    wake.set()
+            except RuntimeError:  # the loop is gone already
+                pass
+            conn.stop()
+
+    def _check_open(self) -> None:
+        if self._closed or self._closing:
+            raise StoreClosedError(f"SQLiteEventStore({self.path!r}) is closed")
+
+    async def _connected(self) -> aiosqlite.Connection:
+        """The open connection, connecting lazily; ``StoreClosedError`` after ``aclose``."""
+        if self._closed:
+            raise StoreClosedError(f"SQLiteEventStore({self.path!r}) is closed")
+        if self._conn is None:
+            await self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    async def _q(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Run one statement in one hop; translate driver errors."""
+        conn = self._conn
+        if conn is None or self._closed:
+            conn = await self._connected()
+        while self._gate is not None:
+            await self._gate.wait()
+        try:
+            return await conn.execute_fetchall(sql, params)  # type: ignore[return-value]
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc, self.path) from exc
+
+    # ------------------------------------------------------------------ writing
+
+    async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
+        self._check_open()
+        if self._conn is None:
+            await self.connect()
+        batch = list(events)
+        head = None
+        if batch and isinstance(batch[0], Event):
+            head = self._heads.get(StreamId(batch[0].partition_key, batch[0].app_id))
+        head_hash = head.hash if head is not None and head.last == expected_sequence else ""
+        stream, sealed, bodies = prepare_append(
+            batch,
+            expected_sequence,
+            head_hash,
+            codec=self.codec,
+            key=self.hmac_key,
+            max_size=self.max_event_size,
+        )
+        self._check_open()
+        future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        self._pending.append(
+            _Request(stream, expected_sequence, batch, sealed, head_hash, bodies, future)
+        )
+        assert self._wake is not None
+        self._wake.set()
+        return await future
+
+    def _fail_pending(self, error: StoreError) -> None:
+        while self._pending:
+            request = self._pending.popleft()
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _take_group(self) -> list[_Request]:
+        """Pending requests for distinct streams, oldest first, up to the group size."""
+        group: list[_Request] = []
+        seen: set[StreamId] = set()
+        deferred: list[_Request] = []
+        size = 0
+        pending = self._pending
+        while pending and size < _GROUP_EVENTS:
+            request = pending.popleft()
+            if request.future.done():  # cancelled while queued: never written
+                continue
+            if request.stream in seen:
+                deferred.append(request)
+                continue
+            seen.add(request.stream)
+            group.append(request)
+            size += len(request.sealed)
+        pending.extendleft(reversed(deferred))
+        return group
+
+    async def _commit_group(self, group: list[_Request]) -> None:
+        try:
+            await self._check_heads(group)
+            group = [r for r in group if not r.future.done()]
+            if not group:
+                return
+            await self._create_streams(group)
+            chunk: list[_Request] = []
+            rows = 0
+            for request in group:
+                n = len(request.sealed)
+                if n > _ROWS_PER_STATEMENT:
+                    await self._insert_large(request)
+                    continue
+                if chunk and rows + n > _ROWS_PER_STATEMENT:
+                    await self._insert_chunk(chunk)
+                    chunk, rows = [], 0
+                chunk.append(request)
+                rows += n
+            if chunk:
+                await self._insert_chunk(chunk)
+        except BaseException as exc:
+            error = exc if isinstance(exc, StatelogError) else None
+            for request in group:
+                self._heads.pop(request.stream, None)
+                if not request.future.done():
+                    if error is not None:
+                        request.future.set_exception(error)
+                    else:
+                        request.future.set_exception(StoreError(f"append failed: {exc!r}"))
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _check_heads(self, group: list[_Request]) -> None:
+        """Refresh stale heads from the file; refuse writers that are behind; reseal."""
+        stale = [
+            r.stream
+            for r in group
+            if (head := self._heads.get(r.stream)) is None or head.last != r.expected
+        ]
+        if stale:
+            await self._load_heads(stale)
+        for request in group:
+            head = self._heads[request.stream]
+            if request.future.done():
+                continue
+            if head.last != request.expected:
+                request.future.set_exception(
+                    ConcurrencyError(request.stream, request.expected, head.last)
+                )
+            elif request.sealed_from != head.hash:
+                request.sealed = seal(request.events, head.hash, self.hmac_key)
+                request.sealed_from = head.hash
+
+    async def _load_heads(self, streams: Sequence[StreamId]) -> None:
+        found: dict[StreamId, _Head] = {s: _Head(None, -1, "") for s in streams}
+        for start in range(0, len(streams), 400):
+            part = streams[start : start + 400]
+            values = ",".join(["(?, ?)"] * len(part))
+            params = [x for s in part for x in s]
+            rows = await self._q(
+                "SELECT s.partition_key, s.app_id, s.id, e.sequence_id, e.hash FROM streams s "
+                "LEFT JOIN events e ON e.stream_id = s.id AND e.sequence_id = "
+                "(SELECT MAX(sequence_id) FROM events WHERE stream_id = s.id) "
+                f"WHERE (s.partition_key, s.app_id) IN (VALUES {values})",
+                params,
+            )
+            for pk, app, db_id, seq, digest in rows:
+                found[StreamId(pk, app)] = _Head(
+                    db_id, -1 if seq is None else seq, bytes(digest).hex() if digest else ""
+                )
+        self._heads.update(found)
+
+    async def _create_streams(self, group: list[_Request]) -> None:
+        new = [r.stream for r in group if self._heads[r.stream].db_id is None]
+        if not new:
+            return
+        values = ",".join(["(?, ?)"] * len(new))
+        rows = await self._q(
+            f"INSERT INTO streams (partition_key, app_id) VALUES {values} "
+            "ON CONFLICT (partition_key, app_id) DO UPDATE SET app_id = excluded.app_id "
+            "RETURNING id, partition_key, app_id",
+            [x for s in new for x in s],
+        )
+        for db_id, pk, app in rows:
+            self._heads[StreamId(pk, app)].db_id = db_id
+
+    async def _insert_chunk(self, chunk: list[_Request]) -> None:
+        params: list[Any] = []
+        for request in chunk:
+            db_id = self._heads[request.stream].db_id
+            for event, body in zip(request.sealed, request.bodies, strict=True):
+                params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+        try:
+            rows = await self._write(_insert_sql(len(params) // 4), params)
+        except ConcurrencyError:
+            if len(chunk) == 1:
+                await self._refuse(chunk[0])
+                return
+            for request in chunk:  # find who is behind: one append at a time
+                await self._insert_chunk([request])
+            return
+        self._resolve(chunk, rows)
+
+    async def _insert_large(self, request: _Request) -> None:
+        """An append too big for one statement: an explicit transaction.
+
+        Other statements of this store wait at the gate meanwhile, so no reader
+        sees rows that might still be rolled back.
+        """
+        conn = await self._connected()
+        gate = self._gate = asyncio.Event()
+        db_id = self._heads[request.stream].db_id
+        rows: list[Any] = []
+        try:
+            await self._write("BEGIN IMMEDIATE", [])
+            try:
+                step = _ROWS_PER_STATEMENT
+                for start in range(0, len(request.sealed), step):
+                    params: list[Any] = []
+                    for event, body in zip(
+                        request.sealed[start : start + step],
+                        request.bodies[start : start + step],
+                        strict=True,
+                    ):
+                        params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+                    rows += await self._write(_insert_sql(len(params) // 4), params)
+                await self._write("COMMIT", [])
+            except BaseException:
+                if conn.in_transaction:
+                    await conn.execute("ROLLBACK")
+                raise
+        except ConcurrencyError:
+            conflict = True
+        else:
+            conflict = False
+        finally:
+            self._gate = None
+            gate.set()
+        if conflict:
+            await self._refuse(request)
+        else:
+            self._resolve([request], rows)
+
+    async def _write(self, sql: str, params: list[Any]) -> list[Any]:
+        """One atomic write statement; a UNIQUE conflict becomes ``ConcurrencyError``."""
+        conn = self._conn
+        if conn is None:
+            conn = await self._connected()
+        try:
+            return await conn.execute_fetchall(sql, params)  # type: ignore[return-value]
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
+            raise _translate(exc, self.path) from exc
+        except (sqlite3.Error, ValueError) as exc:
+            raise _translate(exc, self.path) from exc
+
+    async def _refuse(self, request: _Request) -> None:
+        """The file has rows where ``request`` wanted to write: tell its caller."""
+        await self._load_heads([request.stream])
+        actual = self._heads[request.stream].last
+        if not request.future.done():
+            request.future.set_exception(ConcurrencyError(request.stream, request.expected, actual))
+
+    def _resolve(self, chunk: list[_Request], rows: list[Any]) -> None:
+        positions = {(stream_id, seq): pos for pos, stream_id, seq in rows}
+        for request in chunk:
+            head = self._heads[request.stream]
+            recorded = [Recorded(positions[(head.db_id, e.sequence_id)], e) for e in request.sealed]
+            last = request.sealed[-1]
+            head.last = last.sequence_id
+            head.hash = last.hash
+            if not request.future.done():
+                request.future.set_result(recorded)
+        changed = self._changed
+        if changed is not None:
+            self._changed = asyncio.Event()
+            changed.set()
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        from_sequence: int = 0,
+        to_sequence: int | None = None,
+    ) -> list[Event]:
+        start = max(from_sequence, 0)
+        stop = -1 if to_sequence is None else to_sequence
+        if to_sequence is not None and to_sequence < start:
+            self._check_open()
+            return []
+        rows = await self._q(
+            "SELECT e.sequence_id, e.hash, e.body FROM events e "
+            "JOIN streams s ON s.id = e.stream_id "
+            "WHERE s.partition_key = ? AND s.app_id = ? AND e.sequence_id >= ? "
+            "AND (? < 0 OR e.sequence_id <= ?) ORDER BY e.sequence_id",
+            (partition_key, app_id, start - 1, stop, stop),
+        )
+        decode = self.codec.decode_body
+        prev = ""
+        events: list[Event] = []
+        for seq, digest, body in rows:
+            hash_hex = bytes(digest).hex()
+            if seq >= start:
+                events.append(
+                    decode(
+                        body,
+                        partition_key=partition_key,
+                        app_id=app_id,
+                        sequence_id=seq,
+                        prev_hash=prev,
+                        hash=hash_hex,
+                    )
+                )
+            prev = hash_hex
+        return events
+
+    async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        rows = await self._q(
+            "SELECT MAX(e.sequence_id) FROM events e JOIN streams s ON s.id = e.stream_id "
+            "WHERE s.partition_key = ? AND s.app_id = ?",
+            (partition_key, app_id),
+        )
+        value = rows[0][0] if rows else None
+        return -1 if value is None else int(value)
+
+    async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        where = "" if partition_key is None else "WHERE s.partition_key = ? "
+        rows = await self._q(
+            "SELECT s.partition_key, s.app_id FROM streams s "
+            "JOIN events e ON e.stream_id = s.id AND e.sequence_id = 0 "
+            f"{where}ORDER BY e.position",
+            () if partition_key is None else (partition_key,),
+        )
+        return [StreamId(pk, app) for pk, app in rows]
+
+    async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        if limit is not None and limit <= 0:
+            self._check_open()
+            return []
+        rows = await self._q(
+            "SELECT e.position, s.partition_key, s.app_id, e.sequence_id, e.hash, e.body, p.hash "
+            "FROM events e JOIN streams s ON s.id = e.stream_id "
+            "LEFT JOIN events p ON p.stream_id = e.stream_id AND p.sequence_id = e.sequence_id - 1 "
+            "WHERE e.position >= ? ORDER BY e.position LIMIT ?",
+            (max(from_position, 1), -1 if limit is None else limit),
+        )
+        decode = self.codec.decode_body
+        return [
+            Recorded(
+                position,
+                decode(
+                    body,
+                    partition_key=pk,
+                    app_id=app,
+                    sequence_id=seq,
+                    prev_hash=bytes(prev).hex() if prev is not None else "",
+                    hash=bytes(digest).hex(),
+                ),
+            )
+            for position, pk, app, seq, digest, body, prev in rows
+        ]
+
+    async def subscribe(
+        self, *, from_position: int = 0, poll_interval: float = 0.05
+    ) -> AsyncIterator[Recorded]:
+        """Catch up from ``from_position``, then yield new events as they commit.
+
+        Appends through this store wake subscribers at once; appends by other
+        processes are seen within ``poll_interval`` seconds.
+        """
+        position = max(from_position, 1)
+        page = 1000
+        while True:
+            await self._connected()
+            changed = self._changed
+            batch = await self.read_all(from_position=position, limit=page)
+            for record in batch:
+                yield record
+            if batch:
+                position = batch[-1].position + 1
+                if len(batch) == page:
+                    continue
+            self._check_open()
+            if changed is not None and not changed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), poll_interval)
+
+    async def fold_stream(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        from_sequence: int = 0,
+        state: Mapping[str, Any] | None = None,
+    ) -> tuple[dict[str, Any], int]:
+        """Fold a stream decoding only each body's delta (full decode for old versions)."""
+        start = max(from_sequence, 0)
+        rows = await self._q(
+            "SELECT e.body FROM events e JOIN streams s ON s.id = e.stream_id "
+            "WHERE s.partition_key = ? AND s.app_id = ? AND e.sequence_id >= ? "
+            "ORDER BY e.sequence_id",
+            (partition_key, app_id, start),
+        )
+        result = dict(state) if state is not None else {}
+        decode_delta = self.codec.decode_delta
+        update = result.update
+        pop = result.pop
+        for index, (body,) in enumerate(rows):
+            try:
+                writes, deletes = decode_delta(body)
+            except _NeedsUpcast:
+                event = self.codec.decode_body(
+                    body,
+                    partition_key=partition_key,
+                    app_id=app_id,
+                    sequence_id=start + index,
+                    prev_hash="",
+                    hash="",
+                )
+                writes, deletes = event.writes, event.deletes
+            if writes:
+                update(writes)
+            for key in deletes:
+                pop(key, None)
+        return result, (start + len(rows) - 1) if rows else from_sequence - 1
+
+    async def verify(
+        self, partition_key: str | None = None, app_id: str | None = None
+    ) -> BrokenLink | None:
+        """Walk the chain of one stream (or every stream); name the first broken link.
+
+        A stored body that no longer decodes is a broken link too.
+        """
+        if app_id is not None:
+            targets = [StreamId(partition_key or "", app_id)]
+        else:
+            targets = await self.streams(partition_key)
+        decode = self.codec.decode_body
+        for stream in targets:
+            prev = ""
+            want = 0
+            rows = await self._q(
+                "SELECT e.sequence_id, e.hash, e.body FROM events e "
+                "JOIN streams s ON s.id = e.stream_id "
+                "WHERE s.partition_key = ? AND s.app_id = ? ORDER BY e.sequence_id",
+                stream,
+            )
+            for chunk_start in range(0, len(rows), 1000):
+                events: list[Event] = []
+                first = want
+                first_prev = prev
+                for seq, digest, body in rows[chunk_start : chunk_start + 1000]:
+                    hash_hex = bytes(digest).hex() if isinstance(digest, bytes) else str(digest)
+                    try:
+                        event = decode(
+                            body,
+                            partition_key=stream.partition_key,
+                            app_id=stream.app_id,
+                            sequence_id=seq,
+                            prev_hash=prev,
+                            hash=hash_hex,
+                        )
+                    except EncodingError as exc:
+                        broken = verify_events(
+                            events, prev_hash=first_prev, first_sequence=first, key=self.hmac_key
+                        )
+                        return broken or BrokenLink(
+                            partition_key=stream.partition_key,
+                            app_id=stream.app_id,
+                            sequence_id=seq,
+                            reason=f"stored body does not decode: {exc}",
+                        )
+                    events.append(event)
+                    prev = hash_hex
+                    want += 1
+                broken = verify_events(
+                    events, prev_hash=first_prev, first_sequence=first, key=self.hmac_key
+                )
+                if broken is not None:
+                    return broken
+        return None
+
+
+async def _writer_loop(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event) -> None:
+    """The single writer: take groups of pending appends and commit them.
+
+    Holds the store only weakly between groups, so an abandoned store can be
+    collected (and warn) instead of being kept alive by its own task.
+    """
+    while True:
+        store = ref()
+        if store is None or store._conn is None:
+            return
+        if not store._pending:
+            if store._closing:
+                return
+            wake.clear()
+            del store
+            await wake.wait()
+            continue
+        group = store._take_group()
+        if group:
+            await store._commit_group(group)
+        del store
