@@ -357,7 +357,7 @@ class Bench:
                     return None
                 out = self.path(name, "rebuild")
                 try:
-                    seconds, events = await system.rebuild(paths[name], n, out)
+                    seconds, events = await system.rebuild(paths[name], n, out, s.rebuild_limit)
                 finally:
                     self.drop(out)
                 self.cells["rebuild"][name].note = f"{events:,} events per sample"
@@ -530,6 +530,8 @@ async def amain(args: argparse.Namespace, log: Callable[[str], None]) -> Results
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     names = ["statelog"] + [n for n in args.systems.split(",") if n and n != "statelog"]
     systems = load_systems(names)
+    gc.collect()
+    gc.freeze()  # imported modules are permanent: the per-sample gc.collect() stays cheap
     versions = {n: (s.version() if isinstance(s, System) else "absent") for n, s in systems.items()}
     start = time.perf_counter()
     own = args.workdir is None
@@ -546,6 +548,7 @@ async def amain(args: argparse.Namespace, log: Callable[[str], None]) -> Results
     try:
         await bench.run()
     finally:
+        gc.unfreeze()
         if own:
             shutil.rmtree(workdir, ignore_errors=True)
     results = Results(

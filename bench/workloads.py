@@ -89,7 +89,7 @@ class Sizes:
     concurrent_apps: int
     concurrent_steps: int  # per app
     resume_history: tuple[int, ...]
-    replay_events: int
+    rebuild_limit: int = 10_000  # events per sample for a peer that commits per event
     runs: int = 5
     warmups: int = 1
     resume_samples: int = 5
@@ -104,30 +104,29 @@ FULL = Sizes(
     concurrent_apps=100,
     concurrent_steps=60,
     resume_history=(1_000, 100_000, 1_000_000),
-    replay_events=100_000,
     label="full",
 )
 
 QUICK = Sizes(
     mem_steps=6_000,
-    durable_steps=1_500,
-    durable_steps_slow=240,
+    durable_steps=900,
+    durable_steps_slow=150,
     concurrent_apps=100,
     concurrent_steps=9,
     resume_history=(1_000, 10_000, 30_000),
-    replay_events=20_000,
+    rebuild_limit=3_000,
     resume_samples=5,
     label="quick",
 )
 
 TINY = Sizes(
     mem_steps=30,
-    durable_steps=30,
-    durable_steps_slow=9,
-    concurrent_apps=4,
+    durable_steps=6,
+    durable_steps_slow=3,
+    concurrent_apps=3,
     concurrent_steps=3,
-    resume_history=(30, 60, 90),
-    replay_events=60,
+    resume_history=(9, 18, 27),
+    rebuild_limit=30,
     runs=1,
     warmups=0,
     resume_samples=1,

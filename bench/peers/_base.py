@@ -55,7 +55,7 @@ class System:
     async def replay(self, path: Path, steps: int) -> float:
         raise NotApplicableError("not implemented")
 
-    async def rebuild(self, path: Path, steps: int, out: Path) -> tuple[float, int]:
+    async def rebuild(self, path: Path, steps: int, out: Path, limit: int) -> tuple[float, int]:
         """Seconds to rebuild a read model from the log, and how many events it applied."""
         raise NotApplicableError("not implemented")
 

@@ -260,5 +260,5 @@ class Burr(System):
             "(loading = reading the latest row, see resume)"
         )
 
-    async def rebuild(self, path: Path, steps: int, out: Path) -> tuple[float, int]:
+    async def rebuild(self, path: Path, steps: int, out: Path, limit: int) -> tuple[float, int]:
         raise NotApplicableError("Burr has no projections / read-model runner")

@@ -24,7 +24,6 @@ from bench.peers._base import DurableConfig, System
 from bench.workloads import ACTIONS, NotApplicableError, expected_after, initial_state
 
 SNAPSHOT_EVERY = 1_000
-REBUILD_MAX = 10_000  # events per rebuild sample (one fsync'd transaction each)
 SECTION_SIZE = 1_000  # notification-log section per pull (Follower default: 10)
 _classes: dict[str, Any] = {}
 
@@ -243,13 +242,13 @@ class EventSourcing(System):
         finally:
             app.close()
 
-    async def rebuild(self, path: Path, steps: int, out: Path) -> tuple[float, int]:
+    async def rebuild(self, path: Path, steps: int, out: Path, limit: int) -> tuple[float, int]:
         """Rebuild an audit read model from position zero with eventsourcing's
         ``Projection`` and a ``SQLiteTrackingRecorder`` view (row + tracking in one
         transaction per event), pulling the notification log as ``Follower`` does.
         ``ProjectionRunner`` itself needs a recorder with ``subscribe``, which the
         SQLite application recorder does not implement. It commits (and fsyncs, FULL)
-        once per event, so it applies the first ``REBUILD_MAX`` events only."""
+        once per event, so it applies the first ``limit`` events only."""
         from eventsourcing.persistence import InfrastructureFactory, Tracking
         from eventsourcing.system import NotificationLogReader
         from eventsourcing.utils import Environment
@@ -263,7 +262,7 @@ class EventSourcing(System):
             reader = NotificationLogReader(app.notification_log, section_size=SECTION_SIZE)
             start = time.perf_counter()
             count = 0
-            limit = min(steps + 1, REBUILD_MAX)
+            limit = min(steps + 1, limit)
             for notifications in reader.select(start=1, stop=limit):
                 for n in notifications:
                     event = app.mapper.to_domain_event(n)

@@ -252,5 +252,5 @@ class LangGraph(System):
             "LangGraph checkpoints hold the full state per step, no event log to fold"
         )
 
-    async def rebuild(self, path: Path, steps: int, out: Path) -> tuple[float, int]:
+    async def rebuild(self, path: Path, steps: int, out: Path, limit: int) -> tuple[float, int]:
         raise NotApplicableError("LangGraph has no projections / read-model runner")
