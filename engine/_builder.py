@@ -28,6 +28,7 @@ from eventstore import (
     Lineage,
     SnapshotPolicy,
     SnapshotStore,
+    SQLiteEventStore,
     TransitionError,
     UsageError,
     load_state,
@@ -309,8 +310,6 @@ class ApplicationBuilder:
             raise UsageError(
                 f"with_store takes an EventStore or a path, got {type(store).__name__}"
             )
-        from eventstore import SQLiteEventStore  # type: ignore[attr-defined]
-
         path = os.fspath(store)
         owned: list[Any] = []
         try:

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, SnapshotStore, StoreError, load_state
+from eventstore import EventStore, SnapshotStore, SQLiteEventStore, StoreError, load_state
 
 __all__ = ["register"]
 
@@ -113,8 +113,6 @@ async def _demo(args: argparse.Namespace) -> int:
 async def _open_store(path: str) -> EventStore:
     if not os.path.exists(path):  # noqa: ASYNC240 - one stat before opening
         raise StoreError(f"no statelog database at {path!r}")
-    from eventstore import SQLiteEventStore  # type: ignore[attr-defined]
-
     store: EventStore = await SQLiteEventStore.open(path)
     return store
 

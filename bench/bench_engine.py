@@ -1,0 +1,285 @@
+"""Engine throughput: steps/s in memory, on SQLite (one app, 100 apps), and resume time.
+
+    python bench/bench_engine.py            # ~1 minute on 2 cores
+    python bench/bench_engine.py --quick    # smaller sizes
+
+The workload is the issue's: 3 trivial actions in a loop over a ~1 KB state,
+each step changing one small field. Same-run baselines:
+
+* in memory: Apache Burr on the same loop (if ``apache-burr`` is installed);
+* SQLite: the store alone appending the same events one by one, awaited
+  (the ceiling the engine's transactional step sits on), and for 100 apps the
+  same store appends from 100 concurrent writers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine import Application, ApplicationBuilder, State, action  # noqa: E402
+from eventstore import (  # noqa: E402
+    Event,
+    MemoryEventStore,
+    SnapshotStore,
+    SQLiteEventStore,
+    utcnow,
+)
+
+PAD = "x" * 1000
+
+
+@action(reads=["n"], writes=["n"])
+def step_a(state: State) -> State:
+    return state.update(n=state["n"] + 1)
+
+
+@action(reads=["n"], writes=["m"])
+def step_b(state: State) -> State:
+    return state.update(m=state["n"] * 2)
+
+
+@action(reads=[], writes=["k"])
+def step_c(state: State) -> State:
+    return state.update(k="abcdefghij")
+
+
+def builder(store: Any, app_id: str, durability: str = "transactional") -> ApplicationBuilder:
+    return (
+        ApplicationBuilder()
+        .with_actions(a=step_a, b=step_b, c=step_c)
+        .with_transitions(("a", "b"), ("b", "c"), ("c", "a"))
+        .with_state(n=0, pad=PAD)
+        .with_entrypoint("a")
+        .with_identifiers(app_id=app_id)
+        .with_store(store)
+        .with_durability(durability)  # type: ignore[arg-type]
+    )
+
+
+async def drive(app: Application, steps: int) -> None:
+    step = app.astep
+    for _ in range(steps):
+        await step()
+
+
+def median_rate(runs: list[float]) -> float:
+    return statistics.median(runs)
+
+
+# --------------------------------------------------------------------------- in memory
+
+
+async def statelog_memory(steps: int) -> float:
+    app = await builder(MemoryEventStore(), "mem").abuild()
+    async with app:
+        started = time.perf_counter()
+        await drive(app, steps)
+        return steps / (time.perf_counter() - started)
+
+
+def burr_memory(steps: int) -> float | None:
+    try:
+        from burr.core import ApplicationBuilder as BurrBuilder
+        from burr.core import State as BurrState
+        from burr.core.action import action as burr_action
+    except ImportError:
+        return None
+
+    @burr_action(reads=["n"], writes=["n"])
+    def a(state: BurrState) -> BurrState:
+        return state.update(n=state["n"] + 1)
+
+    @burr_action(reads=["n"], writes=["m"])
+    def b(state: BurrState) -> BurrState:
+        return state.update(m=state["n"] * 2)
+
+    @burr_action(reads=[], writes=["k"])
+    def c(state: BurrState) -> BurrState:
+        return state.update(k="abcdefghij")
+
+    app = (
+        BurrBuilder()
+        .with_actions(a=a, b=b, c=c)
+        .with_transitions(("a", "b"), ("b", "c"), ("c", "a"))
+        .with_state(n=0, pad=PAD)
+        .with_entrypoint("a")
+        .build()
+    )
+    started = time.perf_counter()
+    for _ in range(steps):
+        app.step()
+    return steps / (time.perf_counter() - started)
+
+
+# --------------------------------------------------------------------------- SQLite
+
+
+async def store_only(db: Path, steps: int, apps: int) -> float:
+    """The baseline: the store appending one small event per call, awaited, per app."""
+    async with await SQLiteEventStore.open(db) as store:
+
+        async def writer(app_id: str) -> None:
+            for seq in range(steps):
+                event = Event(
+                    partition_key="",
+                    app_id=app_id,
+                    sequence_id=seq,
+                    kind="action_completed",
+                    action="a",
+                    next_action="b",
+                    writes={"n": seq},
+                    timestamp=utcnow(),
+                )
+                await store.append((event,), expected_sequence=seq - 1)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(f"base{i}") for i in range(apps)))
+        return steps * apps / (time.perf_counter() - started)
+
+
+async def statelog_sqlite(db: Path, steps: int, apps: int, durability: str) -> float:
+    async with (
+        await SQLiteEventStore.open(db) as store,
+        await SnapshotStore.open(db) as snapshots,
+    ):
+        made = [
+            await builder(store, f"app{i}", durability)
+            .with_store(store, snapshots=snapshots)
+            .abuild()
+            for i in range(apps)
+        ]
+        started = time.perf_counter()
+        await asyncio.gather(*(drive(app, steps) for app in made))
+        for app in made:
+            await app.flush()
+        elapsed = time.perf_counter() - started
+        for app in made:
+            await app.aclose()
+        return steps * apps / elapsed
+
+
+async def resume_time(db: Path, events: int) -> tuple[float, float]:
+    """Milliseconds from build to the first new step of an app with ``events`` of history."""
+    async with (
+        await SQLiteEventStore.open(db) as store,
+        await SnapshotStore.open(db) as snapshots,
+    ):
+        app = await builder(store, "long").with_store(store, snapshots=snapshots).abuild()
+        await app.aclose()
+        batch: list[Event] = []
+        n = 0
+        for seq in range(1, events):
+            name = ("a", "b", "c")[(seq - 1) % 3]
+            batch.append(
+                Event(
+                    partition_key="",
+                    app_id="long",
+                    sequence_id=seq,
+                    kind="action_completed",
+                    action=name,
+                    next_action={"a": "b", "b": "c", "c": "a"}[name],
+                    writes={"n": seq},
+                    timestamp=utcnow(),
+                )
+            )
+            if len(batch) == 5000:
+                await store.append(batch, expected_sequence=batch[0].sequence_id - 1)
+                batch = []
+            n = seq
+        if batch:
+            await store.append(batch, expected_sequence=batch[0].sequence_id - 1)
+        # the app's own policy would have snapshotted near the end; take one now
+        warm = (
+            await builder(store, "long")
+            .with_store(store, snapshots=snapshots)
+            .initialize_from(default_entrypoint="a")
+            .abuild()
+        )
+        await warm.snapshot()
+        await warm.aclose()
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            app = await (
+                builder(store, "long")
+                .with_store(store, snapshots=snapshots)
+                .initialize_from(default_entrypoint="a")
+                .abuild()
+            )
+            await app.astep()
+            times.append((time.perf_counter() - started) * 1000)
+            await app.aclose()
+        assert n + 5 <= app.sequence_id + 1
+        return statistics.median(times), min(times)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def best_of(runs: int, fn: Callable[[], Awaitable[float]]) -> float:
+    return median_rate([asyncio.run(fn()) for _ in range(runs)])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    mem_steps = 20_000 if args.quick else 60_000
+    one_steps = 5_000 if args.quick else 20_000
+    many_steps = 100 if args.quick else 400
+    resume_events = 100_000 if args.quick else 1_000_000
+    print(f"# engine bench - Python {platform.python_version()}, {os.cpu_count()} cores")
+
+    ours, theirs = [], []
+    for _ in range(args.runs):
+        ours.append(asyncio.run(statelog_memory(mem_steps)))
+        burr = burr_memory(mem_steps)
+        if burr is not None:
+            theirs.append(burr)
+    line = f"in memory:          statelog {median_rate(ours):>9,.0f} steps/s"
+    if theirs:
+        line += f" | Burr {median_rate(theirs):>9,.0f} steps/s"
+        line += f" | ratio {median_rate(ours) / median_rate(theirs):.2f}x"
+    else:
+        line += " | Burr not installed (pip install apache-burr)"
+    print(line)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = iter(range(10_000))
+
+        def db() -> Path:
+            return Path(tmp) / f"b{next(run)}.db"
+
+        for apps, steps in ((1, one_steps), (100, many_steps)):
+            base = best_of(args.runs, lambda s=steps, a=apps: store_only(db(), s, a))
+            for mode in ("transactional", "fire_and_forget"):
+                rate = best_of(
+                    args.runs, lambda s=steps, a=apps, m=mode: statelog_sqlite(db(), s, a, m)
+                )
+                print(
+                    f"SQLite {apps:>3} app(s), {mode:<15} {rate:>9,.0f} steps/s | "
+                    f"store alone {base:>9,.0f} appends/s | ratio {rate / base:.2f}x"
+                )
+        median_ms, best_ms = asyncio.run(resume_time(db(), resume_events))
+        print(
+            f"resume with {resume_events:,} events of history: {median_ms:.2f} ms median "
+            f"({best_ms:.2f} ms best) to the first new step"
+        )
+
+
+if __name__ == "__main__":
+    main()
