@@ -132,20 +132,21 @@ class KafkaSource(Source):
                 else:
                     await consumer.seek_to_beginning(tp)
             end = await consumer.end_offsets(partitions)
-            remaining = {tp for tp in partitions if await consumer.position(tp) < end[tp]}
-            while remaining:
+            # Read until every partition reached the end offsets seen at the
+            # start AND a fetch comes back empty: some brokers (Tansu) report
+            # the end of a multi-record batch short, so the offsets alone are a
+            # lower bound.
+            while True:
                 fetched = await consumer.getmany(
-                    *remaining, timeout_ms=int(self.fetch_timeout * 1000), max_records=batch_size
+                    timeout_ms=int(self.fetch_timeout * 1000), max_records=batch_size
                 )
-                chunk: list[Item] = []
-                for tp, messages in fetched.items():
-                    for msg in messages:
-                        if msg.offset < end[tp]:
-                            chunk.append(_item(msg))
-                    if await consumer.position(tp) >= end[tp]:
-                        remaining.discard(tp)
+                chunk = [_item(msg) for messages in fetched.values() for msg in messages]
                 if chunk:
                     yield chunk
+                    continue
+                behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+                if not behind:
+                    return
         finally:
             await consumer.stop()
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -70,19 +71,17 @@ class StoreSource(Source):
         uri: str | None = None,
         owned: bool = False,
         poll_interval: float = 0.02,
+        head: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self.store = store
+        self.head = head
         self.uri = uri or f"store:{type(store).__name__}"
         self.owned = owned
         self.poll_interval = poll_interval
 
     async def total(self) -> int | None:
-        last = getattr(self.store, "last_position", None)
-        if callable(last):
-            value = last()
-            if asyncio.iscoroutine(value):
-                value = await value
-            return int(value)
+        if self.head is not None:
+            return await self.head()
         log = getattr(self.store, "_log", None)  # MemoryEventStore
         return len(log) if isinstance(log, list) else None
 
@@ -110,17 +109,16 @@ class StoreSource(Source):
                     await closer()
 
         feeder = asyncio.create_task(feed(), name=f"subscribe {self.uri}")
+        getter: asyncio.Future[Recorded] | None = None
         try:
             while True:
                 getter = asyncio.ensure_future(queue.get())
                 done, _ = await asyncio.wait({getter, feeder}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
-                    getter.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await getter
                     feeder.result()  # re-raise the subscription's error
                     return
                 batch = [getter.result()]
+                getter = None
                 while len(batch) < batch_size:
                     try:
                         batch.append(queue.get_nowait())
@@ -128,9 +126,11 @@ class StoreSource(Source):
                         break
                 yield [Item(rec, -1, rec.position) for rec in batch]
         finally:
-            feeder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feeder
+            for task in (getter, feeder):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def aclose(self) -> None:
         if self.owned:
@@ -189,6 +189,23 @@ class FileSource(Source):
                 closer()
 
 
+def _sqlite_head(path: str) -> Callable[[], Awaitable[int]]:
+    """The last position of a SQLite log (its documented ``events`` table), read-only."""
+
+    def query() -> int:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            row = db.execute("SELECT COALESCE(MAX(position), 0) FROM events").fetchone()
+            return int(row[0])
+        finally:
+            db.close()
+
+    async def head() -> int:
+        return await asyncio.to_thread(query)
+
+    return head
+
+
 async def open_source(uri: str) -> Source:
     """Open ``sqlite:PATH``, ``file:PATH`` or ``kafka://HOST:PORT/TOPIC``.
 
@@ -201,11 +218,11 @@ async def open_source(uri: str) -> Source:
             path = path[2:]
         if not await asyncio.to_thread(os.path.isfile, path):
             raise StoreUnavailableError(f"no SQLite log at {path!r}")
-        from eventstore import SQLiteEventStore  # type: ignore[attr-defined]
+        from eventstore import SQLiteEventStore
 
         store = await SQLiteEventStore.open(path)
         resolved = await asyncio.to_thread(os.path.realpath, path)
-        return StoreSource(store, uri=f"sqlite:{resolved}", owned=True)
+        return StoreSource(store, uri=f"sqlite:{resolved}", owned=True, head=_sqlite_head(path))
     if uri.startswith("file:"):
         return FileSource(uri.removeprefix("file:"))
     if uri.startswith("kafka://"):
