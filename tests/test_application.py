@@ -30,6 +30,7 @@ from eventstore import (
     HookError,
     MemoryEventStore,
     SnapshotStore,
+    SQLiteEventStore,
     StateError,
     StoreError,
     TransitionError,
@@ -37,6 +38,18 @@ from eventstore import (
     fold,
     load_state,
 )
+
+# --------------------------------------------------------------------------- stores
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Any) -> Any:
+    if request.param == "memory":
+        yield MemoryEventStore()
+        return
+    async with await SQLiteEventStore.open(tmp_path / "app.db") as store:
+        yield store
+
 
 # --------------------------------------------------------------------------- a small graph
 
@@ -83,8 +96,8 @@ async def new_app(store: Any, app_id: str = "app", **state: Any) -> Application:
 # --------------------------------------------------------------------------- events per step
 
 
-async def test_run_writes_one_event_per_step_with_only_the_delta() -> None:
-    store = MemoryEventStore()
+async def test_run_writes_one_event_per_step_with_only_the_delta(any_store: Any) -> None:
+    store = any_store
     async with await new_app(store, pad="x" * 1000) as app:
         last = await app.arun()
     assert last.action == "finish"
@@ -242,10 +255,10 @@ def flaky_builder(store: Any) -> ApplicationBuilder:
     )
 
 
-async def test_failed_step_writes_action_failed_and_keeps_state() -> None:
+async def test_failed_step_writes_action_failed_and_keeps_state(any_store: Any) -> None:
     FLAKY.clear()
     FLAKY["fail"] = 1
-    store = MemoryEventStore()
+    store = any_store
     app = await flaky_builder(store).with_state(n=0).with_entrypoint("count").abuild()
     async with app:
         await app.astep()
@@ -282,8 +295,8 @@ async def test_failed_step_writes_action_failed_and_keeps_state() -> None:
     assert await store.verify() is None
 
 
-async def test_resume_continues_at_the_next_action() -> None:
-    store = MemoryEventStore()
+async def test_resume_continues_at_the_next_action(any_store: Any) -> None:
+    store = any_store
     async with await new_app(store) as app:
         await app.arun(halt_after=["count"])
         assert app.position == "classify"
@@ -370,8 +383,8 @@ async def test_state_at_every_sequence_equals_what_the_app_had(tmp_path: Any) ->
 # --------------------------------------------------------------------------- fork
 
 
-async def test_fork_starts_a_new_stream_with_lineage() -> None:
-    store = MemoryEventStore()
+async def test_fork_starts_a_new_stream_with_lineage(any_store: Any) -> None:
+    store = any_store
     async with await new_app(store) as app:
         await app.arun()
     source = await store.read("", "app")
@@ -401,8 +414,8 @@ async def test_fork_starts_a_new_stream_with_lineage() -> None:
 # --------------------------------------------------------------------------- two writers
 
 
-async def test_two_apps_on_one_stream_one_gets_concurrency_error() -> None:
-    store = MemoryEventStore()
+async def test_two_apps_on_one_stream_one_gets_concurrency_error(any_store: Any) -> None:
+    store = any_store
     first = await new_app(store)
     second = await counter_builder(store).initialize_from(default_entrypoint="count").abuild()
     async with first, second:
@@ -441,8 +454,10 @@ def undeclared(state: State) -> State:
         (undeclared, StateError, "other"),
     ],
 )
-async def test_contract_errors_raise_and_write_nothing(fn: Any, error: Any, match: str) -> None:
-    store = MemoryEventStore()
+async def test_contract_errors_raise_and_write_nothing(
+    fn: Any, error: Any, match: str, any_store: Any
+) -> None:
+    store = any_store
     app = await (
         ApplicationBuilder()
         .with_actions(bad=fn)
@@ -474,8 +489,8 @@ async def test_unknown_action_in_a_transition_is_a_transition_error() -> None:
         )
 
 
-async def test_unencodable_initial_state_writes_nothing() -> None:
-    store = MemoryEventStore()
+async def test_unencodable_initial_state_writes_nothing(any_store: Any) -> None:
+    store = any_store
     with pytest.raises(EncodingError, match="weird"):
         await (
             counter_builder(store).with_state(n=0, weird=object()).with_entrypoint("count").abuild()
@@ -643,8 +658,8 @@ async def test_a_failing_hook_is_reported_and_never_corrupts_the_stream(
 # --------------------------------------------------------------------------- fire and forget
 
 
-async def test_fire_and_forget_flushes_in_order() -> None:
-    store = MemoryEventStore()
+async def test_fire_and_forget_flushes_in_order(any_store: Any) -> None:
+    store = any_store
     app = (
         await counter_builder(store, limit=500)
         .with_durability("fire_and_forget")
@@ -661,8 +676,8 @@ async def test_fire_and_forget_flushes_in_order() -> None:
     assert await store.verify() is None
 
 
-async def test_fire_and_forget_write_failure_surfaces_as_store_error() -> None:
-    store = MemoryEventStore()
+async def test_fire_and_forget_write_failure_surfaces_as_store_error(any_store: Any) -> None:
+    store = any_store
     app = (
         await counter_builder(store, limit=10_000)
         .with_durability("fire_and_forget")
