@@ -36,8 +36,11 @@ class MemoryEventStore(EventStore):
     async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
         self._check_open()
         events = list(events)
+        first = events[0] if events else None
         head = self._streams.get(
-            StreamId(events[0].partition_key, events[0].app_id) if events else StreamId("", "")
+            StreamId(first.partition_key, first.app_id)
+            if isinstance(first, Event)
+            else StreamId("", "")
         )
         head_hash = head[-1].hash if head else ""
         stream, sealed, _ = prepare_append(
@@ -83,13 +86,20 @@ class MemoryEventStore(EventStore):
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
         self._check_open()
-        return [s for s in self._streams if partition_key is None or s.partition_key == partition_key]
+        return [
+            s for s in self._streams if partition_key is None or s.partition_key == partition_key
+        ]
 
     async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
         self._check_open()
         start = max(from_position, 1) - 1
         stop = None if limit is None else start + limit
         return self._log[start:stop]
+
+    async def aclose(self) -> None:
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()  # wake subscribers: they raise StoreClosedError
 
     async def subscribe(
         self, *, from_position: int = 0, poll_interval: float = 0.05
