@@ -62,7 +62,10 @@ async def inspect(path: Path) -> int:
 def test_sigkill_while_saving_leaves_whole_snapshots(tmp_path: Path) -> None:
     path = tmp_path / "snap.db"
     rng = random.Random(1234)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     start = 0
     for _ in range(6):
         proc = subprocess.Popen(
