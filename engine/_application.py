@@ -39,7 +39,7 @@ from eventstore import (
 )
 
 from ._actions import run_action
-from ._durability import FireAndForgetWriter, Writer
+from ._durability import TransactionalWriter, Writer
 from ._hooks import HookSet
 from ._state import State
 from ._transitions import Graph
@@ -112,7 +112,10 @@ class Application:
         self._snap_time = time.monotonic()
         self._snap_every = snapshot_policy.every if snapshots is not None else None
         self._snap_seconds = snapshot_policy.seconds if snapshots is not None else None
-        self._transactional = not isinstance(writer, FireAndForgetWriter)
+        self._append = store.append if isinstance(writer, TransactionalWriter) else None
+        self._parallel = {
+            n for n, a in graph.actions.items() if getattr(a, "is_parallel_map", False)
+        }
 
     def __repr__(self) -> str:
         return (
@@ -193,7 +196,7 @@ class Application:
                 inputs=inputs,
             )
         try:
-            if getattr(action, "is_parallel_map", False):
+            if name in self._parallel:
                 run_children = action.run_children  # type: ignore[attr-defined]
                 outcome = await run_children(self, state, inputs, self._origin)
             else:
@@ -213,13 +216,17 @@ class Application:
             next_action=next_action,
             inputs=inputs,
             writes=delta.writes,
-            deletes=list(delta.deletes),
+            deletes=delta.deletes,
             result=outcome.result,
             timestamp=utcnow(),
             duration=outcome.duration,
             attempt=outcome.attempt,
         )
-        self._last_recorded = await self._writer.write(event)
+        append = self._append
+        if append is not None:  # transactional: straight to the store
+            self._last_recorded = (await append((event,), expected_sequence=seq - 1))[-1]
+        else:
+            await self._writer.write(event)
         self._sequence_id = seq
         self._origin = seq + 1
         self._state = new_state.rebase()
@@ -235,7 +242,10 @@ class Application:
                 result=outcome.result,
                 exception=None,
             )
-        if self._snap_every is not None or self._snap_seconds is not None:
+        if self._snapshots is not None and (
+            (self._snap_every is not None and seq - self._snap_seq >= self._snap_every)
+            or self._snap_seconds is not None
+        ):
             await self._maybe_snapshot(halted=False)
         return event, outcome.result
 
