@@ -699,3 +699,40 @@ async def test_fire_and_forget_write_failure_surfaces_as_store_error(any_store: 
         await app.aclose()
     events = await store.read("", "app")
     assert [e.kind for e in events] == ["app_initialized", "intruder"]
+
+
+# --------------------------------------------------------------------------- SQLite default
+
+
+def test_sync_build_on_the_default_file_then_resume(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    builder = (
+        ApplicationBuilder()
+        .with_actions(count=count, classify=classify, finish=finish)
+        .with_transitions(
+            ("count", "classify"),
+            ("classify", "finish", when(n=3)),
+            ("classify", "count", default),
+        )
+        .with_identifiers(app_id="default-file")
+        .initialize_from(default_state={"n": 0}, default_entrypoint="count")
+    )
+    with builder.build() as app:
+        app.run(halt_after=["classify"])
+        seq = app.sequence_id
+    assert (tmp_path / "statelog.db").exists()
+    with builder.build() as again:
+        assert again.sequence_id == seq
+        assert again.position == "count"
+        final = again.run()
+    assert final.action == "finish"
+
+    async def check() -> None:
+        async with await SQLiteEventStore.open(tmp_path / "statelog.db") as store:
+            events = await store.read("", "default-file")
+            assert fold(events) == final.state.get_all()
+            assert await store.verify() is None
+
+    asyncio.run(check())
