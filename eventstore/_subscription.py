@@ -6,7 +6,9 @@ The contract (at least once, de-duplicated per process):
   **manually, only after processing**: an event counts as processed when the
   consumer asks for the next one (the iterator resumes), or when a
   ``run(handler)`` handler returned. The offsets of a fetched batch are
-  committed before the next fetch and at ``aclose()``. A crash before a commit
+  committed before the next fetch and at ``aclose()``; ``commit()`` inside
+  the loop also acknowledges the event or batch in hand (use it before a
+  ``break``, which otherwise leaves that one to be delivered again). A crash before a commit
   delivers those events again - so handlers must tolerate a repeat after a crash
   or a rebalance (the at-least-once part).
 * Within one consumer process, each ``(stream, sequence_id)`` is delivered
@@ -142,6 +144,7 @@ class KafkaSubscription:
         self._options.update(consumer_options or {})
         self._consumer: Any = None
         self._pending: dict[Any, int] = {}  # TopicPartition -> next offset, processed
+        self._current: dict[Any, int] = {}  # offsets of the event or batch in hand
         self._closed = False
 
     def __repr__(self) -> str:
@@ -198,7 +201,14 @@ class KafkaSubscription:
     # --- committing
 
     async def commit(self) -> None:
-        """Commit the offsets of every event processed so far."""
+        """Commit every event processed so far, and the current event or batch.
+
+        Call it inside the loop to acknowledge the event (or batch) in hand
+        before leaving the loop; ``aclose()`` commits only what the loop moved
+        past.
+        """
+        self._pending.update(self._current)
+        self._current = {}
         if self._consumer is not None:
             await self._commit(self._consumer)
 
@@ -236,7 +246,7 @@ class KafkaSubscription:
             return None
         return event
 
-    async def _fetch(self) -> tuple[list[Event], dict[Any, int]]:
+    async def _getmany(self) -> dict[Any, list[Any]]:
         consumer = self._consumer
         if consumer is None:
             await self.start()
@@ -245,19 +255,25 @@ class KafkaSubscription:
         from aiokafka.errors import KafkaError
 
         try:
-            batch = await consumer.getmany(
+            batch: dict[Any, list[Any]] = await consumer.getmany(
                 timeout_ms=int(self.poll_timeout * 1000), max_records=self.max_records
             )
         except KafkaError as exc:
             raise StoreUnavailableError(f"fetch from Kafka failed: {exc}") from exc
+        return batch
+
+    async def _fetch(self) -> tuple[list[Event], dict[Any, int]]:
+        """One fetch: the new events and the offsets to commit once they are processed."""
+        batch = await self._getmany()
         events: list[Event] = []
         offsets: dict[Any, int] = {}
         decode = self._decode
+        append = events.append
         for tp, records in batch.items():
             for record in records:
                 event = decode(record)
                 if event is not None:
-                    events.append(event)
+                    append(event)
             if records:
                 offsets[tp] = records[-1].offset + 1
         return events, offsets
@@ -265,23 +281,35 @@ class KafkaSubscription:
     async def batches(self) -> AsyncIterator[list[Event]]:
         """Yield a de-duplicated list of events per fetch (empty lists are skipped).
 
-        A batch counts as processed when the loop asks for the next one.
+        A batch counts as processed when the loop asks for the next one, or
+        when ``commit()`` is called while it is the current batch.
         """
         while not self._closed:
             events, offsets = await self._fetch()
             if events:
                 self.delivered += len(events)
+                self._current = offsets
                 yield events
+                self._current = {}
             self._pending.update(offsets)
 
     async def __aiter__(self) -> AsyncIterator[Event]:
-        """Yield events one by one; each counts as processed when the next is asked for."""
+        """Yield events one by one.
+
+        An event counts as processed when the next one is asked for, or when
+        ``commit()`` is called while it is the current event.
+        """
         while not self._closed:
-            events, offsets = await self._fetch()
-            for event in events:
-                self.delivered += 1
-                yield event
-            self._pending.update(offsets)
+            batch = await self._getmany()
+            for tp, records in batch.items():
+                for record in records:
+                    event = self._decode(record)
+                    if event is not None:
+                        self.delivered += 1
+                        self._current = {tp: record.offset + 1}
+                        yield event
+                        self._current = {}
+                    self._pending[tp] = record.offset + 1
 
     async def run(self, handler: Handler, *, stop: asyncio.Event | None = None) -> None:
         """Call ``handler(event)`` (sync or async) for each event until ``stop`` is set."""
