@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from eventstore import EventStore, Recorded, StoreUnavailableError, iter_export
 
@@ -206,8 +206,10 @@ def _sqlite_head(path: str) -> Callable[[], Awaitable[int]]:
     return head
 
 
-async def open_source(uri: str) -> Source:
+async def open_source(uri: str, **options: Any) -> Source:
     """Open ``sqlite:PATH``, ``file:PATH`` or ``kafka://HOST:PORT/TOPIC``.
+
+    ``options`` go to the source (``group_id=`` for Kafka).
 
     A source that does not exist raises ``StoreUnavailableError`` (a SQLite
     path is never created by reading it).
@@ -228,5 +230,5 @@ async def open_source(uri: str) -> Source:
     if uri.startswith("kafka://"):
         from ._kafka import KafkaSource
 
-        return await KafkaSource.from_uri(uri)
+        return await KafkaSource.from_uri(uri, **options)
     raise ValueError(f"a source is sqlite:PATH, file:PATH or kafka://HOST:PORT/TOPIC, got {uri!r}")

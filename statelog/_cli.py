@@ -20,6 +20,8 @@ from eventstore import StatelogError
 COMMAND_MODULES = [
     "statelog._cli_log",
     "statelog._cli_engine",
+    "statelog._cli_kafka",
+    "statelog._cli_projections",
 ]
 
 

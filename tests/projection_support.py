@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from eventstore import ErrorInfo, Event, EventKind, EventStore, Lineage, Recorded
-from projections import Projection, ProjectionContext
+from projections import Projection, ProjectionContext, register_projection
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -131,7 +132,11 @@ async def wait_until(predicate: Any, timeout: float = 20.0) -> None:
 
 
 class SeenProjection(Projection):
-    """Records every (stream, sequence_id) it applies; a second apply breaks UNIQUE."""
+    """Records every (stream, sequence_id) it applies; a second apply breaks UNIQUE.
+
+    ``STATELOG_TEST_SEEN_DELAY`` (seconds) sleeps inside each batch's
+    transaction, so a kill lands mid-batch.
+    """
 
     name = "seen"
     version = 1
@@ -144,6 +149,7 @@ class SeenProjection(Projection):
         )
 
     async def handle_batch(self, ctx: ProjectionContext, records: Sequence[Recorded]) -> None:
+        delay = float(os.environ.get("STATELOG_TEST_SEEN_DELAY", "0"))
         await ctx.db.executemany(
             f"INSERT INTO {ctx.table('seen')} VALUES (?, ?, ?, ?)",
             [
@@ -151,3 +157,8 @@ class SeenProjection(Projection):
                 for r in records
             ],
         )
+        if delay:
+            await asyncio.sleep(delay)
+
+
+register_projection(SeenProjection)
