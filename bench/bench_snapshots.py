@@ -8,8 +8,9 @@ events after it. With snapshots at 0, 1,000, ... both sizes replay exactly
 999 events, so the figures should match: the claim is that resume time does
 not grow with the history.
 
-Baseline (same run): raw aiosqlite, one ``SELECT`` of 1,000 rows of the same
-size plus a msgspec decode of each — the floor for one read of that replay.
+Baseline (same run, interleaved with the resumes): raw aiosqlite, one
+``SELECT`` of 1,000 small msgpack rows plus a decode of each - the floor for
+one read of that replay.
 
     python bench/bench_snapshots.py [--sizes 1000 1000000] [--runs 300]
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import platform
 import statistics
@@ -38,6 +40,7 @@ from eventstore import (  # noqa: E402
     MemoryEventStore,
     Snapshot,
     SnapshotStore,
+    SQLiteEventStore,
     load_state,
 )
 
@@ -100,66 +103,53 @@ def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p99
 
 
-async def measure_resume(store: EventStore, snapshots: SnapshotStore, runs: int) -> list[float]:
-    expected, last = await load_state(store, None, PK, APP, at_sequence=None)
-    state, got = await load_state(store, snapshots, PK, APP)
-    assert (state, got) == (expected, last), "snapshot + replay != full replay"
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await load_state(store, snapshots, PK, APP)
-        samples.append(time.perf_counter() - t0)
-    return samples
+async def time_resume(store: EventStore, snapshots: SnapshotStore) -> float:
+    t0 = time.perf_counter()
+    await load_state(store, snapshots, PK, APP)
+    return time.perf_counter() - t0
 
 
-async def measure_parts(
-    store: EventStore, snapshots: SnapshotStore, runs: int
-) -> tuple[float, float]:
-    """Median of the two halves of a resume: the snapshot (with its hash check), the replay."""
-    loads, replays = [], []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        snap = await snapshots.load(PK, APP, store=store)
-        t1 = time.perf_counter()
-        assert snap is not None
-        await store.fold_stream(PK, APP, from_sequence=snap.sequence_id + 1, state=snap.state)
-        t2 = time.perf_counter()
-        loads.append(t1 - t0)
-        replays.append(t2 - t1)
-    return statistics.median(loads), statistics.median(replays)
+async def time_parts(store: EventStore, snapshots: SnapshotStore) -> tuple[float, float]:
+    """The two halves of a resume: the snapshot (with its hash check), then the replay."""
+    t0 = time.perf_counter()
+    snap = await snapshots.load(PK, APP, store=store)
+    t1 = time.perf_counter()
+    assert snap is not None
+    await store.fold_stream(PK, APP, from_sequence=snap.sequence_id + 1, state=snap.state)
+    return t1 - t0, time.perf_counter() - t1
 
 
-async def measure_full_replay(store: EventStore, runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        await store.fold_stream(PK, APP)
-        samples.append(time.perf_counter() - t0)
-    return samples
+async def time_full_replay(store: EventStore) -> float:
+    t0 = time.perf_counter()
+    await store.fold_stream(PK, APP)
+    return time.perf_counter() - t0
 
 
-async def measure_baseline(tmp: Path, runs: int) -> list[float]:
+class Baseline:
     """Raw aiosqlite: one SELECT of 1,000 rows + msgspec decode (the replay's floor)."""
-    encoder = msgspec.json.Encoder()
-    decoder = msgspec.json.Decoder()
-    rows = [
-        (i, encoder.encode({"k": "action_completed", "w": {"counter": i, "slot": f"value-{i}"}}))
-        for i in range(SNAPSHOT_EVERY)
-    ]
-    async with aiosqlite.connect(tmp / "baseline.db") as db:
-        await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB)")
-        await db.executemany("INSERT INTO t VALUES (?, ?)", rows)
-        await db.commit()
-        samples = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fetched = await db.execute_fetchall("SELECT body FROM t WHERE seq >= ?", (0,))
-            state: dict[str, Any] = {}
-            for (body,) in fetched:
-                state.update(decoder.decode(body)["w"])
-            samples.append(time.perf_counter() - t0)
-    return samples
+
+    def __init__(self) -> None:
+        self.decoder = msgspec.msgpack.Decoder()
+
+    async def open(self, tmp: Path) -> None:
+        encoder = msgspec.msgpack.Encoder()
+        rows = [
+            (i, encoder.encode({"k": "action_completed", "w": {"counter": i, "s": f"value-{i}"}}))
+            for i in range(SNAPSHOT_EVERY)
+        ]
+        self.db = await aiosqlite.connect(tmp / "baseline.db")
+        await self.db.execute("PRAGMA journal_mode=WAL")
+        await self.db.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB)")
+        await self.db.executemany("INSERT INTO t VALUES (?, ?)", rows)
+        await self.db.commit()
+
+    async def time(self) -> float:
+        t0 = time.perf_counter()
+        fetched = await self.db.execute_fetchall("SELECT body FROM t WHERE seq >= ?", (0,))
+        state: dict[str, Any] = {}
+        for (body,) in fetched:
+            state.update(self.decoder.decode(body)["w"])
+        return time.perf_counter() - t0
 
 
 def ms(seconds: float) -> str:
@@ -178,38 +168,60 @@ async def main() -> None:
         f"python {platform.python_version()}, {os.cpu_count()} cores, store={args.store}, "
         f"codec={args.codec}, snapshot every {SNAPSHOT_EVERY} events, {args.runs} runs"
     )
-    results: dict[int, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        base_median, base_p99 = summary(await measure_baseline(tmp, args.runs))
-        print(
-            f"baseline raw aiosqlite SELECT 1,000 rows + decode: median {ms(base_median)}, "
-            f"p99 {ms(base_p99)}"
-        )
-        for history in args.sizes:
-            path = tmp / f"history-{history}.db"
-            store = await open_store(args.store, path, args.codec)
-            try:
-                async with SnapshotStore(path) as snapshots:
-                    built = await build(store, snapshots, history)
-                    size = path.stat().st_size if path.exists() else 0
-                    replayed = history - 1 - (history - 1) // SNAPSHOT_EVERY * SNAPSHOT_EVERY
-                    median, p99 = summary(await measure_resume(store, snapshots, args.runs))
-                    results[history] = (median, p99)
-                    line = (
-                        f"history {history:>9,} events (built in {built:.1f} s, "
-                        f"file {size / 1e6:.1f} MB): resume = snapshot + {replayed} events: "
-                        f"median {ms(median)}, p99 {ms(p99)}; "
-                        f"{median / base_median:.2f}x the baseline"
-                    )
-                    load, replay = await measure_parts(store, snapshots, args.runs)
-                    line += f" [snapshot load + hash check {ms(load)}, replay {ms(replay)}]"
-                    if history <= 100_000:
-                        full, _ = summary(await measure_full_replay(store, min(args.runs, 50)))
-                        line += f"; full replay without snapshots: median {ms(full)}"
-                    print(line)
-            finally:
+        baseline = Baseline()
+        await baseline.open(tmp)
+        opened: dict[int, tuple[EventStore, SnapshotStore]] = {}
+        try:
+            for history in args.sizes:
+                path = tmp / f"history-{history}.db"
+                store = await open_store(args.store, path, args.codec)
+                snapshots = await SnapshotStore.open(path)
+                opened[history] = (store, snapshots)
+                built = await build(store, snapshots, history)
+                size = sum(p.stat().st_size for p in tmp.glob(f"{path.name}*"))
+                expected = await load_state(store, None, PK, APP)
+                assert await load_state(store, snapshots, PK, APP) == expected
+                print(
+                    f"history {history:>9,} events: built in {built:.1f} s, "
+                    f"{size / 1e6:.1f} MB on disk (events + snapshots)"
+                )
+            # Interleave sizes run by run, so load on the shared machine hits all alike.
+            gc.collect()
+            base: list[float] = []
+            resume: dict[int, list[float]] = {h: [] for h in opened}
+            parts: dict[int, list[tuple[float, float]]] = {h: [] for h in opened}
+            for _ in range(args.runs):
+                base.append(await baseline.time())
+                for history, (store, snapshots) in opened.items():
+                    resume[history].append(await time_resume(store, snapshots))
+                    parts[history].append(await time_parts(store, snapshots))
+            base_median, base_p99 = summary(base)
+            print(
+                f"baseline raw aiosqlite SELECT 1,000 rows + decode: median {ms(base_median)}, "
+                f"p99 {ms(base_p99)}"
+            )
+            results: dict[int, tuple[float, float]] = {}
+            for history, (store, _) in opened.items():
+                median, p99 = results[history] = summary(resume[history])
+                replayed = history - 1 - (history - 1) // SNAPSHOT_EVERY * SNAPSHOT_EVERY
+                load = statistics.median(a for a, _ in parts[history])
+                replay = statistics.median(b for _, b in parts[history])
+                line = (
+                    f"history {history:>9,} events: resume = snapshot + {replayed} events: "
+                    f"median {ms(median)}, p99 {ms(p99)} ({median / base_median:.2f}x the "
+                    f"baseline) [snapshot load + hash check {ms(load)}, replay {ms(replay)}]"
+                )
+                if history <= 100_000:
+                    full = statistics.median([await time_full_replay(store) for _ in range(30)])
+                    line += f"; full replay without snapshots: median {ms(full)}"
+                print(line)
+        finally:
+            for store, snapshots in opened.values():
+                await snapshots.aclose()
                 await store.aclose()
+            await baseline.db.close()
     if len(results) >= 2:
         small, large = min(results), max(results)
         print(
