@@ -389,3 +389,28 @@ async def test_non_sqlite_file_is_a_typed_error(tmp_path: Path) -> None:
 
 def _fields(snap: Snapshot) -> dict[str, Any]:
     return {f: getattr(snap, f) for f in snap.__struct_fields__}
+
+
+async def test_snapshot_store_first_then_event_store_in_one_file(tmp_path: Path) -> None:
+    """Either store may create the shared file; both stay open side by side."""
+    path = tmp_path / "shared.db"
+    async with SnapshotStore(path) as snaps:
+        from eventstore import SQLiteEventStore
+
+        async with SQLiteEventStore(path) as store:
+            recorded = await store.append(make_events(12), expected_sequence=-1)
+            await snaps.save(
+                Snapshot(
+                    partition_key=PK,
+                    app_id=APP,
+                    sequence_id=7,
+                    state=fold(r.event for r in recorded[:8]),
+                    position=recorded[7].position,
+                    event_hash=recorded[7].event.hash,
+                )
+            )
+            assert await load_state(store, snaps, PK, APP) == (
+                fold(r.event for r in recorded),
+                11,
+            )
+            assert await store.verify() is None

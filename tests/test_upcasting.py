@@ -144,3 +144,56 @@ def test_future_schema_version_is_refused(codec: eventstore.Codec) -> None:
             prev_hash="",
             hash="",
         )
+
+
+async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
+    registry: dict[int, Any], tmp_path: Path
+) -> None:
+    """Rewrite stored rows as version-0 bodies by hand; reads and folds see them upcast.
+
+    Pretend version 0 wrote state keys in upper case and version 1 renamed them.
+    """
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    async with eventstore.SQLiteEventStore(path, codec="json") as store:
+        await store.append(
+            [Event(partition_key="", app_id="a", sequence_id=i, kind="k") for i in range(3)],
+            expected_sequence=-1,
+        )
+    old_bodies = [
+        {"k": "action_completed", "w": {"A": 1, "B": 2}, "v": 0},
+        {"k": "action_completed", "w": {"C": 3}, "d": ["A"], "v": 0},
+    ]
+    conn = sqlite3.connect(path)
+    for seq, body in enumerate(old_bodies):
+        conn.execute(
+            "UPDATE events SET body = ? WHERE sequence_id = ?", (msgspec.json.encode(body), seq)
+        )
+    conn.commit()
+    conn.close()
+
+    def lower_keys(raw: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **raw,
+            "writes": {k.lower(): v for k, v in raw["writes"].items()},
+            "deletes": [k.lower() for k in raw["deletes"]],
+            "schema_version": 1,
+        }
+
+    register_upcaster(0, lower_keys)
+    async with eventstore.SQLiteEventStore(path) as store:
+        events = await store.read("", "a")
+        assert [e.schema_version for e in events] == [1, 1, 1]
+        assert [(e.writes, e.deletes) for e in events[:2]] == [
+            ({"a": 1, "b": 2}, []),
+            ({"c": 3}, ["a"]),
+        ]
+        assert await store.fold_stream("", "a") == ({"b": 2, "c": 3}, 2)
+        conn = sqlite3.connect(path)
+        future = msgspec.json.encode({"k": "k", "v": eventstore.SCHEMA_VERSION + 1})
+        conn.execute("UPDATE events SET body = ? WHERE sequence_id = 2", (future,))
+        conn.commit()
+        conn.close()
+        with pytest.raises(SchemaVersionError):
+            await store.read("", "a")
