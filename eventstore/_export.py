@@ -105,19 +105,21 @@ def iter_export(path: str | os.PathLike[str]) -> Iterator[Event]:
     name = os.fspath(path)
     with open(name, "rb") as lines:
         for number, line in enumerate(lines, start=1):
-            if number == 1 and line.startswith(b"{") and _HEADER_KEY.encode() in line:
-                _check_header(name, line)
+            if number == 1 and _is_header(name, line):
                 continue
             yield _decode_line(name, number, line)
 
 
-def _check_header(name: str, line: bytes) -> None:
+def _is_header(name: str, line: bytes) -> bool:
+    """Whether the first line is the export header (and a version this statelog reads)."""
+    if not line.startswith(b'{"' + _HEADER_KEY.encode()):
+        return False
     try:
         header = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
         raise EncodingError(f"{name}:1: malformed export header: {exc}") from exc
     if not isinstance(header, dict) or _HEADER_KEY not in header:
-        raise EncodingError(f"{name}:1: expected an export header or an event")
+        return False
     version = header[_HEADER_KEY]
     if version != EXPORT_FORMAT_VERSION:
         raise EncodingError(
@@ -125,6 +127,7 @@ def _check_header(name: str, line: bytes) -> None:
             f"this statelog reads version {EXPORT_FORMAT_VERSION}",
             path=f"$.{_HEADER_KEY}",
         )
+    return True
 
 
 def _decode_line(name: str, number: int, line: bytes) -> Event:

@@ -327,6 +327,11 @@ def test_future_schema_version_in_a_file(tmp_path: Path) -> None:
 def test_file_without_header_is_read(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "plain.jsonl", good_line())
     assert [e.app_id for e in iter_export(path)] == ["a"]
+    (event,) = eventstore.seal(
+        [Event(partition_key="", app_id="statelog_export", sequence_id=0, kind="k")], ""
+    )
+    tricky = write_lines(tmp_path / "tricky.jsonl", eventstore.JSON.encode_event(event))
+    assert list(iter_export(tricky)) == [event]
 
 
 async def test_failed_export_leaves_no_file(tmp_path: Path) -> None:
