@@ -369,6 +369,7 @@ class OutboxRelay:
         self._head = self._position
         await self._connect(self.connect_timeout)
         self._started = True
+        self._state = "idle"
         log.info(
             "relay to %s on %s starts at position %d",
             self.topic,
