@@ -21,7 +21,6 @@ COMMAND_MODULES = [
     "statelog._cli_log",
     "statelog._cli_engine",
     "statelog._cli_kafka",
-    "statelog._cli_kafka",
     "statelog._cli_projections",
 ]
 
