@@ -209,7 +209,10 @@ async def run_export(args: argparse.Namespace) -> int:
             absent = sorted(set(args.app_ids) - {s.app_id for s in streams})
             if absent:
                 return _error(f"no stream of app {', '.join(map(repr, absent))} in {args.db!r}")
-        count = await export_streams(store, args.out, streams=streams)
+        try:
+            count = await export_streams(store, args.out, streams=streams)
+        except OSError as exc:
+            return _error(f"cannot write {args.out!r}: {exc.strerror or exc}")
         print(f"exported {count} events of {len(streams)} streams to {args.out}")
         return 0
     finally:
@@ -224,7 +227,10 @@ async def run_import(args: argparse.Namespace) -> int:
         return _error(f"no export file at {args.input!r}")
     store = await _open(args, options)
     try:
-        count = await import_streams(store, args.input)
+        try:
+            count = await import_streams(store, args.input)
+        except OSError as exc:
+            return _error(f"cannot read {args.input!r}: {exc.strerror or exc}")
         print(f"imported {count} events into {args.db}")
         return 0
     finally:

@@ -203,6 +203,12 @@ def test_import_of_a_tampered_file_writes_nothing(db: Path) -> None:
     assert statelog(tmp, "verify", "--db", "target.db").stdout.strip() == "ok: 0 streams, 0 events"
 
 
+def test_export_into_a_missing_directory(db: Path) -> None:
+    done = statelog(db.parent, "export", "no/such/dir/out.jsonl")
+    assert done.returncode == 2
+    assert "cannot write 'no/such/dir/out.jsonl'" in done.stderr
+
+
 def test_import_of_a_missing_file(tmp_path: Path) -> None:
     done = statelog(tmp_path, "import", "nothing.jsonl")
     assert done.returncode == 2 and "no export file" in done.stderr
