@@ -33,14 +33,24 @@ _decode = msgspec.json.Decoder(dict[str, Any])
 
 
 def _dumps(value: Any) -> str:
+    if not value:
+        return "[]" if isinstance(value, list) else "{}" if isinstance(value, dict) else "null"
     return _json.encode(value).decode()
 
 
 def iso(moment: datetime) -> str:
-    """Fixed-width ISO-8601 UTC text, so times sort as strings."""
-    if moment.tzinfo is not None and moment.utcoffset():
+    """Fixed-width ISO-8601 UTC text (``2026-01-01T00:00:00.000000Z``), so times sort as text."""
+    offset = moment.utcoffset()
+    if offset:
         moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    text = _json.encode(moment)[1:-1].decode()  # msgspec: RFC 3339, fast
+    if offset is None:  # naive: taken as UTC
+        text += "Z"
+    elif not text.endswith("Z"):  # "+00:00"
+        text = text[:-6] + "Z"
+    if moment.microsecond == 0:
+        text = text[:-1] + ".000000Z"
+    return text
 
 
 class AuditTrailProjection(Projection):
