@@ -99,25 +99,27 @@ class Sizes:
 
 FULL = Sizes(
     mem_steps=30_000,
-    durable_steps=6_000,
-    durable_steps_slow=900,
+    durable_steps=3_000,
+    durable_steps_slow=600,
     concurrent_apps=100,
-    concurrent_steps=60,
+    concurrent_steps=30,
     resume_history=(1_000, 100_000, 1_000_000),
+    rebuild_limit=3_000,
     label="full",
 )
 
 QUICK = Sizes(
-    mem_steps=6_000,
-    durable_steps=900,
-    durable_steps_slow=150,
+    mem_steps=3_000,
+    durable_steps=450,
+    durable_steps_slow=90,
     concurrent_apps=100,
-    concurrent_steps=9,
+    concurrent_steps=6,
     resume_history=(1_000, 10_000, 30_000),
-    rebuild_limit=3_000,
+    rebuild_limit=1_000,
     resume_samples=5,
     label="quick",
 )
+
 
 TINY = Sizes(
     mem_steps=30,
