@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +230,6 @@ async def resume_time(db: Path, events: int) -> tuple[float, float]:
 # --------------------------------------------------------------------------- main
 
 
-def best_of(runs: int, fn: Callable[[], Awaitable[float]]) -> float:
-    return median_rate([asyncio.run(fn()) for _ in range(runs)])
-
-
 def report_memory(runs: int, steps: int) -> None:
     ours, theirs = [], []
     for _ in range(runs):  # interleaved, so both see the same machine load
@@ -258,9 +253,14 @@ def report_sqlite(runs: int, tmp: str, one_steps: int, many_steps: int) -> None:
         return Path(tmp) / f"b{next(counter)}.db"
 
     for apps, steps in ((1, one_steps), (100, many_steps)):
-        base = best_of(runs, lambda s=steps, a=apps: store_only(db(), s, a))
+        rates: dict[str, list[float]] = {"store": [], "transactional": [], "fire_and_forget": []}
+        for _ in range(runs):  # interleaved, so all three see the same machine load
+            rates["store"].append(asyncio.run(store_only(db(), steps, apps)))
+            for mode in ("transactional", "fire_and_forget"):
+                rates[mode].append(asyncio.run(statelog_sqlite(db(), steps, apps, mode)))
+        base = median_rate(rates["store"])
         for mode in ("transactional", "fire_and_forget"):
-            rate = best_of(runs, lambda s=steps, a=apps, m=mode: statelog_sqlite(db(), s, a, m))
+            rate = median_rate(rates[mode])
             print(
                 f"SQLite {apps:>3} app(s), {mode:<15} {rate:>9,.0f} steps/s | "
                 f"store alone {base:>9,.0f} appends/s | ratio {rate / base:.2f}x",

@@ -75,6 +75,11 @@ def expected_after(steps: int) -> dict[str, Any]:
     return state
 
 
+def expected_count(steps: int) -> int:
+    """``count`` after ``steps`` steps (one ``a`` in every three, starting with ``a``)."""
+    return (steps + 2) // 3
+
+
 class NotApplicableError(Exception):
     """A system cannot produce a figure; the message says why."""
 

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers._base import DurableConfig, System, pragmas
-from bench.workloads import ACTIONS, NotApplicableError, expected_after, initial_state
+from bench.workloads import (
+    ACTIONS,
+    NotApplicableError,
+    expected_after,
+    expected_count,
+    initial_state,
+)
 
 TABLE = "burr_state"
 
@@ -87,7 +93,7 @@ class Burr(System):
         for _ in range(steps):
             app.step()
         elapsed = time.perf_counter() - start
-        assert app.state["count"] == expected_after(steps)["count"]
+        assert app.state["count"] == expected_count(steps)
         return elapsed
 
     async def durable(self, steps: int, path: Path, config: DurableConfig) -> tuple[float, str]:
@@ -248,7 +254,7 @@ class Burr(System):
             )
             app.step()
             elapsed = time.perf_counter() - start
-            if app.state["count"] < expected_after(steps)["count"]:
+            if app.state["count"] < expected_count(steps):
                 raise AssertionError("burr resumed from the wrong state")
             return elapsed
         finally:

@@ -21,7 +21,12 @@ from typing import Any
 from uuid import UUID
 
 from bench.peers._base import DurableConfig, System
-from bench.workloads import ACTIONS, NotApplicableError, expected_after, initial_state
+from bench.workloads import (
+    ACTIONS,
+    NotApplicableError,
+    expected_count,
+    initial_state,
+)
 
 SNAPSHOT_EVERY = 1_000
 SECTION_SIZE = 1_000  # notification-log section per pull (Follower default: 10)
@@ -149,7 +154,7 @@ class EventSourcing(System):
             _step(flow, i)
             app.save(flow)
         elapsed = time.perf_counter() - start
-        assert flow.state["count"] == expected_after(steps)["count"]
+        assert flow.state["count"] == expected_count(steps)
         app.close()
         return elapsed
 
@@ -220,7 +225,7 @@ class EventSourcing(System):
             _step(flow, flow.version - 1)  # version 1 is "Started": step i is version i + 2
             app.save(flow)
             elapsed = time.perf_counter() - start
-            if before < expected_after(steps)["count"]:
+            if before < expected_count(steps):
                 raise AssertionError("eventsourcing resumed from the wrong state")
             return elapsed
         finally:
@@ -236,7 +241,7 @@ class EventSourcing(System):
             start = time.perf_counter()
             flow = app.repository.get(flow_id)
             elapsed = time.perf_counter() - start
-            if flow.state["count"] < expected_after(steps)["count"]:
+            if flow.state["count"] < expected_count(steps):
                 raise AssertionError("eventsourcing replay gave the wrong state")
             return elapsed
         finally:

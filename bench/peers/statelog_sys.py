@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.peers._base import DurableConfig, System, sqlite_bytes
-from bench.workloads import ACTIONS, STEPS, expected_after, initial_state
+from bench.workloads import ACTIONS, STEPS, expected_count, initial_state
 
 APP = "history"
 SNAPSHOT_EVERY = 1_000
@@ -111,7 +111,7 @@ class Statelog(System):
             for _ in range(steps):
                 await app.astep()
             elapsed = time.perf_counter() - start
-            assert app.state["count"] == expected_after(steps)["count"]
+            assert app.state["count"] == expected_count(steps)
             return elapsed
         finally:
             await app.aclose()
@@ -247,7 +247,7 @@ class Statelog(System):
             ).abuild()
             await app.astep()
             elapsed = time.perf_counter() - start
-            if app.state["count"] < expected_after(steps)["count"]:
+            if app.state["count"] < expected_count(steps):
                 raise AssertionError("statelog resumed from the wrong state")
             await app.aclose()
             return elapsed
@@ -261,7 +261,7 @@ class Statelog(System):
             start = time.perf_counter()
             state, last = await store.fold_stream("", APP)
             elapsed = time.perf_counter() - start
-            if last < steps or state["count"] < expected_after(steps)["count"]:
+            if last < steps or state["count"] < expected_count(steps):
                 raise AssertionError("statelog replay gave the wrong state")
             return elapsed
         finally:
