@@ -1,0 +1,250 @@
+"""The SQLite event store against raw SQLite, in one run on one machine.
+
+Baselines (WAL, synchronous=NORMAL, one small BLOB row each):
+
+* raw aiosqlite, one row per commit (``execute`` + ``commit``);
+* raw aiosqlite, 100 rows per ``executemany`` + ``commit``;
+* stdlib sqlite3, one row per commit, on the calling thread.
+
+Store figures (``SQLiteEventStore``, msgpack, every append awaits its commit):
+
+* 100 streams appending concurrently, one event per append (group commit);
+* one stream, one event per append;
+* full replay (read + decode + fold) of a 100,000-event stream with
+  ``fold_stream``, and with ``read`` + ``fold`` for comparison;
+* bytes on disk per event, for events whose delta is one small field.
+
+Each figure is the median of ``--runs`` runs; ratios are to same-run
+baselines. ``--profile`` prints a cProfile of the one-stream case.
+
+    python bench/bench_log.py [--runs 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import os
+import platform
+import pstats
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiosqlite  # noqa: E402
+
+from eventstore import Event, SQLiteEventStore, fold, utcnow  # noqa: E402
+
+PK = "bench"
+ROW = b"x" * 120  # about the size of one stored event body
+
+
+def event(app_id: str, seq: int) -> Event:
+    return Event(
+        partition_key=PK,
+        app_id=app_id,
+        sequence_id=seq,
+        kind="action_completed",
+        action="step",
+        next_action="step",
+        writes={"count": seq},
+        timestamp=utcnow(),
+        duration=0.0004,
+    )
+
+
+# ---------------------------------------------------------------- baselines
+
+
+async def raw_aiosqlite_one_per_commit(path: Path, n: int) -> float:
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB)")
+        await db.commit()
+        start = time.perf_counter()
+        for i in range(n):
+            await db.execute("INSERT INTO t (k, v) VALUES (?, ?)", (i, ROW))
+            await db.commit()
+        return n / (time.perf_counter() - start)
+
+
+async def raw_aiosqlite_executemany(path: Path, n: int, per_commit: int = 100) -> float:
+    async with aiosqlite.connect(path) as db:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB)")
+        await db.commit()
+        start = time.perf_counter()
+        for base in range(0, n, per_commit):
+            rows = [(i, ROW) for i in range(base, base + per_commit)]
+            await db.executemany("INSERT INTO t (k, v) VALUES (?, ?)", rows)
+            await db.commit()
+        return n / (time.perf_counter() - start)
+
+
+def raw_sqlite3_one_per_commit(path: Path, n: int) -> float:
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB)")
+        db.commit()
+        start = time.perf_counter()
+        for i in range(n):
+            db.execute("INSERT INTO t (k, v) VALUES (?, ?)", (i, ROW))
+            db.commit()
+        return n / (time.perf_counter() - start)
+    finally:
+        db.close()
+
+
+# ---------------------------------------------------------------- the store
+
+
+async def store_many_streams(path: Path, streams: int, per_stream: int) -> float:
+    async with SQLiteEventStore(path) as store:
+
+        async def writer(app_id: str) -> None:
+            for seq in range(per_stream):
+                await store.append([event(app_id, seq)], expected_sequence=seq - 1)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(writer(f"app-{i}") for i in range(streams)))
+        return streams * per_stream / (time.perf_counter() - start)
+
+
+async def store_one_stream(path: Path, n: int) -> float:
+    async with SQLiteEventStore(path) as store:
+        await store.append([event("one", 0)], expected_sequence=-1)
+        start = time.perf_counter()
+        for seq in range(1, n + 1):
+            await store.append([event("one", seq)], expected_sequence=seq - 1)
+        return n / (time.perf_counter() - start)
+
+
+async def build_stream(path: Path, n: int) -> None:
+    async with SQLiteEventStore(path) as store:
+        for base in range(0, n, 5000):
+            batch = [event("long", seq) for seq in range(base, min(n, base + 5000))]
+            await store.append(batch, expected_sequence=base - 1)
+
+
+async def replay_fold_stream(path: Path, n: int) -> float:
+    async with SQLiteEventStore(path) as store:
+        start = time.perf_counter()
+        state, last = await store.fold_stream(PK, "long")
+        elapsed = time.perf_counter() - start
+    assert last == n - 1 and state == {"count": n - 1}
+    return n / elapsed
+
+
+async def replay_read_fold(path: Path, n: int) -> float:
+    async with SQLiteEventStore(path) as store:
+        start = time.perf_counter()
+        state = fold(await store.read(PK, "long"))
+        elapsed = time.perf_counter() - start
+    assert state == {"count": n - 1}
+    return n / elapsed
+
+
+async def bytes_per_event(path: Path, n: int, codec: str) -> float:
+    async with SQLiteEventStore(path, codec=codec) as store:  # type: ignore[arg-type]
+        for base in range(0, n, 1000):
+            await store.append(
+                [event("disk", seq) for seq in range(base, base + 1000)],
+                expected_sequence=base - 1,
+            )
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return path.stat().st_size / n
+
+
+# ---------------------------------------------------------------- driver
+
+
+def median_of(runs: int, make: Callable[[Path], Awaitable[float] | float]) -> float:
+    results = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            result = make(Path(tmp) / "bench.db")
+            if not isinstance(result, float):
+                result = asyncio.run(result)  # type: ignore[arg-type]
+            results.append(result)
+    return statistics.median(results)
+
+
+def profile_one_stream(n: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        asyncio.run(store_one_stream(Path(tmp) / "p.db", n))
+        profiler.disable()
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(18)
+    return out.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--n", type=int, default=5000, help="events for the one-row cases")
+    parser.add_argument("--replay", type=int, default=100_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    n, runs = args.n, args.runs
+
+    print(
+        f"# bench_log  Python {platform.python_version()}  SQLite {sqlite3.sqlite_version}  "
+        f"aiosqlite {aiosqlite.__version__}  {os.cpu_count()} CPUs  runs={runs}"
+    )
+    one_per_commit = median_of(runs, lambda p: raw_aiosqlite_one_per_commit(p, n))
+    many = median_of(runs, lambda p: raw_aiosqlite_executemany(p, 20 * n))
+    sync_one = median_of(runs, lambda p: raw_sqlite3_one_per_commit(p, n))
+    print(f"raw aiosqlite, 1 row/commit           {one_per_commit:>10,.0f} rows/s")
+    print(f"raw aiosqlite, 100 rows/executemany   {many:>10,.0f} rows/s")
+    print(f"stdlib sqlite3, 1 row/commit          {sync_one:>10,.0f} rows/s")
+
+    streams = median_of(runs, lambda p: store_many_streams(p, 100, 200))
+    one = median_of(runs, lambda p: store_one_stream(p, n))
+    print(
+        f"store, 100 streams x 1 event/append   {streams:>10,.0f} events/s  "
+        f"= {streams / many:.2f}x executemany, {streams / one_per_commit:.1f}x 1 row/commit"
+    )
+    print(
+        f"store, 1 stream x 1 event/append      {one:>10,.0f} events/s  "
+        f"= {one / one_per_commit:.2f}x aiosqlite 1 row/commit, {one / sync_one:.2f}x sqlite3"
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "replay.db"
+        asyncio.run(build_stream(path, args.replay))
+        fast = statistics.median(
+            asyncio.run(replay_fold_stream(path, args.replay)) for _ in range(runs)
+        )
+        slow = statistics.median(
+            asyncio.run(replay_read_fold(path, args.replay)) for _ in range(runs)
+        )
+    print(f"replay {args.replay:,} events, fold_stream  {fast:>10,.0f} events/s")
+    print(
+        f"replay {args.replay:,} events, read + fold  {slow:>10,.0f} events/s  "
+        f"(fold_stream = {fast / slow:.1f}x)"
+    )
+    for codec in ("msgpack", "json"):
+        size = median_of(1, lambda p, c=codec: bytes_per_event(p, 20_000, c))  # type: ignore[misc]
+        print(f"on disk, {codec:<8} one-field delta      {size:>10.0f} bytes/event")
+    if args.profile:
+        print(profile_one_stream(n))
+
+
+if __name__ == "__main__":
+    main()
