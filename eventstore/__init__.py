@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
 from ._export import EXPORT_FORMAT_VERSION, export_streams, import_streams, iter_export
+from ._kafka import KafkaEventStore, kafka_position, split_position
 from ._memory import MemoryEventStore
 from ._relay import (
     MemoryRelayCheckpoint,
@@ -79,6 +80,7 @@ __all__ = [
     "HookError",
     "IntegrityError",
     "InvalidEventError",
+    "KafkaEventStore",
     "KafkaRecord",
     "KafkaSubscription",
     "Lineage",
@@ -114,12 +116,14 @@ __all__ = [
     "fold",
     "import_streams",
     "iter_export",
+    "kafka_position",
     "load_state",
     "parse_key",
     "prepare_append",
     "record_key",
     "register_upcaster",
     "seal",
+    "split_position",
     "to_plain",
     "upcast",
     "utcnow",
