@@ -31,6 +31,7 @@ import logging
 import random
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -54,8 +55,19 @@ __all__ = [
 
 log = logging.getLogger("statelog.relay")
 
-#: Kafka's per-record overhead budget (record header, key, header names) in bytes.
-_RECORD_OVERHEAD = 512
+#: Kafka's per-record framing (length, attributes, deltas, varints), an upper bound in bytes.
+_RECORD_OVERHEAD = 64
+#: A record batch's own header (61 bytes in format v2), rounded up.
+_BATCH_OVERHEAD = 1024
+
+
+def _record_size(record: KafkaRecord) -> int:
+    """The bytes ``record`` takes in a Kafka record batch (an upper bound)."""
+    size = len(record.key) + len(record.value) + _RECORD_OVERHEAD
+    for name, value in record.headers:
+        size += len(name) + len(value) + 10
+    return size
+
 
 RelayState = Literal["new", "connecting", "publishing", "idle", "waiting", "stopped", "failed"]
 
@@ -274,6 +286,8 @@ class OutboxRelay:
         self._last_ack_at: datetime | None = None
         self._stopping = asyncio.Event()
         self._started = False
+        self._buffer: deque[tuple[Recorded, KafkaRecord, int]] = deque()
+        self._cursor = 0  # the last position read into the buffer
 
     def __repr__(self) -> str:
         return f"OutboxRelay(topic={self.topic!r}, position={self._position}, state={self._state})"
@@ -309,8 +323,8 @@ class OutboxRelay:
             "acks": self.acks,
             "enable_idempotence": self.enable_idempotence,
             "request_timeout_ms": int(self.request_timeout * 1000),
-            "max_batch_size": self.max_batch_bytes + _RECORD_OVERHEAD * 4,
-            "max_request_size": self.max_batch_bytes + _RECORD_OVERHEAD * 8,
+            "max_batch_size": self.max_batch_bytes + _BATCH_OVERHEAD,
+            "max_request_size": self.max_batch_bytes + 2 * _BATCH_OVERHEAD,
             "linger_ms": 0,
             "client_id": f"statelog-relay-{self.topic}",
         }
@@ -367,6 +381,7 @@ class OutboxRelay:
             return
         self._position = await self.checkpoint.load()
         self._head = self._position
+        self._reset_reader()
         await self._connect(self.connect_timeout)
         self._started = True
         self._state = "idle"
@@ -403,15 +418,33 @@ class OutboxRelay:
 
     # --- publishing
 
-    async def _next_batch(self) -> tuple[list[Recorded], list[KafkaRecord]]:
-        """The next events to publish: at most batch_size, at most max_batch_bytes."""
-        rows = await self.store.read_all(from_position=self._position + 1, limit=self.batch_size)
+    def _reset_reader(self) -> None:
+        """Forget what was read ahead: the next batch starts after the acknowledged position."""
+        self._buffer.clear()
+        self._cursor = self._position
+
+    async def _fill(self) -> None:
+        """Read and encode the next events into the read-ahead buffer."""
+        if len(self._buffer) >= self.batch_size:
+            return
+        rows = await self.store.read_all(from_position=self._cursor + 1, limit=self.batch_size)
+        codec = self.codec
+        append = self._buffer.append
+        for rec in rows:
+            record = encode_record(rec.event, codec)
+            append((rec, record, _record_size(record)))
+        if rows:
+            self._cursor = rows[-1].position
+            self._head = max(self._head, self._cursor)
+
+    def _take(self) -> tuple[list[Recorded], list[KafkaRecord]]:
+        """The next batch from the buffer: at most batch_size and max_batch_bytes."""
         recorded: list[Recorded] = []
         records: list[KafkaRecord] = []
         size = 0
-        for rec in rows:
-            record = encode_record(rec.event, self.codec)
-            record_size = len(record.key) + len(record.value) + _RECORD_OVERHEAD
+        buffer = self._buffer
+        while buffer and len(recorded) < self.batch_size:
+            rec, record, record_size = buffer[0]
             if record_size > self.max_record_bytes:
                 if recorded:
                     break  # publish what comes before it first
@@ -421,25 +454,36 @@ class OutboxRelay:
                 )
             if recorded and size + record_size > self.max_batch_bytes:
                 break
+            buffer.popleft()
             size += record_size
             recorded.append(rec)
             records.append(record)
-        if rows:
-            self._head = max(self._head, rows[-1].position)
         return recorded, records
 
-    async def _send(self, records: list[KafkaRecord]) -> None:
-        """Send every record, then wait for every acknowledgement (all, or raise)."""
+    async def _send_all(
+        self, records: list[KafkaRecord]
+    ) -> tuple[list[asyncio.Future[Any]], BaseException | None]:
+        """Hand every record to the producer (one record batch per partition)."""
         producer = self._producer
+        send = producer.send
+        topic = self.topic
         futures: list[asyncio.Future[Any]] = []
-        error: BaseException | None = None
         try:
             for key, value, headers in records:
-                futures.append(await producer.send(self.topic, value, key=key, headers=headers))
+                futures.append(await send(topic, value, key=key, headers=headers))
         except _kafka_errors() as exc:
-            error = exc
-        # Wait for every future already handed to the producer, even after an
-        # error, so nothing of this batch is still in flight when we retry it.
+            return futures, exc
+        return futures, None
+
+    @staticmethod
+    async def _acknowledged(
+        futures: list[asyncio.Future[Any]], error: BaseException | None
+    ) -> None:
+        """Wait for every acknowledgement; raise the first failure.
+
+        Every future already handed to the producer is awaited, even after an
+        error, so nothing of the batch is still in flight when it is retried.
+        """
         results = await asyncio.gather(*futures, return_exceptions=True)
         if error is None:
             error = next((r for r in results if isinstance(r, BaseException)), None)
@@ -452,13 +496,26 @@ class OutboxRelay:
             await self.start()
         if self._producer is None:
             await self._connect_once(self.request_timeout)
-        recorded, records = await self._next_batch()
+        if not self._buffer:
+            await self._fill()
+        recorded, records = self._take()
         if not recorded:
             await self._refresh_head()
             self._state = "idle"
             return 0
         self._state = "publishing"
-        await self._send(records)
+        futures, error = await self._send_all(records)
+        # Read and encode the next batch while the broker acknowledges this one.
+        read_ahead = asyncio.create_task(self._fill()) if error is None else None
+        try:
+            await self._acknowledged(futures, error)
+        except BaseException:
+            if read_ahead is not None:
+                read_ahead.cancel()
+                with contextlib.suppress(BaseException):
+                    await read_ahead
+            self._reset_reader()
+            raise
         position = recorded[-1].position
         await self.checkpoint.save(position)
         self._position = position
@@ -466,6 +523,12 @@ class OutboxRelay:
         self._batches += 1
         self._last_ack_at = utcnow()
         self._last_error = None
+        if read_ahead is not None:
+            try:
+                await read_ahead
+            except BaseException:
+                self._reset_reader()
+                raise
         if self.on_progress is not None:
             self.on_progress(self.status())
         return len(recorded)

@@ -5,8 +5,9 @@ The contract (at least once, de-duplicated per process):
 * Records are read with a **consumer group**; offsets are committed
   **manually, only after processing**: an event counts as processed when the
   consumer asks for the next one (the iterator resumes), or when a
-  ``run(handler)`` handler returned. The offsets of a fetched batch are
-  committed before the next fetch and at ``aclose()``; ``commit()`` inside
+  ``run(handler)`` handler returned. Processed offsets are committed before
+  a fetch once ``commit_interval`` seconds (default 1) passed since the last
+  commit, and at ``aclose()``; ``commit()`` inside
   the loop also acknowledges the event or batch in hand (use it before a
   ``break``, which otherwise leaves that one to be delivered again). A crash before a commit
   delivers those events again - so handlers must tolerate a repeat after a crash
@@ -42,7 +43,7 @@ from typing import Any
 import msgspec
 
 from ._errors import EncodingError, StoreUnavailableError
-from ._event import Event, StreamId
+from ._event import Event
 from ._wire import decode_record
 
 __all__ = ["DedupIndex", "ForeignRecordWarning", "KafkaSubscription"]
@@ -63,14 +64,14 @@ class DedupIndex:
     """The last ``sequence_id`` delivered per stream (one process's memory)."""
 
     def __init__(self) -> None:
-        self.last: dict[StreamId, int] = {}
+        self.last: dict[tuple[str, str], int] = {}  # (partition_key, app_id) -> sequence_id
 
     def __len__(self) -> int:
         return len(self.last)
 
     def seen(self, event: Event) -> bool:
         """True if ``event`` was delivered before; otherwise record it and return False."""
-        stream = StreamId(event.partition_key, event.app_id)
+        stream = (event.partition_key, event.app_id)  # equal to, and cheaper than, a StreamId
         last = self.last.get(stream)
         if last is not None and event.sequence_id <= last:
             return True
@@ -78,7 +79,7 @@ class DedupIndex:
         return False
 
     def dumps(self) -> bytes:
-        streams = [(s.partition_key, s.app_id, seq) for s, seq in self.last.items()]
+        streams = [(pk, app, seq) for (pk, app), seq in self.last.items()]
         return msgspec.json.encode(_DedupDump(1, streams))
 
     @classmethod
@@ -88,7 +89,7 @@ class DedupIndex:
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise EncodingError(f"not a de-duplication index: {exc}") from exc
         index = cls()
-        index.last = {StreamId(pk, app): seq for pk, app, seq in dump.streams}
+        index.last = {(pk, app): seq for pk, app, seq in dump.streams}
         return index
 
 
@@ -114,6 +115,7 @@ class KafkaSubscription:
         auto_offset_reset: str = "earliest",
         max_records: int = 5000,
         poll_timeout: float = 1.0,
+        commit_interval: float = 1.0,
         connect_timeout: float = 30.0,
         dedup: DedupIndex | None = None,
         session_timeout_ms: int = 10_000,
@@ -126,6 +128,8 @@ class KafkaSubscription:
         self.group_id = group_id
         self.max_records = max_records
         self.poll_timeout = poll_timeout
+        self.commit_interval = commit_interval
+        self._last_commit = time.monotonic()
         self.connect_timeout = connect_timeout
         self.dedup = dedup if dedup is not None else DedupIndex()
         self.duplicates = 0
@@ -218,6 +222,7 @@ class KafkaSubscription:
         from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
         offsets, self._pending = self._pending, {}
+        self._last_commit = time.monotonic()
         try:
             await consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -251,7 +256,8 @@ class KafkaSubscription:
         if consumer is None:
             await self.start()
             consumer = self._consumer
-        await self._commit(consumer)
+        if self._pending and time.monotonic() - self._last_commit >= self.commit_interval:
+            await self._commit(consumer)
         from aiokafka.errors import KafkaError
 
         try:
