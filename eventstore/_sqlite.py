@@ -23,7 +23,8 @@ when its rows are committed. If a grouped statement fails on a conflict, the
 group is retried one append at a time so only the writer that is behind gets
 ``ConcurrencyError``.
 
-sqlite3 and aiosqlite errors are translated in one place, ``_translate``.
+sqlite3 and aiosqlite errors are translated in one place,
+``_sqlite_schema.translate_error``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from os import PathLike, fspath
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import aiosqlite
 
@@ -47,76 +48,18 @@ from ._errors import (
     EncodingError,
     StatelogError,
     StoreClosedError,
-    StoreCorruptError,
     StoreError,
-    StoreUnavailableError,
 )
 from ._event import Event, Recorded, StreamId
+from ._sqlite_schema import Synchronous, prepare_schema, translate_error
 
 __all__ = ["SQLiteEventStore"]
-
-FORMAT = "statelog-eventstore"
-FORMAT_VERSION = 1
-
-Synchronous = Literal["NORMAL", "FULL"]
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS eventstore_meta ("
-    " key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
-    "CREATE TABLE IF NOT EXISTS streams ("
-    " id INTEGER PRIMARY KEY,"
-    " partition_key TEXT NOT NULL,"
-    " app_id TEXT NOT NULL,"
-    " UNIQUE (partition_key, app_id))",
-    "CREATE TABLE IF NOT EXISTS events ("
-    " position INTEGER PRIMARY KEY,"
-    " stream_id INTEGER NOT NULL REFERENCES streams (id),"
-    " sequence_id INTEGER NOT NULL,"
-    " hash BLOB NOT NULL,"
-    " body BLOB NOT NULL,"
-    " UNIQUE (stream_id, sequence_id))",
-)
 
 #: Rows per multi-row INSERT (4 bound variables each, under SQLite's limit).
 _ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 240
 #: At most this many events go into one group.
 _GROUP_EVENTS = 4 * _ROWS_PER_STATEMENT
 _ROW_SQL: dict[int, str] = {}
-
-_CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_FORMAT}
-_UNAVAILABLE_CODES = {
-    sqlite3.SQLITE_BUSY,
-    sqlite3.SQLITE_LOCKED,
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_IOERR,
-    sqlite3.SQLITE_FULL,
-    sqlite3.SQLITE_READONLY,
-    sqlite3.SQLITE_PERM,
-    sqlite3.SQLITE_PROTOCOL,
-    sqlite3.SQLITE_NOLFS,
-    sqlite3.SQLITE_AUTH,
-}
-
-
-def _translate(exc: BaseException, path: str) -> StoreError:
-    """The one boundary: a sqlite3/aiosqlite error as a ``StoreError``."""
-    if isinstance(exc, StoreError):
-        return exc
-    if isinstance(exc, ValueError) and not isinstance(exc, sqlite3.Error):
-        # aiosqlite: "Connection closed" / "no active connection"
-        return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
-    if isinstance(exc, sqlite3.Error):
-        code = getattr(exc, "sqlite_errorcode", None)
-        primary = code & 0xFF if isinstance(code, int) else None
-        name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-        if primary in _CORRUPT_CODES:
-            return StoreCorruptError(f"{path!r} is not a readable statelog log ({name}: {exc})")
-        if primary in _UNAVAILABLE_CODES:
-            return StoreUnavailableError(f"SQLite database {path!r} is unavailable ({name}: {exc})")
-        if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-            return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
-        return StoreError(f"SQLite error on {path!r} ({name}: {exc})")
-    return StoreError(f"SQLite error on {path!r}: {exc!r}")
 
 
 def _insert_sql(rows: int) -> str:
@@ -245,15 +188,21 @@ class SQLiteEventStore(EventStore):
                 self.path, isolation_level=None, timeout=self.busy_timeout
             )
         except (sqlite3.Error, ValueError) as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate_error(exc, self.path) from exc
         try:
-            await self._prepare_schema(conn)
+            self.codec = await prepare_schema(
+                conn,
+                self.path,
+                synchronous=self.synchronous,
+                busy_timeout=self.busy_timeout,
+                codec=self._codec_asked,
+            )
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, StatelogError | asyncio.CancelledError):
                 raise
             if isinstance(exc, sqlite3.Error | ValueError):
-                raise _translate(exc, self.path) from exc
+                raise translate_error(exc, self.path) from exc
             raise
         self._conn = conn
         self._wake = asyncio.Event()
@@ -261,65 +210,6 @@ class SQLiteEventStore(EventStore):
         self._writer = asyncio.get_running_loop().create_task(
             _writer_loop(weakref.ref(self), self._wake), name=f"statelog-writer:{self.path}"
         )
-
-    async def _prepare_schema(self, conn: aiosqlite.Connection) -> None:
-        mode = await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-        if not mode or str(list(mode)[0][0]).lower() != "wal":
-            raise StoreUnavailableError(f"cannot put {self.path!r} in WAL mode (got {mode!r})")
-        await conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        await conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        tables = {
-            row[0]
-            for row in await conn.execute_fetchall(
-                "SELECT name FROM sqlite_master WHERE type = 'table'"
-            )
-        }
-        if "eventstore_meta" not in tables:
-            if tables & {"events", "streams"}:
-                raise StoreCorruptError(
-                    f"{self.path!r} holds 'events'/'streams' tables but no eventstore_meta: "
-                    "it is not a statelog event log"
-                )
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _SCHEMA:
-                    await conn.execute(statement)
-                await conn.executemany(
-                    "INSERT OR IGNORE INTO eventstore_meta (key, value) VALUES (?, ?)",
-                    [
-                        ("format", FORMAT),
-                        ("format_version", str(FORMAT_VERSION)),
-                        ("codec", self.codec.name),
-                    ],
-                )
-                await conn.execute("COMMIT")
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-        meta: dict[str, str] = {
-            str(key): str(value)
-            for key, value in await conn.execute_fetchall("SELECT key, value FROM eventstore_meta")
-        }
-        if meta.get("format") != FORMAT:
-            raise StoreCorruptError(
-                f"{self.path!r} is not a statelog event log: format {meta.get('format')!r}, "
-                f"expected {FORMAT!r}"
-            )
-        version = meta.get("format_version", "")
-        if not version.isdigit() or int(version) != FORMAT_VERSION:
-            raise StoreCorruptError(
-                f"{self.path!r} has event log format version {version!r}; this statelog "
-                f"reads version {FORMAT_VERSION}"
-            )
-        codec_name = meta.get("codec")
-        if codec_name not in ("json", "msgpack"):
-            raise StoreCorruptError(f"{self.path!r} names an unknown codec {codec_name!r}")
-        if self._codec_asked is not None and self._codec_asked.name != codec_name:
-            raise StoreError(
-                f"{self.path!r} stores events with codec {codec_name!r}; "
-                f"it cannot be opened with codec={self._codec_asked.name!r}"
-            )
-        self.codec = get_codec("json" if codec_name == "json" else "msgpack")
 
     async def aclose(self) -> None:
         """Finish queued appends, stop the writer, close the file. Idempotent."""
@@ -378,7 +268,7 @@ class SQLiteEventStore(EventStore):
         try:
             return await conn.execute_fetchall(sql, params)  # type: ignore[return-value]
         except (sqlite3.Error, ValueError) as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate_error(exc, self.path) from exc
 
     # ------------------------------------------------------------------ writing
 
@@ -612,9 +502,9 @@ class SQLiteEventStore(EventStore):
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
-            raise _translate(exc, self.path) from exc
+            raise translate_error(exc, self.path) from exc
         except (sqlite3.Error, ValueError) as exc:
-            raise _translate(exc, self.path) from exc
+            raise translate_error(exc, self.path) from exc
 
     async def _refuse(self, request: _Request) -> None:
         """The file has rows where ``request`` wanted to write: tell its caller."""

@@ -23,7 +23,7 @@ from eventstore import (
     fold,
     register_upcaster,
 )
-from eventstore._sqlite import _translate
+from eventstore._sqlite_schema import translate_error as _translate
 
 PK = "tenant"
 
