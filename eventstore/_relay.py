@@ -189,6 +189,13 @@ class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
 # --------------------------------------------------------------------------- relay
 
 
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 key hash (aiokafka's implementation, imported lazily)."""
+    from aiokafka.partitioner import murmur2 as _murmur2
+
+    return int(_murmur2(data))
+
+
 def _kafka_errors() -> tuple[type[BaseException], ...]:
     from aiokafka.errors import KafkaError
 
@@ -288,6 +295,7 @@ class OutboxRelay:
         self._started = False
         self._buffer: deque[tuple[Recorded, KafkaRecord, int]] = deque()
         self._cursor = 0  # the last position read into the buffer
+        self._key_hashes: dict[bytes, int] = {}
 
     def __repr__(self) -> str:
         return f"OutboxRelay(topic={self.topic!r}, position={self._position}, state={self._state})"
@@ -467,13 +475,42 @@ class OutboxRelay:
         producer = self._producer
         send = producer.send
         topic = self.topic
+        partition_of = self._partitioner(producer)
         futures: list[asyncio.Future[Any]] = []
         try:
             for key, value, headers in records:
-                futures.append(await send(topic, value, key=key, headers=headers))
+                futures.append(
+                    await send(topic, value, key=key, headers=headers, partition=partition_of(key))
+                )
         except _kafka_errors() as exc:
             return futures, exc
         return futures, None
+
+    def _partitioner(self, producer: Any) -> Callable[[bytes], int | None]:
+        """Kafka's default key partitioning (murmur2, as the Java client), cached per key.
+
+        aiokafka hashes every key in pure Python; a relay sends the same stream
+        keys over and over, so the hash is kept (up to 100,000 keys). With a
+        custom ``partitioner`` in ``producer_options`` the producer decides.
+        """
+        if "partitioner" in self.producer_options:
+            return lambda key: None
+        known = producer.client.cluster.partitions_for_topic(self.topic)
+        if not known:
+            return lambda key: None
+        partitions: list[int] = sorted(int(p) for p in known)
+        count = len(partitions)
+        cache = self._key_hashes
+
+        def partition_of(key: bytes) -> int:
+            hashed = cache.get(key)
+            if hashed is None:
+                if len(cache) >= 100_000:
+                    cache.clear()
+                hashed = cache[key] = murmur2(key) & 0x7FFFFFFF
+            return partitions[hashed % count]
+
+        return partition_of
 
     @staticmethod
     async def _acknowledged(

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 import confluent_kafka
 import pytest
+from aiokafka.partitioner import murmur2
 
 from eventstore import (
     Event,
@@ -74,6 +75,8 @@ async def test_clean_run_publishes_every_event_once_in_stream_order(kafka_bootst
     _check_topic(records, recorded, exactly_once=True)
     by_hash = {rec.event.hash: rec.event for rec in recorded}
     for record in records:
+        # The partition is Kafka's default for the key (murmur2, as the Java client).
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 3
         headers = dict(record.headers)
         event = by_hash[headers["hash"].decode()]
         assert record.key == record_key(event.partition_key, event.app_id)
