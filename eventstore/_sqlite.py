@@ -150,6 +150,7 @@ class SQLiteEventStore(EventStore):
         self._writer: asyncio.Task[None] | None = None
         self._writing = False  # a group is being committed (inline or by the writer task)
         self._inline = False  # ... by a caller itself, not the writer task
+        self._crowded = False  # the last group held more than one append
         self._closing = False
         self._changed: asyncio.Event | None = None
         self._gate: asyncio.Event | None = None
@@ -301,6 +302,10 @@ class SQLiteEventStore(EventStore):
         # writer task afterwards.
         self._writing = self._inline = True
         try:
+            if self._crowded:
+                # Others woke with us (their last appends committed together):
+                # let them queue first, so they join this group.
+                await asyncio.sleep(0)
             await self._commit_group(self._take_group())
         finally:
             self._inline = False
@@ -335,6 +340,7 @@ class SQLiteEventStore(EventStore):
             group.append(request)
             size += len(request.sealed)
         pending.extendleft(reversed(deferred))
+        self._crowded = len(group) > 1
         return group
 
     async def _commit_group(self, group: list[_Request]) -> None:
