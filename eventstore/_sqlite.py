@@ -382,12 +382,19 @@ class SQLiteEventStore(EventStore):
                 raise
 
     async def _check_heads(self, group: list[_Request]) -> None:
-        """Refresh stale heads from the file; refuse writers that are behind; reseal."""
-        stale = [
-            r.stream
-            for r in group
-            if (head := self._heads.get(r.stream)) is None or head.last != r.expected
-        ]
+        """Refresh stale heads from the file; refuse writers that are behind; reseal.
+
+        A stream this store has not seen, appended with ``expected_sequence=-1``,
+        is assumed new without a read: if it exists after all, the insert
+        conflicts and the writer gets ``ConcurrencyError`` then.
+        """
+        stale = []
+        for r in group:
+            head = self._heads.get(r.stream)
+            if head is None and r.expected == -1:
+                self._heads[r.stream] = _Head(None, -1, "")
+            elif head is None or head.last != r.expected:
+                stale.append(r.stream)
         if stale:
             await self._load_heads(stale)
         for request in group:

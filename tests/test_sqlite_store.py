@@ -13,6 +13,7 @@ import pytest
 from eventstore import (
     JSON,
     MSGPACK,
+    ConcurrencyError,
     Event,
     SQLiteEventStore,
     StoreClosedError,
@@ -249,3 +250,15 @@ async def test_fold_stream_upcasts_old_bodies(tmp_path: Path, monkeypatch: Any) 
         state, last = await store.fold_stream(PK, "a")
         assert state == fold(await store.read(PK, "a")) == {"count": 2, "upcast": True}
         assert last == 2
+
+
+async def test_creating_a_stream_another_handle_created(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as one, SQLiteEventStore(path) as two:
+        await one.append([ev("a", 0), ev("a", 1)], expected_sequence=-1)
+        with pytest.raises(ConcurrencyError) as info:  # two has never seen "a"
+            await two.append([ev("a", 0)], expected_sequence=-1)
+        assert (info.value.expected, info.value.actual) == (-1, 1)
+        await two.append([ev("a", 2)], expected_sequence=1)
+        assert await one.verify() is None
+        assert await one.streams() == [(PK, "a")]
