@@ -252,6 +252,9 @@ class KafkaEventStore(EventStore):
             acks="all",
             enable_idempotence=self.enable_idempotence,
             max_request_size=max(1024 * 1024, self.max_event_size + _RECORD_OVERHEAD),
+            # Many concurrent appends share one in-flight batch per partition;
+            # aiokafka's 16 KiB default makes every sender wait for a drain.
+            max_batch_size=1024 * 1024,
             linger_ms=0,
         )
         await self._producer.start()
@@ -261,7 +264,6 @@ class KafkaEventStore(EventStore):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
         )
         await self._consumer.start()
         if self.topic not in await self._consumer.topics():  # asks without auto-creating
@@ -563,7 +565,10 @@ class KafkaEventStore(EventStore):
         try:
             while position < stop:
                 try:
-                    data = await consumer.getmany(tp, timeout_ms=100, max_records=_FETCH_RECORDS)
+                    # Without ``follow`` at most ``stop - position`` records are
+                    # wanted: don't let aiokafka materialise the rest of the fetch.
+                    want = _FETCH_RECORDS if follow else min(_FETCH_RECORDS, stop - position)
+                    data = await consumer.getmany(tp, timeout_ms=100, max_records=want)
                 except (KafkaError, OSError) as exc:
                     raise StoreUnavailableError(
                         f"cannot read {self.topic}[{partition}]: {exc!r}"

@@ -33,6 +33,7 @@ from eventstore import (
     seal,
     split_position,
 )
+from tests.contract import StoreContract
 
 MakeTopic = Callable[..., Awaitable[str]]
 
@@ -508,3 +509,47 @@ async def test_hand_written_events_fold_the_same_on_kafka_and_memory(
         assert snap.kafka_offset is not None
         tail = await store.read("tenant", "x", from_sequence=150, from_offset=snap.kafka_offset + 1)
         assert fold(tail, snap.state) == fold(await memory.read("tenant", "x"))
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+class TestKafkaEventStoreContract(StoreContract):
+    """The shared suite on a fresh topic per test (one topic per ``tmp_path``).
+
+    ``supports_cross_process`` is off: Kafka has no conditional append, so two
+    stores on one topic do not see each other's appends until ``refresh()``,
+    and two writers racing one stream fork it (the first chained record wins
+    for readers). One writer per stream is the caller's job (docs/kafka.md).
+    """
+
+    durable = True  # the topic and the index file outlive the store
+    supports_cross_process = False
+
+    @pytest.fixture(autouse=True)
+    async def _broker(self, kafka_bootstrap: str, make_topic: MakeTopic) -> None:
+        self.bootstrap = kafka_bootstrap
+        self.make_topic = make_topic
+        self.topics: dict[Path, str] = {}
+
+    async def make_store(self, tmp_path: Path, **options: Any) -> eventstore.EventStore:
+        if tmp_path not in self.topics:
+            self.topics[tmp_path] = await self.make_topic()
+        store = KafkaEventStore(
+            self.bootstrap,
+            self.topics[tmp_path],
+            index_path=tmp_path / "kafka-index.db",
+            request_timeout_ms=10_000,
+            **options,
+        )
+        return await store.connect()
+
+
+class TestKafkaEventStoreContractMsgpackNoIndexFile(TestKafkaEventStoreContract):
+    """msgpack values, the index in memory: every reopen rebuilds it from the topic."""
+
+    async def make_store(self, tmp_path: Path, **options: Any) -> eventstore.EventStore:
+        if tmp_path not in self.topics:
+            self.topics[tmp_path] = await self.make_topic()
+        store = KafkaEventStore(self.bootstrap, self.topics[tmp_path], codec="msgpack", **options)
+        return await store.connect()
