@@ -14,10 +14,12 @@ Store figures (``SQLiteEventStore``, msgpack, every append awaits its commit):
   ``fold_stream``, and with ``read`` + ``fold`` for comparison;
 * bytes on disk per event, for events whose delta is one small field.
 
-Each figure is the median of ``--runs`` runs; ratios are to same-run
-baselines. ``--profile`` prints a cProfile of the one-stream case.
+Each figure is the median of ``--runs`` runs, interleaved (baselines and
+store alternate, so load spikes hit both); a ratio is the median of the
+per-run ratios to the baseline of the same run. ``--profile`` prints a
+cProfile of the one-stream case.
 
-    python bench/bench_log.py [--runs 3] [--profile]
+    python bench/bench_log.py [--runs 5] [--profile]
 """
 
 from __future__ import annotations
@@ -172,17 +174,6 @@ async def bytes_per_event(path: Path, n: int, codec: str) -> float:
 # ---------------------------------------------------------------- driver
 
 
-def median_of(runs: int, make: Callable[[Path], Awaitable[float] | float]) -> float:
-    results = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as tmp:
-            result = make(Path(tmp) / "bench.db")
-            if not isinstance(result, float):
-                result = asyncio.run(result)  # type: ignore[arg-type]
-            results.append(result)
-    return statistics.median(results)
-
-
 def profile_one_stream(n: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         profiler = cProfile.Profile()
@@ -194,9 +185,17 @@ def profile_one_stream(n: int) -> str:
     return out.getvalue()
 
 
+def one_run(make: Callable[[Path], Awaitable[float] | float]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        result = make(Path(tmp) / "bench.db")
+        if not isinstance(result, float):
+            result = asyncio.run(result)  # type: ignore[arg-type]
+        return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--n", type=int, default=5000, help="events for the one-row cases")
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")
@@ -205,42 +204,59 @@ def main() -> None:
 
     print(
         f"# bench_log  Python {platform.python_version()}  SQLite {sqlite3.sqlite_version}  "
-        f"aiosqlite {aiosqlite.__version__}  {os.cpu_count()} CPUs  runs={runs}"
+        f"aiosqlite {aiosqlite.__version__}  {os.cpu_count()} CPUs  runs={runs} (interleaved)  "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
-    one_per_commit = median_of(runs, lambda p: raw_aiosqlite_one_per_commit(p, n))
-    many = median_of(runs, lambda p: raw_aiosqlite_executemany(p, 20 * n))
-    sync_one = median_of(runs, lambda p: raw_sqlite3_one_per_commit(p, n))
-    print(f"raw aiosqlite, 1 row/commit           {one_per_commit:>10,.0f} rows/s")
-    print(f"raw aiosqlite, 100 rows/executemany   {many:>10,.0f} rows/s")
-    print(f"stdlib sqlite3, 1 row/commit          {sync_one:>10,.0f} rows/s")
+    cases: dict[str, Callable[[Path], Awaitable[float] | float]] = {
+        "one_per_commit": lambda p: raw_aiosqlite_one_per_commit(p, n),
+        "many": lambda p: raw_aiosqlite_executemany(p, 20 * n),
+        "sync_one": lambda p: raw_sqlite3_one_per_commit(p, n),
+        "streams": lambda p: store_many_streams(p, 100, 200),
+        "one": lambda p: store_one_stream(p, n),
+    }
+    results: dict[str, list[float]] = {name: [] for name in cases}
+    cpu_share = []
+    for _ in range(runs):  # interleaved, so a load spike hits baselines and store alike
+        wall, cpu = time.perf_counter(), time.process_time()
+        for name, make in cases.items():
+            results[name].append(one_run(make))
+        cpu_share.append((time.process_time() - cpu) / (time.perf_counter() - wall))
 
-    streams = median_of(runs, lambda p: store_many_streams(p, 100, 200))
-    one = median_of(runs, lambda p: store_one_stream(p, n))
+    def med(name: str) -> float:
+        return statistics.median(results[name])
+
+    def ratio(name: str, base: str) -> float:
+        return statistics.median(a / b for a, b in zip(results[name], results[base], strict=True))
+
+    print(f"process CPU / wall time during the runs: {statistics.median(cpu_share):.2f}")
+    print(f"raw aiosqlite, 1 row/commit           {med('one_per_commit'):>10,.0f} rows/s")
+    print(f"raw aiosqlite, 100 rows/executemany   {med('many'):>10,.0f} rows/s")
+    print(f"stdlib sqlite3, 1 row/commit          {med('sync_one'):>10,.0f} rows/s")
     print(
-        f"store, 100 streams x 1 event/append   {streams:>10,.0f} events/s  "
-        f"= {streams / many:.2f}x executemany, {streams / one_per_commit:.1f}x 1 row/commit"
+        f"store, 100 streams x 1 event/append   {med('streams'):>10,.0f} events/s  "
+        f"= {ratio('streams', 'many'):.2f}x executemany, "
+        f"{ratio('streams', 'one_per_commit'):.1f}x 1 row/commit"
     )
     print(
-        f"store, 1 stream x 1 event/append      {one:>10,.0f} events/s  "
-        f"= {one / one_per_commit:.2f}x aiosqlite 1 row/commit, {one / sync_one:.2f}x sqlite3"
+        f"store, 1 stream x 1 event/append      {med('one'):>10,.0f} events/s  "
+        f"= {ratio('one', 'one_per_commit'):.2f}x aiosqlite 1 row/commit, "
+        f"{ratio('one', 'sync_one'):.2f}x sqlite3"
     )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "replay.db"
         asyncio.run(build_stream(path, args.replay))
-        fast = statistics.median(
-            asyncio.run(replay_fold_stream(path, args.replay)) for _ in range(runs)
-        )
-        slow = statistics.median(
-            asyncio.run(replay_read_fold(path, args.replay)) for _ in range(runs)
-        )
-    print(f"replay {args.replay:,} events, fold_stream  {fast:>10,.0f} events/s")
+        fast, slow = [], []
+        for _ in range(runs):
+            fast.append(asyncio.run(replay_fold_stream(path, args.replay)))
+            slow.append(asyncio.run(replay_read_fold(path, args.replay)))
+    print(f"replay {args.replay:,} events, fold_stream  {statistics.median(fast):>10,.0f} events/s")
     print(
-        f"replay {args.replay:,} events, read + fold  {slow:>10,.0f} events/s  "
-        f"(fold_stream = {fast / slow:.1f}x)"
+        f"replay {args.replay:,} events, read + fold  {statistics.median(slow):>10,.0f} events/s  "
+        f"(fold_stream = {statistics.median(f / s for f, s in zip(fast, slow, strict=True)):.1f}x)"
     )
     for codec in ("msgpack", "json"):
-        size = median_of(1, lambda p, c=codec: bytes_per_event(p, 20_000, c))  # type: ignore[misc]
+        size = one_run(lambda p, c=codec: bytes_per_event(p, 20_000, c))  # type: ignore[misc]
         print(f"on disk, {codec:<8} one-field delta      {size:>10.0f} bytes/event")
     if args.profile:
         print(profile_one_stream(n))
