@@ -654,6 +654,18 @@ async def test_a_failing_hook_is_reported_and_never_corrupts_the_stream(
     with pytest.raises(HookError, match="pre_step or post_step"):
         ApplicationBuilder().with_hooks(object())
 
+    warned = (
+        await counter_builder(store, "warned")
+        .with_state(n=0)
+        .with_entrypoint("count")
+        .with_hooks(Broken(), on_error="warn")
+        .abuild()
+    )
+    async with warned:
+        with pytest.warns(RuntimeWarning, match="hook bug"):
+            await warned.astep()
+    assert await store.last_sequence("", "warned") == 1
+
 
 # --------------------------------------------------------------------------- fire and forget
 
