@@ -31,7 +31,6 @@ from eventstore import (
     Snapshot,
     SnapshotPolicy,
     SnapshotStore,
-    StateError,
     TransitionError,
     UsageError,
     to_plain,
@@ -519,8 +518,3 @@ def _anext(agen: AsyncIterator[T]) -> Coroutine[Any, Any, T]:
         return await agen.__anext__()
 
     return next_item()
-
-
-def check_state(value: object, what: str) -> None:
-    if not isinstance(value, State):
-        raise StateError(f"{what} must be a State, got {type(value).__name__}")
