@@ -208,6 +208,10 @@ class SQLiteEventStore(EventStore):
         self._conn = conn
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
+        self._start_writer()
+
+    def _start_writer(self) -> None:
+        assert self._wake is not None
         self._writer = asyncio.get_running_loop().create_task(
             _writer_loop(weakref.ref(self), self._wake), name=f"statelog-writer:{self.path}"
         )
@@ -311,6 +315,8 @@ class SQLiteEventStore(EventStore):
             self._inline = False
             if self._pending or self._closing:
                 assert self._wake is not None
+                if self._writer is None or self._writer.done():
+                    self._start_writer()  # it was cancelled from outside
                 self._wake.set()  # the writer task takes over and clears _writing
             else:
                 self._writing = False
@@ -775,6 +781,19 @@ async def _writer_loop(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event) 
     Holds the store only weakly between groups, so an abandoned store can be
     collected (and warn) instead of being kept alive by its own task.
     """
+    try:
+        await _write_groups(ref, wake)
+    except BaseException:
+        # Cancelled from outside (or a bug): fail what waits rather than hang it.
+        store = ref()
+        if store is not None:
+            if not store._inline:
+                store._writing = False
+            store._fail_pending(StoreError("the store's writer task was cancelled"))
+        raise
+
+
+async def _write_groups(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event) -> None:
     while True:
         store = ref()
         if store is None or store._conn is None:

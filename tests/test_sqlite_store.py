@@ -262,3 +262,25 @@ async def test_creating_a_stream_another_handle_created(tmp_path: Path) -> None:
         await two.append([ev("a", 2)], expected_sequence=1)
         assert await one.verify() is None
         assert await one.streams() == [(PK, "a")]
+
+
+async def test_a_cancelled_writer_task_is_restarted(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "log.db") as store:
+
+        async def writer(app_id: str) -> None:
+            for seq in range(30):
+                await store.append([ev(app_id, seq)], expected_sequence=seq - 1)
+
+        tasks = [asyncio.create_task(writer(f"s{i}")) for i in range(5)]
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if store._writer is not None and store._pending:
+                store._writer.cancel()  # as a careless shutdown would
+                break
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        # appends caught in the cancelled group fail or are cancelled; nothing hangs
+        assert all(r is None or isinstance(r, asyncio.CancelledError | StoreError) for r in results)
+        for i in range(5):
+            last = await store.last_sequence(PK, f"s{i}")
+            await store.append([ev(f"s{i}", last + 1)], expected_sequence=last)
+        assert await store.verify() is None
