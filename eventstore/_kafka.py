@@ -46,13 +46,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
@@ -69,6 +67,7 @@ from ._errors import (
     UsageError,
 )
 from ._event import Event, Recorded, StreamId
+from ._kafka_index import FLUSH_ROWS, KafkaIndex
 from ._wire import decode_record, encode_record, record_key
 
 __all__ = ["KafkaEventStore", "kafka_position", "split_position"]
@@ -81,7 +80,6 @@ _OFFSET_MASK = (1 << POSITION_SHIFT) - 1
 #: Bytes allowed on top of ``max_event_size`` for a record's key, headers and framing.
 _RECORD_OVERHEAD = 64 * 1024
 _FETCH_RECORDS = 10_000
-_FLUSH_ROWS = 50_000
 
 
 def kafka_position(partition: int, offset: int) -> int:
@@ -95,47 +93,6 @@ def split_position(position: int) -> tuple[int, int]:
         return 0, 0
     value = position - 1
     return value >> POSITION_SHIFT, value & _OFFSET_MASK
-
-
-class _Head:
-    """What the index knows of one stream."""
-
-    __slots__ = ("id", "last_hash", "last_seq", "partition")
-
-    def __init__(self, id: int, partition: int, last_seq: int, last_hash: str) -> None:
-        self.id = id
-        self.partition = partition
-        self.last_seq = last_seq
-        self.last_hash = last_hash
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS streams (
-    id INTEGER PRIMARY KEY,
-    partition_key TEXT NOT NULL,
-    app_id TEXT NOT NULL,
-    kafka_partition INTEGER NOT NULL,
-    last_seq INTEGER NOT NULL,
-    last_hash TEXT NOT NULL,
-    UNIQUE (partition_key, app_id)
-);
-CREATE TABLE IF NOT EXISTS events (
-    stream INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    kafka_offset INTEGER NOT NULL,
-    PRIMARY KEY (stream, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS partitions (
-    kafka_partition INTEGER PRIMARY KEY,
-    next_offset INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS skipped (
-    kafka_partition INTEGER NOT NULL,
-    kafka_offset INTEGER NOT NULL,
-    PRIMARY KEY (kafka_partition, kafka_offset)
-) WITHOUT ROWID;
-"""
 
 
 class KafkaEventStore(EventStore):
@@ -176,17 +133,8 @@ class KafkaEventStore(EventStore):
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
-        self._db: aiosqlite.Connection | None = None
+        self._index = KafkaIndex(topic, self.index_path)
         self._tps: list[TopicPartition] = []
-        self._heads: dict[StreamId, _Head] = {}
-        self._order: list[StreamId] = []
-        self._next_id = 1
-        self._checkpoint: dict[int, int] = {}
-        self._skipped: set[tuple[int, int]] = set()
-        self._pending: dict[tuple[int, int], int] = {}
-        self._pending_skipped: list[tuple[int, int]] = []
-        self._new_streams: list[tuple[int, StreamId, int]] = []
-        self._dirty_heads: set[StreamId] = set()
         self._dirty_partitions: set[int] = set()
         self._locks: dict[StreamId, asyncio.Lock] = {}
         self._read_lock = asyncio.Lock()
@@ -197,7 +145,7 @@ class KafkaEventStore(EventStore):
         state = "closed" if self._closed else "connected" if self._connected else "new"
         return (
             f"KafkaEventStore({self.bootstrap_servers!r}, {self.topic!r}, "
-            f"streams={len(self._heads)}, {state})"
+            f"streams={len(self._index.heads)}, {state})"
         )
 
     def __del__(self) -> None:
@@ -234,7 +182,7 @@ class KafkaEventStore(EventStore):
             raise
         self._connected = True
         try:
-            await self._open_index()
+            await self._index.open()
             await self.refresh()
         except BaseException:
             await self.aclose()
@@ -289,14 +237,9 @@ class KafkaEventStore(EventStore):
         if self._closed:
             return
         try:
-            if self._db is not None:
-                with contextlib.suppress(sqlite3.Error, ValueError):
-                    await self._flush()
+            await self._index.close()
         finally:
             self._closed = True
-            db, self._db = self._db, None
-            if db is not None:
-                await db.close()
             await self._stop_clients()
 
     async def __aenter__(self) -> KafkaEventStore:
@@ -306,125 +249,6 @@ class KafkaEventStore(EventStore):
         self._check_open()
         if not self._connected:
             raise StoreError("KafkaEventStore is not connected: await store.connect() first")
-
-    # ------------------------------------------------------------------ index
-
-    async def _open_index(self) -> None:
-        path = ":memory:" if self.index_path is None else str(self.index_path)
-        try:
-            self._db = db = await aiosqlite.connect(path)
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.executescript(_SCHEMA)
-            rows = await db.execute_fetchall("SELECT key, value FROM meta")
-            meta = {str(k): str(v) for k, v in rows}
-            if "topic" in meta and meta["topic"] != self.topic:
-                raise StoreCorruptError(
-                    f"index {path!r} belongs to topic {meta['topic']!r}, not {self.topic!r}"
-                )
-            await db.execute("INSERT OR REPLACE INTO meta VALUES ('topic', ?)", (self.topic,))
-            await db.commit()
-            for sid, pk, app, part, seq, digest in await db.execute_fetchall(
-                "SELECT id, partition_key, app_id, kafka_partition, last_seq, last_hash "
-                "FROM streams ORDER BY id"
-            ):
-                stream = StreamId(pk, app)
-                self._heads[stream] = _Head(sid, part, seq, digest)
-                self._order.append(stream)
-                self._next_id = sid + 1
-            for part, offset in await db.execute_fetchall(
-                "SELECT kafka_partition, next_offset FROM partitions"
-            ):
-                self._checkpoint[int(part)] = int(offset)
-            self._skipped = {
-                (int(p), int(o))
-                for p, o in await db.execute_fetchall(
-                    "SELECT kafka_partition, kafka_offset FROM skipped"
-                )
-            }
-        except sqlite3.Error as exc:
-            raise StoreCorruptError(f"cannot open the Kafka index {path!r}: {exc}") from exc
-
-    async def _flush(self) -> None:
-        """Write what the index learned since the last flush, in one transaction."""
-        db = self._db
-        if db is None or not (
-            self._pending or self._new_streams or self._dirty_heads or self._pending_skipped
-        ):
-            if db is not None:
-                await self._write_checkpoints(db)
-            return
-        new_streams, self._new_streams = self._new_streams, []
-        pending, self._pending = self._pending, {}
-        dirty, self._dirty_heads = self._dirty_heads, set()
-        skipped, self._pending_skipped = self._pending_skipped, []
-        heads = [
-            (self._heads[s].last_seq, self._heads[s].last_hash, self._heads[s].id) for s in dirty
-        ]
-        try:
-            await db.executemany(
-                "INSERT INTO streams VALUES (?, ?, ?, ?, -1, '')",
-                [(sid, s.partition_key, s.app_id, part) for sid, s, part in new_streams],
-            )
-            await db.executemany(
-                "UPDATE streams SET last_seq = ?, last_hash = ? WHERE id = ?", heads
-            )
-            await db.executemany(
-                "INSERT OR REPLACE INTO events VALUES (?, ?, ?)",
-                [(sid, seq, off) for (sid, seq), off in pending.items()],
-            )
-            await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?)", skipped)
-            await self._write_checkpoints(db, commit=False)
-            await db.commit()
-        except BaseException:
-            # Keep the rows for the next flush; the topic still has everything.
-            self._new_streams = new_streams + self._new_streams
-            self._pending = {**pending, **self._pending}
-            self._dirty_heads |= dirty
-            self._pending_skipped = skipped + self._pending_skipped
-            with contextlib.suppress(sqlite3.Error):
-                await db.rollback()
-            raise
-
-    async def _write_checkpoints(self, db: aiosqlite.Connection, *, commit: bool = True) -> None:
-        await db.executemany(
-            "INSERT OR REPLACE INTO partitions VALUES (?, ?)", list(self._checkpoint.items())
-        )
-        if commit:
-            await db.commit()
-
-    async def _offsets_of(self, head: _Head, sequences: Iterable[int]) -> dict[int, int]:
-        """Kafka offsets of the given sequence ids of a stream (those the index has)."""
-        found: dict[int, int] = {}
-        missing = []
-        for seq in sequences:
-            offset = self._pending.get((head.id, seq))
-            if offset is None:
-                missing.append(seq)
-            else:
-                found[seq] = offset
-        if missing and self._db is not None:
-            marks = ",".join("?" * len(missing))
-            rows = await self._db.execute_fetchall(
-                f"SELECT seq, kafka_offset FROM events WHERE stream = ? AND seq IN ({marks})",
-                (head.id, *missing),
-            )
-            found.update({int(seq): int(off) for seq, off in rows})
-        return found
-
-    def _new_head(self, stream: StreamId, partition: int) -> _Head:
-        head = _Head(self._next_id, partition, -1, "")
-        self._next_id += 1
-        self._heads[stream] = head
-        self._order.append(stream)
-        self._new_streams.append((head.id, stream, partition))
-        return head
-
-    def _advance(self, stream: StreamId, head: _Head, event: Event, offset: int) -> None:
-        head.last_seq = event.sequence_id
-        head.last_hash = event.hash
-        self._pending[(head.id, event.sequence_id)] = offset
-        self._dirty_heads.add(stream)
 
     # ------------------------------------------------------------------ catching up
 
@@ -440,7 +264,7 @@ class KafkaEventStore(EventStore):
             for tp in self._tps:
                 learned += await self._catch_up_partition(tp.partition, ends[tp.partition])
             self._dirty_partitions.clear()
-            await self._flush()
+            await self._index.flush()
         return learned
 
     async def _end_offsets(self) -> dict[int, int]:
@@ -461,7 +285,7 @@ class KafkaEventStore(EventStore):
         the base offset of the last batch plus one, so the true end is taken
         from the records and the high watermark of the fetches themselves.
         """
-        start = self._checkpoint.get(partition, 0)
+        start = self._index.checkpoint.get(partition, 0)
         if listed_end <= start:
             if start == 0:
                 return 0
@@ -482,9 +306,9 @@ class KafkaEventStore(EventStore):
                 for record in batch:
                     if await self._learn(partition, record):
                         learned += 1
-                self._checkpoint[partition] = batch[-1].offset + 1
-                if len(self._pending) >= _FLUSH_ROWS:
-                    await self._flush()
+                self._index.checkpoint[partition] = batch[-1].offset + 1
+                if len(self._index.pending) >= FLUSH_ROWS:
+                    await self._index.flush()
         return learned
 
     async def _probe_end(self, partition: int, listed_end: int) -> int:
@@ -503,7 +327,7 @@ class KafkaEventStore(EventStore):
     async def _learn(self, partition: int, record: Any) -> bool:
         """Apply the first-chained-record-wins rule to one record; True if accepted."""
         offset = record.offset
-        if (partition, offset) in self._skipped:
+        if (partition, offset) in self._index.skipped:
             return False
         try:
             event = decode_record(record.key, record.value, record.headers)
@@ -511,10 +335,10 @@ class KafkaEventStore(EventStore):
             self._skip(partition, offset, f"foreign record: {exc}")
             return False
         stream = event.stream
-        head = self._heads.get(stream)
+        head = self._index.heads.get(stream)
         if head is None:
             if event.sequence_id == 0 and event.prev_hash == "":
-                self._advance(stream, self._new_head(stream, partition), event, offset)
+                self._index.advance(stream, self._index.new_head(stream, partition), event, offset)
                 return True
             self._skip(partition, offset, f"{stream}#{event.sequence_id} has no predecessor")
             return False
@@ -522,10 +346,10 @@ class KafkaEventStore(EventStore):
             self._skip(partition, offset, f"{stream} lives in partition {head.partition}, not here")
             return False
         if event.sequence_id == head.last_seq + 1 and event.prev_hash == head.last_hash:
-            self._advance(stream, head, event, offset)
+            self._index.advance(stream, head, event, offset)
             return True
         if event.sequence_id <= head.last_seq:
-            known = await self._offsets_of(head, [event.sequence_id])
+            known = await self._index.offsets_of(head, [event.sequence_id])
             if known.get(event.sequence_id) == offset:
                 return False  # our own append, already in the index
             self._skip(partition, offset)  # a duplicate: the first copy wins
@@ -540,8 +364,7 @@ class KafkaEventStore(EventStore):
     def _skip(self, partition: int, offset: int, why: str | None = None) -> None:
         if why is not None:
             logger.warning("skipping record %s[%d]@%d: %s", self.topic, partition, offset, why)
-        self._skipped.add((partition, offset))
-        self._pending_skipped.append((partition, offset))
+        self._index.skip(partition, offset)
 
     async def _fetch(
         self, partition: int, start: int, stop: int, *, follow: bool = False
@@ -621,10 +444,10 @@ class KafkaEventStore(EventStore):
         if lock is None:
             lock = self._locks[stream] = asyncio.Lock()
         async with lock:
-            head = self._heads.get(stream)
+            head = self._index.heads.get(stream)
             if head is not None and head.partition in self._dirty_partitions:
                 await self._reconcile(head.partition)
-                head = self._heads.get(stream)
+                head = self._index.heads.get(stream)
             stream, sealed, _ = prepare_append(
                 events,
                 expected_sequence,
@@ -644,17 +467,17 @@ class KafkaEventStore(EventStore):
             partition = head.partition if head is not None else self._partition_for(records[0].key)
             metas = await self._produce(partition, records)
             if head is None:
-                head = self._heads.get(stream) or self._new_head(stream, partition)
+                head = self._index.heads.get(stream) or self._index.new_head(stream, partition)
             out = []
             for event, meta in zip(sealed, metas, strict=True):
                 if event.sequence_id > head.last_seq:
-                    self._advance(stream, head, event, meta.offset)
+                    self._index.advance(stream, head, event, meta.offset)
                 out.append(Recorded(kafka_position(partition, meta.offset), event))
             first, last = metas[0].offset, metas[-1].offset
-            if self._checkpoint.get(partition, 0) == first:
-                self._checkpoint[partition] = last + 1
-            if len(self._pending) >= _FLUSH_ROWS:
-                await self._flush()
+            if self._index.checkpoint.get(partition, 0) == first:
+                self._index.checkpoint[partition] = last + 1
+            if len(self._index.pending) >= FLUSH_ROWS:
+                await self._index.flush()
             return out
 
     async def _produce(self, partition: int, records: Sequence[Any]) -> list[Any]:
@@ -705,13 +528,13 @@ class KafkaEventStore(EventStore):
 
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
         self._check_ready()
-        head = self._heads.get(StreamId(partition_key, app_id))
+        head = self._index.heads.get(StreamId(partition_key, app_id))
         return -1 if head is None else head.last_seq
 
     async def head(self, partition_key: str, app_id: str) -> tuple[int, str]:
         """``(last sequence id, last hash)`` of a stream from the index (``(-1, "")``)."""
         self._check_ready()
-        head = self._heads.get(StreamId(partition_key, app_id))
+        head = self._index.heads.get(StreamId(partition_key, app_id))
         return (-1, "") if head is None else (head.last_seq, head.last_hash)
 
     async def locate(
@@ -722,15 +545,19 @@ class KafkaEventStore(EventStore):
         A snapshot records these so a reader without this index can seek there.
         """
         self._check_ready()
-        head = self._heads.get(StreamId(partition_key, app_id))
+        head = self._index.heads.get(StreamId(partition_key, app_id))
         if head is None or not 0 <= sequence_id <= head.last_seq:
             return None
-        offset = (await self._offsets_of(head, [sequence_id])).get(sequence_id)
+        offset = (await self._index.offsets_of(head, [sequence_id])).get(sequence_id)
         return None if offset is None else (head.partition, offset)
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
         self._check_ready()
-        return [s for s in self._order if partition_key is None or s.partition_key == partition_key]
+        return [
+            s
+            for s in self._index.order
+            if partition_key is None or s.partition_key == partition_key
+        ]
 
     async def read(
         self,
@@ -751,7 +578,7 @@ class KafkaEventStore(EventStore):
         self._check_ready()
         stream = StreamId(partition_key, app_id)
         start_seq = max(from_sequence, 0)
-        head = self._heads.get(stream)
+        head = self._index.heads.get(stream)
         if to_sequence is not None and to_sequence < start_seq:
             return []
         key = record_key(partition_key, app_id)
@@ -761,7 +588,7 @@ class KafkaEventStore(EventStore):
                 return []
             upper = head.last_seq if to_sequence is None else min(to_sequence, head.last_seq)
             wanted = [upper] if from_offset is not None else [start_seq, upper]
-            offsets = await self._offsets_of(head, wanted)
+            offsets = await self._index.offsets_of(head, wanted)
             if upper not in offsets or (from_offset is None and start_seq not in offsets):
                 raise StoreCorruptError(f"the Kafka index has no offsets for {stream}")
             partition = head.partition
@@ -819,12 +646,12 @@ class KafkaEventStore(EventStore):
         out: list[Recorded] = []
         async with self._read_lock:
             for partition in sorted(cursors):
-                stop = self._checkpoint.get(partition, 0)
+                stop = self._index.checkpoint.get(partition, 0)
                 async with aclosing(self._fetch(partition, cursors[partition], stop)) as batches:
                     async for batch in batches:
                         for record in batch:
                             offset = record.offset
-                            if (partition, offset) in self._skipped:
+                            if (partition, offset) in self._index.skipped:
                                 continue
                             try:
                                 event = decode_record(record.key, record.value, record.headers)

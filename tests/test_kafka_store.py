@@ -578,3 +578,102 @@ def test_the_kafka_event_store_doc_blocks_run(
         topic = asyncio.run(create_topic(kafka_bootstrap))
         code = code.replace("localhost:9092", kafka_bootstrap).replace("statelog.events", topic)
         exec(compile(code, f"docs/kafka.md:{line}", "exec"), {"__name__": "__doc_block__"})
+
+
+# --------------------------------------------------------------------------- kill -9
+
+_WRITER = """
+import asyncio, sys
+from eventstore import Event, KafkaEventStore
+
+async def main(bootstrap, topic, index):
+    async with KafkaEventStore(bootstrap, topic, index_path=index) as store:
+        seq = {app: await store.last_sequence("pk", app) for app in ("a", "b", "c")}
+        while True:
+            for app in seq:
+                batch = [
+                    Event(partition_key="pk", app_id=app, sequence_id=seq[app] + 1 + i,
+                          kind="action_completed", writes={"n": seq[app] + 1 + i})
+                    for i in range(5)
+                ]
+                await store.append(batch, expected_sequence=seq[app])
+                seq[app] += 5
+            print(seq["a"], flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("round_", range(3))
+async def test_a_writer_killed_mid_append_resumes_from_the_topic(
+    kafka_bootstrap: str, topic: str, tmp_path: Path, round_: int
+) -> None:
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    index = tmp_path / "index.db"
+    root = Path(__file__).resolve().parent.parent
+    for _ in range(2):  # kill it twice: the second run starts from a crashed index
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WRITER, kafka_bootstrap, topic, str(index)],
+            stdout=subprocess.PIPE,
+            cwd=root,
+        )
+        assert proc.stdout is not None
+        try:
+            for _ in range(random.randint(3, 40)):
+                line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)
+                assert line, "the writer died before it was killed"
+            await asyncio.sleep(random.random() * 0.05)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            proc.stdout.close()
+    async with (
+        KafkaEventStore(kafka_bootstrap, topic, index_path=index) as crashed,
+        KafkaEventStore(kafka_bootstrap, topic) as fresh,
+    ):
+        assert await crashed.verify() is None
+        for app in ("a", "b", "c"):
+            last = await crashed.last_sequence("pk", app)
+            assert last == await fresh.last_sequence("pk", app)
+            assert last >= 14
+            events = await crashed.read("pk", app)
+            assert [e.sequence_id for e in events] == list(range(last + 1))
+            assert events == await fresh.read("pk", app)
+            await crashed.append([ev(app, last + 1)], expected_sequence=last)
+        assert await crashed.verify() is None
+
+
+# --------------------------------------------------------------------------- a broken index
+
+
+async def test_a_garbled_index_file_is_refused(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    index = tmp_path / "index.db"
+    index.write_bytes(b"this is not a SQLite database, " * 100)
+    store = KafkaEventStore(kafka_bootstrap, topic, index_path=index)
+    with pytest.raises(eventstore.StoreCorruptError, match="cannot open the Kafka index"):
+        await store.connect()
+    index.unlink()  # the remedy: the index is a cache of the topic
+    async with KafkaEventStore(kafka_bootstrap, topic, index_path=index) as s:
+        await s.append(batch("a", 0, 1), expected_sequence=-1)
+
+
+async def test_an_index_ahead_of_a_recreated_topic_is_refused(
+    broker_factory: Any, tmp_path: Path
+) -> None:
+    from tests.kafka_broker import create_topic
+
+    broker = broker_factory.start()
+    topic = await create_topic(broker.bootstrap)
+    index = tmp_path / "index.db"
+    async with KafkaEventStore(broker.bootstrap, topic, index_path=index) as s:
+        await s.append(batch("a", 0, 5), expected_sequence=-1)
+    broker = broker_factory.restart(broker)  # memory storage: the topic and its records are gone
+    await create_topic(broker.bootstrap, topic)
+    with pytest.raises(eventstore.StoreCorruptError, match="recreated or truncated"):
+        await KafkaEventStore(broker.bootstrap, topic, index_path=index).connect()
