@@ -80,6 +80,10 @@ _OFFSET_MASK = (1 << POSITION_SHIFT) - 1
 #: Bytes allowed on top of ``max_event_size`` for a record's key, headers and framing.
 _RECORD_OVERHEAD = 64 * 1024
 _FETCH_RECORDS = 10_000
+#: A read of fewer events than this that ends before the stream's head reads up
+#: to ``_READ_AHEAD`` more events in the same fetch, for the next read.
+_READ_AHEAD_BELOW = 16
+_READ_AHEAD = 1_000
 
 
 def kafka_position(partition: int, offset: int) -> int:
@@ -136,6 +140,7 @@ class KafkaEventStore(EventStore):
         self._index = KafkaIndex(topic, self.index_path)
         self._tps: list[TopicPartition] = []
         self._dirty_partitions: set[int] = set()
+        self._ahead: list[Event] = []  # events read past the end of the last short read
         self._locks: dict[StreamId, asyncio.Lock] = {}
         self._read_lock = asyncio.Lock()
         self._index_lock = asyncio.Lock()
@@ -583,22 +588,33 @@ class KafkaEventStore(EventStore):
             return []
         key = record_key(partition_key, app_id)
         upper: int | None
+        fetch_upper: int | None
         if head is not None:
             if start_seq > head.last_seq:
                 return []
             upper = head.last_seq if to_sequence is None else min(to_sequence, head.last_seq)
-            wanted = [upper] if from_offset is not None else [start_seq, upper]
+            ahead = self._ahead  # served by the last read's read-ahead?
+            if ahead and ahead[0].stream == stream and ahead[0].sequence_id <= start_seq <= upper:
+                first = ahead[0].sequence_id
+                if ahead[-1].sequence_id >= upper:
+                    return ahead[start_seq - first : upper - first + 1]
+            fetch_upper = upper
+            if upper - start_seq < _READ_AHEAD_BELOW and upper < head.last_seq:
+                # A short read before the head (a snapshot's hash check): the rest
+                # of the stream is usually read next, and comes in the same fetch.
+                fetch_upper = min(head.last_seq, upper + _READ_AHEAD)
+            wanted = [fetch_upper] if from_offset is not None else [start_seq, fetch_upper]
             offsets = await self._index.offsets_of(head, wanted)
-            if upper not in offsets or (from_offset is None and start_seq not in offsets):
+            if fetch_upper not in offsets or (from_offset is None and start_seq not in offsets):
                 raise StoreCorruptError(f"the Kafka index has no offsets for {stream}")
             partition = head.partition
             start = offsets[start_seq] if from_offset is None else from_offset
-            stop = offsets[upper] + 1
+            stop = offsets[fetch_upper] + 1
         else:
             if from_offset is None:
                 return []
             partition = self._partition_for(key)
-            upper = to_sequence
+            upper = fetch_upper = to_sequence
             stop = (await self._end_offsets())[partition]
             start = from_offset
         out: list[Event] = []
@@ -619,9 +635,16 @@ class KafkaEventStore(EventStore):
                     elif seq != start_seq:
                         continue
                     out.append(event)
-                    if upper is not None and seq >= upper:
-                        return out
-        return out
+                    if fetch_upper is not None and seq >= fetch_upper:
+                        break
+                else:
+                    continue
+                break
+        if upper is None or not out or out[-1].sequence_id <= upper:
+            return out
+        keep = upper - start_seq + 1
+        self._ahead = out[keep:]
+        return out[:keep]
 
     async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
         """Every kept event, ordered by ``(partition, offset)``, from ``from_position``.

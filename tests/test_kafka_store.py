@@ -332,6 +332,21 @@ async def test_read_from_a_snapshot_offset(store: KafkaEventStore) -> None:
     assert tail == await store.read("pk", "a", from_sequence=12)
 
 
+async def test_a_short_read_reads_ahead_for_the_next_one(store: KafkaEventStore) -> None:
+    await store.append(batch("a", 0, 50), expected_sequence=-1)
+    await store.append(batch("b", 0, 50), expected_sequence=-1)
+    full = await store.read("pk", "a")
+    assert await store.read("pk", "a", from_sequence=10, to_sequence=10) == full[10:11]
+    assert await store.read("pk", "a", from_sequence=11) == full[11:]  # from the read-ahead
+    assert await store.read("pk", "a", from_sequence=12, to_sequence=20) == full[12:21]
+    assert [e.app_id for e in await store.read("pk", "b", from_sequence=11)] == ["b"] * 39
+    await store.read("pk", "a", from_sequence=10, to_sequence=10)
+    await store.append(batch("a", 50, 5), expected_sequence=49)
+    again = await store.read("pk", "a", from_sequence=11)
+    assert [e.sequence_id for e in again] == list(range(11, 55))
+    assert again[:39] == full[11:]
+
+
 # --------------------------------------------------------------------------- partitions
 
 
