@@ -151,6 +151,7 @@ class SQLiteEventStore(EventStore):
         self._writing = False  # a group is being committed (inline or by the writer task)
         self._inline = False  # ... by a caller itself, not the writer task
         self._crowded = False  # the last group held more than one append
+        self._in_flight: asyncio.Task[None] | None = None  # a group whose caller left
         self._closing = False
         self._changed: asyncio.Event | None = None
         self._gate: asyncio.Event | None = None
@@ -309,11 +310,26 @@ class SQLiteEventStore(EventStore):
             if self._crowded:
                 # Others woke with us (their last appends committed together):
                 # let them queue first, so they join this group.
-                await asyncio.sleep(0)
-            await self._commit_group(self._take_group())
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    future.cancel()  # not in a group yet: it is never written
+                    raise
+            group = self._take_group()
+            if len(group) <= 1:
+                await self._commit_group(group)
+            else:
+                # Others' appends ride along: our cancellation must not cancel them.
+                commit = asyncio.get_running_loop().create_task(self._commit_group(group))
+                try:
+                    await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    if not commit.done():
+                        self._in_flight = commit  # the writer task waits for it first
+                    raise
         finally:
             self._inline = False
-            if self._pending or self._closing:
+            if self._pending or self._closing or self._in_flight is not None:
                 assert self._wake is not None
                 if self._writer is None or self._writer.done():
                     self._start_writer()  # it was cancelled from outside
@@ -798,7 +814,7 @@ async def _write_groups(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event)
         store = ref()
         if store is None or store._conn is None:
             return
-        if store._inline or not store._pending:
+        if store._inline or (not store._pending and store._in_flight is None):
             if not store._inline:
                 store._writing = False
                 if store._closing:
@@ -808,6 +824,11 @@ async def _write_groups(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event)
             await wake.wait()
             continue
         store._writing = True
+        if store._in_flight is not None:  # one group at a time, always
+            in_flight, store._in_flight = store._in_flight, None
+            del store
+            await asyncio.wait([in_flight])
+            continue
         group = store._take_group()
         if group:
             await store._commit_group(group)

@@ -394,3 +394,30 @@ async def test_a_stored_event_from_the_future_is_a_typed_error(tmp_path: Path) -
         broken = await store.verify()
         assert broken is not None
         assert (broken.app_id, broken.sequence_id) == ("a", 2)
+
+
+async def test_cancelled_appends_never_fail_the_others(tmp_path: Path) -> None:
+    path = tmp_path / "cancel.db"
+    streams = 30
+    async with SQLiteEventStore(path) as store:
+        lasts = [-1] * streams
+        for round_ in range(24):
+            tasks = [
+                asyncio.create_task(
+                    store.append([ev(f"s{i}", lasts[i] + 1)], expected_sequence=lasts[i])
+                )
+                for i in range(streams)
+            ]
+            for _ in range(round_ % 5):
+                await asyncio.sleep(0)
+            for i in range(round_ % 3, streams, 3):
+                tasks[i].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for i, result in enumerate(results):
+                if (i - round_ % 3) % 3 != 0:  # not cancelled: must have been written
+                    assert isinstance(result, list), (round_, i, result)
+                else:
+                    assert isinstance(result, list | asyncio.CancelledError), (round_, i, result)
+            lasts = [await store.last_sequence(PK, f"s{i}") for i in range(streams)]
+        assert await store.verify() is None
+    await assert_intact(path)
