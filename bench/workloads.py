@@ -110,6 +110,7 @@ FULL = Sizes(
     concurrent_steps=30,
     resume_history=(1_000, 100_000, 1_000_000),
     rebuild_limit=3_000,
+    resume_samples=15,
     label="full",
 )
 
@@ -121,7 +122,7 @@ QUICK = Sizes(
     concurrent_steps=6,
     resume_history=(1_000, 10_000, 30_000),
     rebuild_limit=1_000,
-    resume_samples=5,
+    resume_samples=7,
     label="quick",
 )
 

@@ -36,13 +36,14 @@ def _run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[dict, str]
 
 def _check_statelog_rows(results: dict, printed: str) -> None:
     keys = [f["key"] for f in results["figures"]]
-    assert keys[:7] == [
+    assert keys[:8] == [
         "mem",
         "durable_full",
         "durable_normal",
         "durable_default",
         "durable_async",
         "durable_best",
+        "durable_background",
         "concurrent",
     ]
     assert sum(k.startswith("resume_") for k in keys) == 3
@@ -52,7 +53,7 @@ def _check_statelog_rows(results: dict, printed: str) -> None:
         cell = results["cells"][fig["key"]]["statelog"]
         assert isinstance(cell["value"], int | float), (fig["key"], cell["note"])
         assert cell["value"] > 0
-    for key in ("durable_full", "durable_normal", "durable_async"):
+    for key in ("durable_full", "durable_normal", "durable_async", "durable_background"):
         assert "WAL+" in results["cells"][key]["statelog"]["note"]
 
 

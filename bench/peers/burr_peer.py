@@ -75,6 +75,7 @@ class Burr(System):
         "normal": DurableConfig("SQLitePersister (sync), own connection", "WAL", "NORMAL"),
         "default": DurableConfig("SQLitePersister.from_values (defaults)", None, None),
         "async": DurableConfig("AsyncSQLitePersister (aiosqlite), own connection", "WAL", "NORMAL"),
+        "background": "no background-persistence mode (persisters save in a post-step hook)",
     }
 
     def available(self) -> str | None:

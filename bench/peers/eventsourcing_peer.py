@@ -132,6 +132,7 @@ class EventSourcing(System):
         "normal": "its SQLite pool has no synchronous setting (runs at SQLite's default FULL)",
         "default": DurableConfig("Application.save per step (eventsourcing.sqlite)", None, None),
         "async": "a synchronous library (no async API)",
+        "background": "no background-persistence mode (save() records before it returns)",
     }
 
     def available(self) -> str | None:

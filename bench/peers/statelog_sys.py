@@ -91,6 +91,11 @@ class Statelog(System):
         "async": DurableConfig(
             "SQLiteEventStore(synchronous='NORMAL'), transactional", "WAL", "NORMAL"
         ),
+        "background": DurableConfig(
+            "SQLiteEventStore(synchronous='NORMAL'), fire_and_forget, flush() timed",
+            "WAL",
+            "NORMAL",
+        ),
     }
 
     def version(self) -> str:
@@ -135,17 +140,20 @@ class Statelog(System):
             finally:
                 await app.aclose()
         store, snapshots = await _open(path, config.synchronous)
+        mode = "fire_and_forget" if "fire_and_forget" in config.api else "transactional"
         try:
             app = await (
                 _builder("durable")
                 .with_store(store, snapshots=snapshots)
                 .with_snapshots(every=SNAPSHOT_EVERY)
+                .with_durability(mode)
                 .with_state(initial_state())
                 .with_entrypoint("a")
             ).abuild()
             start = time.perf_counter()
             for _ in range(steps):
                 await app.astep()
+            await app.flush()
             elapsed = time.perf_counter() - start
             await app.aclose()
             return elapsed, _store_pragmas(store, config.synchronous)
