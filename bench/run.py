@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -528,6 +530,62 @@ def plot(results: Results, path: Path) -> bool:
     return True
 
 
+SECTION = "## Side by side with peers"
+TEMPLATE = Path(__file__).resolve().parent / "sbs_section.md"
+
+
+def render_doc_section(results: Results) -> str:
+    """The ``## Side by side with peers`` section of docs/benchmarks.md, filled in."""
+    m = results.machine
+    machine_text = (
+        f"{m.get('cpus', '?')} cores ({m.get('cpu', '?')}), {m.get('platform', '?')}, "
+        f"Python {m.get('python', '?')}, SQLite {m.get('sqlite', '?')}"
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in results.versions.items())
+    for pkg in ("matplotlib", "aiosqlite", "msgspec"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions += f", {pkg} {importlib.metadata.version(pkg)}"
+    minutes, seconds = divmod(round(results.duration_s), 60)
+    fields = {
+        "STATE_BYTES": str(STATE_BYTES),
+        "MACHINE": machine_text,
+        "VERSIONS": versions,
+        "LOAD": m.get("loadavg_at_start", "?"),
+        "DURATION": f"{minutes} min {seconds} s ({results.mode} run)",
+        "TABLE": render_markdown(results),
+        "CONFIGS": render_configs(results),
+        "REBUILD_LIMIT": f"{results.sizes['rebuild_limit']:,}",
+    }
+    text = TEMPLATE.read_text()
+    for key, value in fields.items():
+        text = text.replace("{{" + key + "}}", value)
+    return text.rstrip() + "\n"
+
+
+def write_doc(results: Results, path: Path) -> None:
+    """Replace (or insert, first after the intro) this section; keep every other one."""
+    section = render_doc_section(results)
+    if path.exists():
+        doc = path.read_text()
+    else:
+        doc = (
+            "# Benchmarks\n\nEach area records its figures here in its own section, with the "
+            "script that produced them (in `bench/`), the machine, and the same-run ratio "
+            "to its baseline. Timings are never asserted in tests.\n"
+        )
+    start = doc.find(SECTION + "\n")
+    if start >= 0:
+        end = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + section + ("\n" + doc[end + 1 :] if end >= 0 else "")
+    else:
+        first = doc.find("\n## ")
+        if first >= 0:
+            doc = doc[: first + 1] + section + "\n" + doc[first + 1 :]
+        else:
+            doc = doc.rstrip() + "\n\n" + section
+    path.write_text(doc)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -543,6 +601,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     p.add_argument("--plot", type=Path, help="also draw the PNG plot here (needs matplotlib)")
+    p.add_argument(
+        "--doc", type=Path, help="also write the section into this page (docs/benchmarks.md)"
+    )
     p.add_argument("--workdir", type=Path, help="where the SQLite files go (default: a temp dir)")
     return p.parse_args(argv)
 
@@ -619,6 +680,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.markdown.write_text(render_markdown(results) + "\n")
     if args.plot and not plot(results, args.plot):
         print("matplotlib not installed: no plot", file=sys.stderr)
+    if args.doc:
+        write_doc(results, args.doc)
     return 0
 
 
