@@ -450,8 +450,10 @@ class KafkaEventStore(EventStore):
             lock = self._locks[stream] = asyncio.Lock()
         async with lock:
             head = self._index.heads.get(stream)
-            if head is not None and head.partition in self._dirty_partitions:
-                await self._reconcile(head.partition)
+            home = head.partition if head is not None else self._partition_for(record_key(*stream))
+            if home in self._dirty_partitions:
+                # an earlier append to this partition failed: adopt what landed first
+                await self._reconcile(home)
                 head = self._index.heads.get(stream)
             stream, sealed, _ = prepare_append(
                 events,
@@ -469,7 +471,7 @@ class KafkaEventStore(EventStore):
                 size = len(rec.value)
                 if size > self.max_event_size:
                     raise EventTooLargeError(stream, event.sequence_id, size, self.max_event_size)
-            partition = head.partition if head is not None else self._partition_for(records[0].key)
+            partition = head.partition if head is not None else home
             metas = await self._produce(partition, records)
             if head is None:
                 head = self._index.heads.get(stream) or self._index.new_head(stream, partition)
@@ -479,7 +481,8 @@ class KafkaEventStore(EventStore):
                     self._index.advance(stream, head, event, meta.offset)
                 out.append(Recorded(kafka_position(partition, meta.offset), event))
             first, last = metas[0].offset, metas[-1].offset
-            if self._index.checkpoint.get(partition, 0) == first:
+            contiguous = last - first + 1 == len(metas)  # nobody else's records in between
+            if contiguous and self._index.checkpoint.get(partition, 0) == first:
                 self._index.checkpoint[partition] = last + 1
             if len(self._index.pending) >= FLUSH_ROWS:
                 await self._index.flush()
@@ -490,7 +493,7 @@ class KafkaEventStore(EventStore):
         assert producer is not None
         futures = []
         try:
-            async with asyncio.timeout(self.request_timeout_ms / 1000 + 5):
+            async with asyncio.timeout(self.request_timeout_ms / 1000 + 1):
                 for rec in records:
                     futures.append(
                         await producer.send(
