@@ -470,21 +470,48 @@ class OutboxRelay:
 
     async def _send_all(
         self, records: list[KafkaRecord]
-    ) -> tuple[list[asyncio.Future[Any]], BaseException | None]:
-        """Hand every record to the producer (one record batch per partition)."""
+    ) -> tuple[list[asyncio.Future[Any]], BaseException | None, int]:
+        """Hand the records to the producer as one record batch per partition.
+
+        A Kafka record batch is appended to its partition whole or not at all,
+        so a batch of the relay lands per partition all or nothing. Returns the
+        futures, the error if handing over failed, and how many records (a
+        prefix) were handed over.
+        """
         producer = self._producer
-        send = producer.send
         topic = self.topic
         partition_of = self._partitioner(producer)
         futures: list[asyncio.Future[Any]] = []
+        builders: dict[int, Any] = {}
+        sent = len(records)
+        for index, (key, value, headers) in enumerate(records):
+            partition = partition_of(key)
+            if partition is None:  # a custom partitioner decides: one send per record
+                return await self._send_each(records)
+            builder = builders.get(partition)
+            if builder is None:
+                builder = builders[partition] = producer.create_batch()
+            if builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                sent = index  # that partition's batch is full: the rest goes next time
+                break
+        try:
+            for partition, builder in builders.items():
+                futures.append(await producer.send_batch(builder, topic, partition=partition))
+        except _kafka_errors() as exc:
+            return futures, exc, sent
+        return futures, None, sent
+
+    async def _send_each(
+        self, records: list[KafkaRecord]
+    ) -> tuple[list[asyncio.Future[Any]], BaseException | None, int]:
+        send = self._producer.send
+        futures: list[asyncio.Future[Any]] = []
         try:
             for key, value, headers in records:
-                futures.append(
-                    await send(topic, value, key=key, headers=headers, partition=partition_of(key))
-                )
+                futures.append(await send(self.topic, value, key=key, headers=headers))
         except _kafka_errors() as exc:
-            return futures, exc
-        return futures, None
+            return futures, exc, len(records)
+        return futures, None, len(records)
 
     def _partitioner(self, producer: Any) -> Callable[[bytes], int | None]:
         """Kafka's default key partitioning (murmur2, as the Java client), cached per key.
@@ -541,7 +568,11 @@ class OutboxRelay:
             self._state = "idle"
             return 0
         self._state = "publishing"
-        futures, error = await self._send_all(records)
+        futures, error, sent = await self._send_all(records)
+        if sent < len(records):
+            for item in reversed(list(zip(recorded[sent:], records[sent:], strict=True))):
+                self._buffer.appendleft((item[0], item[1], _record_size(item[1])))
+            del recorded[sent:]
         # Read and encode the next batch while the broker acknowledges this one.
         read_ahead = asyncio.create_task(self._fill()) if error is None else None
         try:

@@ -233,18 +233,21 @@ class KafkaSubscription:
 
     # --- reading
 
+    def _skip_foreign(self, record: Any, exc: EncodingError) -> None:
+        self.foreign += 1
+        warnings.warn(
+            ForeignRecordWarning(
+                f"skipped a record that is not a statelog event at {record.topic}"
+                f"[{record.partition}]@{record.offset}: {exc}"
+            ),
+            stacklevel=4,
+        )
+
     def _decode(self, record: Any) -> Event | None:
         try:
             event = decode_record(record.key, record.value, record.headers)
         except EncodingError as exc:
-            self.foreign += 1
-            warnings.warn(
-                ForeignRecordWarning(
-                    f"skipped a record that is not a statelog event at {record.topic}"
-                    f"[{record.partition}]@{record.offset}: {exc}"
-                ),
-                stacklevel=3,
-            )
+            self._skip_foreign(record, exc)
             return None
         if self.dedup.seen(event):
             self.duplicates += 1
@@ -273,15 +276,26 @@ class KafkaSubscription:
         batch = await self._getmany()
         events: list[Event] = []
         offsets: dict[Any, int] = {}
-        decode = self._decode
         append = events.append
+        last = self.dedup.last
+        duplicates = 0
         for tp, records in batch.items():
-            for record in records:
-                event = decode(record)
-                if event is not None:
-                    append(event)
+            for record in records:  # the hot loop: decode_record and DedupIndex.seen inlined
+                try:
+                    event = decode_record(record.key, record.value, record.headers)
+                except EncodingError as exc:
+                    self._skip_foreign(record, exc)
+                    continue
+                stream = (event.partition_key, event.app_id)
+                seen = last.get(stream)
+                if seen is not None and event.sequence_id <= seen:
+                    duplicates += 1
+                    continue
+                last[stream] = event.sequence_id
+                append(event)
             if records:
                 offsets[tp] = records[-1].offset + 1
+        self.duplicates += duplicates
         return events, offsets
 
     async def batches(self) -> AsyncIterator[list[Event]]:
