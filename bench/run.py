@@ -534,6 +534,16 @@ SECTION = "## Side by side with peers"
 TEMPLATE = Path(__file__).resolve().parent / "sbs_section.md"
 
 
+def describe_sizes(z: dict[str, Any]) -> str:
+    slow = ", ".join(sorted(SLOW))
+    return (
+        f"{z['mem_steps']:,} steps in memory ({z['mem_steps'] // 5:,} for {slow}); "
+        f"{z['durable_steps']:,} durable steps ({z['durable_steps_slow']:,} for {slow}); "
+        f"{z['concurrent_apps']} apps x {z['concurrent_steps']} steps "
+        f"(x {max(3, z['concurrent_steps'] // 4) // 3 * 3} for {slow})"
+    )
+
+
 def render_doc_section(results: Results) -> str:
     """The ``## Side by side with peers`` section of docs/benchmarks.md, filled in."""
     m = results.machine
@@ -555,6 +565,7 @@ def render_doc_section(results: Results) -> str:
         "TABLE": render_markdown(results),
         "CONFIGS": render_configs(results),
         "REBUILD_LIMIT": f"{results.sizes['rebuild_limit']:,}",
+        "SIZES": describe_sizes(results.sizes),
     }
     text = TEMPLATE.read_text()
     for key, value in fields.items():
