@@ -120,7 +120,9 @@ def load_systems(names: Sequence[str]) -> dict[str, System | str]:
             if name == "statelog":
                 from bench.peers.statelog_sys import Statelog
 
-                out[name] = Statelog()
+                ours = Statelog()
+                ours.available()  # imports the whole tree now; a broken tree fails loudly
+                out[name] = ours
                 continue
             if name == "burr":
                 from bench.peers.burr_peer import Burr

@@ -47,16 +47,16 @@ def _builder(app_id: str) -> Any:
 
 async def _open(path: Path, synchronous: str = "NORMAL") -> tuple[Any, Any]:
     """The SQLite event store and snapshot store, on one file."""
-    from eventstore import SnapshotStore
-
-    try:
-        from eventstore import SQLiteEventStore
-    except ImportError:  # until the package re-exports it
-        from eventstore._sqlite import SQLiteEventStore
-
-    store = await SQLiteEventStore.open(path, synchronous=synchronous)
-    snapshots = await SnapshotStore.open(path, synchronous=synchronous)
+    event_store, snapshot_store = _open_classes()
+    store = await event_store.open(path, synchronous=synchronous)
+    snapshots = await snapshot_store.open(path, synchronous=synchronous)
     return store, snapshots
+
+
+def _open_classes() -> tuple[Any, Any]:
+    from eventstore import SnapshotStore, SQLiteEventStore
+
+    return SQLiteEventStore, SnapshotStore
 
 
 async def _close(*things: Any) -> None:
@@ -97,6 +97,15 @@ class Statelog(System):
             "NORMAL",
         ),
     }
+
+    def available(self) -> str | None:
+        # Import everything now: a run takes minutes, and the tree may change under it.
+        import engine  # noqa: F401
+        import eventstore  # noqa: F401
+        import projections  # noqa: F401
+
+        _open_classes()
+        return None
 
     def version(self) -> str:
         try:
