@@ -393,6 +393,7 @@ class Application:
             if not events:
                 return
             position, event_hash = -1, events[0].hash
+        located = await self._store.locate(self._partition_key, self._app_id, seq)
         await snapshots.save(
             Snapshot(
                 partition_key=self._partition_key,
@@ -401,6 +402,8 @@ class Application:
                 state=self._state.get_all(),
                 position=position,
                 event_hash=event_hash,
+                kafka_partition=None if located is None else located[0],
+                kafka_offset=None if located is None else located[1],
             )
         )
         self._snap_seq = seq

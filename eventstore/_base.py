@@ -131,8 +131,9 @@ class EventStore(ABC):
         last = events[-1].sequence_id if events else from_sequence - 1
         return fold(events, state), last
 
-    async def iter_all(self, *, from_position: int = 0, batch_size: int = 10_000
-                       ) -> AsyncIterator[list[Recorded]]:
+    async def iter_all(
+        self, *, from_position: int = 0, batch_size: int = 10_000
+    ) -> AsyncIterator[list[Recorded]]:
         """Page through ``read_all`` in batches (for offline rebuilds)."""
         position = from_position
         while True:
@@ -141,6 +142,16 @@ class EventStore(ABC):
                 return
             yield batch
             position = batch[-1].position + 1
+
+    async def locate(
+        self, partition_key: str, app_id: str, sequence_id: int
+    ) -> tuple[int, int] | None:
+        """Where the backend keeps one event in its own addressing, if it has one.
+
+        ``KafkaEventStore`` answers ``(kafka partition, offset)``, which a snapshot
+        records so a resume can seek straight there; other stores answer ``None``.
+        """
+        return None
 
     async def verify(
         self, partition_key: str | None = None, app_id: str | None = None

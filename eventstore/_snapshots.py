@@ -461,6 +461,20 @@ async def load_state(
         )
     state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
     start = snapshot.sequence_id + 1 if snapshot is not None else 0
+    if snapshot is not None and snapshot.kafka_offset is not None:
+        from ._kafka import KafkaEventStore
+
+        if isinstance(store, KafkaEventStore):
+            # Seek to the offset the snapshot recorded: the cost does not grow with the topic.
+            events = await store.read(
+                partition_key,
+                app_id,
+                from_sequence=start,
+                to_sequence=at_sequence,
+                from_offset=snapshot.kafka_offset + 1,
+            )
+            last = events[-1].sequence_id if events else start - 1
+            return fold(events, state), last
     if at_sequence is None:
         return await store.fold_stream(partition_key, app_id, from_sequence=start, state=state)
     if at_sequence < start:

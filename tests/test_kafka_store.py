@@ -545,12 +545,18 @@ async def test_resume_from_snapshot_and_seek_equals_the_sqlite_run(
             snap = await snapshots.load("tenant", "wf", store=store)
             assert snap is not None
             if isinstance(store, KafkaEventStore):
+                # the engine recorded where the snapshot's event sits on the topic
                 where = await store.locate("tenant", "wf", snap.sequence_id)
                 assert where is not None
+                assert (snap.kafka_partition, snap.kafka_offset) == where
                 tail = await store.read(
-                    "tenant", "wf", from_sequence=snap.sequence_id + 1, from_offset=where[1] + 1
+                    "tenant",
+                    "wf",
+                    from_sequence=snap.sequence_id + 1,
+                    from_offset=snap.kafka_offset + 1,
                 )
             else:
+                assert snap.kafka_offset is None and snap.kafka_partition is None
                 tail = await store.read("tenant", "wf", from_sequence=snap.sequence_id + 1)
             assert fold(tail, snap.state) == states[-1][0]
             assert await load_state(store, snapshots, "tenant", "wf") == (
