@@ -9,12 +9,12 @@ acknowledged every record of the batch. So:
   checkpoint write re-publishes that batch; consumers de-duplicate on
   ``(stream, sequence_id)`` (``KafkaSubscription`` does);
 * **no gaps** - the position never passes an unacknowledged event;
-* **per-stream order** - the key keeps a stream in one partition; one batch is
-  sent as one record batch per partition (``max_batch_bytes`` is below the
-  producer's batch size and nothing yields between the sends), and the next
-  batch starts only when the previous one is acknowledged, so a failure
-  can never leave a later event of a stream on the topic without the earlier
-  ones before it.
+* **per-stream order** - the key keeps a stream in one partition (Kafka's
+  default murmur2 partitioning, as the Java client); each batch is handed to
+  the producer as one explicit record batch per partition (``send_batch``),
+  which the broker appends whole or not at all, and the next batch starts only
+  when the previous one is acknowledged, so a failure can never leave a later
+  event of a stream on the topic without the earlier ones before it.
 
 While the broker is down the relay waits with bounded exponential backoff and
 the engine keeps appending to SQLite; when the broker is back the relay
@@ -169,7 +169,9 @@ class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
     state: RelayState
     position: int  # last acknowledged global position
     head: int  # last global position seen in the store
-    lag: int  # head - position: events committed locally, not yet acknowledged
+    lag: int  # head - position: events read from the log, not yet acknowledged
+    # (with a backlog longer than a batch, a lower bound until the relay reaches the
+    # head, unless the store has an async ``last_position()``)
     published: int  # records acknowledged by this relay since it started
     batches: int
     retries: int

@@ -87,6 +87,27 @@ async def test_clean_run_publishes_every_event_once_in_stream_order(kafka_bootst
         assert decode_record(record.key, record.value, record.headers) == event
 
 
+async def test_a_batch_larger_than_a_producer_batch_is_split_in_order(kafka_bootstrap, make_topic):
+    topic = await make_topic(partitions=2)
+    store = MemoryEventStore()
+    recorded = await append_workload(store, streams=5, events=12)
+    relay = OutboxRelay(
+        store,
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        batch_size=1000,
+        max_record_bytes=3000,
+        max_batch_bytes=100_000,
+        producer_options={"max_batch_size": 3000},  # a few records per record batch
+    )
+    async with relay:
+        status = await relay.run(until_caught_up=True)
+    assert status.position == len(recorded)
+    assert status.batches > 5
+    records = await read_topic(kafka_bootstrap, topic, expect=len(recorded))
+    _check_topic(records, recorded, exactly_once=True)
+
+
 async def test_relay_resumes_from_its_checkpoint_and_tails_new_events(kafka_bootstrap, make_topic):
     topic = await make_topic()
     store = MemoryEventStore()
