@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import sqlite3
+import time
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -155,6 +157,7 @@ class SQLiteEventStore(EventStore):
         self._closing = False
         self._changed: asyncio.Event | None = None
         self._gate: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop  # set by connect()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "new"
@@ -185,20 +188,37 @@ class SQLiteEventStore(EventStore):
         return await self.connect()
 
     async def _open_connection(self) -> None:
+        conn = aiosqlite.connect(self.path, isolation_level=None, timeout=self.busy_timeout)
         try:
-            conn = await aiosqlite.connect(
-                self.path, isolation_level=None, timeout=self.busy_timeout
-            )
+            await conn
         except (sqlite3.Error, ValueError) as exc:
+            # aiosqlite stops its thread without waiting; wait here, or the thread
+            # would report to this loop after it may have closed.
+            thread = getattr(conn, "_thread", None)
+            for _ in range(1000):
+                if thread is None or not thread.is_alive():
+                    break
+                await asyncio.sleep(0.002)
             raise translate_error(exc, self.path) from exc
         try:
-            self.codec = await prepare_schema(
-                conn,
-                self.path,
-                synchronous=self.synchronous,
-                busy_timeout=self.busy_timeout,
-                codec=self._codec_asked,
-            )
+            deadline = time.monotonic() + self.busy_timeout
+            for attempt in itertools.count(1):
+                try:
+                    self.codec = await prepare_schema(
+                        conn,
+                        self.path,
+                        synchronous=self.synchronous,
+                        busy_timeout=self.busy_timeout,
+                        codec=self._codec_asked,
+                    )
+                    break
+                except sqlite3.OperationalError as exc:
+                    # Processes opening a new file at once: switching it to WAL
+                    # can fail busy without waiting; try again for busy_timeout.
+                    busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(min(0.01 * attempt, 0.2))
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, StatelogError | asyncio.CancelledError):
@@ -209,6 +229,7 @@ class SQLiteEventStore(EventStore):
         self._conn = conn
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._start_writer()
 
     def _start_writer(self) -> None:
@@ -284,8 +305,9 @@ class SQLiteEventStore(EventStore):
             await self.connect()
         batch = list(events)
         head = None
-        if batch and isinstance(batch[0], Event):
-            head = self._heads.get(StreamId(batch[0].partition_key, batch[0].app_id))
+        if batch and isinstance(first := batch[0], Event):
+            # a plain tuple finds the StreamId key (same hash, equal) without building one
+            head = self._heads.get((first.partition_key, first.app_id))  # type: ignore[call-overload]
         head_hash = head.hash if head is not None and head.last == expected_sequence else ""
         stream, sealed, bodies = prepare_append(
             batch,
@@ -296,7 +318,7 @@ class SQLiteEventStore(EventStore):
             max_size=self.max_event_size,
         )
         self._check_open()
-        future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Recorded]] = self._loop.create_future()
         self._pending.append(
             _Request(stream, expected_sequence, batch, sealed, head_hash, bodies, future)
         )
@@ -320,7 +342,7 @@ class SQLiteEventStore(EventStore):
                 await self._commit_group(group)
             else:
                 # Others' appends ride along: our cancellation must not cancel them.
-                commit = asyncio.get_running_loop().create_task(self._commit_group(group))
+                commit = self._loop.create_task(self._commit_group(group))
                 try:
                     await asyncio.shield(commit)
                 except asyncio.CancelledError:

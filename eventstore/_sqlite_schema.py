@@ -118,7 +118,8 @@ async def prepare_schema(
             )
             await conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
             raise
     meta: dict[str, str] = {
         str(key): str(value)

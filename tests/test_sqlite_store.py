@@ -82,10 +82,16 @@ async def test_concurrent_connects_open_once(tmp_path: Path) -> None:
 async def test_a_store_dropped_open_warns(tmp_path: Path) -> None:
     store = await SQLiteEventStore.open(tmp_path / "log.db")
     await store.append([ev("a", 0)], expected_sequence=-1)
+    assert store._conn is not None
+    thread = store._conn._thread
     with pytest.warns(ResourceWarning):
         del store
         gc.collect()
-    await asyncio.sleep(0.05)  # let the writer task see the store is gone
+    for _ in range(500):  # the connection's thread stops (before this loop closes)
+        if not thread.is_alive():
+            break
+        await asyncio.sleep(0.01)
+    assert not thread.is_alive()
 
 
 def test_options_are_checked() -> None:
