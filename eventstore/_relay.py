@@ -367,9 +367,15 @@ class OutboxRelay:
             except _kafka_errors() as exc:
                 self._last_error = f"{type(exc).__name__}: {exc}"
                 if time.monotonic() >= deadline or self._stopping.is_set():
+                    hint = (
+                        " (enable_idempotence is on: not every broker supports the "
+                        "idempotent producer's InitProducerId)"
+                        if self.enable_idempotence
+                        else ""
+                    )
                     raise StoreUnavailableError(
                         f"cannot reach Kafka at {self.bootstrap_servers!r} (topic "
-                        f"{self.topic!r}) within {limit} s: {self._last_error}"
+                        f"{self.topic!r}) within {limit} s: {self._last_error}{hint}"
                     ) from exc
             attempt += 1
             self._retries += 1

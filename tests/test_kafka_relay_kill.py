@@ -133,3 +133,55 @@ async def test_relay_killed_at_random_moments_publishes_every_event(
             r.event for r in recorded if r.event.stream == stream
         ], f"seed {seed}"
     assert kills == 4
+
+
+async def test_relay_cli_stops_cleanly_on_sigterm_and_reports_status(
+    kafka_bootstrap, make_topic, tmp_path
+):
+    topic = await make_topic()
+    db = tmp_path / "log.db"
+    store = await SQLiteEventStore.open(db)
+    recorded = await append_workload(store, streams=3, events=10)
+    await store.aclose()
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    process = subprocess.Popen(
+        _relay_command(db, kafka_bootstrap, topic),
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        checkpoint = SQLiteRelayCheckpoint(db, topic)
+        while await checkpoint.load() < len(recorded):
+            assert time.monotonic() < deadline and process.poll() is None
+            await asyncio.sleep(0.1)
+        await checkpoint.aclose()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert f"stopped, position {len(recorded)}, lag 0" in err
+    status = subprocess.run(
+        [*_relay_command(db, kafka_bootstrap, topic), "--status"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"position {len(recorded)}, head {len(recorded)}, lag 0" in status.stdout
+    missing = subprocess.run(
+        [*_relay_command(tmp_path / "nope.db", kafka_bootstrap, topic)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and "no database" in missing.stderr
