@@ -6,9 +6,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from tests.kafka_broker import answers_metadata, create_topic
-
-pytestmark = pytest.mark.kafka
+import tests.kafka_broker as kb
+from tests.kafka_broker import BrokerStartError, answers_metadata, create_topic, docker_answers
 
 
 async def _roundtrip(bootstrap: str, topic: str, value: bytes) -> list[bytes]:
@@ -30,6 +29,7 @@ async def _roundtrip(bootstrap: str, topic: str, value: bytes) -> list[bytes]:
         await consumer.stop()
 
 
+@pytest.mark.kafka
 async def test_session_broker_answers_and_topics_are_explicit(kafka_bootstrap, make_topic):
     host, port = kafka_bootstrap.rsplit(":", 1)
     assert answers_metadata(host, int(port))
@@ -39,6 +39,7 @@ async def test_session_broker_answers_and_topics_are_explicit(kafka_bootstrap, m
     assert await _roundtrip(kafka_bootstrap, topic, b"hello") == [b"hello"]
 
 
+@pytest.mark.kafka
 async def test_restarted_broker_is_a_new_empty_broker(broker_factory, restartable_broker):
     topic = await create_topic(restartable_broker.bootstrap)
     assert await _roundtrip(restartable_broker.bootstrap, topic, b"one") == [b"one"]
@@ -48,3 +49,21 @@ async def test_restarted_broker_is_a_new_empty_broker(broker_factory, restartabl
     assert fresh.port == restartable_broker.port
     await create_topic(fresh.bootstrap, topic)
     assert await _roundtrip(fresh.bootstrap, topic, b"two") == [b"two"]
+
+
+def test_a_broker_that_cannot_start_fails_loudly_with_its_log(monkeypatch, tmp_path):
+    script = tmp_path / "broken-broker"
+    script.write_text("#!/bin/sh\necho 'cannot bind: permission denied'\nexit 3\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(kb, "tansu_binary", lambda: str(script))
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    assert not docker_answers()
+    with pytest.raises(BrokerStartError, match="exited with code 3") as caught:
+        kb._resolve_session_broker()
+    assert "no Kafka-protocol broker" in str(caught.value)
+    assert "cannot bind: permission denied" in str(caught.value)
+
+
+def test_nothing_listening_does_not_answer_metadata():
+    assert not answers_metadata("127.0.0.1", kb._free_port(), timeout=0.2)

@@ -17,6 +17,8 @@ from eventstore import (
     MemoryEventStore,
     MemoryRelayCheckpoint,
     OutboxRelay,
+    SQLiteEventStore,
+    SQLiteRelayCheckpoint,
     StoreUnavailableError,
     decode_record,
     record_key,
@@ -139,15 +141,18 @@ async def _until(predicate, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_broker_outage_relay_waits_then_publishes_everything_pending(broker_factory):
+async def test_broker_outage_relay_waits_then_publishes_everything_pending(
+    broker_factory, tmp_path
+):
     broker = broker_factory.start()
     topic = await create_topic(broker.bootstrap, partitions=2)
-    store = MemoryEventStore()
+    store = await SQLiteEventStore.open(tmp_path / "log.db")
     before = await append_workload(store, streams=4, events=5)
     relay = OutboxRelay(
         store,
         bootstrap_servers=broker.bootstrap,
         topic=topic,
+        checkpoint=SQLiteRelayCheckpoint(tmp_path / "log.db", topic),
         batch_size=20,
         request_timeout=2.0,
         backoff_initial=0.05,
@@ -171,6 +176,7 @@ async def test_broker_outage_relay_waits_then_publishes_everything_pending(broke
         relay.stop()
         await task
         await relay.aclose()
+        await store.aclose()
     assert relay.status().retries >= 1
     pending = [rec for rec in before + during if rec.position > acked_at_outage]
     records = await read_topic(fresh.bootstrap, topic, expect=len(pending))
