@@ -198,3 +198,8 @@ def test_garbage_never_crashes_decode(key, value):
     ]
     with pytest.raises(EncodingError):
         decode_record(key, value, headers)
+    # The layout encode_record writes (the fast path) refuses garbage the same way.
+    _, _, real = encode_record(golden_event())
+    for codec_headers in (real, encode_record(golden_event(), MSGPACK).headers):
+        with pytest.raises(EncodingError):
+            decode_record(key, value, tuple(codec_headers))
