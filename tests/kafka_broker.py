@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,7 +272,12 @@ def _resolve_session_broker() -> tuple[str, Callable[[], None]]:
     reasons = []
     if docker_answers():
         try:
-            from testcontainers.kafka import KafkaContainer
+            with warnings.catch_warnings():  # testcontainers.kafka warns it moved
+                warnings.simplefilter("ignore", DeprecationWarning)
+                try:
+                    from testcontainers.community.kafka import KafkaContainer
+                except ImportError:
+                    from testcontainers.kafka import KafkaContainer
 
             container = KafkaContainer().with_kraft()
             container.start()
