@@ -157,6 +157,7 @@ class SQLiteEventStore(EventStore):
         self._closing = False
         self._changed: asyncio.Event | None = None
         self._gate: asyncio.Event | None = None
+        self._subscribers = 0
         self._loop: asyncio.AbstractEventLoop  # set by connect()
 
     def __repr__(self) -> str:
@@ -254,7 +255,7 @@ class SQLiteEventStore(EventStore):
         self._closed = True
         self._fail_pending(StoreClosedError(f"{self!r} closed before the append was written"))
         if self._changed is not None:
-            self._changed.set()
+            self._changed.set()  # subscribers wake and raise StoreClosedError
         conn, self._conn = self._conn, None
         if conn is not None:
             await conn.close()
@@ -318,6 +319,15 @@ class SQLiteEventStore(EventStore):
             max_size=self.max_event_size,
         )
         self._check_open()
+        if (
+            not self._writing
+            and not self._crowded
+            and head is not None
+            and head.db_id is not None
+            and head.last == expected_sequence
+            and len(sealed) <= _ROWS_PER_STATEMENT
+        ):
+            return await self._append_alone(stream, head, sealed, bodies)
         future: asyncio.Future[list[Recorded]] = self._loop.create_future()
         self._pending.append(
             _Request(stream, expected_sequence, batch, sealed, head_hash, bodies, future)
@@ -350,15 +360,58 @@ class SQLiteEventStore(EventStore):
                         self._in_flight = commit  # the writer task waits for it first
                     raise
         finally:
-            self._inline = False
-            if self._pending or self._closing or self._in_flight is not None:
-                assert self._wake is not None
-                if self._writer is None or self._writer.done():
-                    self._start_writer()  # it was cancelled from outside
-                self._wake.set()  # the writer task takes over and clears _writing
-            else:
-                self._writing = False
+            self._end_inline()
         return future.result()
+
+    async def _append_alone(
+        self, stream: StreamId, head: _Head, sealed: list[Event], bodies: list[bytes]
+    ) -> list[Recorded]:
+        """The common case, lean: nobody writing, the head known and as expected.
+
+        One statement, no queue, no future; the same checks as a group.
+        """
+        self._writing = self._inline = True
+        try:
+            params: list[Any] = []
+            db_id = head.db_id
+            for event, body in zip(sealed, bodies, strict=True):
+                params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+            try:
+                last_position = await self._write(_insert_sql(len(sealed)), params)
+            except ConcurrencyError as exc:  # another process wrote: say how far
+                await self._load_heads([stream])
+                expected = sealed[0].sequence_id - 1
+                raise ConcurrencyError(stream, expected, self._heads[stream].last) from exc
+            except BaseException:
+                self._heads.pop(stream, None)  # the rows may or may not be in
+                raise
+            position = last_position - len(sealed) + 1
+            recorded = [Recorded(position + i, event) for i, event in enumerate(sealed)]
+            head.last = sealed[-1].sequence_id
+            head.hash = sealed[-1].hash
+            self._notify()
+            return recorded
+        finally:
+            self._end_inline()
+
+    def _end_inline(self) -> None:
+        """A caller finished committing: hand what queued meanwhile to the writer task."""
+        self._inline = False
+        if self._pending or self._closing or self._in_flight is not None:
+            assert self._wake is not None
+            if self._writer is None or self._writer.done():
+                self._start_writer()  # it was cancelled from outside
+            self._wake.set()  # the writer task takes over and clears _writing
+        else:
+            self._writing = False
+
+    def _notify(self) -> None:
+        """Wake this store's subscribers (if any) after a commit."""
+        if self._subscribers:
+            changed = self._changed
+            if changed is not None:
+                self._changed = asyncio.Event()
+                changed.set()
 
     def _fail_pending(self, error: StoreError) -> None:
         while self._pending:
@@ -589,10 +642,7 @@ class SQLiteEventStore(EventStore):
             head.hash = last.hash
             if not request.future.done():
                 request.future.set_result(recorded)
-        changed = self._changed
-        if changed is not None:
-            self._changed = asyncio.Event()
-            changed.set()
+        self._notify()
 
     # ------------------------------------------------------------------ reading
 
@@ -691,20 +741,24 @@ class SQLiteEventStore(EventStore):
         """
         position = max(from_position, 1)
         page = 1000
-        while True:
-            await self._connected()
-            changed = self._changed
-            batch = await self.read_all(from_position=position, limit=page)
-            for record in batch:
-                yield record
-            if batch:
-                position = batch[-1].position + 1
-                if len(batch) == page:
-                    continue
-            self._check_open()
-            if changed is not None and not changed.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), poll_interval)
+        self._subscribers += 1
+        try:
+            while True:
+                await self._connected()
+                changed = self._changed
+                batch = await self.read_all(from_position=position, limit=page)
+                for record in batch:
+                    yield record
+                if batch:
+                    position = batch[-1].position + 1
+                    if len(batch) == page:
+                        continue
+                self._check_open()
+                if changed is not None and not changed.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), poll_interval)
+        finally:
+            self._subscribers -= 1
 
     async def fold_stream(
         self,
