@@ -27,10 +27,13 @@ the report as a section.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -137,6 +140,17 @@ def tansu_binary() -> str:
     return binary
 
 
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM the broker if the test process dies.
+
+    So a pytest killed by a timeout leaves no broker behind.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 @dataclass
 class TansuBroker:
     """One Tansu broker process on loopback, in-memory storage, its log in a file."""
@@ -175,6 +189,7 @@ class TansuBroker:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
