@@ -84,6 +84,10 @@ class RelayCheckpoint(ABC):
     @abstractmethod
     async def save(self, position: int) -> None: ...
 
+    async def log_head(self) -> int | None:
+        """The last global position of the log, if this checkpoint can see it."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         pass
 
@@ -153,6 +157,16 @@ class SQLiteRelayCheckpoint(RelayCheckpoint):
         )
         await db.commit()
 
+    async def log_head(self) -> int | None:
+        """``MAX(position)`` of the SQLite store's ``events`` table in the same file."""
+        db = await self._conn()
+        try:
+            async with db.execute("SELECT MAX(position) FROM events") as cursor:
+                row = await cursor.fetchone()
+        except Exception:  # not a SQLiteEventStore file (or another layout): unknown
+            return None
+        return int(row[0]) if row and row[0] is not None else 0
+
     async def aclose(self) -> None:
         db, self._db = self._db, None
         if db is not None:
@@ -169,9 +183,9 @@ class RelayStatus(msgspec.Struct, frozen=True, kw_only=True):
     state: RelayState
     position: int  # last acknowledged global position
     head: int  # last global position seen in the store
-    lag: int  # head - position: events read from the log, not yet acknowledged
-    # (with a backlog longer than a batch, a lower bound until the relay reaches the
-    # head, unless the store has an async ``last_position()``)
+    lag: int  # head - position: events committed locally, not yet acknowledged
+    # (head comes from the store's async ``last_position()`` if it has one, else from
+    # the SQLite checkpoint's file; with neither, it is the last position read)
     published: int  # records acknowledged by this relay since it started
     batches: int
     retries: int
@@ -594,6 +608,7 @@ class OutboxRelay:
             raise
         position = recorded[-1].position
         await self.checkpoint.save(position)
+        await self._refresh_head()
         self._position = position
         self._published += len(recorded)
         self._batches += 1
@@ -610,10 +625,15 @@ class OutboxRelay:
         return len(recorded)
 
     async def _refresh_head(self) -> None:
-        last_position = getattr(self.store, "last_position", None)
-        if callable(last_position):
-            with contextlib.suppress(Exception):
-                self._head = max(self._head, int(await last_position()))
+        """Learn the log's last position, for ``lag``: from the store if it can say
+        (an async ``last_position()``), else from the checkpoint's view of the file."""
+        with contextlib.suppress(Exception):
+            last_position = getattr(self.store, "last_position", None)
+            head = await last_position() if callable(last_position) else None
+            if head is None:
+                head = await self.checkpoint.log_head()
+            if head is not None:
+                self._head = max(self._head, int(head))
 
     async def run(self, *, until_caught_up: bool = False) -> RelayStatus:
         """Publish until ``stop()`` (or until nothing is pending); return the final status."""
@@ -651,6 +671,7 @@ class OutboxRelay:
                     delay,
                 )
                 await self._drop_producer()
+                await self._refresh_head()
                 await self._sleep(delay)
                 continue
             attempt = 0

@@ -95,7 +95,9 @@ async def _run_relay(args: argparse.Namespace) -> int:
     try:
         if args.status:
             position = await checkpoint.load()
-            head = await _head(store)
+            head = await checkpoint.log_head()
+            if head is None:
+                head = await _head(store)
             print(f"topic {args.topic}: position {position}, head {head}, lag {head - position}")
             return 0
         relay = OutboxRelay(
