@@ -14,12 +14,13 @@ File layout (format version 1)::
 the arbiter between writers, in this process or another: an append whose
 sequence ids are taken fails as a whole with ``ConcurrencyError``.
 
-Writes go through one writer task per store. Appends that arrive while a
-write is in flight are coalesced into the next group and written with one
-multi-row ``INSERT`` in autocommit mode: one statement is one atomic
-transaction and costs one thread hop of aiosqlite (the hop, ~30-150 us, costs
-more than the commit itself). Every caller awaits its own future, resolved
-when its rows are committed. If a grouped statement fails on a conflict, the
+One writer at a time: when the store is idle, a caller commits its own append
+right away (one statement, no task switch); appends that arrive while a write
+is in flight are coalesced by the writer task into the next group and written
+with one multi-row ``INSERT`` in autocommit mode: one statement is one atomic
+transaction and costs one thread hop of aiosqlite (the hop, ~30-300 us here,
+costs more than the commit itself). Every caller awaits its own future,
+resolved when its rows are committed. If a grouped statement fails on a conflict, the
 group is retried one append at a time so only the writer that is behind gets
 ``ConcurrencyError``.
 
