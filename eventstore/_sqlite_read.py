@@ -77,6 +77,12 @@ class SQLiteReads:
         value = rows[0][0] if rows else None
         return -1 if value is None else int(value)
 
+    async def last_position(self) -> int:
+        """The position of the last committed event, ``0`` for an empty log."""
+        rows = await self._q("SELECT MAX(position) FROM events")
+        value = rows[0][0] if rows else None
+        return 0 if value is None else int(value)
+
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
         where = "" if partition_key is None else "WHERE s.partition_key = ? "
         rows = await self._q(

@@ -290,3 +290,11 @@ async def test_a_cancelled_writer_task_is_restarted(tmp_path: Path) -> None:
             last = await store.last_sequence(PK, f"s{i}")
             await store.append([ev(f"s{i}", last + 1)], expected_sequence=last)
         assert await store.verify() is None
+
+
+async def test_last_position(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "log.db") as store:
+        assert await store.last_position() == 0
+        await store.append([ev("a", 0), ev("a", 1)], expected_sequence=-1)
+        await store.append([ev("b", 0)], expected_sequence=-1)
+        assert await store.last_position() == 3
