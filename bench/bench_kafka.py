@@ -12,7 +12,7 @@ Measured, interleaved run by run (median of ``--runs``):
   ``gather`` of the futures; 200-byte values.
 * relay: ``OutboxRelay.run(until_caught_up=True)`` over a SQLite log holding
   the same number of events (reading the log, encoding records, sending,
-  acknowledging, storing its position per batch).
+  acknowledging, storing its position per batch in the same SQLite file).
 * raw getmany: ``AIOKafkaConsumer.getmany`` over the relay's topic (the same
   records the subscription reads), assigned partitions, no decode.
 * subscription: ``KafkaSubscription.batches()`` over the same topic: decode
@@ -43,9 +43,9 @@ from aiokafka.structs import TopicPartition  # noqa: E402
 from eventstore import (  # noqa: E402
     Event,
     KafkaSubscription,
-    MemoryRelayCheckpoint,
     OutboxRelay,
     SQLiteEventStore,
+    SQLiteRelayCheckpoint,
     encode_record,
 )
 from tests.kafka_broker import FAST_GROUP, create_topic, start_tansu  # noqa: E402
@@ -95,7 +95,10 @@ async def raw_producer(bootstrap: str, topic: str, count: int, size: int = 200) 
 async def relay_run(bootstrap: str, topic: str, db: Path, count: int) -> float:
     store = await SQLiteEventStore.open(db)
     relay = OutboxRelay(
-        store, bootstrap_servers=bootstrap, topic=topic, checkpoint=MemoryRelayCheckpoint()
+        store,
+        bootstrap_servers=bootstrap,
+        topic=topic,
+        checkpoint=SQLiteRelayCheckpoint(db, topic),  # as `statelog relay` runs it
     )
     try:
         await relay.start()
