@@ -279,6 +279,27 @@ class Application:
                 exception=cause,
             )
 
+    async def _steps(
+        self,
+        halt_before: Collection[str],
+        halt_after: Collection[str],
+        inputs: Mapping[str, Any] | None,
+    ) -> AsyncGenerator[tuple[str, Event, Any], None]:
+        """The one run loop: step until a halt or a terminal action; snapshot at the end."""
+        self._check_halts(halt_before, halt_after)
+        step = self._step
+        while True:
+            position = self._position
+            if position is None or position in halt_before:
+                break
+            done = await step(inputs)
+            if done is None:
+                break
+            yield position, done[0], done[1]
+            if position in halt_after:
+                break
+        await self._maybe_snapshot(halted=True)
+
     async def aiterate(
         self,
         *,
@@ -287,18 +308,8 @@ class Application:
         inputs: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StepResult, None]:
         """Step until a halt condition or a terminal action, yielding each step."""
-        self._check_halts(halt_before, halt_after)
-        while True:
-            position = self._position
-            if position is None or position in halt_before:
-                break
-            done = await self._step(inputs)
-            if done is None:
-                break
-            yield StepResult(position, done[1], self._state)
-            if position in halt_after:
-                break
-        await self._maybe_snapshot(halted=True)
+        async for position, _, result in self._steps(halt_before, halt_after, inputs):
+            yield StepResult(position, result, self._state)
 
     async def arun(
         self,
@@ -312,22 +323,10 @@ class Application:
         ``inputs`` are given to every step (as in Burr). With neither halt set,
         the app runs until an action with no way out.
         """
-        self._check_halts(halt_before, halt_after)
-        last_action: str | None = None
-        last_result: Any = None
-        step = self._step
-        while True:
-            position = self._position
-            if position is None or position in halt_before:
-                break
-            done = await step(inputs)
-            if done is None:
-                break
-            last_action, last_result = position, done[1]
-            if position in halt_after:
-                break
-        await self._maybe_snapshot(halted=True)
-        return StepResult(last_action, last_result, self._state)
+        last: tuple[str | None, Any] = (None, None)
+        async for position, _, result in self._steps(halt_before, halt_after, inputs):
+            last = (position, result)
+        return StepResult(last[0], last[1], self._state)
 
     async def astream(
         self,
@@ -337,18 +336,8 @@ class Application:
         inputs: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Like ``aiterate``, but yield each step's event as written (for progress, UIs)."""
-        self._check_halts(halt_before, halt_after)
-        while True:
-            position = self._position
-            if position is None or position in halt_before:
-                break
-            done = await self._step(inputs)
-            if done is None:
-                break
-            yield done[0]
-            if position in halt_after:
-                break
-        await self._maybe_snapshot(halted=True)
+        async for _, event, _ in self._steps(halt_before, halt_after, inputs):
+            yield event
 
     def _check_halts(self, halt_before: Collection[str], halt_after: Collection[str]) -> None:
         if isinstance(halt_before, str) or isinstance(halt_after, str):
