@@ -300,7 +300,7 @@ async def main(args: argparse.Namespace) -> None:
 
     print(f"\n== rebuild audit_trail from a {args.events:,}-event SQLite log", flush=True)
     raw_n, raw_s = await raw_sqlite(log, args.batch_size)
-    source = StoreSource(await SQLiteEventStore.open(log), owned=True, uri=f"sqlite:{log}")
+    source = StoreSource(await SQLiteEventStore.open(log), owned=True)
     try:
         n, built_s = await rebuild(source, workdir / "rm-sqlite.db", args.batch_size)
     finally:

@@ -247,15 +247,14 @@ class ProjectionRunner:
         )
 
     def _wanted(self, items: Sequence[Item]) -> list[Recorded]:
-        kinds = self._kinds
-        records = []
         for item in items:
-            event = item.record.event
-            if event.schema_version > SCHEMA_VERSION:
-                raise SchemaVersionError(event.schema_version, SCHEMA_VERSION)
-            if kinds is None or event.kind in kinds:
-                records.append(item.record)
-        return records
+            version = item.record.event.schema_version
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(version, SCHEMA_VERSION)
+        kinds = self._kinds
+        if kinds is None:
+            return [item.record for item in items]
+        return [item.record for item in items if item.record.event.kind in kinds]
 
     async def _apply(self, generation: int, items: Sequence[Item]) -> None:
         if not items:

@@ -61,7 +61,9 @@ class Source(ABC):
 class StoreSource(Source):
     """Any ``EventStore``: pages ``iter_all`` to catch up, then tails ``subscribe``.
 
-    ``owned=True`` closes the store with the source.
+    ``owned=True`` closes the store with the source. A ``SQLiteEventStore`` is
+    named ``sqlite:<real path>`` (the same as ``open_source`` names it), so a
+    read model built from one can be followed live from the other.
     """
 
     def __init__(
@@ -75,6 +77,12 @@ class StoreSource(Source):
     ) -> None:
         self.store = store
         self.head = head
+        path = getattr(store, "path", None)
+        if isinstance(path, str) and path != ":memory:":
+            # A SQLite log is named by its real path, however it was opened.
+            uri = uri or f"sqlite:{os.path.realpath(path)}"
+            if head is None:
+                self.head = _sqlite_head(path)
         self.uri = uri or f"store:{type(store).__name__}"
         self.owned = owned
         self.poll_interval = poll_interval
@@ -223,8 +231,7 @@ async def open_source(uri: str, **options: Any) -> Source:
         from eventstore import SQLiteEventStore
 
         store = await SQLiteEventStore.open(path)
-        resolved = await asyncio.to_thread(os.path.realpath, path)
-        return StoreSource(store, uri=f"sqlite:{resolved}", owned=True, head=_sqlite_head(path))
+        return StoreSource(store, owned=True)
     if uri.startswith("file:"):
         return FileSource(uri.removeprefix("file:"))
     if uri.startswith("kafka://"):

@@ -35,7 +35,7 @@ NAMES = sorted(BUILTIN_PROJECTIONS)
 async def open_store(directory: Path) -> tuple[EventStore, Source]:
     """A real SQLite log in ``directory`` and a source over it."""
     store = await SQLiteEventStore.open(directory / "log.db")
-    return store, StoreSource(store, uri=f"sqlite:{directory / 'log.db'}")
+    return store, StoreSource(store)
 
 
 async def live_then_append(
