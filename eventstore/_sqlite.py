@@ -73,6 +73,7 @@ from ._errors import (
 from ._event import Event, Recorded, StreamId
 from ._sqlite_read import SQLiteReads
 from ._sqlite_schema import Synchronous, prepare_schema, translate_error
+from ._sqlite_write import SQLiteWrites, open_direct
 
 __all__ = ["SQLiteEventStore"]
 
@@ -83,9 +84,6 @@ _GROUP_EVENTS = 4 * _ROWS_PER_STATEMENT
 _ROW_SQL: dict[int, str] = {}
 #: Inline commits in a row before the committing caller yields to the loop once.
 _STREAK = 16
-#: Estimated WAL pages written inline before a PASSIVE checkpoint on the thread.
-_CHECKPOINT_PAGES = 1000
-_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _insert_sql(rows: int) -> str:
@@ -133,7 +131,7 @@ class _Request:
         self.future = future
 
 
-class SQLiteEventStore(SQLiteReads, EventStore):
+class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
     """An event store in one SQLite file (WAL), safe across tasks and processes.
 
     ``synchronous="NORMAL"`` (the default) survives a process crash and loses
@@ -258,7 +256,7 @@ class SQLiteEventStore(SQLiteReads, EventStore):
                         raise
                     await asyncio.sleep(min(0.01 * attempt, 0.2))
             if self.synchronous == "NORMAL":
-                self._direct = await asyncio.to_thread(_open_direct, self.path)
+                self._direct = await asyncio.to_thread(open_direct, self.path)
         except BaseException as exc:
             await conn.close()
             if isinstance(exc, StatelogError | asyncio.CancelledError):
@@ -652,92 +650,6 @@ class SQLiteEventStore(SQLiteReads, EventStore):
         else:
             self._resolve([request], last_position)
 
-    async def _write(self, sql: str, params: list[Any]) -> int:
-        """One atomic write statement in one hop; return the last rowid it inserted.
-
-        A UNIQUE conflict becomes ``ConcurrencyError`` (the caller names it).
-        Rows are not fetched back with ``RETURNING``: each fetched row would
-        cost the worker thread another round for the GIL.
-        """
-        direct = self._direct
-        if direct is not None and self._gate is None:
-            if self._checkpoint_due:
-                await self._run_checkpoint()
-            try:
-                cursor = direct.execute(sql, params)
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" in str(exc):
-                    raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
-                raise translate_error(exc, self.path) from exc
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES:
-                    raise translate_error(exc, self.path) from exc
-                self.busy_fallbacks += 1  # nothing written: wait on the thread
-            except (sqlite3.Error, ValueError) as exc:
-                raise translate_error(exc, self.path) from exc
-            else:
-                self._committed_inline(2 + len(params) // 64)
-                return cursor.lastrowid or 0
-        conn = self._conn
-        if conn is None:
-            conn = await self._connected()
-        try:
-            done = await conn.execute(sql, params)
-            self.thread_commits += 1
-            return done.lastrowid or 0
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" in str(exc):
-                raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
-            raise translate_error(exc, self.path) from exc
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_error(exc, self.path) from exc
-
-    def _inline_rows(self, sql: str, params: list[Any]) -> list[Any] | None:
-        """Run a write statement that returns rows inline; ``None``: use the thread."""
-        direct = self._direct
-        if direct is None or self._gate is not None:
-            return None
-        try:
-            rows = direct.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES:
-                raise translate_error(exc, self.path) from exc
-            self.busy_fallbacks += 1
-            return None
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_error(exc, self.path) from exc
-        self._committed_inline(2 + len(rows) // 32)
-        return rows
-
-    def _committed_inline(self, pages: int) -> None:
-        """Count an inline commit; past ~1000 WAL pages, the next write checkpoints."""
-        self.inline_commits += 1
-        self._wal_pages += pages
-        if self._wal_pages >= _CHECKPOINT_PAGES:
-            self._checkpoint_due = True
-
-    async def _run_checkpoint(self) -> None:
-        """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread, never on the loop.
-
-        The inline connection has ``wal_autocheckpoint=0``, so no inline commit
-        pays for a checkpoint. The writer that finds one due runs it before its
-        own statement, holding the store's write turn: this store writes nothing
-        meanwhile, so the checkpoint can copy the whole WAL and the next commit
-        starts it over from the beginning (the file stays bounded). PASSIVE
-        neither waits for nor blocks other processes; frames a reader still
-        needs are left for the next one.
-        """
-        self._checkpoint_due = False
-        self._wal_pages = 0
-        conn = self._conn
-        if conn is None:
-            return
-        try:
-            await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (sqlite3.Error, ValueError):
-            return  # the next threshold tries again; a real fault shows on the write
-        self.checkpoints += 1
-
     async def _refuse(self, request: _Request) -> None:
         """The file has rows where ``request`` wanted to write: tell its caller."""
         await self._load_heads([request.stream])
@@ -841,27 +753,3 @@ async def _write_groups(ref: weakref.ref[SQLiteEventStore], wake: asyncio.Event)
         if group:
             await store._commit_group(group)
         del store
-
-
-def _open_direct(path: str) -> sqlite3.Connection | None:
-    """The inline path's connection: never waits for a lock, never checkpoints.
-
-    ``busy_timeout=0``: a write lock held elsewhere raises ``SQLITE_BUSY`` at
-    once and the store falls back to aiosqlite's thread, which waits. ``None``
-    if the file is not in WAL mode (then every write uses the thread).
-    """
-    try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
-    except sqlite3.Error:
-        return None
-    try:
-        db.execute("PRAGMA busy_timeout=0")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        mode = db.execute("PRAGMA journal_mode").fetchone()
-        if mode is not None and str(mode[0]).lower() == "wal":
-            return db
-    except sqlite3.Error:
-        pass
-    db.close()
-    return None
