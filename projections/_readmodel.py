@@ -66,7 +66,12 @@ class ReadModel:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, projection: str = "", busy_timeout: float = 30.0
+        cls,
+        path: str | Path,
+        *,
+        projection: str = "",
+        busy_timeout: float = 30.0,
+        cache_mib: int = 32,
     ) -> Self:
         """Open (or create) the read-model file; ``ProjectionError`` if it cannot be written."""
         path = Path(path)
@@ -86,6 +91,9 @@ class ReadModel:
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute("PRAGMA synchronous = NORMAL")
+            # Room for the B-trees a bulk load touches, and sorts for index builds.
+            await db.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
+            await db.execute("PRAGMA temp_store = MEMORY")
         except BaseException:
             await db.close()
             raise
