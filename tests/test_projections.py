@@ -384,3 +384,30 @@ async def test_a_projection_without_a_name() -> None:
 
     with pytest.raises(ProjectionError, match="needs a name"):
         ProjectionRunner(Nameless(), "x.db")
+
+
+async def test_a_future_event_in_a_sqlite_log(tmp_path: Path) -> None:
+    import msgspec
+
+    from eventstore import SQLiteEventStore
+
+    log = tmp_path / "log.db"
+    async with await SQLiteEventStore.open(log) as store:
+        await append_simple(store, streams=2, per_stream=10, batch=5)
+    db = sqlite3.connect(log)
+    try:
+        (body,) = db.execute("SELECT body FROM events WHERE position = 7").fetchone()
+        raw = msgspec.msgpack.decode(bytes(body))  # the store's default codec
+        raw["v"] = 99
+        db.execute("UPDATE events SET body = ? WHERE position = 7", (msgspec.msgpack.encode(raw),))
+        db.commit()
+    finally:
+        db.close()
+    source = await open_source(f"sqlite:{log}")
+    try:
+        async with ProjectionRunner(SeenProjection(), tmp_path / "rm.db", batch_size=3) as runner:
+            with pytest.raises(SchemaVersionError):
+                await runner.rebuild(source)
+            assert runner.checkpoint.position == 6
+    finally:
+        await source.aclose()
