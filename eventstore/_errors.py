@@ -175,7 +175,12 @@ class UsageError(StatelogError, RuntimeError):
 
 
 class ProjectionError(StatelogError):
-    """A projection handler failed; the checkpoint did not advance."""
+    """A projection could not run.
+
+    Its handler failed (``stream``/``sequence_id`` name the event; the
+    checkpoint did not advance), its name is unknown, or its read model cannot
+    be opened or written (``position`` is then ``None``).
+    """
 
     def __init__(
         self,
