@@ -73,7 +73,7 @@ from ._errors import (
 from ._event import Event, Recorded, StreamId
 from ._sqlite_read import SQLiteReads
 from ._sqlite_schema import Synchronous, prepare_schema, translate_error
-from ._sqlite_write import SQLiteWrites, open_direct
+from ._sqlite_write import WAL_LIMIT, SQLiteWrites, open_direct
 
 __all__ = ["SQLiteEventStore"]
 
@@ -183,7 +183,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         self._loop: asyncio.AbstractEventLoop  # set by connect()
         # The inline path: a stdlib connection used on the loop thread (NORMAL only).
         self._direct: sqlite3.Connection | None = None
-        self._wal_pages = 0  # estimated pages written inline since the last checkpoint
+        self._wal_pages = 0  # pages (estimated) written inline since the WAL's size was read
         self._checkpoint_due = False  # the next write checkpoints on the thread first
         self._streak = 0  # inline commits since the committing caller last yielded
         #: Write statements committed on the loop thread (the inline path).
@@ -255,6 +255,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                     if not busy or time.monotonic() > deadline:
                         raise
                     await asyncio.sleep(min(0.01 * attempt, 0.2))
+            await conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
             if self.synchronous == "NORMAL":
                 self._direct = await asyncio.to_thread(open_direct, self.path)
         except BaseException as exc:
@@ -667,11 +668,16 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         position = last_position - sum(len(r.sealed) for r in chunk) + 1
         for request in chunk:
             head = self._heads[request.stream]
-            recorded = []
-            for event in request.sealed:
-                recorded.append(Recorded(position, event))
+            sealed = request.sealed
+            if len(sealed) == 1:
+                recorded = [Recorded(position, sealed[0])]
                 position += 1
-            last = request.sealed[-1]
+            else:
+                recorded = []
+                for event in sealed:
+                    recorded.append(Recorded(position, event))
+                    position += 1
+            last = sealed[-1]
             head.last = last.sequence_id
             head.hash = last.hash
             if not request.future.done():

@@ -8,13 +8,16 @@ elsewhere raises ``SQLITE_BUSY`` at once (``busy_timeout=0``), nothing is
 written, and the statement runs on aiosqlite's thread instead, which waits up
 to the store's ``busy_timeout``. It never checkpoints
 (``wal_autocheckpoint=0``): after ~1000 WAL pages the next write runs a
-PASSIVE checkpoint on aiosqlite's thread first. With ``FULL`` there is no
+PASSIVE checkpoint on aiosqlite's thread first (the ``-wal`` file's size is
+looked at every ~256 pages written; ``journal_size_limit`` cuts a restarted
+WAL back, so that size is what the WAL holds). With ``FULL`` there is no
 inline connection. See the store's module docstring for the whole picture.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from typing import Any
 
@@ -24,10 +27,15 @@ from ._errors import ConcurrencyError
 from ._event import StreamId
 from ._sqlite_schema import translate_error
 
-__all__ = ["SQLiteWrites", "open_direct"]
+__all__ = ["WAL_LIMIT", "SQLiteWrites", "open_direct"]
 
-#: Estimated WAL pages written inline before a PASSIVE checkpoint on the thread.
-_CHECKPOINT_PAGES = 1000
+#: WAL size (bytes, ~1000 pages of 4 KiB) past which the next write checkpoints;
+#: also each connection's ``journal_size_limit``, so a restarted WAL is cut back
+#: to it and the file's size tells how much the WAL holds.
+WAL_LIMIT = 4 * 1024 * 1024
+#: Look at the ``-wal`` file's size after about this many pages written inline
+#: (counted generously: one per commit plus one per row).
+_STAT_EVERY = 256
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
@@ -72,7 +80,7 @@ class SQLiteWrites:
             except (sqlite3.Error, ValueError) as exc:
                 raise translate_error(exc, self.path) from exc
             else:
-                self._committed_inline(2 + len(params) // 64)
+                self._committed_inline(1 + len(params) // 4)
                 return cursor.lastrowid or 0
         conn = self._conn
         if conn is None:
@@ -102,15 +110,21 @@ class SQLiteWrites:
             return None
         except (sqlite3.Error, ValueError) as exc:
             raise translate_error(exc, self.path) from exc
-        self._committed_inline(2 + len(rows) // 32)
+        self._committed_inline(1 + len(rows))
         return rows
 
     def _committed_inline(self, pages: int) -> None:
-        """Count an inline commit; past ~1000 WAL pages, the next write checkpoints."""
+        """Count an inline commit; past ``WAL_LIMIT`` bytes, the next write checkpoints."""
         self.inline_commits += 1
         self._wal_pages += pages
-        if self._wal_pages >= _CHECKPOINT_PAGES:
-            self._checkpoint_due = True
+        if self._wal_pages >= _STAT_EVERY:
+            self._wal_pages = 0
+            try:
+                size = os.stat(self.path + "-wal").st_size
+            except OSError:
+                size = 0
+            if size > WAL_LIMIT:
+                self._checkpoint_due = True
 
     async def _run_checkpoint(self) -> None:
         """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread, never on the loop.
@@ -150,6 +164,7 @@ def open_direct(path: str) -> sqlite3.Connection | None:
         db.execute("PRAGMA busy_timeout=0")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
         mode = db.execute("PRAGMA journal_mode").fetchone()
         if mode is not None and str(mode[0]).lower() == "wal":
             return db
