@@ -31,8 +31,8 @@ one small commit (~30 us; a few hundred for a group of 100) instead of a
 hand-off. That connection cannot block for long: ``busy_timeout=0`` (a write
 lock held elsewhere raises ``SQLITE_BUSY`` at once, nothing is written, and the
 statement goes to aiosqlite's thread, which waits up to ``busy_timeout``) and
-``wal_autocheckpoint=0`` (after ~1000 WAL pages written inline, the next
-writer runs ``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread before
+``wal_autocheckpoint=0`` (once the ``-wal`` file passes ``WAL_LIMIT``, 4 MiB
+or ~1000 pages, the next writer runs ``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread before
 its statement, holding the write turn so the WAL can be restarted and stays
 bounded). A caller that commits ``_STREAK`` appends in a row without
 suspending yields once, so other tasks run and concurrent appenders group.
