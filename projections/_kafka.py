@@ -2,10 +2,11 @@
 
 Offline (``follow=False``) it assigns every partition itself, seeks each to
 the checkpoint's offset (or the beginning) and stops at the end offsets it saw
-when it started. Live (``follow=True``) it joins a consumer group, so several
-runners share the partitions; on every assignment it seeks to the offsets of
-the read model's checkpoint, never to Kafka's committed offsets (the read
-model is the one source of truth for how far it got).
+when it started (and a fetch comes back empty). Live (``follow=True``) it
+joins a consumer group; on every assignment it seeks to the offsets of the
+read model's checkpoint, never to Kafka's committed offsets (the read model is
+the one source of truth for how far it got). Run one runner process per read
+model and group: the checkpoint row holds every partition's offset.
 """
 
 from __future__ import annotations
