@@ -696,22 +696,3 @@ def test_function_action_type() -> None:
     assert isinstance(bump, FunctionAction) and isinstance(bump, Action)
     with pytest.raises(StateError):
         FunctionAction(42, reads=[], writes=[])  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------- docs/actions.md
-
-
-def _doc_blocks() -> list[tuple[int, str]]:
-    import re
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parent.parent / "docs" / "actions.md").read_text()
-    found = []
-    for match in re.finditer(r"^```python\n(.*?)^```", text, re.S | re.M):
-        found.append((text.count("\n", 0, match.start()) + 1, match.group(1)))
-    return found
-
-
-@pytest.mark.parametrize(("line", "code"), _doc_blocks(), ids=lambda v: str(v)[:12])
-def test_docs_blocks_run(line: int, code: str) -> None:
-    exec(compile(code, f"docs/actions.md:{line}", "exec"), {"__name__": "__doc_block__"})

@@ -645,31 +645,6 @@ class TestKafkaEventStoreContractMsgpackNoIndexFile(TestKafkaEventStoreContract)
         return await store.connect()
 
 
-# --------------------------------------------------------------------------- docs
-
-
-def test_the_kafka_event_store_doc_blocks_run(
-    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The ```py blocks of docs/kafka.md (the KafkaEventStore section) run as written."""
-    import re
-
-    from tests.kafka_broker import create_topic
-
-    monkeypatch.chdir(tmp_path)
-    page = Path(__file__).resolve().parent.parent / "docs" / "kafka.md"
-    text = page.read_text()
-    blocks = [
-        (text.count("\n", 0, m.start()) + 1, m.group(1))
-        for m in re.finditer(r"^```py\n(.*?)^```", text, re.S | re.M)
-    ]
-    assert blocks
-    for line, code in blocks:
-        topic = asyncio.run(create_topic(kafka_bootstrap))
-        code = code.replace("localhost:9092", kafka_bootstrap).replace("statelog.events", topic)
-        exec(compile(code, f"docs/kafka.md:{line}", "exec"), {"__name__": "__doc_block__"})
-
-
 # --------------------------------------------------------------------------- kill -9
 
 _WRITER = """
