@@ -380,7 +380,7 @@ async def test_a_stored_event_from_the_future_is_a_typed_error(tmp_path: Path) -
     await _filled(path)
     position, _, body = _row(path, "a", 2)
     raw = MSGPACK._raw_dec.decode(body)
-    raw["v"] = 99
+    raw["schema_version"] = 99
     _tamper(
         path, "UPDATE events SET body = ? WHERE position = ?", MSGPACK._enc.encode(raw), position
     )
