@@ -14,6 +14,8 @@ Store figures (``SQLiteEventStore``, msgpack, every append awaits its commit):
   thread, as before it), for the same-run ratio inline / thread;
 * full replay (read + decode + fold) of a 100,000-event stream with
   ``fold_stream``, and with ``read`` + ``fold`` for comparison;
+* ``read_all`` paged by ``iter_all`` (10,000 a page) over 200,000 events of
+  100 interleaved streams (``--reads-only`` runs just the reads);
 * bytes on disk per event, for events whose delta is one small field.
 
 Each figure is the median of ``--runs`` runs, interleaved (baselines and
@@ -176,6 +178,27 @@ async def replay_read_fold(path: Path, n: int) -> float:
     return n / elapsed
 
 
+async def build_streams(path: Path, n: int, streams: int = 100) -> None:
+    """``n`` events of ``streams`` streams, appended 50 per stream in turn."""
+    async with SQLiteEventStore(path) as store:
+        per = n // streams
+        for base in range(0, per, 50):
+            for s in range(streams):
+                batch = [event(f"s{s}", seq) for seq in range(base, min(per, base + 50))]
+                await store.append(batch, expected_sequence=base - 1)
+
+
+async def read_all_pages(path: Path, n: int) -> float:
+    async with SQLiteEventStore(path) as store:
+        start = time.perf_counter()
+        count = 0
+        async for page in store.iter_all():
+            count += len(page)
+        elapsed = time.perf_counter() - start
+    assert count == n
+    return n / elapsed
+
+
 async def bytes_per_event(path: Path, n: int, codec: str) -> float:
     async with SQLiteEventStore(path, codec=codec) as store:  # type: ignore[arg-type]
         for base in range(0, n, 1000):
@@ -217,6 +240,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=5000, help="events for the one-row cases")
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--reads-only", action="store_true", help="only replay and read_all")
     args = parser.parse_args()
     n, runs = args.n, args.runs
 
@@ -236,7 +260,8 @@ def main() -> None:
     }
     results: dict[str, list[float]] = {name: [] for name in cases}
     cpu_share = []
-    for _ in range(runs):  # interleaved, so a load spike hits baselines and store alike
+    # interleaved, so a load spike hits baselines and store alike
+    for _ in range(0 if args.reads_only else runs):
         wall, cpu = time.perf_counter(), time.process_time()
         for name, make in cases.items():
             results[name].append(one_run(make))
@@ -248,25 +273,26 @@ def main() -> None:
     def ratio(name: str, base: str) -> float:
         return statistics.median(a / b for a, b in zip(results[name], results[base], strict=True))
 
-    print(f"process CPU / wall time during the runs: {statistics.median(cpu_share):.2f}")
-    print(f"raw aiosqlite, 1 row/commit           {med('one_per_commit'):>10,.0f} rows/s")
-    print(f"raw aiosqlite, 100 rows/executemany   {med('many'):>10,.0f} rows/s")
-    print(f"stdlib sqlite3, 1 row/commit          {med('sync_one'):>10,.0f} rows/s")
-    print(
-        f"store, 100 streams x 1 event/append   {med('streams'):>10,.0f} events/s  "
-        f"= {ratio('streams', 'many'):.2f}x executemany, "
-        f"{ratio('streams', 'one_per_commit'):.1f}x 1 row/commit"
-    )
-    print(
-        f"store, 1 stream x 1 event/append      {med('one'):>10,.0f} events/s  "
-        f"= {ratio('one', 'one_per_commit'):.2f}x aiosqlite 1 row/commit, "
-        f"{ratio('one', 'sync_one'):.2f}x sqlite3"
-    )
-    print(
-        f"  same, inline path off (thread only): 100 streams {med('streams_thread'):,.0f}, "
-        f"1 stream {med('one_thread'):,.0f} events/s; inline / thread = "
-        f"{ratio('streams', 'streams_thread'):.2f}x, {ratio('one', 'one_thread'):.2f}x"
-    )
+    if not args.reads_only:
+        print(f"process CPU / wall time during the runs: {statistics.median(cpu_share):.2f}")
+        print(f"raw aiosqlite, 1 row/commit           {med('one_per_commit'):>10,.0f} rows/s")
+        print(f"raw aiosqlite, 100 rows/executemany   {med('many'):>10,.0f} rows/s")
+        print(f"stdlib sqlite3, 1 row/commit          {med('sync_one'):>10,.0f} rows/s")
+        print(
+            f"store, 100 streams x 1 event/append   {med('streams'):>10,.0f} events/s  "
+            f"= {ratio('streams', 'many'):.2f}x executemany, "
+            f"{ratio('streams', 'one_per_commit'):.1f}x 1 row/commit"
+        )
+        print(
+            f"store, 1 stream x 1 event/append      {med('one'):>10,.0f} events/s  "
+            f"= {ratio('one', 'one_per_commit'):.2f}x aiosqlite 1 row/commit, "
+            f"{ratio('one', 'sync_one'):.2f}x sqlite3"
+        )
+        print(
+            f"  same, inline path off (thread only): 100 streams {med('streams_thread'):,.0f}, "
+            f"1 stream {med('one_thread'):,.0f} events/s; inline / thread = "
+            f"{ratio('streams', 'streams_thread'):.2f}x, {ratio('one', 'one_thread'):.2f}x"
+        )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "replay.db"
@@ -279,6 +305,14 @@ def main() -> None:
     print(
         f"replay {args.replay:,} events, read + fold  {statistics.median(slow):>10,.0f} events/s  "
         f"(fold_stream = {statistics.median(f / s for f, s in zip(fast, slow, strict=True)):.1f}x)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "all.db"
+        asyncio.run(build_streams(path, 2 * args.replay))
+        pages = [asyncio.run(read_all_pages(path, 2 * args.replay)) for _ in range(runs)]
+    print(
+        f"read_all (iter_all) {2 * args.replay:,} events of 100 streams "
+        f"{statistics.median(pages):>10,.0f} events/s"
     )
     for codec in ("msgpack", "json"):
         size = one_run(lambda p, c=codec: bytes_per_event(p, 20_000, c))  # type: ignore[misc]

@@ -7,10 +7,8 @@
 * The **wire encoding** (``Codec.encode_event``) is the full event in JSON (the
   default) or msgpack: what Kafka records and export files carry.
 * The **stored body** is what the SQLite store keeps per row: the event minus
-  its identity and chain fields (those are columns), keyed by the event's field
-  names with defaults omitted, in JSON or msgpack. Splicing the columns back
-  into its bytes gives an encoded ``Event`` (``Codec.decode_rows``). Bodies
-  written before 2026-11-22 have short keys; they still decode.
+  its identity and chain fields (those are columns), with short keys and
+  defaults omitted, in JSON or msgpack.
 
 Values in ``inputs``, ``writes`` and ``result`` must be plain data: ``None``,
 ``bool``, ``int``, ``float``, ``str``, lists and dicts with ``str`` keys.
@@ -22,7 +20,6 @@ No pickle: decoding never runs code.
 from __future__ import annotations
 
 import math
-from binascii import hexlify
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -168,38 +165,13 @@ def upcast(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- stored body
 
 
-# The structs below hold no reference cycles (their fields are plain data, other
-# gc=False structs, and dicts/lists of decoded JSON values, which cannot refer back
-# to a struct), so they opt out of the cyclic GC: decoding a page of events then
-# no longer triggers collections that walk every event of the page.
+# _Body and _Delta (like Event, ErrorInfo and Lineage) opt out of the cyclic GC
+# (gc=False): they hold plain decoded data, which never refers back to them, so
+# no reference cycle passes through one.
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """An event without identity and chain fields, as one SQLite row stores it.
-
-    The keys are the ``Event``'s own field names, so a row decodes straight
-    into an ``Event`` once its identity and chain fields are spliced into the
-    body's bytes (``_splice_msgpack``, ``_splice_json``).
-    """
-
-    kind: str
-    action: str | None = None
-    next_action: str | None = None
-    inputs: dict[str, Any] = {}
-    writes: dict[str, Any] = {}
-    deletes: list[str] = []
-    result: Any = None
-    error: ErrorInfo | None = None
-    timestamp: datetime = _EPOCH
-    duration: float = 0.0
-    attempt: int = 1
-    parent: Lineage | None = None
-    correlation_id: str | None = None
-    schema_version: int = SCHEMA_VERSION
-
-
-class _LegacyBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """The stored body as logs written before 2026-11-22 hold it: short keys. Read only."""
+    """An event without identity and chain fields, as one SQLite row stores it."""
 
     kind: str = msgspec.field(name="k")
     action: str | None = msgspec.field(default=None, name="a")
@@ -218,58 +190,14 @@ class _LegacyBody(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
 
 
 class _Delta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Just the state delta of a stored body: the fast path for folding.
+    """Just the state delta of a stored body: the fast path for folding."""
 
-    ``kind`` is required only so that a legacy (short-key) body fails here
-    instead of folding as an empty delta.
-    """
-
-    kind: str
-    writes: dict[str, Any] = {}
-    deletes: list[str] = []
-    schema_version: int = SCHEMA_VERSION
-
-
-class _LegacyDelta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """``_Delta`` of a legacy short-key body."""
-
-    kind: str = msgspec.field(name="k")
     writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
     deletes: list[str] = msgspec.field(default_factory=list, name="d")
     schema_version: int = msgspec.field(default=SCHEMA_VERSION, name="v")
 
 
-
-
-_SPLICED = 5  # partition_key, app_id, sequence_id, prev_hash, hash
-_MP_SEQ = b"\xabsequence_id"
-_MP_PREV_HEX = b"\xa9prev_hash\xd9\x40"  # then 64 hex digits (a str8 of 64 bytes)
-_MP_PREV_EMPTY = b"\xa9prev_hash\xa0"  # then hexlify(b"") == b""
-_MP_HASH_HEX = b"\xa4hash\xd9\x40"
-#: a fixmap header byte -> the header of that map with _SPLICED more entries
-_MP_GROWN_FIXMAP = {bytes((0x80 | n,)): bytes((0x80 | (n + _SPLICED),)) for n in range(11)}
-_MP_GROWN_FIXMAP.update(
-    {bytes((0x80 | n,)): b"\xde" + (n + _SPLICED).to_bytes(2, "big") for n in range(11, 16)}
-)
-
-
-def _mp_map_header(data: bytes) -> tuple[bytes, int] | None:
-    """The msgpack map header of ``data`` grown by ``_SPLICED`` entries, and its length."""
-    head = data[0] if data else 0
-    if 0x80 <= head <= 0x8F:
-        count, skip = head & 0x0F, 1
-    elif head == 0xDE and len(data) >= 3:
-        count, skip = int.from_bytes(data[1:3], "big"), 3
-    elif head == 0xDF and len(data) >= 5:
-        count, skip = int.from_bytes(data[1:5], "big"), 5
-    else:
-        return None
-    count += _SPLICED
-    if count <= 0x0F:
-        return bytes((0x80 | count,)), skip
-    if count <= 0xFFFF:
-        return b"\xde" + count.to_bytes(2, "big"), skip
-    return b"\xdf" + count.to_bytes(4, "big"), skip
+_BODY_KEYS = {f.name: f.encode_name for f in msgspec.structs.fields(_Body)}
 
 
 class Codec:
@@ -279,19 +207,17 @@ class Codec:
         if name == "json":
             self._enc: Any = msgspec.json.Encoder()
             self._event_dec: Any = msgspec.json.Decoder(Event)
-            self._events_dec: Any = msgspec.json.Decoder(list[Event])
-            self._legacy_dec: Any = msgspec.json.Decoder(_LegacyBody)
+            self._body_dec: Any = msgspec.json.Decoder(_Body)
+            self._bodies_dec: Any = msgspec.json.Decoder(list[_Body])
             self._delta_dec: Any = msgspec.json.Decoder(_Delta)
-            self._legacy_delta_dec: Any = msgspec.json.Decoder(_LegacyDelta)
             self._raw_dec: Any = msgspec.json.Decoder()
             self.content_type = "application/json"
         elif name == "msgpack":
             self._enc = msgspec.msgpack.Encoder()
             self._event_dec = msgspec.msgpack.Decoder(Event)
-            self._events_dec = msgspec.msgpack.Decoder(list[Event])
-            self._legacy_dec = msgspec.msgpack.Decoder(_LegacyBody)
+            self._body_dec = msgspec.msgpack.Decoder(_Body)
+            self._bodies_dec = msgspec.msgpack.Decoder(list[_Body])
             self._delta_dec = msgspec.msgpack.Decoder(_Delta)
-            self._legacy_delta_dec = msgspec.msgpack.Decoder(_LegacyDelta)
             self._raw_dec = msgspec.msgpack.Decoder()
             self.content_type = "application/msgpack"
         else:
@@ -346,36 +272,6 @@ class Codec:
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise _explain(event, exc) from exc
 
-    def _splice(self, data: bytes, tail: bytes) -> bytes | None:
-        """``data`` (a stored body) with the entries of ``tail`` (an encoded map) added.
-
-        The stored body is a map without the identity and chain fields; adding
-        them gives an encoded ``Event``. The added entries come last, so they
-        win over any same-named key a tampered body might hold. ``None`` if
-        ``data`` is not a map.
-        """
-        if self.name == "msgpack":
-            header = _mp_map_header(data)
-            if header is None:
-                return None
-            return header[0] + data[header[1] :] + tail[1:]
-        if data[:1] != b"{" or data[-1:] != b"}":
-            return None
-        return data[:-1] + b"," + tail[1:]
-
-    def _tail(
-        self, partition_key: str, app_id: str, sequence_id: int, prev: str, hash: str
-    ) -> bytes:
-        return self._enc.encode(  # type: ignore[no-any-return]
-            {
-                "partition_key": partition_key,
-                "app_id": app_id,
-                "sequence_id": sequence_id,
-                "prev_hash": prev,
-                "hash": hash,
-            }
-        )
-
     def decode_body(
         self,
         data: bytes,
@@ -387,46 +283,13 @@ class Codec:
         hash: str,
         upcast_old: bool = True,
     ) -> Event:
-        """Decode one stored body into the ``Event`` with the given identity and chain.
-
-        Bodies of both shapes decode: full field names (written now) and the
-        short keys of logs written before 2026-11-22.
-        """
-        spliced = self._splice(
-            data, self._tail(partition_key, app_id, sequence_id, prev_hash, hash)
-        )
         try:
-            if spliced is None:
-                raise msgspec.DecodeError("a stored body must be a map")
-            event: Event = self._event_dec.decode(spliced)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            event = self._decode_legacy(
-                data, exc, partition_key, app_id, sequence_id, prev_hash, hash
-            )
-        if upcast_old and event.schema_version != SCHEMA_VERSION:
-            event = _convert_event(upcast(msgspec.to_builtins(event)))
-        return event
-
-    def _decode_legacy(
-        self,
-        data: bytes,
-        first: Exception,
-        partition_key: str,
-        app_id: str,
-        sequence_id: int,
-        prev_hash: str,
-        hash: str,
-    ) -> Event:
-        """A short-key body; if it is not one either, raise for ``first``."""
-        try:
-            b: _LegacyBody = self._legacy_dec.decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            if isinstance(first, msgspec.ValidationError):
-                raise EncodingError(
-                    f"corrupt stored event: {first}", path=_path_of(first)
-                ) from first
-            raise EncodingError(f"corrupt stored event: {first}") from first
-        return Event(
+            b: _Body = self._body_dec.decode(data)
+        except msgspec.ValidationError as exc:
+            raise EncodingError(f"corrupt stored event: {exc}", path=_path_of(exc)) from exc
+        except msgspec.DecodeError as exc:
+            raise EncodingError(f"corrupt stored event: {exc}") from exc
+        event = Event(
             partition_key=partition_key,
             app_id=app_id,
             sequence_id=sequence_id,
@@ -447,74 +310,67 @@ class Codec:
             prev_hash=prev_hash,
             hash=hash,
         )
+        if upcast_old and b.schema_version != SCHEMA_VERSION:
+            event = _convert_event(upcast(msgspec.to_builtins(event)))
+        return event
 
     def decode_rows(self, rows: Sequence[Sequence[Any]], prevs: Sequence[bytes]) -> list[Event]:
-        """Decode stored rows: ``(body, partition_key, app_id, sequence_id, hash, ...)``.
+        """Decode stored rows ``(body, partition_key, app_id, sequence_id, hash, ...)``.
 
         ``hash`` (in the row) and ``prevs`` (one per row) are raw digests,
-        ``b""`` for none. The fast path splices every row's identity and chain
-        into its body, joins them into one encoded array and decodes it to
-        ``Event``s in one call (no Python per field). A page it cannot take (a
-        legacy or corrupt body, an older ``schema_version``) goes through
-        ``decode_body`` row by row, which upcasts or raises ``EncodingError``
-        for exactly that row.
+        ``b""`` for none. The bodies of a page are joined into one encoded
+        array and decoded in one call; a page with a body that does not decode
+        or with an older ``schema_version`` goes through ``decode_body`` row by
+        row, which upcasts or raises ``EncodingError`` for exactly that row.
+
+        (Decoding each row straight into an ``Event``, with the identity and
+        chain spliced into the body's bytes, was measured slower: the splicing
+        in Python and the longer keys cost more than the ``Event(...)`` call.)
         """
         if not rows:
             return []
-        streams: dict[tuple[str, str], bytes] = {}
-        parts: list[bytes] = []
-        extend = parts.extend
-        encode = self._enc.encode
-        if self.name == "msgpack":
-            for row, prev in zip(rows, prevs, strict=True):
-                body, partition_key, app_id, sequence_id, digest = row[:5]
-                ident = streams.get((partition_key, app_id))
-                if ident is None:
-                    ident = encode({"partition_key": partition_key, "app_id": app_id})[1:]
-                    streams[(partition_key, app_id)] = ident
-                header = _MP_GROWN_FIXMAP.get(body[:1])
-                if header is None or len(digest) != 32 or len(prev) not in (0, 32):
-                    return self._decode_each(rows, prevs)
-                extend(
-                    (
-                        header,
-                        body[1:],
-                        ident,
-                        _MP_SEQ,
-                        encode(sequence_id),
-                        _MP_PREV_HEX if prev else _MP_PREV_EMPTY,
-                        hexlify(prev),
-                        _MP_HASH_HEX,
-                        hexlify(digest),
-                    )
-                )
-            data = b"\xdd" + len(rows).to_bytes(4, "big") + b"".join(parts)
-        else:
-            for row, prev in zip(rows, prevs, strict=True):
-                body, partition_key, app_id, sequence_id, digest = row[:5]
-                ident = streams.get((partition_key, app_id))
-                if ident is None:
-                    ident = encode({"partition_key": partition_key, "app_id": app_id})[1:-1]
-                    streams[(partition_key, app_id)] = ident
-                if body[-1:] != b"}":
-                    return self._decode_each(rows, prevs)
-                extend(
-                    (
-                        body[:-1],
-                        b",",
-                        ident,
-                        b',"sequence_id":%d,"prev_hash":"%s","hash":"%s"},'
-                        % (sequence_id, hexlify(prev), hexlify(digest)),
-                    )
-                )
-            data = b"[" + b"".join(parts)[:-1] + b"]"
+        bodies = [row[0] for row in rows]
         try:
-            events: list[Event] = self._events_dec.decode(data)
+            if not all(bodies):  # an empty body would let a two-event body keep the count
+                raise msgspec.DecodeError("an empty stored body")
+            if self.name == "msgpack":
+                decoded: list[_Body] = self._bodies_dec.decode(
+                    b"\xdd" + len(bodies).to_bytes(4, "big") + b"".join(bodies)
+                )
+            else:
+                decoded = self._bodies_dec.decode(b"[" + b",".join(bodies) + b"]")
         except (msgspec.ValidationError, msgspec.DecodeError):
+            decoded = []
+        if len(decoded) != len(rows):  # a body is bad, or several bodies are one's bytes
             return self._decode_each(rows, prevs)
-        for event in events:
-            if event.schema_version != SCHEMA_VERSION:
+        events: list[Event] = []
+        append = events.append
+        for b, row, prev in zip(decoded, rows, prevs, strict=True):
+            if b.schema_version != SCHEMA_VERSION:
                 return self._decode_each(rows, prevs)
+            append(
+                Event(
+                    partition_key=row[1],
+                    app_id=row[2],
+                    sequence_id=row[3],
+                    kind=b.kind,
+                    action=b.action,
+                    next_action=b.next_action,
+                    inputs=b.inputs,
+                    writes=b.writes,
+                    deletes=b.deletes,
+                    result=b.result,
+                    error=b.error,
+                    timestamp=b.timestamp,
+                    duration=b.duration,
+                    attempt=b.attempt,
+                    parent=b.parent,
+                    correlation_id=b.correlation_id,
+                    schema_version=b.schema_version,
+                    prev_hash=prev.hex(),
+                    hash=row[4].hex(),
+                )
+            )
         return events
 
     def _decode_each(self, rows: Sequence[Sequence[Any]], prevs: Sequence[bytes]) -> list[Event]:
@@ -534,12 +390,9 @@ class Codec:
     def decode_delta(self, data: bytes) -> tuple[dict[str, Any], list[str]]:
         """Decode only ``writes`` and ``deletes`` of a stored body (fast fold path)."""
         try:
-            d: _Delta | _LegacyDelta = self._delta_dec.decode(data)
+            d: _Delta = self._delta_dec.decode(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            try:
-                d = self._legacy_delta_dec.decode(data)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                raise EncodingError(f"corrupt stored event: {exc}") from exc
+            raise EncodingError(f"corrupt stored event: {exc}") from exc
         if d.schema_version != SCHEMA_VERSION:
             raise _NeedsUpcast
         return d.writes, d.deletes

@@ -398,7 +398,7 @@ async def test_a_future_event_in_a_sqlite_log(tmp_path: Path) -> None:
     try:
         (body,) = db.execute("SELECT body FROM events WHERE position = 7").fetchone()
         raw = msgspec.msgpack.decode(bytes(body))  # the store's default codec
-        raw["schema_version"] = 99
+        raw["v"] = 99
         db.execute("UPDATE events SET body = ? WHERE position = 7", (msgspec.msgpack.encode(raw),))
         db.commit()
     finally:

@@ -22,6 +22,7 @@ import pytest
 from eventstore import (
     MSGPACK,
     ConcurrencyError,
+    EncodingError,
     Event,
     SchemaVersionError,
     SQLiteEventStore,
@@ -380,7 +381,7 @@ async def test_a_stored_event_from_the_future_is_a_typed_error(tmp_path: Path) -
     await _filled(path)
     position, _, body = _row(path, "a", 2)
     raw = MSGPACK._raw_dec.decode(body)
-    raw["schema_version"] = 99
+    raw["v"] = 99
     _tamper(
         path, "UPDATE events SET body = ? WHERE position = ?", MSGPACK._enc.encode(raw), position
     )
@@ -421,3 +422,21 @@ async def test_cancelled_appends_never_fail_the_others(tmp_path: Path) -> None:
             lasts = [await store.last_sequence(PK, f"s{i}") for i in range(streams)]
         assert await store.verify() is None
     await assert_intact(path)
+
+
+async def test_a_body_holding_two_events_is_not_read_as_two(tmp_path: Path) -> None:
+    """A page decodes its bodies as one array; a body carrying two maps next to an
+    emptied one must not shift the others onto the wrong rows."""
+    path = tmp_path / "t.db"
+    await _filled(path)
+    first, _, body = _row(path, "a", 1)
+    second, _, _ = _row(path, "a", 2)
+    _tamper(path, "UPDATE events SET body = ? WHERE position = ?", body + body, first)
+    _tamper(path, "UPDATE events SET body = ? WHERE position = ?", b"", second)
+    async with SQLiteEventStore(path) as store:
+        with pytest.raises(EncodingError):
+            await store.read(PK, "a")
+        with pytest.raises(EncodingError):
+            await store.read_all()
+        broken = await store.verify(PK, "a")
+        assert broken is not None and broken.sequence_id == 1

@@ -285,7 +285,7 @@ async def test_fold_stream_upcasts_old_bodies(tmp_path: Path, monkeypatch: Any) 
             )
             conn.execute(
                 "UPDATE events SET body = ? WHERE sequence_id = 1",
-                (MSGPACK._enc.encode({**body, "schema_version": 0}),),
+                (MSGPACK._enc.encode({**body, "v": 0}),),
             )
         conn.close()
         state, last = await store.fold_stream(PK, "a")

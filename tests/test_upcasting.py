@@ -61,47 +61,15 @@ def test_old_wire_events_are_upcast(registry: dict[int, Any]) -> None:
         assert (event.writes, event.deletes) == ({"a": 1}, ["b"])
 
 
-@pytest.mark.parametrize(
-    "raw",
-    [
-        {"kind": "action_completed", "writes": {"old": 1}, "schema_version": 0},
-        # the short keys of stored bodies written before 2026-11-22
-        {"k": "action_completed", "w": {"old": 1}, "v": 0},
-    ],
-    ids=["field-names", "legacy-short-keys"],
-)
-@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
-def test_old_stored_bodies_are_upcast(
-    registry: dict[int, Any], raw: dict[str, Any], codec: eventstore.Codec
-) -> None:
+def test_old_stored_bodies_are_upcast(registry: dict[int, Any]) -> None:
     """A stored body (what a SQLite row holds) of version 0, built by hand."""
     register_upcaster(0, lambda raw: {**raw, "writes": {"v0": True}, "schema_version": 1})
-    body = codec._enc.encode(raw)
-    event = codec.decode_body(
+    body = msgspec.json.encode({"k": "action_completed", "w": {"old": 1}, "v": 0})
+    event = JSON.decode_body(
         body, partition_key="p", app_id="a", sequence_id=3, prev_hash="x", hash="y"
     )
     assert event.schema_version == 1 and event.writes == {"v0": True}
     assert (event.sequence_id, event.prev_hash, event.hash) == (3, "x", "y")
-    (paged,) = codec.decode_rows([(body, "p", "a", 3, b"\x01" * 32)], [b"\x02" * 32])
-    assert paged.writes == {"v0": True}
-    assert (paged.prev_hash, paged.hash) == ("02" * 32, "01" * 32)
-
-
-@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
-def test_legacy_short_key_bodies_still_read(codec: eventstore.Codec) -> None:
-    """Logs written before 2026-11-22 store bodies with short keys; they decode and fold."""
-    legacy = {"k": "action_completed", "a": "step", "w": {"n": 1}, "d": ["x"], "at": 2}
-    body = codec._enc.encode(legacy)
-    (event,) = codec.decode_rows([(body, "p", "a", 0, b"\x01" * 32)], [b""])
-    assert (event.kind, event.action, event.writes, event.deletes, event.attempt) == (
-        "action_completed",
-        "step",
-        {"n": 1},
-        ["x"],
-        2,
-    )
-    assert (event.prev_hash, event.hash) == ("", "01" * 32)
-    assert codec.decode_delta(body) == ({"n": 1}, ["x"])
 
 
 def test_export_file_with_old_events_folds_upcast(registry: dict[int, Any], tmp_path: Path) -> None:
@@ -194,8 +162,8 @@ async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
             expected_sequence=-1,
         )
     old_bodies = [
-        {"kind": "action_completed", "writes": {"A": 1, "B": 2}, "schema_version": 0},
-        {"kind": "action_completed", "writes": {"C": 3}, "deletes": ["A"], "schema_version": 0},
+        {"k": "action_completed", "w": {"A": 1, "B": 2}, "v": 0},
+        {"k": "action_completed", "w": {"C": 3}, "d": ["A"], "v": 0},
     ]
     conn = sqlite3.connect(path)
     for seq, body in enumerate(old_bodies):
@@ -223,7 +191,7 @@ async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
         ]
         assert await store.fold_stream("", "a") == ({"b": 2, "c": 3}, 2)
         conn = sqlite3.connect(path)
-        future = msgspec.json.encode({"kind": "k", "schema_version": eventstore.SCHEMA_VERSION + 1})
+        future = msgspec.json.encode({"k": "k", "v": eventstore.SCHEMA_VERSION + 1})
         conn.execute("UPDATE events SET body = ? WHERE sequence_id = 2", (future,))
         conn.commit()
         conn.close()
