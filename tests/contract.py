@@ -10,7 +10,10 @@ A backend's test module subclasses ``StoreContract`` and provides only
 ``make_store`` returns an open store; ``options`` are ``hmac_key`` and
 ``max_event_size`` (pass them through). The suite closes what it makes.
 
-Switches for what a backend cannot do (class attributes):
+Switches for what a backend cannot do (class attributes). A test that needs a
+capability is marked ``@pytest.mark.requires("name")``; tests/conftest.py
+deselects it (it is not collected, so it is neither run nor skipped) for a
+backend whose switch is off:
 
 * ``durable`` - calling ``make_store`` again with the same ``tmp_path`` opens
   the same log after the first store is closed (a restart).
@@ -581,9 +584,8 @@ class StoreContract:
         with pytest.raises(StoreClosedError):
             await store.read(PK, "a")
 
+    @pytest.mark.requires("durable")
     async def test_reopen_keeps_everything(self, tmp_path: Path) -> None:
-        if not self.durable:
-            pytest.skip("not a durable store")
         store = await self.make_store(tmp_path)
         await store.append(evs("a", 0, 3), expected_sequence=-1)
         await store.append(evs("b", 0, 2), expected_sequence=-1)
@@ -604,9 +606,8 @@ class StoreContract:
 
     # ------------------------------------------------------------------ two stores, one log
 
+    @pytest.mark.requires("supports_cross_process")
     async def test_two_stores_see_each_others_appends(self, tmp_path: Path) -> None:
-        if not self.supports_cross_process:
-            pytest.skip("stores do not share a log across processes")
         one = await self.make_store(tmp_path)
         two = await self.make_store(tmp_path)
         try:
@@ -625,9 +626,8 @@ class StoreContract:
             await one.aclose()
             await two.aclose()
 
+    @pytest.mark.requires("supports_cross_process")
     async def test_subscriber_sees_another_stores_appends(self, tmp_path: Path) -> None:
-        if not self.supports_cross_process:
-            pytest.skip("stores do not share a log across processes")
         one = await self.make_store(tmp_path)
         two = await self.make_store(tmp_path)
         try:
@@ -644,9 +644,8 @@ class StoreContract:
             await one.aclose()
             await two.aclose()
 
+    @pytest.mark.requires("supports_cross_process")
     async def test_two_stores_racing_one_stream(self, tmp_path: Path) -> None:
-        if not self.supports_cross_process:
-            pytest.skip("stores do not share a log across processes")
         one = await self.make_store(tmp_path)
         two = await self.make_store(tmp_path)
         wins = {"one": 0, "two": 0}
