@@ -212,6 +212,8 @@ class SQLiteReads:
                             sequence_id=seq,
                             prev_hash=prev,
                             hash=hash_hex,
+                            # the chain covers the event as it was written: never upcast here
+                            upcast_old=False,
                         )
                     except EncodingError as exc:
                         broken = verify_events(

@@ -197,3 +197,54 @@ async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
         conn.close()
         with pytest.raises(SchemaVersionError):
             await store.read("", "a")
+
+
+async def test_verify_checks_old_events_as_written_while_reads_upcast(
+    registry: dict[int, Any], tmp_path: Path
+) -> None:
+    """The chain covers an event as it was written, so verify must not upcast it."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    async with eventstore.SQLiteEventStore(path, codec="json") as store:
+        await store.append(
+            [Event(partition_key="", app_id="a", sequence_id=i, kind="k") for i in range(2)],
+            expected_sequence=-1,
+        )
+    as_written = _chain.seal(
+        [
+            Event(
+                partition_key="",
+                app_id="a",
+                sequence_id=seq,
+                kind="action_completed",
+                writes={key: seq},
+                schema_version=0,
+            )
+            for seq, key in enumerate(["A", "B"])
+        ],
+        "",
+    )
+    conn = sqlite3.connect(path)
+    for event in as_written:
+        conn.execute(
+            "UPDATE events SET body = ?, hash = ? WHERE sequence_id = ?",
+            (JSON.encode_body(event), bytes.fromhex(event.hash), event.sequence_id),
+        )
+    conn.commit()
+    conn.close()
+
+    def lower_keys(raw: dict[str, Any]) -> dict[str, Any]:
+        writes = {k.lower(): v for k, v in raw["writes"].items()}
+        return {**raw, "writes": writes, "schema_version": 1}
+
+    register_upcaster(0, lower_keys)
+    async with eventstore.SQLiteEventStore(path) as store:
+        assert await store.verify() is None
+        assert [e.writes for e in await store.read("", "a")] == [{"a": 0}, {"b": 1}]
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE events SET body = ? WHERE sequence_id = 1", (b'{"k":"x","v":0}',))
+        conn.commit()
+        conn.close()
+        broken = await store.verify()
+        assert broken is not None and broken.sequence_id == 1
