@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, Self, TypeVar
 
 from eventstore import (
     ActionError,
+    AsyncResource,
     ErrorInfo,
     Event,
     EventKind,
@@ -64,7 +65,7 @@ class StepResult(NamedTuple):
     state: State
 
 
-class Application:
+class Application(AsyncResource):
     """A running workflow whose every step is an event of stream ``(partition_key, app_id)``.
 
     Made by ``ApplicationBuilder``; not constructed directly.
@@ -414,17 +415,6 @@ class Application:
             finally:
                 for resource in reversed(self._owned):
                     await resource.aclose()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # --------------------------------------------------------------- the sync face
 

@@ -35,6 +35,7 @@ from ._relay import (
     RelayStatus,
     SQLiteRelayCheckpoint,
 )
+from ._resource import AsyncResource
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
     Snapshot,
@@ -65,6 +66,7 @@ __all__ = [
     "WIRE_VERSION",
     "ActionError",
     "ApiStatusError",
+    "AsyncResource",
     "BrokenLink",
     "ClientError",
     "Codec",

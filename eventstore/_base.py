@@ -5,13 +5,13 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from ._chain import BrokenLink, seal, validate_batch, verify_events
 from ._codec import Codec
 from ._errors import EventTooLargeError, StoreClosedError
 from ._event import Event, Recorded, StreamId
+from ._resource import AsyncResource
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "EventStore", "apply_event", "fold", "prepare_append"]
 
@@ -57,7 +57,7 @@ def prepare_append(
     return stream, seal(events, head_hash, key), bodies
 
 
-class EventStore(ABC):
+class EventStore(AsyncResource, ABC):
     """An append-only log of streams of events.
 
     Positions are global, start at 1 and grow in commit order; ``read_all`` and
@@ -176,17 +176,6 @@ class EventStore(ABC):
 
     async def aclose(self) -> None:
         self._closed = True
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def warn_unclosed(obj: object) -> None:

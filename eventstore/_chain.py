@@ -117,6 +117,7 @@ def verify_events(
     """Walk one stream's events in order; return the first broken link or ``None``."""
     want = first_sequence
     for event in events:
+
         def broken(reason: str, event: Event = event) -> BrokenLink:
             return BrokenLink(
                 partition_key=event.partition_key,

@@ -43,6 +43,7 @@ from ._base import EventStore
 from ._codec import Codec, CodecName, get_codec
 from ._errors import EventTooLargeError, StoreError, StoreUnavailableError
 from ._event import Recorded, utcnow
+from ._resource import AsyncResource
 from ._wire import KafkaRecord, encode_record
 
 __all__ = [
@@ -237,7 +238,7 @@ def _fatal_kafka_error(exc: BaseException) -> bool:
     )
 
 
-class OutboxRelay:
+class OutboxRelay(AsyncResource):
     """Publish ``store``'s events to ``topic`` in order, at least once.
 
     ``await relay.run()`` publishes until ``stop()`` (or, with
@@ -442,9 +443,6 @@ class OutboxRelay:
     async def __aenter__(self) -> OutboxRelay:
         await self.start()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # --- publishing
 

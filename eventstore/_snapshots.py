@@ -20,7 +20,6 @@ import sqlite3
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiosqlite
@@ -37,6 +36,7 @@ from ._errors import (
     StoreUnavailableError,
 )
 from ._event import StreamId, utcnow
+from ._resource import AsyncResource
 
 __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
@@ -179,7 +179,7 @@ def _translate(exc: sqlite3.Error, what: str) -> StoreError:
     return StoreError(f"snapshot store: {what}: {exc}")
 
 
-class SnapshotStore:
+class SnapshotStore(AsyncResource):
     """Snapshots in SQLite (aiosqlite, WAL), in table ``snapshots`` of ``path``.
 
     ``path`` may be the event store's own file: the snapshot store keeps its own
@@ -253,14 +253,6 @@ class SnapshotStore:
 
     async def __aenter__(self) -> Self:
         return await self.connect()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         if getattr(self, "_conn", None) is not None and not self._closed:

@@ -44,6 +44,7 @@ import msgspec
 
 from ._errors import EncodingError, StoreUnavailableError
 from ._event import Event
+from ._resource import AsyncResource
 from ._wire import decode_record
 
 __all__ = ["DedupIndex", "ForeignRecordWarning", "KafkaSubscription"]
@@ -96,7 +97,7 @@ class DedupIndex:
 Handler = Callable[[Event], Awaitable[None] | None]
 
 
-class KafkaSubscription:
+class KafkaSubscription(AsyncResource):
     """Consume statelog events from ``topic`` as consumer group ``group_id``.
 
     Use as an async context manager, then either ``async for event in sub``,
@@ -198,9 +199,6 @@ class KafkaSubscription:
     async def __aenter__(self) -> KafkaSubscription:
         await self.start()
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # --- committing
 

@@ -6,12 +6,11 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import aiosqlite
 
-from eventstore import ProjectionError
+from eventstore import AsyncResource, ProjectionError
 
 from ._checkpoint import (
     META_COLUMNS,
@@ -49,7 +48,7 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class ReadModel:
+class ReadModel(AsyncResource):
     """An open read-model file (aiosqlite, WAL). Use ``await ReadModel.open(path)``.
 
     It keeps the generations table (see ``_checkpoint``) and does the
@@ -103,17 +102,6 @@ class ReadModel:
         if not self._closed:
             self._closed = True
             await self.db.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # --- generations
 

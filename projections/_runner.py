@@ -19,12 +19,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self, TypeVar
 
 import msgspec
 
-from eventstore import SCHEMA_VERSION, ProjectionError, Recorded, SchemaVersionError
+from eventstore import SCHEMA_VERSION, AsyncResource, ProjectionError, Recorded, SchemaVersionError
 
 from ._checkpoint import Checkpoint, Generation, Item, advance
 from ._projection import Projection
@@ -53,7 +52,7 @@ class _RetiredError(Exception):
     """Internal: this generation's row is gone (a newer one was swapped in)."""
 
 
-class ProjectionRunner:
+class ProjectionRunner(AsyncResource):
     """Drive one projection into one read-model file. Use ``async with``.
 
     ``on_progress`` is called about every ``progress_interval`` seconds while
@@ -108,14 +107,6 @@ class ProjectionRunner:
 
     async def __aenter__(self) -> Self:
         return await self.open()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @property
     def model(self) -> ReadModel:

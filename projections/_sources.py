@@ -14,17 +14,16 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from eventstore import EventStore, Recorded, StoreUnavailableError, iter_export
+from eventstore import AsyncResource, EventStore, Recorded, StoreUnavailableError, iter_export
 
 from ._checkpoint import Checkpoint, Item
 
 __all__ = ["FileSource", "Source", "StoreSource", "open_source"]
 
 
-class Source(ABC):
+class Source(AsyncResource, ABC):
     """A stream of events in a stable order, resumable from a ``Checkpoint``."""
 
     #: Where the events come from, e.g. ``sqlite:/data/log.db``; kept with the checkpoint.
@@ -42,17 +41,6 @@ class Source(ABC):
 
     async def aclose(self) -> None:  # noqa: B027 - most sources hold nothing
         """Release what the source opened."""
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.uri!r})"

@@ -21,6 +21,7 @@ EVENTSTORE = [
     "WIRE_VERSION",
     "ActionError",
     "ApiStatusError",
+    "AsyncResource",
     "BrokenLink",
     "ClientError",
     "Codec",
