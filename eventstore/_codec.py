@@ -289,27 +289,7 @@ class Codec:
             raise EncodingError(f"corrupt stored event: {exc}", path=_path_of(exc)) from exc
         except msgspec.DecodeError as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
-        event = Event(
-            partition_key=partition_key,
-            app_id=app_id,
-            sequence_id=sequence_id,
-            kind=b.kind,
-            action=b.action,
-            next_action=b.next_action,
-            inputs=b.inputs,
-            writes=b.writes,
-            deletes=b.deletes,
-            result=b.result,
-            error=b.error,
-            timestamp=b.timestamp,
-            duration=b.duration,
-            attempt=b.attempt,
-            parent=b.parent,
-            correlation_id=b.correlation_id,
-            schema_version=b.schema_version,
-            prev_hash=prev_hash,
-            hash=hash,
-        )
+        event = _event_from_body(b, partition_key, app_id, sequence_id, prev_hash, hash)
         if upcast_old and b.schema_version != SCHEMA_VERSION:
             event = _convert_event(upcast(msgspec.to_builtins(event)))
         return event
@@ -345,32 +325,11 @@ class Codec:
             return self._decode_each(rows, prevs)
         events: list[Event] = []
         append = events.append
+        event_from_body = _event_from_body
         for b, row, prev in zip(decoded, rows, prevs, strict=True):
             if b.schema_version != SCHEMA_VERSION:
                 return self._decode_each(rows, prevs)
-            append(
-                Event(
-                    partition_key=row[1],
-                    app_id=row[2],
-                    sequence_id=row[3],
-                    kind=b.kind,
-                    action=b.action,
-                    next_action=b.next_action,
-                    inputs=b.inputs,
-                    writes=b.writes,
-                    deletes=b.deletes,
-                    result=b.result,
-                    error=b.error,
-                    timestamp=b.timestamp,
-                    duration=b.duration,
-                    attempt=b.attempt,
-                    parent=b.parent,
-                    correlation_id=b.correlation_id,
-                    schema_version=b.schema_version,
-                    prev_hash=prev.hex(),
-                    hash=row[4].hex(),
-                )
-            )
+            append(event_from_body(b, row[1], row[2], row[3], prev.hex(), row[4].hex()))
         return events
 
     def _decode_each(self, rows: Sequence[Sequence[Any]], prevs: Sequence[bytes]) -> list[Event]:
@@ -396,6 +355,33 @@ class Codec:
         if d.schema_version != SCHEMA_VERSION:
             raise _NeedsUpcast
         return d.writes, d.deletes
+
+
+def _event_from_body(
+    b: _Body, partition_key: str, app_id: str, sequence_id: int, prev_hash: str, hash: str
+) -> Event:
+    """The event a stored body and its row's identity and chain make."""
+    return Event(
+        partition_key=partition_key,
+        app_id=app_id,
+        sequence_id=sequence_id,
+        kind=b.kind,
+        action=b.action,
+        next_action=b.next_action,
+        inputs=b.inputs,
+        writes=b.writes,
+        deletes=b.deletes,
+        result=b.result,
+        error=b.error,
+        timestamp=b.timestamp,
+        duration=b.duration,
+        attempt=b.attempt,
+        parent=b.parent,
+        correlation_id=b.correlation_id,
+        schema_version=b.schema_version,
+        prev_hash=prev_hash,
+        hash=hash,
+    )
 
 
 class _NeedsUpcast(Exception):
