@@ -55,6 +55,8 @@ __all__ = [
     "batch_action",
     "run_action",
     "run_action_sync",
+    "run_inline",
+    "runs_inline",
 ]
 
 #: Errors raised inside an action that are never retried nor wrapped in ActionError.
@@ -609,10 +611,24 @@ def _rebased(state: State) -> State:
     return state.rebase() if state._changed else state
 
 
-def _run_plain(
-    fa: FunctionAction, state: State, inputs: Mapping[str, Any] | None, started: float
+def runs_inline(action: Action) -> bool:
+    """Whether ``run_inline`` can run ``action``: a sync function, no retries, no bound inputs."""
+    return action._fast_sync and not action._bound
+
+
+def run_inline(
+    action: Action, state: State, inputs: Mapping[str, Any] | None = None
 ) -> StepOutcome:
-    """The fast path: a sync function action without retries or bound inputs."""
+    """``run_action`` without a coroutine, for an action where ``runs_inline(action)``.
+
+    The fast path: a sync function action without retries or bound inputs. The
+    application sorts its actions once, when it is built, and saves a
+    coroutine per step; the outcome and the errors are those of ``run_action``.
+    """
+    started = perf_counter()
+    if state._changed:
+        state = state.rebase()
+    fa: FunctionAction = action  # type: ignore[assignment]
     try:
         if inputs or fa._sig.required:
             out = fa.fn(state, **fa.select_inputs(inputs))
@@ -639,10 +655,10 @@ async def run_action(
     write, wrong return type, missing input) and ``EncodingError`` when a value
     it wrote or returned cannot be stored.
     """
-    started = perf_counter()
     state = _rebased(state)
     if action._fast_sync and not action._bound:
-        return _run_plain(action, state, inputs, started)  # type: ignore[arg-type]
+        return run_inline(action, state, inputs)
+    started = perf_counter()
     result, new_state, label, attempt = await action._arun(state, inputs or {})
     return _finish(action, state, result, new_state, label, attempt, started)
 
@@ -651,15 +667,15 @@ def run_action_sync(
     action: Action, state: State, inputs: Mapping[str, Any] | None = None
 ) -> StepOutcome:
     """``run_action`` for the sync face; raises StateError if the action is async."""
-    started = perf_counter()
     state = _rebased(state)
     if action._fast_sync and not action._bound:
-        return _run_plain(action, state, inputs, started)  # type: ignore[arg-type]
+        return run_inline(action, state, inputs)
     if action.is_async:
         raise StateError(
             f"action {action.name!r} is async (async def); a sync run would skip it - "
             "use the async API (astep / arun) instead"
         )
+    started = perf_counter()
     result, new_state, label, attempt = action._run_sync(state, inputs or {})
     return _finish(action, state, result, new_state, label, attempt, started)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Iterator, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
@@ -38,7 +39,7 @@ from eventstore import (
     utcnow,
 )
 
-from ._actions import run_action
+from ._actions import run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
 from ._hooks import HookSet
 from ._state import State
@@ -51,6 +52,8 @@ T = TypeVar("T")
 _COMPLETED = EventKind.ACTION_COMPLETED.value
 _FAILED = EventKind.ACTION_FAILED.value
 _EMPTY: dict[str, Any] = {}
+_now = datetime.now  # _now(UTC) is eventstore.utcnow() without the extra call, once per step
+_tuple_new = tuple.__new__  # StepResult(...) without the Python-level __new__
 
 
 class StepResult(NamedTuple):
@@ -70,6 +73,8 @@ class Application(AsyncResource):
 
     Made by ``ApplicationBuilder``; not constructed directly.
     """
+
+    _last_event: Event  # the event of the last step astep completed
 
     def __init__(
         self,
@@ -116,6 +121,13 @@ class Application(AsyncResource):
         self._parallel = {
             n for n, a in graph.actions.items() if getattr(a, "is_parallel_map", False)
         }
+        # sorted once here, not on every step: the actions run without a coroutine,
+        # the actions whose next action needs no evaluation, whether hooks exist
+        self._inline = frozenset(
+            n for n, a in graph.actions.items() if n not in self._parallel and runs_inline(a)
+        )
+        self._fixed = graph._fixed
+        self._hooked = hooks.active
 
     def __repr__(self) -> str:
         return (
@@ -170,12 +182,8 @@ class Application(AsyncResource):
         type, undeclared write, unencodable value, no transition) writes nothing
         and raises.
         """
-        result = await self._step(inputs)
-        if result is None:
-            return None
-        return StepResult(result[0].action, result[0].result, self._state)
-
-    async def _step(self, inputs: Mapping[str, Any] | None) -> tuple[Event, Any] | None:
+        # The one step, used by every run method (through _steps); what it returns
+        # is built right here, and its event is left in _last_event for astream.
         if self._closed:
             raise UsageError(f"{self!r} is closed")
         name = self._position
@@ -185,9 +193,9 @@ class Application(AsyncResource):
         inputs = to_plain(dict(inputs), path="$.inputs") if inputs else _EMPTY
         seq = self._sequence_id + 1
         state = self._state
-        hooks = self._hooks
-        if hooks.active:
-            await hooks.run_pre(
+        hooked = self._hooked
+        if hooked:
+            await self._hooks.run_pre(
                 partition_key=self._partition_key,
                 app_id=self._app_id,
                 sequence_id=seq,
@@ -196,7 +204,9 @@ class Application(AsyncResource):
                 inputs=inputs,
             )
         try:
-            if name in self._parallel:
+            if name in self._inline:
+                outcome = run_inline(action, state, inputs)
+            elif name in self._parallel:
                 run_children = action.run_children  # type: ignore[attr-defined]
                 outcome = await run_children(self, state, inputs, self._origin)
             else:
@@ -205,8 +215,13 @@ class Application(AsyncResource):
             await self._record_failure(name, seq, inputs, exc)
             raise
         new_state = outcome.state
-        next_action = self._graph.next_action(name, new_state, outcome.label)
-        delta = new_state.delta
+        fixed = self._fixed
+        if name in fixed:
+            next_action = fixed[name]
+        else:
+            next_action = self._graph.next_action(name, new_state, outcome.label)
+        writes, deletes = new_state._delta_parts()
+        result = outcome.result
         event = Event(
             partition_key=self._partition_key,
             app_id=self._app_id,
@@ -215,10 +230,10 @@ class Application(AsyncResource):
             action=name,
             next_action=next_action,
             inputs=inputs,
-            writes=delta.writes,
-            deletes=delta.deletes,
-            result=outcome.result,
-            timestamp=utcnow(),
+            writes=writes,
+            deletes=deletes,
+            result=result,
+            timestamp=_now(UTC),
             duration=outcome.duration,
             attempt=outcome.attempt,
         )
@@ -231,23 +246,23 @@ class Application(AsyncResource):
         self._origin = seq + 1
         self._state = new_state.rebase()
         self._position = next_action
-        if hooks.active:
-            await hooks.run_post(
+        if hooked:
+            await self._hooks.run_post(
                 partition_key=self._partition_key,
                 app_id=self._app_id,
                 sequence_id=seq,
                 position=name,
                 state=self._state,
                 inputs=inputs,
-                result=outcome.result,
+                result=result,
                 exception=None,
             )
-        if self._snapshots is not None and (
-            (self._snap_every is not None and seq - self._snap_seq >= self._snap_every)
-            or self._snap_seconds is not None
-        ):
+        # both are None without a snapshot store
+        every = self._snap_every
+        if (every is not None and seq - self._snap_seq >= every) or self._snap_seconds is not None:
             await self._maybe_snapshot(halted=False)
-        return event, outcome.result
+        self._last_event = event  # no await from here to the caller reading it
+        return _tuple_new(StepResult, (name, result, self._state))
 
     async def _record_failure(
         self, name: str, seq: int, inputs: Mapping[str, Any], exc: ActionError
@@ -288,7 +303,7 @@ class Application(AsyncResource):
     ) -> AsyncGenerator[tuple[str, Event, Any], None]:
         """The one run loop: step until a halt or a terminal action; snapshot at the end."""
         self._check_halts(halt_before, halt_after)
-        step = self._step
+        step = self.astep
         while True:
             position = self._position
             if position is None or position in halt_before:
@@ -296,7 +311,7 @@ class Application(AsyncResource):
             done = await step(inputs)
             if done is None:
                 break
-            yield position, done[0], done[1]
+            yield position, self._last_event, done.result
             if position in halt_after:
                 break
         await self._maybe_snapshot(halted=True)

@@ -253,12 +253,15 @@ class State(Mapping[str, Any]):
     @property
     def delta(self) -> Delta:
         """The keys written (with values) and deleted since the rebase point."""
-        changed = self._changed
         delta = _new(Delta)
+        delta.writes, delta.deletes = self._delta_parts()
+        return delta
+
+    def _delta_parts(self) -> tuple[dict[str, Any], list[str]]:
+        """``delta`` as fresh ``(writes, deletes)``, without the ``Delta`` object (per step)."""
+        changed = self._changed
         if _DELETED not in changed.values():
-            delta.writes = dict(changed)
-            delta.deletes = []
-            return delta
+            return dict(changed), []
         writes: dict[str, Any] = {}
         deletes: list[str] = []
         for key, value in changed.items():
@@ -266,9 +269,7 @@ class State(Mapping[str, Any]):
                 deletes.append(key)
             else:
                 writes[key] = value
-        delta.writes = writes
-        delta.deletes = deletes
-        return delta
+        return writes, deletes
 
     def changed_keys(self) -> Iterable[str]:
         """The keys written or deleted since the rebase point (a live view; cheap)."""

@@ -248,6 +248,14 @@ class Graph:
         self._out: dict[str, tuple[tuple[str, Condition], ...]] = {
             source: tuple(edges) for source, edges in out.items()
         }
+        # the next action of each action whose first way out always holds, and
+        # None for terminal actions: next_action without evaluating anything
+        self._fixed: dict[str, str | None] = {
+            name: None for name in self.actions if name not in self._out
+        }
+        for source, edges in self._out.items():
+            if edges[0][1].always:
+                self._fixed[source] = edges[0][0]
         if entrypoint is not None:
             if entrypoint not in self.actions:
                 raise TransitionError(
