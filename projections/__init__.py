@@ -10,7 +10,7 @@ from ._builtins import (
 )
 from ._checkpoint import Checkpoint, Generation, Item
 from ._kafka import KafkaSource
-from ._projection import Projection, ProjectionContext
+from ._projection import Projection, ProjectionContext, SyncProjectionContext
 from ._readmodel import ReadModel
 from ._runner import Progress, ProjectionRunner
 from ._sources import FileSource, Source, StoreSource, open_source
@@ -32,6 +32,7 @@ __all__ = [
     "ReadModel",
     "Source",
     "StoreSource",
+    "SyncProjectionContext",
     "get_projection",
     "open_source",
     "register_projection",

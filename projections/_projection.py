@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Callable, Sequence
 from typing import ClassVar
 
 import aiosqlite
 
 from eventstore import Recorded
 
-__all__ = ["Projection", "ProjectionContext"]
+__all__ = ["Projection", "ProjectionContext", "SyncProjectionContext", "sync_handler"]
 
 
 class ProjectionContext:
@@ -34,6 +35,27 @@ class ProjectionContext:
         return f"ProjectionContext({self.projection!r}, generation={self.generation})"
 
 
+class SyncProjectionContext:
+    """What ``handle_batch_sync`` gets: a stdlib ``sqlite3`` connection and table names.
+
+    The same rules as ``ProjectionContext``: the handler runs inside the
+    runner's transaction and must not ``BEGIN``, ``COMMIT`` or ``ROLLBACK``.
+    """
+
+    __slots__ = ("db", "generation", "projection")
+
+    def __init__(self, db: sqlite3.Connection, projection: str, generation: int) -> None:
+        self.db = db
+        self.projection = projection
+        self.generation = generation
+
+    def table(self, name: str) -> str:
+        return f"{name}_g{self.generation}"
+
+    def __repr__(self) -> str:
+        return f"SyncProjectionContext({self.projection!r}, generation={self.generation})"
+
+
 class Projection:
     """A read model folded from events.
 
@@ -43,6 +65,14 @@ class Projection:
     the tables it owns; readers query a view of that name). They implement
     ``setup`` (create the tables) and ``handle`` (one event) or ``handle_batch``
     (a batch, faster: one ``executemany`` instead of one statement per event).
+
+    A projection whose handler only runs SQL may also implement
+    ``handle_batch_sync`` on a stdlib ``sqlite3`` connection. The runner then
+    calls it on its own thread instead of ``handle_batch``: no thread hand-off
+    per statement, which makes bulk rebuilds about twice as fast. It blocks the
+    event loop while it runs, so it must do nothing but SQLite work. A subclass
+    that overrides ``handle_batch`` (or ``handle``) below the class that defines
+    ``handle_batch_sync`` gets its own handler called, as expected.
 
     The runner calls the handler inside a transaction that also advances the
     checkpoint, so an event is applied exactly once. Handlers should be
@@ -75,5 +105,24 @@ class Projection:
         for record in records:
             await self.handle(ctx, record)
 
+    def handle_batch_sync(self, ctx: SyncProjectionContext, records: Sequence[Recorded]) -> None:
+        """Optional: apply a batch on a stdlib ``sqlite3`` connection (see the class doc)."""
+        raise NotImplementedError(f"projection {self.name!r} has no synchronous handler")
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} v{self.version}>"
+
+
+def sync_handler(
+    projection: Projection,
+) -> Callable[[SyncProjectionContext, Sequence[Recorded]], None] | None:
+    """``projection.handle_batch_sync`` if it is the most derived handler, else None."""
+    for klass in type(projection).__mro__:
+        if klass is Projection:
+            return None
+        names = vars(klass)
+        if "handle_batch_sync" in names:
+            return projection.handle_batch_sync
+        if "handle_batch" in names or "handle" in names:
+            return None
+    return None

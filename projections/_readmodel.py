@@ -21,7 +21,7 @@ from ._checkpoint import (
     encode_offsets,
     row_to_generation,
 )
-from ._projection import Projection, ProjectionContext
+from ._projection import Projection, ProjectionContext, SyncProjectionContext
 
 __all__ = ["ReadModel"]
 
@@ -44,6 +44,25 @@ def _probe(path: Path, busy_timeout: float) -> None:
         db.close()
 
 
+_SAVE_CHECKPOINT = (
+    f"UPDATE {META_TABLE} SET position = ?, offsets = ?, events = ?, updated_at = ? "
+    "WHERE name = ? AND generation = ?"
+)
+
+
+def _checkpoint_params(
+    projection: Projection, generation: int, checkpoint: Checkpoint
+) -> tuple[object, ...]:
+    return (
+        checkpoint.position,
+        encode_offsets(checkpoint.offsets),
+        checkpoint.events,
+        now_iso(),
+        projection.name,
+        generation,
+    )
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -55,9 +74,16 @@ class ReadModel(AsyncResource):
     blue/green swap; the runner uses it to apply batches.
     """
 
-    def __init__(self, path: Path, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self, path: Path, db: aiosqlite.Connection, sync_db: sqlite3.Connection | None = None
+    ) -> None:
         self.path = path
         self.db = db
+        #: A stdlib connection to the same file for ``handle_batch_sync`` handlers:
+        #: ``busy_timeout`` 0, so a lock held elsewhere raises at once instead of
+        #: blocking the event loop (the runner then retries on a thread).
+        self.sync_db = sync_db
+        self.busy_timeout = 30.0
         self._closed = False
 
     def __repr__(self) -> str:
@@ -87,21 +113,36 @@ class ReadModel(AsyncResource):
                 projection, None, f"cannot open the read model at {str(path)!r}: {exc}"
             ) from exc
         db = await aiosqlite.connect(path, isolation_level=None)
+        sync_db: sqlite3.Connection | None = None
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
             await db.execute("PRAGMA synchronous = NORMAL")
             # Room for the B-trees a bulk load touches, and sorts for index builds.
             await db.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
             await db.execute("PRAGMA temp_store = MEMORY")
+            sync_db = sqlite3.connect(
+                path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            sync_db.execute("PRAGMA synchronous = NORMAL")
+            sync_db.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
+            sync_db.execute("PRAGMA temp_store = MEMORY")
         except BaseException:
+            if sync_db is not None:
+                sync_db.close()
             await db.close()
             raise
-        return cls(path, db)
+        model = cls(path, db, sync_db)
+        model.busy_timeout = busy_timeout
+        return model
 
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
-            await self.db.close()
+            try:
+                if self.sync_db is not None:
+                    self.sync_db.close()
+            finally:
+                await self.db.close()
 
     # --- generations
 
@@ -129,6 +170,11 @@ class ReadModel(AsyncResource):
 
     def context(self, projection: Projection, generation: int) -> ProjectionContext:
         return ProjectionContext(self.db, projection.name, generation)
+
+    def sync_context(self, projection: Projection, generation: int) -> SyncProjectionContext:
+        if self.sync_db is None:
+            raise ProjectionError(projection.name, None, "the read model has no sync connection")
+        return SyncProjectionContext(self.sync_db, projection.name, generation)
 
     async def start_generation(self, projection: Projection, source: str) -> Generation:
         """Create a new 'building' generation with empty tables; drop stale building ones."""
@@ -211,20 +257,21 @@ class ReadModel(AsyncResource):
     ) -> bool:
         """Write the checkpoint inside the caller's transaction; False if the row is gone."""
         cursor = await self.db.execute(
-            f"UPDATE {META_TABLE} SET position = ?, offsets = ?, events = ?, updated_at = ? "
-            "WHERE name = ? AND generation = ?",
-            (
-                checkpoint.position,
-                encode_offsets(checkpoint.offsets),
-                checkpoint.events,
-                now_iso(),
-                projection.name,
-                generation,
-            ),
+            _SAVE_CHECKPOINT, _checkpoint_params(projection, generation, checkpoint)
         )
         changed = cursor.rowcount
         await cursor.close()
         return changed == 1
+
+    def save_checkpoint_sync(
+        self, projection: Projection, generation: int, checkpoint: Checkpoint
+    ) -> bool:
+        """``save_checkpoint`` on the sync connection, inside its transaction."""
+        assert self.sync_db is not None
+        cursor = self.sync_db.execute(
+            _SAVE_CHECKPOINT, _checkpoint_params(projection, generation, checkpoint)
+        )
+        return cursor.rowcount == 1
 
     async def _rollback(self) -> None:
         try:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import msgspec
 from eventstore import SCHEMA_VERSION, AsyncResource, ProjectionError, Recorded, SchemaVersionError
 
 from ._checkpoint import Checkpoint, Generation, Item, advance
-from ._projection import Projection
+from ._projection import Projection, sync_handler
 from ._readmodel import ReadModel
 from ._sources import Source
 
@@ -50,6 +51,10 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
 
 class _RetiredError(Exception):
     """Internal: this generation's row is gone (a newer one was swapped in)."""
+
+
+class _BusyError(Exception):
+    """Internal: the read model is locked by another connection; retry on a thread."""
 
 
 class ProjectionRunner(AsyncResource):
@@ -88,6 +93,7 @@ class ProjectionRunner(AsyncResource):
         self._generation: Generation | None = None
         self._checkpoint = Checkpoint()
         self._kinds = projection.kinds
+        self._sync = sync_handler(projection)
         self.caught_up = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -277,6 +283,15 @@ class ProjectionRunner(AsyncResource):
     async def _commit(
         self, generation: int, records: Sequence[Recorded], after: Checkpoint
     ) -> None:
+        if self._sync is not None:
+            try:
+                self._commit_sync(generation, records, after, wait=False)
+            except _BusyError:
+                # Another connection holds the write lock: wait for it on a
+                # thread, never on the event loop.
+                await asyncio.to_thread(self._commit_sync, generation, records, after, wait=True)
+            self._checkpoint = after
+            return
         model = self.model
         db = model.db
         await db.execute("BEGIN IMMEDIATE")
@@ -291,6 +306,37 @@ class ProjectionRunner(AsyncResource):
             await model._rollback()
             raise
         self._checkpoint = after
+
+    def _commit_sync(
+        self, generation: int, records: Sequence[Recorded], after: Checkpoint, *, wait: bool
+    ) -> None:
+        """One batch and its checkpoint in one transaction on the stdlib connection."""
+        model = self.model
+        db = model.sync_db
+        handler = self._sync
+        assert db is not None and handler is not None
+        if wait:
+            db.execute(f"PRAGMA busy_timeout = {int(model.busy_timeout * 1000)}")
+        try:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not wait and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise _BusyError from exc
+                raise
+            try:
+                if records:
+                    handler(model.sync_context(self.projection, generation), records)
+                if not model.save_checkpoint_sync(self.projection, generation, after):
+                    raise _RetiredError
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        finally:
+            if wait:
+                db.execute("PRAGMA busy_timeout = 0")
 
     def _failed(self, item: Item, exc: BaseException) -> ProjectionError:
         event = item.record.event

@@ -141,6 +141,7 @@ PROJECTIONS = [
     "ReadModel",
     "Source",
     "StoreSource",
+    "SyncProjectionContext",
     "get_projection",
     "open_source",
     "register_projection",
