@@ -9,7 +9,12 @@ each step changing one small field. Same-run baselines:
 * in memory: Apache Burr on the same loop (if ``apache-burr`` is installed);
 * SQLite: the store alone appending the same events one by one, awaited
   (the ceiling the engine's transactional step sits on), and for 100 apps the
-  same store appends from 100 concurrent writers.
+  same store appends from 100 concurrent writers. Each figure also gives the
+  process CPU time per step (all threads), which the machine's load moves less
+  than the rate;
+* engine alone: 100 apps on a null store (``append`` returns at once, nothing
+  validated or written): the engine's own CPU per step, against the store-alone
+  writer's loop (build the event, await the append) on the same null store.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from engine import Application, ApplicationBuilder, State, action  # noqa: E402
 from eventstore import (  # noqa: E402
     Event,
     MemoryEventStore,
+    Recorded,
     SnapshotStore,
     SQLiteEventStore,
     utcnow,
@@ -78,6 +84,25 @@ async def drive(app: Application, steps: int) -> None:
 
 def median_rate(runs: list[float]) -> float:
     return statistics.median(runs)
+
+
+class Timed:
+    """Wall and process CPU time (all threads) of a block; ``rate(n)`` and ``cpu_us(n)``."""
+
+    def __enter__(self) -> Timed:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.cpu
+
+    def rate(self, n: int) -> float:
+        return n / self.wall
+
+    def cpu_us(self, n: int) -> float:
+        return self.cpu / n * 1e6
 
 
 # --------------------------------------------------------------------------- in memory
@@ -128,30 +153,35 @@ def burr_memory(steps: int) -> float | None:
 # --------------------------------------------------------------------------- SQLite
 
 
-async def store_only(db: Path, steps: int, apps: int) -> float:
-    """The baseline: the store appending one small event per call, awaited, per app."""
+async def writer_loop(store: Any, app_id: str, steps: int) -> None:
+    """What the store-alone baseline does per app: build the step's event, await its append."""
+    for seq in range(steps):
+        event = Event(
+            partition_key="",
+            app_id=app_id,
+            sequence_id=seq,
+            kind="action_completed",
+            action="a",
+            next_action="b",
+            writes={"n": seq},
+            timestamp=utcnow(),
+        )
+        await store.append((event,), expected_sequence=seq - 1)
+
+
+async def store_only(db: Path, steps: int, apps: int) -> tuple[float, float]:
+    """The baseline: the store appending one small event per call, awaited, per app.
+
+    Returns appends/s and CPU microseconds per append.
+    """
     async with await SQLiteEventStore.open(db) as store:
-
-        async def writer(app_id: str) -> None:
-            for seq in range(steps):
-                event = Event(
-                    partition_key="",
-                    app_id=app_id,
-                    sequence_id=seq,
-                    kind="action_completed",
-                    action="a",
-                    next_action="b",
-                    writes={"n": seq},
-                    timestamp=utcnow(),
-                )
-                await store.append((event,), expected_sequence=seq - 1)
-
-        started = time.perf_counter()
-        await asyncio.gather(*(writer(f"base{i}") for i in range(apps)))
-        return steps * apps / (time.perf_counter() - started)
+        with Timed() as timed:
+            await asyncio.gather(*(writer_loop(store, f"base{i}", steps) for i in range(apps)))
+        return timed.rate(steps * apps), timed.cpu_us(steps * apps)
 
 
-async def statelog_sqlite(db: Path, steps: int, apps: int, durability: str) -> float:
+async def statelog_sqlite(db: Path, steps: int, apps: int, durability: str) -> tuple[float, float]:
+    """``apps`` apps of ``steps`` steps each on one SQLite file: steps/s, CPU us per step."""
     async with (
         await SQLiteEventStore.open(db) as store,
         await SnapshotStore.open(db) as snapshots,
@@ -162,14 +192,40 @@ async def statelog_sqlite(db: Path, steps: int, apps: int, durability: str) -> f
             .abuild()
             for i in range(apps)
         ]
-        started = time.perf_counter()
-        await asyncio.gather(*(drive(app, steps) for app in made))
-        for app in made:
-            await app.flush()
-        elapsed = time.perf_counter() - started
+        with Timed() as timed:
+            await asyncio.gather(*(drive(app, steps) for app in made))
+            for app in made:
+                await app.flush()
         for app in made:
             await app.aclose()
-        return steps * apps / elapsed
+        return timed.rate(steps * apps), timed.cpu_us(steps * apps)
+
+
+# --------------------------------------------------------------------------- engine alone
+
+
+class NullStore(MemoryEventStore):
+    """A store whose ``append`` returns at once: nothing validated, sealed or kept."""
+
+    async def append(self, events: Any, *, expected_sequence: int) -> list[Recorded]:
+        return [Recorded(0, event) for event in events]
+
+
+async def engine_alone(steps: int, apps: int) -> float:
+    """CPU us per step of ``apps`` transactional apps on a null store: the engine's own cost."""
+    store = NullStore()
+    made = [await builder(store, f"app{i}").abuild() for i in range(apps)]
+    with Timed() as timed:
+        await asyncio.gather(*(drive(app, steps) for app in made))
+    return timed.cpu_us(steps * apps)
+
+
+async def writer_alone(steps: int, apps: int) -> float:
+    """CPU us per step of the store-alone writer loop on a null store."""
+    store = NullStore()
+    with Timed() as timed:
+        await asyncio.gather(*(writer_loop(store, f"base{i}", steps) for i in range(apps)))
+    return timed.cpu_us(steps * apps)
 
 
 async def resume_time(db: Path, events: int) -> tuple[float, float]:
@@ -253,19 +309,40 @@ def report_sqlite(runs: int, tmp: str, one_steps: int, many_steps: int) -> None:
         return Path(tmp) / f"b{next(counter)}.db"
 
     for apps, steps in ((1, one_steps), (100, many_steps)):
-        rates: dict[str, list[float]] = {"store": [], "transactional": [], "fire_and_forget": []}
+        modes = ("store", "transactional", "fire_and_forget")
+        rates: dict[str, list[float]] = {mode: [] for mode in modes}
+        cpus: dict[str, list[float]] = {mode: [] for mode in modes}
         for _ in range(runs):  # interleaved, so all three see the same machine load
-            rates["store"].append(asyncio.run(store_only(db(), steps, apps)))
-            for mode in ("transactional", "fire_and_forget"):
-                rates[mode].append(asyncio.run(statelog_sqlite(db(), steps, apps, mode)))
-        base = median_rate(rates["store"])
+            for mode in modes:
+                if mode == "store":
+                    rate, cpu = asyncio.run(store_only(db(), steps, apps))
+                else:
+                    rate, cpu = asyncio.run(statelog_sqlite(db(), steps, apps, mode))
+                rates[mode].append(rate)
+                cpus[mode].append(cpu)
+        base, base_cpu = median_rate(rates["store"]), statistics.median(cpus["store"])
         for mode in ("transactional", "fire_and_forget"):
-            rate = median_rate(rates[mode])
+            rate, cpu = median_rate(rates[mode]), statistics.median(cpus[mode])
             print(
                 f"SQLite {apps:>3} app(s), {mode:<15} {rate:>9,.0f} steps/s | "
-                f"store alone {base:>9,.0f} appends/s | ratio {rate / base:.2f}x",
+                f"store alone {base:>9,.0f} appends/s | ratio {rate / base:.2f}x | "
+                f"CPU {cpu:.1f} us/step (store alone {base_cpu:.1f})",
                 flush=True,
             )
+
+
+def report_engine(runs: int, steps: int) -> None:
+    apps = 100
+    ours, floor = [], []
+    for _ in range(runs):  # interleaved, so both see the same machine load
+        ours.append(asyncio.run(engine_alone(steps, apps)))
+        floor.append(asyncio.run(writer_alone(steps, apps)))
+    engine, writer = statistics.median(ours), statistics.median(floor)
+    print(
+        f"engine alone, {apps} apps on a null store: {engine:.2f} us CPU/step | "
+        f"store-alone writer loop {writer:.2f} us | the engine's own {engine - writer:.2f} us",
+        flush=True,
+    )
 
 
 def report_resume(tmp: str, events: int) -> None:
@@ -280,7 +357,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--only", choices=["memory", "sqlite", "resume"], help="one section only")
+    parser.add_argument(
+        "--only", choices=["memory", "sqlite", "engine", "resume"], help="one section only"
+    )
     args = parser.parse_args()
     print(f"# engine bench - Python {platform.python_version()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,6 +367,8 @@ def main() -> None:
             report_memory(args.runs, 20_000 if args.quick else 60_000)
         if args.only in (None, "sqlite"):
             report_sqlite(args.runs, tmp, *((3_000, 100) if args.quick else (20_000, 400)))
+        if args.only in (None, "engine"):
+            report_engine(max(args.runs, 5), 300 if args.quick else 1_000)
         if args.only in (None, "resume"):
             report_resume(tmp, 100_000 if args.quick else 1_000_000)
 
