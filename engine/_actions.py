@@ -50,6 +50,7 @@ __all__ = [
     "BatchNode",
     "FunctionAction",
     "Node",
+    "Outcome",
     "StepOutcome",
     "action",
     "batch_action",
@@ -578,6 +579,11 @@ Node.name = "Node"
 
 _tuple_new = tuple.__new__  # StepOutcome(...) without the Python-level __new__
 
+#: StepOutcome's fields as a plain tuple: (result, state, label, attempt, duration).
+#: The application's per-step path takes this; making the named tuple costs more
+#: than a plain one, so only run_action / run_action_sync make it.
+Outcome = tuple[Any, State, str | None, int, float]
+
 
 def _finish(
     action: Action,
@@ -587,7 +593,7 @@ def _finish(
     label: Any,
     attempt: int,
     started: float,
-) -> StepOutcome:
+) -> Outcome:
     if new_state._root is not state._root:
         new_state = new_state.diff_from(state)
     writes = action.writes
@@ -602,7 +608,7 @@ def _finish(
         t = type(result)
         if not (t is str or t is int or t is bool):
             result = to_plain(result, path="$.result")
-    return _tuple_new(StepOutcome, (result, new_state, label, attempt, perf_counter() - started))
+    return (result, new_state, label, attempt, perf_counter() - started)
 
 
 def _rebased(state: State) -> State:
@@ -616,14 +622,13 @@ def runs_inline(action: Action) -> bool:
     return action._fast_sync and not action._bound
 
 
-def run_inline(
-    action: Action, state: State, inputs: Mapping[str, Any] | None = None
-) -> StepOutcome:
+def run_inline(action: Action, state: State, inputs: Mapping[str, Any] | None = None) -> Outcome:
     """``run_action`` without a coroutine, for an action where ``runs_inline(action)``.
 
     The fast path: a sync function action without retries or bound inputs. The
     application sorts its actions once, when it is built, and saves a
-    coroutine per step; the outcome and the errors are those of ``run_action``.
+    coroutine per step. The errors are those of ``run_action``; the outcome is
+    the same fields as a plain tuple (``Outcome``).
     """
     started = perf_counter()
     if state._changed:
@@ -657,10 +662,11 @@ async def run_action(
     """
     state = _rebased(state)
     if action._fast_sync and not action._bound:
-        return run_inline(action, state, inputs)
+        return _tuple_new(StepOutcome, run_inline(action, state, inputs))
     started = perf_counter()
     result, new_state, label, attempt = await action._arun(state, inputs or {})
-    return _finish(action, state, result, new_state, label, attempt, started)
+    outcome = _finish(action, state, result, new_state, label, attempt, started)
+    return _tuple_new(StepOutcome, outcome)
 
 
 def run_action_sync(
@@ -669,7 +675,7 @@ def run_action_sync(
     """``run_action`` for the sync face; raises StateError if the action is async."""
     state = _rebased(state)
     if action._fast_sync and not action._bound:
-        return run_inline(action, state, inputs)
+        return _tuple_new(StepOutcome, run_inline(action, state, inputs))
     if action.is_async:
         raise StateError(
             f"action {action.name!r} is async (async def); a sync run would skip it - "
@@ -677,7 +683,8 @@ def run_action_sync(
         )
     started = perf_counter()
     result, new_state, label, attempt = action._run_sync(state, inputs or {})
-    return _finish(action, state, result, new_state, label, attempt, started)
+    outcome = _finish(action, state, result, new_state, label, attempt, started)
+    return _tuple_new(StepOutcome, outcome)
 
 
 # BatchNode lives in its own module (it builds on Node); re-exported here so the

@@ -214,14 +214,13 @@ class Application(AsyncResource):
         except ActionError as exc:
             await self._record_failure(name, seq, inputs, exc)
             raise
-        new_state = outcome.state
+        result, new_state, label, attempt, duration = outcome
         fixed = self._fixed
         if name in fixed:
             next_action = fixed[name]
         else:
-            next_action = self._graph.next_action(name, new_state, outcome.label)
+            next_action = self._graph.next_action(name, new_state, label)
         writes, deletes = new_state._delta_parts()
-        result = outcome.result
         event = Event(
             partition_key=self._partition_key,
             app_id=self._app_id,
@@ -234,8 +233,8 @@ class Application(AsyncResource):
             deletes=deletes,
             result=result,
             timestamp=_now(UTC),
-            duration=outcome.duration,
-            attempt=outcome.attempt,
+            duration=duration,
+            attempt=attempt,
         )
         append = self._append
         if append is not None:  # transactional: straight to the store
