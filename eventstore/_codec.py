@@ -199,6 +199,53 @@ class _Delta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
 _BODY_KEYS = {f.name: f.encode_name for f in msgspec.structs.fields(_Body)}
 
+#: ``_Body`` for encoding, built positionally (faster than 14 keywords): the same
+#: fields in the same order, with the same keys and defaults, so the same bytes.
+_BodyOut = msgspec.defstruct(
+    "_BodyOut",
+    [
+        (
+            f.name,
+            f.type,
+            msgspec.field(
+                name=f.encode_name,
+                **(
+                    {}
+                    if f.required
+                    else {"default_factory": f.default_factory}
+                    if f.default is msgspec.NODEFAULT
+                    else {"default": f.default}
+                ),
+            ),
+        )
+        for f in msgspec.structs.fields(_Body)
+    ],
+    frozen=True,
+    omit_defaults=True,
+    gc=False,
+    module=__name__,
+)
+
+
+def _body_of(event: Event) -> Any:
+    """The ``_BodyOut`` of an event: what its stored body encodes."""
+    return _BodyOut(
+        event.kind,
+        event.action,
+        event.next_action,
+        event.inputs,
+        event.writes,
+        event.deletes,
+        event.result,
+        event.error,
+        event.timestamp,
+        event.duration,
+        event.attempt,
+        event.parent,
+        event.correlation_id,
+        event.schema_version,
+    )
+
 
 class Codec:
     """A named pair of encoders: ``json`` (default) or ``msgpack``."""
@@ -251,26 +298,25 @@ class Codec:
     # --- stored bodies (SQLite rows)
 
     def encode_body(self, event: Event) -> bytes:
-        body = _Body(
-            kind=event.kind,
-            action=event.action,
-            next_action=event.next_action,
-            inputs=event.inputs,
-            writes=event.writes,
-            deletes=event.deletes,
-            result=event.result,
-            error=event.error,
-            timestamp=event.timestamp,
-            duration=event.duration,
-            attempt=event.attempt,
-            parent=event.parent,
-            correlation_id=event.correlation_id,
-            schema_version=event.schema_version,
-        )
+        """The stored body of ``event``: short keys, defaults left out."""
         try:
-            return self._enc.encode(body)  # type: ignore[no-any-return]
+            return self._enc.encode(_body_of(event))  # type: ignore[no-any-return]
         except (TypeError, msgspec.EncodeError, OverflowError) as exc:
             raise _explain(event, exc) from exc
+
+    def encode_body_buffer(self, event: Event) -> bytearray:
+        """``encode_body`` into a new ``bytearray`` (the same bytes).
+
+        For the SQLite store: ``sqlite3`` binds a ``bytearray`` as a BLOB
+        straight away, while for ``bytes`` it first looks for an adapter
+        (a registry lookup and two attribute lookups per value, ~0.3 us).
+        """
+        buffer = bytearray()
+        try:
+            self._enc.encode_into(_body_of(event), buffer)
+        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+            raise _explain(event, exc) from exc
+        return buffer
 
     def decode_body(
         self,
