@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from ._chain import BrokenLink, seal, validate_batch, verify_events
 from ._codec import Codec
@@ -14,6 +14,8 @@ from ._event import Event, Recorded, StreamId
 from ._resource import AsyncResource
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "EventStore", "apply_event", "fold", "prepare_append"]
+
+_B = TypeVar("_B", bytes, bytearray)
 
 #: Default limit on one encoded event, in bytes (1 MiB).
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
@@ -49,11 +51,30 @@ def prepare_append(
     Returns the stream, the sealed events and each one's stored body. The caller
     still checks ``expected_sequence`` against the stream and writes atomically.
     """
+    return prepare_batch(events, expected_sequence, head_hash, codec.encode_body, key, max_size)
+
+
+def prepare_batch(
+    events: Sequence[Event],
+    expected_sequence: int,
+    head_hash: str,
+    encode: Callable[[Event], _B],
+    key: bytes | None,
+    max_size: int,
+) -> tuple[StreamId, list[Event], list[_B]]:
+    """``prepare_append`` with the body encoder given (``Codec.encode_body``, or
+    ``Codec.encode_body_buffer`` for the SQLite store), positional for speed."""
     stream = validate_batch(events, expected_sequence)
-    bodies = [codec.encode_body(event) for event in events]
-    for event, body in zip(events, bodies, strict=True):
+    if len(events) == 1:  # the common case, without the loops
+        body = encode(events[0])
+        bodies = [body]
         if len(body) > max_size:
-            raise EventTooLargeError(stream, event.sequence_id, len(body), max_size)
+            raise EventTooLargeError(stream, events[0].sequence_id, len(body), max_size)
+    else:
+        bodies = [encode(event) for event in events]
+        for event, body in zip(events, bodies, strict=True):
+            if len(body) > max_size:
+                raise EventTooLargeError(stream, event.sequence_id, len(body), max_size)
     return stream, seal(events, head_hash, key), bodies
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
-from ._codec import canonical_bytes
+from ._codec import _canonical_encoder, canonical_bytes
 from ._errors import InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
 
@@ -37,12 +38,42 @@ class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.stream}#{self.sequence_id}: {self.reason}"
 
 
+_sha256 = hashlib.sha256
+_encode_canonical = _canonical_encoder.encode
+#: HMAC-SHA-256 with the key's inner and outer pads hashed once (RFC 2104), per key.
+_HMAC_PADS: dict[bytes, tuple[Any, Any]] = {}
+
+
+def _hmac_pads(key: bytes) -> tuple[Any, Any]:
+    pads = _HMAC_PADS.get(key)
+    if pads is None:
+        block = _sha256(key).digest() if len(key) > 64 else key
+        block = block.ljust(64, b"\x00")
+        pads = (
+            _sha256(bytes(b ^ 0x36 for b in block)),
+            _sha256(bytes(b ^ 0x5C for b in block)),
+        )
+        if len(_HMAC_PADS) >= 16:
+            _HMAC_PADS.clear()
+        _HMAC_PADS[key] = pads
+    return pads
+
+
+def _digest(data: bytes, key: bytes | None) -> str:
+    """The hex SHA-256 of ``data``, or its HMAC-SHA-256 under ``key``."""
+    if key is None:
+        return _sha256(data).hexdigest()
+    inner_pad, outer_pad = _hmac_pads(key)
+    inner = inner_pad.copy()
+    inner.update(data)
+    outer = outer_pad.copy()
+    outer.update(inner.digest())
+    return outer.hexdigest()  # type: ignore[no-any-return]
+
+
 def compute_hash(event: Event, key: bytes | None = None) -> str:
     """The hex digest of ``event`` (its own ``hash`` field is ignored)."""
-    data = canonical_bytes(event)
-    if key is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return _digest(canonical_bytes(event), key)
 
 
 def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
@@ -71,10 +102,11 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
             f"got {expected_sequence!r}"
         )
     want = expected_sequence + 1
+    partition_key, app_id = stream
     for event in events:
         if not isinstance(event, Event):
             raise InvalidEventError(f"expected Event objects, got {type(event).__name__}")
-        if (event.partition_key, event.app_id) != stream:
+        if event.app_id != app_id or event.partition_key != partition_key:
             raise InvalidEventError(
                 f"one append holds one stream: {stream} and "
                 f"{StreamId(event.partition_key, event.app_id)} are mixed"
@@ -99,9 +131,13 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     """Return ``events`` with ``prev_hash`` and ``hash`` set, chained from ``prev_hash``."""
     sealed = []
     replace = msgspec.structs.replace
+    encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
     for event in events:
         linked = replace(event, prev_hash=prev_hash, hash="")
-        digest = compute_hash(linked, key)
+        if key is None:
+            digest = _sha256(encode(linked)).hexdigest()
+        else:
+            digest = _digest(encode(linked), key)
         sealed.append(replace(linked, hash=digest))
         prev_hash = digest
     return sealed
