@@ -61,7 +61,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append, warn_unclosed
+from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, warn_unclosed
 from ._chain import seal
 from ._codec import Codec, CodecName, get_codec
 from ._errors import (
@@ -110,25 +110,24 @@ class _Head:
 class _Request:
     """One caller's append waiting in the writer queue."""
 
-    __slots__ = ("stream", "expected", "events", "sealed", "sealed_from", "bodies", "future")
+    __slots__ = ("stream", "expected", "sealed", "sealed_from", "bodies", "future", "head")
 
     def __init__(
         self,
         stream: StreamId,
         expected: int,
-        events: list[Event],
         sealed: list[Event],
         sealed_from: str,
-        bodies: list[bytes],
+        bodies: list[bytearray],
         future: asyncio.Future[list[Recorded]],
     ) -> None:
         self.stream = stream
         self.expected = expected
-        self.events = events
         self.sealed = sealed
         self.sealed_from = sealed_from
         self.bodies = bodies
         self.future = future
+        self.head: _Head | None = None  # the stream's head, set when its group is checked
 
 
 class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
@@ -185,6 +184,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         self._direct: sqlite3.Connection | None = None
         self._wal_pages = 0  # pages (estimated) written inline since the WAL's size was read
         self._checkpoint_due = False  # the next write checkpoints on the thread first
+        self._checkpointing: asyncio.Task[None] | None = None  # a checkpoint behind the writes
         self._streak = 0  # inline commits since the committing caller last yielded
         #: Write statements committed on the loop thread (the inline path).
         self.inline_commits = 0
@@ -292,6 +292,9 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                     raise
         self._closed = True
         self._fail_pending(StoreClosedError(f"{self!r} closed before the append was written"))
+        checkpointing = self._checkpointing
+        if checkpointing is not None:
+            await asyncio.wait([checkpointing])
         if self._changed is not None:
             self._changed.set()  # subscribers wake and raise StoreClosedError
         direct, self._direct = self._direct, None
@@ -349,21 +352,23 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         self._check_open()
         if self._conn is None:
             await self.connect()
-        batch = list(events)
+            self._check_open()
+        # Validated, encoded and sealed before anything else runs, so a list the
+        # caller changes afterwards changes nothing: no copy of it is kept.
+        batch = events if type(events) is list else list(events)
         head = None
         if batch and isinstance(first := batch[0], Event):
             # a plain tuple finds the StreamId key (same hash, equal) without building one
             head = self._heads.get((first.partition_key, first.app_id))  # type: ignore[call-overload]
         head_hash = head.hash if head is not None and head.last == expected_sequence else ""
-        stream, sealed, bodies = prepare_append(
+        stream, sealed, bodies = prepare_batch(
             batch,
             expected_sequence,
             head_hash,
-            codec=self.codec,
-            key=self.hmac_key,
-            max_size=self.max_event_size,
+            self.codec.encode_body_buffer,
+            self.hmac_key,
+            self.max_event_size,
         )
-        self._check_open()
         if (
             not self._writing
             and not self._crowded
@@ -375,9 +380,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         ):
             return await self._append_alone(stream, head, sealed, bodies)
         future: asyncio.Future[list[Recorded]] = self._loop.create_future()
-        self._pending.append(
-            _Request(stream, expected_sequence, batch, sealed, head_hash, bodies, future)
-        )
+        self._pending.append(_Request(stream, expected_sequence, sealed, head_hash, bodies, future))
         if self._writing:  # the writer (or a caller) is busy: join the next group
             return await future
         # Nobody is writing, so nothing else is queued: commit this append right
@@ -413,7 +416,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         return future.result()
 
     async def _append_alone(
-        self, stream: StreamId, head: _Head, sealed: list[Event], bodies: list[bytes]
+        self, stream: StreamId, head: _Head, sealed: list[Event], bodies: list[bytearray]
     ) -> list[Recorded]:
         """The common case, lean: nobody writing, the head known and as expected.
 
@@ -424,7 +427,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             params: list[Any] = []
             db_id = head.db_id
             for event, body in zip(sealed, bodies, strict=True):
-                params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+                params += (db_id, event.sequence_id, bytearray.fromhex(event.hash), body)
             try:
                 last_position = await self._write(_insert_sql(len(sealed)), params)
             except ConcurrencyError as exc:  # another process wrote: say how far
@@ -493,8 +496,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
 
     async def _commit_group(self, group: list[_Request]) -> None:
         try:
-            await self._check_heads(group)
-            group = [r for r in group if not r.future.done()]
+            group = await self._check_heads(group)
             if not group:
                 return
             await self._create_streams(group)
@@ -529,33 +531,41 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             if not isinstance(exc, Exception):
                 raise
 
-    async def _check_heads(self, group: list[_Request]) -> None:
+    async def _check_heads(self, group: list[_Request]) -> list[_Request]:
         """Refresh stale heads from the file; refuse writers that are behind; reseal.
 
-        A stream this store has not seen, appended with ``expected_sequence=-1``,
-        is assumed new without a read: if it exists after all, the insert
+        Returns the requests still to write, each with its ``head``. A stream
+        this store has not seen, appended with ``expected_sequence=-1``, is
+        assumed new without a read: if it exists after all, the insert
         conflicts and the writer gets ``ConcurrencyError`` then.
         """
+        heads = self._heads
         stale = []
         for r in group:
-            head = self._heads.get(r.stream)
+            head = heads.get(r.stream)
             if head is None and r.expected == -1:
-                self._heads[r.stream] = _Head(None, -1, "")
+                heads[r.stream] = _Head(None, -1, "")
             elif head is None or head.last != r.expected:
                 stale.append(r.stream)
         if stale:
             await self._load_heads(stale)
+        live = []
         for request in group:
-            head = self._heads[request.stream]
             if request.future.done():
                 continue
+            head = heads[request.stream]
             if head.last != request.expected:
                 request.future.set_exception(
                     ConcurrencyError(request.stream, request.expected, head.last)
                 )
-            elif request.sealed_from != head.hash:
-                request.sealed = seal(request.events, head.hash, self.hmac_key)
+                continue
+            if request.sealed_from != head.hash:
+                # (seal sets prev_hash and hash anew: the same as sealing the originals)
+                request.sealed = seal(request.sealed, head.hash, self.hmac_key)
                 request.sealed_from = head.hash
+            request.head = head
+            live.append(request)
+        return live
 
     async def _load_heads(self, streams: Sequence[StreamId]) -> None:
         found: dict[StreamId, _Head] = {s: _Head(None, -1, "") for s in streams}
@@ -577,7 +587,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         self._heads.update(found)
 
     async def _create_streams(self, group: list[_Request]) -> None:
-        new = [r.stream for r in group if self._heads[r.stream].db_id is None]
+        new = [r.stream for r in group if r.head is None or r.head.db_id is None]
         if not new:
             return
         values = ",".join(["(?, ?)"] * len(new))
@@ -596,10 +606,18 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
 
     async def _insert_chunk(self, chunk: list[_Request]) -> None:
         params: list[Any] = []
+        # bytearray, not bytes: sqlite3 binds it without looking for an adapter
+        fromhex = bytearray.fromhex
         for request in chunk:
-            db_id = self._heads[request.stream].db_id
-            for event, body in zip(request.sealed, request.bodies, strict=True):
-                params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+            assert request.head is not None
+            db_id = request.head.db_id
+            sealed = request.sealed
+            if len(sealed) == 1:
+                event = sealed[0]
+                params += (db_id, event.sequence_id, fromhex(event.hash), request.bodies[0])
+                continue
+            for event, body in zip(sealed, request.bodies, strict=True):
+                params += (db_id, event.sequence_id, fromhex(event.hash), body)
         try:
             last_position = await self._write(_insert_sql(len(params) // 4), params)
         except ConcurrencyError:
@@ -632,7 +650,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                         request.bodies[start : start + step],
                         strict=True,
                     ):
-                        params += (db_id, event.sequence_id, bytes.fromhex(event.hash), body)
+                        params += (db_id, event.sequence_id, bytearray.fromhex(event.hash), body)
                     last_position = await self._write(_insert_sql(len(params) // 4), params)
                 await self._write("COMMIT", [])
             except BaseException:
@@ -667,21 +685,23 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         """
         position = last_position - sum(len(r.sealed) for r in chunk) + 1
         for request in chunk:
-            head = self._heads[request.stream]
+            head = request.head
+            assert head is not None
             sealed = request.sealed
             if len(sealed) == 1:
-                recorded = [Recorded(position, sealed[0])]
+                last = sealed[0]
+                recorded = [Recorded(position, last)]
                 position += 1
             else:
                 recorded = []
-                for event in sealed:
-                    recorded.append(Recorded(position, event))
+                for last in sealed:
+                    recorded.append(Recorded(position, last))
                     position += 1
-            last = sealed[-1]
             head.last = last.sequence_id
             head.hash = last.hash
-            if not request.future.done():
-                request.future.set_result(recorded)
+            future = request.future
+            if not future.done():
+                future.set_result(recorded)
         self._notify()
 
     # ------------------------------------------------------------------ reading

@@ -47,6 +47,7 @@ class SQLiteWrites:
     _direct: sqlite3.Connection | None
     _gate: asyncio.Event | None
     _checkpoint_due: bool
+    _checkpointing: asyncio.Task[None] | None
     _wal_pages: int
     inline_commits: int
     thread_commits: int
@@ -114,39 +115,67 @@ class SQLiteWrites:
         return rows
 
     def _committed_inline(self, pages: int) -> None:
-        """Count an inline commit; past ``WAL_LIMIT`` bytes, the next write checkpoints."""
+        """Count an inline commit; past ``WAL_LIMIT`` bytes, start a checkpoint."""
         self.inline_commits += 1
         self._wal_pages += pages
         if self._wal_pages >= _STAT_EVERY:
             self._wal_pages = 0
+            if self._checkpointing is not None or self._checkpoint_due:
+                return
             try:
                 size = os.stat(self.path + "-wal").st_size
             except OSError:
                 size = 0
             if size > WAL_LIMIT:
-                self._checkpoint_due = True
+                self._checkpointing = asyncio.get_running_loop().create_task(
+                    self._checkpoint_behind()
+                )
+
+    async def _checkpoint_behind(self) -> None:
+        """The first, long half of a checkpoint, while this store goes on committing.
+
+        ``PRAGMA wal_checkpoint(PASSIVE)`` runs on aiosqlite's thread, never on
+        the loop: it syncs the WAL, copies its pages into the database file and
+        syncs that (with ``synchronous=NORMAL``, a few milliseconds of fsync for
+        a 4 MiB WAL). The inline connection (``wal_autocheckpoint=0``) keeps
+        committing meanwhile, so no caller waits for those syncs; but the WAL
+        can only start over from its beginning once every frame in it has been
+        copied. So if anything was committed meanwhile, the next writer runs
+        ``_run_checkpoint`` first, holding the write turn: it copies just the
+        frames written during this one (a short sync), and the commit after it
+        restarts the WAL, which stays bounded.
+        """
+        writes = self.inline_commits + self.thread_commits
+        try:
+            done = await self._checkpoint()
+        finally:
+            self._checkpointing = None
+        if done and self.inline_commits + self.thread_commits != writes:
+            self._checkpoint_due = True
 
     async def _run_checkpoint(self) -> None:
-        """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread, never on the loop.
+        """The second half: a checkpoint run while holding the store's write turn.
 
-        The inline connection has ``wal_autocheckpoint=0``, so no inline commit
-        pays for a checkpoint. The writer that finds one due runs it before its
-        own statement, holding the store's write turn: this store writes nothing
-        meanwhile, so the checkpoint can copy the whole WAL and the next commit
-        starts it over from the beginning (the file stays bounded). PASSIVE
-        neither waits for nor blocks other processes; frames a reader still
-        needs are left for the next one.
+        This store writes nothing meanwhile, so the checkpoint can copy the
+        whole WAL and the next commit starts it over from the beginning.
+        PASSIVE neither waits for nor blocks other processes; frames a reader
+        still needs are left for the next one.
         """
         self._checkpoint_due = False
         self._wal_pages = 0
+        await self._checkpoint()
+
+    async def _checkpoint(self) -> bool:
+        """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread; ``False`` if it failed."""
         conn = self._conn
         if conn is None:
-            return
+            return False
         try:
             await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except (sqlite3.Error, ValueError):
-            return  # the next threshold tries again; a real fault shows on the write
+            return False  # the next threshold tries again; a real fault shows on the write
         self.checkpoints += 1
+        return True
 
 
 def open_direct(path: str) -> sqlite3.Connection | None:
