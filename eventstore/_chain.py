@@ -38,6 +38,9 @@ class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.stream}#{self.sequence_id}: {self.reason}"
 
 
+#: ``tuple.__new__(StreamId, (a, b))`` is ``StreamId(a, b)`` without the Python-level
+#: ``__new__`` a NamedTuple has (~0.3 us less per append).
+_new_tuple = tuple.__new__
 _sha256 = hashlib.sha256
 _encode_canonical = _canonical_encoder.encode
 #: HMAC-SHA-256 with the key's inner and outer pads hashed once (RFC 2104), per key.
@@ -87,30 +90,30 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
     first = events[0]
     if not isinstance(first, Event):
         raise InvalidEventError(f"expected Event objects, got {type(first).__name__}")
-    stream = StreamId(first.partition_key, first.app_id)
-    if not isinstance(stream.app_id, str) or not stream.app_id:
+    partition_key = first.partition_key
+    app_id = first.app_id
+    if not isinstance(app_id, str) or not app_id:
         raise InvalidEventError("app_id must be a non-empty string, got an empty one")
-    if not isinstance(stream.partition_key, str):
-        raise InvalidEventError(
-            f"partition_key must be a str, got {type(stream.partition_key).__name__}"
-        )
-    if "\x00" in stream.app_id or "\x00" in stream.partition_key:
+    if not isinstance(partition_key, str):
+        raise InvalidEventError(f"partition_key must be a str, got {type(partition_key).__name__}")
+    if "\x00" in app_id or "\x00" in partition_key:
         raise InvalidEventError("app_id and partition_key must not contain NUL characters")
     if not isinstance(expected_sequence, int) or expected_sequence < -1:
         raise InvalidEventError(
             f"expected_sequence must be an int >= -1 (-1 for a new stream), "
             f"got {expected_sequence!r}"
         )
+    stream = _new_tuple(StreamId, (partition_key, app_id))
     want = expected_sequence + 1
-    partition_key, app_id = stream
     for event in events:
-        if not isinstance(event, Event):
-            raise InvalidEventError(f"expected Event objects, got {type(event).__name__}")
-        if event.app_id != app_id or event.partition_key != partition_key:
-            raise InvalidEventError(
-                f"one append holds one stream: {stream} and "
-                f"{StreamId(event.partition_key, event.app_id)} are mixed"
-            )
+        if event is not first:
+            if not isinstance(event, Event):
+                raise InvalidEventError(f"expected Event objects, got {type(event).__name__}")
+            if event.app_id != app_id or event.partition_key != partition_key:
+                raise InvalidEventError(
+                    f"one append holds one stream: {stream} and "
+                    f"{StreamId(event.partition_key, event.app_id)} are mixed"
+                )
         if event.sequence_id != want:
             raise InvalidEventError(
                 f"sequence gap in batch for {stream}: expected sequence_id {want}, "

@@ -32,10 +32,11 @@ hand-off. That connection cannot block for long: ``busy_timeout=0`` (a write
 lock held elsewhere raises ``SQLITE_BUSY`` at once, nothing is written, and the
 statement goes to aiosqlite's thread, which waits up to ``busy_timeout``) and
 ``wal_autocheckpoint=0`` (once the ``-wal`` file passes ``WAL_LIMIT``, 4 MiB
-or ~1000 pages, the next writer runs ``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread before
-its statement, holding the write turn so the WAL can be restarted and stays
-bounded). A caller that commits ``_STREAK`` appends in a row without
-suspending yields once, so other tasks run and concurrent appenders group.
+or ~1000 pages, ``PRAGMA wal_checkpoint(PASSIVE)`` runs on aiosqlite's thread
+while inline commits go on, then once more for what they wrote meanwhile,
+holding the write turn, so the WAL can be restarted and stays bounded). A
+caller that commits ``_STREAK`` appends in a row without suspending yields
+once, so other tasks run and concurrent appenders group.
 With ``FULL`` every commit fsyncs, so every write uses aiosqlite's thread.
 ``inline_commits``, ``thread_commits``, ``busy_fallbacks`` and ``checkpoints``
 count what happened.
@@ -82,6 +83,9 @@ _ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 240
 #: At most this many events go into one group.
 _GROUP_EVENTS = 4 * _ROWS_PER_STATEMENT
 _ROW_SQL: dict[int, str] = {}
+#: ``tuple.__new__(Recorded, (p, e))`` is ``Recorded(p, e)`` without the Python-level
+#: ``__new__`` of a NamedTuple.
+_new_tuple = tuple.__new__
 #: Inline commits in a row before the committing caller yields to the loop once.
 _STREAK = 16
 
@@ -183,8 +187,8 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         # The inline path: a stdlib connection used on the loop thread (NORMAL only).
         self._direct: sqlite3.Connection | None = None
         self._wal_pages = 0  # pages (estimated) written inline since the WAL's size was read
-        self._checkpoint_due = False  # the next write checkpoints on the thread first
-        self._checkpointing: asyncio.Task[None] | None = None  # a checkpoint behind the writes
+        self._checkpointing: asyncio.Task[None] | None = None  # a checkpoint on the thread
+        self._checkpoint_holds = False  # ... in its second half: inline commits wait
         self._streak = 0  # inline commits since the committing caller last yielded
         #: Write statements committed on the loop thread (the inline path).
         self.inline_commits = 0
@@ -379,7 +383,8 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             and len(sealed) <= _ROWS_PER_STATEMENT
         ):
             return await self._append_alone(stream, head, sealed, bodies)
-        future: asyncio.Future[list[Recorded]] = self._loop.create_future()
+        # asyncio.Future (C) directly: loop.create_future is one more Python call
+        future: asyncio.Future[list[Recorded]] = asyncio.Future(loop=self._loop)
         self._pending.append(_Request(stream, expected_sequence, sealed, head_hash, bodies, future))
         if self._writing:  # the writer (or a caller) is busy: join the next group
             return await future
@@ -438,7 +443,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                 self._heads.pop(stream, None)  # the rows may or may not be in
                 raise
             position = last_position - len(sealed) + 1
-            recorded = [Recorded(position + i, event) for i, event in enumerate(sealed)]
+            recorded = [_new_tuple(Recorded, (position + i, e)) for i, e in enumerate(sealed)]
             if self._direct is not None:
                 self._streak += 1
             head.last = sealed[-1].sequence_id
@@ -690,12 +695,12 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             sealed = request.sealed
             if len(sealed) == 1:
                 last = sealed[0]
-                recorded = [Recorded(position, last)]
+                recorded = [_new_tuple(Recorded, (position, last))]
                 position += 1
             else:
                 recorded = []
                 for last in sealed:
-                    recorded.append(Recorded(position, last))
+                    recorded.append(_new_tuple(Recorded, (position, last)))
                     position += 1
             head.last = last.sequence_id
             head.hash = last.hash

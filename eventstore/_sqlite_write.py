@@ -7,11 +7,13 @@ hand-off (40-300 us on a loaded 2-core machine). It never waits: a lock held
 elsewhere raises ``SQLITE_BUSY`` at once (``busy_timeout=0``), nothing is
 written, and the statement runs on aiosqlite's thread instead, which waits up
 to the store's ``busy_timeout``. It never checkpoints
-(``wal_autocheckpoint=0``): after ~1000 WAL pages the next write runs a
-PASSIVE checkpoint on aiosqlite's thread first (the ``-wal`` file's size is
-looked at every ~256 pages written; ``journal_size_limit`` cuts a restarted
-WAL back, so that size is what the WAL holds). With ``FULL`` there is no
-inline connection. See the store's module docstring for the whole picture.
+(``wal_autocheckpoint=0``): after ~1000 WAL pages a PASSIVE checkpoint starts
+on aiosqlite's thread while inline commits go on, and a short second one,
+which inline commits wait for, copies what they wrote meanwhile so the WAL
+restarts (``_checkpoint_behind``; the ``-wal`` file's size is looked at every
+~256 pages written; ``journal_size_limit`` cuts a restarted WAL back, so that
+size is what the WAL holds). With ``FULL`` there is no inline connection. See
+the store's module docstring for the whole picture.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ class SQLiteWrites:
     _conn: aiosqlite.Connection | None
     _direct: sqlite3.Connection | None
     _gate: asyncio.Event | None
-    _checkpoint_due: bool
     _checkpointing: asyncio.Task[None] | None
+    _checkpoint_holds: bool
     _wal_pages: int
     inline_commits: int
     thread_commits: int
@@ -66,8 +68,9 @@ class SQLiteWrites:
         """
         direct = self._direct
         if direct is not None and self._gate is None:
-            if self._checkpoint_due:
-                await self._run_checkpoint()
+            if self._checkpoint_holds:  # its second half: no inline commit until it ends
+                assert self._checkpointing is not None
+                await asyncio.wait([self._checkpointing])
             try:
                 cursor = direct.execute(sql, params)
             except sqlite3.IntegrityError as exc:
@@ -100,8 +103,8 @@ class SQLiteWrites:
     def _inline_rows(self, sql: str, params: list[Any]) -> list[Any] | None:
         """Run a write statement that returns rows inline; ``None``: use the thread."""
         direct = self._direct
-        if direct is None or self._gate is not None:
-            return None
+        if direct is None or self._gate is not None or self._checkpoint_holds:
+            return None  # (the thread runs it after the checkpoint)
         try:
             rows = direct.execute(sql, params).fetchall()
         except sqlite3.OperationalError as exc:
@@ -120,7 +123,7 @@ class SQLiteWrites:
         self._wal_pages += pages
         if self._wal_pages >= _STAT_EVERY:
             self._wal_pages = 0
-            if self._checkpointing is not None or self._checkpoint_due:
+            if self._checkpointing is not None:
                 return
             try:
                 size = os.stat(self.path + "-wal").st_size
@@ -132,38 +135,33 @@ class SQLiteWrites:
                 )
 
     async def _checkpoint_behind(self) -> None:
-        """The first, long half of a checkpoint, while this store goes on committing.
+        """Copy the WAL into the database file, mostly while this store goes on committing.
 
         ``PRAGMA wal_checkpoint(PASSIVE)`` runs on aiosqlite's thread, never on
         the loop: it syncs the WAL, copies its pages into the database file and
         syncs that (with ``synchronous=NORMAL``, a few milliseconds of fsync for
         a 4 MiB WAL). The inline connection (``wal_autocheckpoint=0``) keeps
-        committing meanwhile, so no caller waits for those syncs; but the WAL
-        can only start over from its beginning once every frame in it has been
-        copied. So if anything was committed meanwhile, the next writer runs
-        ``_run_checkpoint`` first, holding the write turn: it copies just the
-        frames written during this one (a short sync), and the commit after it
-        restarts the WAL, which stays bounded.
+        committing meanwhile, so no caller waits for those syncs. But the WAL
+        only starts over from its beginning once every frame in it has been
+        copied; so if anything was committed meanwhile, a second checkpoint
+        follows at once, holding the write turn (``_write`` waits for it): it
+        copies just the frames written during the first (a short sync), and
+        the next commit restarts the WAL, which stays bounded. Callers go on
+        validating, encoding and queueing their appends while it runs.
+        PASSIVE neither waits for nor blocks other processes; frames a reader
+        still needs are left for the next checkpoint.
         """
-        writes = self.inline_commits + self.thread_commits
         try:
-            done = await self._checkpoint()
+            writes = self.inline_commits + self.thread_commits
+            if await self._checkpoint() and self.inline_commits + self.thread_commits != writes:
+                self._checkpoint_holds = True
+                try:
+                    await self._checkpoint()
+                finally:
+                    self._checkpoint_holds = False
         finally:
             self._checkpointing = None
-        if done and self.inline_commits + self.thread_commits != writes:
-            self._checkpoint_due = True
-
-    async def _run_checkpoint(self) -> None:
-        """The second half: a checkpoint run while holding the store's write turn.
-
-        This store writes nothing meanwhile, so the checkpoint can copy the
-        whole WAL and the next commit starts it over from the beginning.
-        PASSIVE neither waits for nor blocks other processes; frames a reader
-        still needs are left for the next one.
-        """
-        self._checkpoint_due = False
-        self._wal_pages = 0
-        await self._checkpoint()
+            self._wal_pages = 0
 
     async def _checkpoint(self) -> bool:
         """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread; ``False`` if it failed."""
