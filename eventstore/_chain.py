@@ -134,6 +134,7 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     """Return ``events`` with ``prev_hash`` and ``hash`` set, chained from ``prev_hash``."""
     sealed = []
     replace = msgspec.structs.replace
+    set_hash = msgspec.structs.force_setattr
     encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
     for event in events:
         linked = replace(event, prev_hash=prev_hash, hash="")
@@ -141,7 +142,10 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
             digest = _sha256(encode(linked)).hexdigest()
         else:
             digest = _digest(encode(linked), key)
-        sealed.append(replace(linked, hash=digest))
+        # ``linked`` is new and not shared yet: set its hash in place (msgspec's
+        # documented way to finish building a frozen struct) instead of copying it
+        set_hash(linked, "hash", digest)
+        sealed.append(linked)
         prev_hash = digest
     return sealed
 

@@ -91,6 +91,8 @@ def test_resealing_sealed_events_equals_sealing_the_originals() -> None:
         Event(partition_key="p", app_id="a", sequence_id=i, kind="k", writes={"i": i})
         for i in range(3)
     ]
+    before = [msgspec.structs.replace(e) for e in events]
     once = seal(events, "00" * 32)
+    assert events == before  # the caller's events are left as they were
     assert seal(once, "11" * 32) == seal(events, "11" * 32)
     assert seal(once, "11" * 32, b"key") == seal(events, "11" * 32, b"key")
