@@ -103,9 +103,10 @@ def _insert_sql(rows: int) -> str:
 class _Head:
     """What this process knows of a stream's end: db id, last sequence, last hash."""
 
-    __slots__ = ("db_id", "last", "hash")
+    __slots__ = ("stream", "db_id", "last", "hash")
 
-    def __init__(self, db_id: int | None, last: int, hash: str) -> None:
+    def __init__(self, stream: StreamId, db_id: int | None, last: int, hash: str) -> None:
+        self.stream = stream  # its key in the heads, which a request can share
         self.db_id = db_id
         self.last = last
         self.hash = hash
@@ -385,6 +386,8 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             return await self._append_alone(stream, head, sealed, bodies)
         # asyncio.Future (C) directly: loop.create_future is one more Python call
         future: asyncio.Future[list[Recorded]] = asyncio.Future(loop=self._loop)
+        if head is not None:
+            stream = head.stream  # the same key, long-lived: one object fewer per append
         self._pending.append(_Request(stream, expected_sequence, sealed, head_hash, bodies, future))
         if self._writing:  # the writer (or a caller) is busy: join the next group
             return await future
@@ -555,7 +558,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                 continue
             head = heads.get(request.stream)
             if head is None and request.expected == -1:
-                head = heads[request.stream] = _Head(None, -1, "")
+                head = heads[request.stream] = _Head(request.stream, None, -1, "")
             elif head is None or head.last != request.expected:
                 stale.append(request)
                 continue
@@ -588,7 +591,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         request.sealed_from = head.hash
 
     async def _load_heads(self, streams: Sequence[StreamId]) -> None:
-        found: dict[StreamId, _Head] = {s: _Head(None, -1, "") for s in streams}
+        found: dict[StreamId, _Head] = {s: _Head(s, None, -1, "") for s in streams}
         for start in range(0, len(streams), 400):
             part = streams[start : start + 400]
             values = ",".join(["(?, ?)"] * len(part))
@@ -601,8 +604,9 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                 params,
             )
             for pk, app, db_id, seq, digest in rows:
-                found[StreamId(pk, app)] = _Head(
-                    db_id, -1 if seq is None else seq, bytes(digest).hex() if digest else ""
+                stream = StreamId(pk, app)
+                found[stream] = _Head(
+                    stream, db_id, -1 if seq is None else seq, bytes(digest).hex() if digest else ""
                 )
         self._heads.update(found)
 
