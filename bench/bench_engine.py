@@ -2,6 +2,7 @@
 
     python bench/bench_engine.py            # ~1 minute on 2 cores
     python bench/bench_engine.py --quick    # smaller sizes
+    python bench/bench_engine.py --compare DIR   # another engine, same run (see below)
 
 The workload is the issue's: 3 trivial actions in a loop over a ~1 KB state,
 each step changing one small field. Same-run baselines:
@@ -15,12 +16,19 @@ each step changing one small field. Same-run baselines:
 * engine alone: 100 apps on a null store (``append`` yields to the loop once
   and keeps nothing): the engine's own CPU per step, against the store-alone
   writer's loop (build the event, await the append) on the same null store.
+
+``--compare DIR`` measures another revision of the engine against this one in
+the same process: DIR holds an ``engine`` package (``git archive REV engine |
+tar -x -C DIR``), imported under another name; both run on this tree's store,
+round by round, 100 apps transactional on SQLite and on the null store.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import importlib.util
 import os
 import platform
 import statistics
@@ -61,19 +69,46 @@ def step_c(state: State) -> State:
     return state.update(k="abcdefghij")
 
 
-def graph(store: Any, app_id: str, durability: str = "transactional") -> ApplicationBuilder:
+@functools.cache
+def actions_of(eng: Any) -> dict[str, Any]:
+    """The same three actions made with another engine module's ``action`` (``--compare``)."""
+
+    @eng.action(reads=["n"], writes=["n"])
+    def a(state: Any) -> Any:
+        return state.update(n=state["n"] + 1)
+
+    @eng.action(reads=["n"], writes=["m"])
+    def b(state: Any) -> Any:
+        return state.update(m=state["n"] * 2)
+
+    @eng.action(reads=[], writes=["k"])
+    def c(state: Any) -> Any:
+        return state.update(k="abcdefghij")
+
+    return {"a": a, "b": b, "c": c}
+
+
+def graph(
+    store: Any, app_id: str, durability: str = "transactional", eng: Any = None
+) -> ApplicationBuilder:
+    """The workload's graph, with this tree's engine or (``eng``) another one."""
+    if eng is None:
+        made, actions = ApplicationBuilder(), {"a": step_a, "b": step_b, "c": step_c}
+    else:
+        made, actions = eng.ApplicationBuilder(), actions_of(eng)
     return (
-        ApplicationBuilder()
-        .with_actions(a=step_a, b=step_b, c=step_c)
+        made.with_actions(**actions)
         .with_transitions(("a", "b"), ("b", "c"), ("c", "a"))
         .with_identifiers(app_id=app_id)
         .with_store(store)
-        .with_durability(durability)  # type: ignore[arg-type]
+        .with_durability(durability)
     )
 
 
-def builder(store: Any, app_id: str, durability: str = "transactional") -> ApplicationBuilder:
-    return graph(store, app_id, durability).with_state(n=0, pad=PAD).with_entrypoint("a")
+def builder(
+    store: Any, app_id: str, durability: str = "transactional", eng: Any = None
+) -> ApplicationBuilder:
+    return graph(store, app_id, durability, eng).with_state(n=0, pad=PAD).with_entrypoint("a")
 
 
 async def drive(app: Application, steps: int) -> None:
@@ -180,14 +215,16 @@ async def store_only(db: Path, steps: int, apps: int) -> tuple[float, float]:
         return timed.rate(steps * apps), timed.cpu_us(steps * apps)
 
 
-async def statelog_sqlite(db: Path, steps: int, apps: int, durability: str) -> tuple[float, float]:
+async def statelog_sqlite(
+    db: Path, steps: int, apps: int, durability: str, eng: Any = None
+) -> tuple[float, float]:
     """``apps`` apps of ``steps`` steps each on one SQLite file: steps/s, CPU us per step."""
     async with (
         await SQLiteEventStore.open(db) as store,
         await SnapshotStore.open(db) as snapshots,
     ):
         made = [
-            await builder(store, f"app{i}", durability)
+            await builder(store, f"app{i}", durability, eng)
             .with_store(store, snapshots=snapshots)
             .abuild()
             for i in range(apps)
@@ -217,10 +254,10 @@ class NullStore(MemoryEventStore):
         return [Recorded(0, event) for event in events]
 
 
-async def engine_alone(steps: int, apps: int) -> float:
+async def engine_alone(steps: int, apps: int, eng: Any = None) -> float:
     """CPU us per step of ``apps`` transactional apps on a null store: the engine's own cost."""
     store = NullStore()
-    made = [await builder(store, f"app{i}").abuild() for i in range(apps)]
+    made = [await builder(store, f"app{i}", eng=eng).abuild() for i in range(apps)]
     with Timed() as timed:
         await asyncio.gather(*(drive(app, steps) for app in made))
     return timed.cpu_us(steps * apps)
@@ -351,6 +388,52 @@ def report_engine(runs: int, steps: int) -> None:
     )
 
 
+def load_engine(root: Path) -> Any:
+    """The ``engine`` package under ``root``, imported as ``engine_compared``."""
+    init = root / "engine" / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        "engine_compared", init, submodule_search_locations=[str(init.parent)]
+    )
+    if spec is None or spec.loader is None or not init.exists():
+        raise SystemExit(f"--compare: no engine package in {root}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def report_compare(runs: int, tmp: str, root: Path, steps: int, null_steps: int) -> None:
+    """Another engine (``root``) against this one, same process, round by round."""
+    other = load_engine(root)
+    apps = 100
+    counter = iter(range(10_000))
+    rows: dict[str, list[tuple[float, float]]] = {"store": [], "compared": [], "this tree": []}
+    own: dict[str, list[float]] = {"compared": [], "this tree": []}
+    for _ in range(runs):  # interleaved: every figure of a round sees the same machine load
+        rows["store"].append(
+            asyncio.run(store_only(Path(tmp) / f"c{next(counter)}.db", steps, apps))
+        )
+        for label, eng in (("compared", other), ("this tree", None)):
+            db = Path(tmp) / f"c{next(counter)}.db"
+            rows[label].append(asyncio.run(statelog_sqlite(db, steps, apps, "transactional", eng)))
+        writer = asyncio.run(writer_alone(null_steps, apps))
+        for label, eng in (("compared", other), ("this tree", None)):
+            own[label].append(asyncio.run(engine_alone(null_steps, apps, eng)) - writer)
+    store = rows["store"]
+    print(f"SQLite {apps} apps, store alone {median_rate([r for r, _ in store]):>9,.0f} appends/s")
+    for label in ("compared", "this tree"):
+        got = rows[label]
+        ratio = statistics.median(g[0] / s[0] for g, s in zip(got, store, strict=True))
+        extra = statistics.median(g[1] - s[1] for g, s in zip(got, store, strict=True))
+        print(
+            f"SQLite {apps} apps, transactional, engine {label:<9} "
+            f"{median_rate([r for r, _ in got]):>9,.0f} steps/s | ratio to store alone "
+            f"{ratio:.2f}x | CPU {extra:+.1f} us/step over the store alone | the engine's own "
+            f"on a null store {statistics.median(own[label]):.2f} us/step",
+            flush=True,
+        )
+
+
 def report_resume(tmp: str, events: int) -> None:
     median_ms, best_ms = asyncio.run(resume_time(Path(tmp) / "resume.db", events))
     print(
@@ -366,9 +449,16 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["memory", "sqlite", "engine", "resume"], help="one section only"
     )
+    parser.add_argument(
+        "--compare", type=Path, metavar="DIR", help="another engine (DIR/engine) against this one"
+    )
     args = parser.parse_args()
     print(f"# engine bench - Python {platform.python_version()}, {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
+        if args.compare is not None:
+            sizes = (100, 100) if args.quick else (400, 200)
+            report_compare(max(args.runs, 10), tmp, args.compare, *sizes)
+            return
         if args.only in (None, "memory"):
             report_memory(args.runs, 20_000 if args.quick else 60_000)
         if args.only in (None, "sqlite"):
