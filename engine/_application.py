@@ -182,7 +182,7 @@ class Application(AsyncResource):
         type, undeclared write, unencodable value, no transition) writes nothing
         and raises.
         """
-        # The one step, used by every run method (through _steps); what it returns
+        # The one step, used by every run method (arun, _steps); what it returns
         # is built right here, and its event is left in _last_event for astream.
         if self._closed:
             raise UsageError(f"{self!r} is closed")
