@@ -288,8 +288,18 @@ class ProjectionRunner(AsyncResource):
                 self._commit_sync(generation, records, after, wait=False)
             except _BusyError:
                 # Another connection holds the write lock: wait for it on a
-                # thread, never on the event loop.
-                await asyncio.to_thread(self._commit_sync, generation, records, after, wait=True)
+                # thread, never on the event loop. If we are cancelled, the
+                # thread still owns the connection: let it finish (commit or
+                # roll back) before the cancellation goes on to close it.
+                work = asyncio.ensure_future(
+                    asyncio.to_thread(self._commit_sync, generation, records, after, wait=True)
+                )
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    with contextlib.suppress(Exception):
+                        await work
+                    raise
             self._checkpoint = after
             return
         model = self.model

@@ -184,3 +184,47 @@ async def test_a_locked_read_model_waits_off_the_event_loop(tmp_path: Path) -> N
     assert waited >= release_after * 0.9  # it did wait for the lock ...
     assert ticks >= 10  # ... and the loop kept running meanwhile
     assert len(dump(path, "audit_trail")) == 60
+
+
+async def test_cancelled_while_waiting_for_the_lock_leaves_a_consistent_read_model(
+    tmp_path: Path,
+) -> None:
+    """Cancel the runner while its batch waits on a thread for a lock held elsewhere."""
+    store = MemoryEventStore()
+    await append_simple(store, streams=3, per_stream=20, batch=5)
+    path = tmp_path / "rm.db"
+    locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    locked = asyncio.Event()
+
+    def lock_once(items: Sequence[Any], checkpoint: Any) -> None:
+        if not locked.is_set():
+            locker.execute("BEGIN IMMEDIATE")
+            locked.set()
+
+    runner = ProjectionRunner(AuditTrailProjection(), path, batch_size=10, on_commit=lock_once)
+    await runner.open()
+    try:
+        task = asyncio.create_task(runner.rebuild(StoreSource(store)))
+        await locked.wait()
+        await asyncio.sleep(0.2)  # the next batch is now waiting on a thread
+        assert not task.done()
+        task.cancel()
+        await asyncio.sleep(0.1)
+        locker.execute("COMMIT")  # the waiting thread may now commit its batch
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await runner.aclose()  # closes the connection only after the thread let go
+        locker.close()
+    # Whatever got committed, rows and checkpoint agree; a restart finishes it.
+    db = sqlite3.connect(path)
+    try:
+        (rows,) = db.execute("SELECT count(*) FROM audit_trail_g1").fetchone()
+        (events,) = db.execute("SELECT events FROM statelog_projections").fetchone()
+    finally:
+        db.close()
+    assert rows == events and rows in (10, 20)
+    async with ProjectionRunner(AuditTrailProjection(), path) as again:
+        gen = await again.rebuild(StoreSource(store))
+    assert gen.generation == 1 and gen.checkpoint.events == 60
+    assert len(dump(path, "audit_trail")) == 60
