@@ -392,15 +392,33 @@ class Codec:
             for row, prev in zip(rows, prevs, strict=True)
         ]
 
-    def decode_delta(self, data: bytes) -> tuple[dict[str, Any], list[str]]:
-        """Decode only ``writes`` and ``deletes`` of a stored body (fast fold path)."""
+    def fold_deltas(
+        self, rows: Sequence[Sequence[Any]], state: dict[str, Any], start: int = 0
+    ) -> int:
+        """Fold the deltas of stored bodies ``rows[start:]`` (rows ``(body, ...)``) onto ``state``.
+
+        The fast fold path: only ``writes`` and ``deletes`` are decoded, in one
+        loop with no call per row. Returns ``len(rows)``, or the index of the
+        first body with an older ``schema_version``, which is not folded: the
+        caller decodes (upcasts) that one fully and goes on after it.
+        """
+        decode = self._delta_dec.decode
+        update = state.update
+        pop = state.pop
+        current = SCHEMA_VERSION
+        index = start
         try:
-            d: _Delta = self._delta_dec.decode(data)
+            for index in range(start, len(rows)):
+                d: _Delta = decode(rows[index][0])
+                if d.schema_version != current:
+                    return index
+                if d.writes:
+                    update(d.writes)
+                for key in d.deletes:
+                    pop(key, None)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
-        if d.schema_version != SCHEMA_VERSION:
-            raise _NeedsUpcast
-        return d.writes, d.deletes
+        return len(rows)
 
 
 def _event_from_body(
@@ -428,10 +446,6 @@ def _event_from_body(
         prev_hash=prev_hash,
         hash=hash,
     )
-
-
-class _NeedsUpcast(Exception):
-    """Internal: the fast delta path met an old schema_version."""
 
 
 def _convert_event(raw: Mapping[str, Any]) -> Event:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._chain import BrokenLink, verify_events
-from ._codec import Codec, _NeedsUpcast
+from ._codec import Codec
 from ._errors import EncodingError
 from ._event import Event, Recorded, StreamId
 
@@ -156,25 +156,22 @@ class SQLiteReads:
             "ORDER BY e.sequence_id",
             (partition_key, app_id, start),
         )
-        decode_delta = self.codec.decode_delta
-        update = result.update
-        for index, (body,) in enumerate(rows):
-            try:
-                writes, deletes = decode_delta(body)
-            except _NeedsUpcast:
-                event = self.codec.decode_body(
-                    body,
-                    partition_key=partition_key,
-                    app_id=app_id,
-                    sequence_id=start + index,
-                    prev_hash="",
-                    hash="",
-                )
-                writes, deletes = event.writes, event.deletes
-            if writes:
-                update(writes)
-            for key in deletes:
+        codec = self.codec
+        index = codec.fold_deltas(rows, result)
+        while index < len(rows):  # an older body: upcast it, then go on fast
+            event = codec.decode_body(
+                rows[index][0],
+                partition_key=partition_key,
+                app_id=app_id,
+                sequence_id=start + index,
+                prev_hash="",
+                hash="",
+            )
+            if event.writes:
+                result.update(event.writes)
+            for key in event.deletes:
                 result.pop(key, None)
+            index = codec.fold_deltas(rows, result, index + 1)
         return len(rows)
 
     async def verify(
