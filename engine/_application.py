@@ -182,7 +182,7 @@ class Application(AsyncResource):
         type, undeclared write, unencodable value, no transition) writes nothing
         and raises.
         """
-        # The one step, used by every run method (arun, _steps); what it returns
+        # The one step, used by every run method (through _steps); what it returns
         # is built right here, and its event is left in _last_event for astream.
         if self._closed:
             raise UsageError(f"{self!r} is closed")
@@ -300,10 +300,8 @@ class Application(AsyncResource):
         halt_after: Collection[str],
         inputs: Mapping[str, Any] | None,
     ) -> AsyncGenerator[tuple[str, Event, Any], None]:
-        """The run loop: step until a halt or a terminal action; snapshot at the end.
-
-        ``arun`` runs the same loop inline (keep the two alike).
-        """
+        """The run loop of arun, aiterate and astream: step until a halt or a
+        terminal action; snapshot at the end."""
         self._check_halts(halt_before, halt_after)
         step = self.astep
         while True:
@@ -341,21 +339,9 @@ class Application(AsyncResource):
         ``inputs`` are given to every step (as in Burr). With neither halt set,
         the app runs until an action with no way out.
         """
-        # the loop of _steps, inline: no async generator hop per step
-        self._check_halts(halt_before, halt_after)
-        step = self.astep
         last: tuple[str | None, Any] = (None, None)
-        while True:
-            position = self._position
-            if position is None or position in halt_before:
-                break
-            done = await step(inputs)
-            if done is None:
-                break
-            last = (position, done.result)
-            if position in halt_after:
-                break
-        await self._maybe_snapshot(halted=True)
+        async for position, _, result in self._steps(halt_before, halt_after, inputs):
+            last = (position, result)
         return StepResult(last[0], last[1], self._state)
 
     async def astream(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import aiosqlite
 
@@ -12,8 +12,28 @@ from eventstore import Recorded
 
 __all__ = ["Projection", "ProjectionContext", "SyncProjectionContext", "sync_handler"]
 
+C = TypeVar("C", aiosqlite.Connection, sqlite3.Connection)
 
-class ProjectionContext:
+
+class _Context(Generic[C]):
+    """A read-model connection of type ``C`` and this generation's table names."""
+
+    __slots__ = ("db", "generation", "projection")
+    db: C
+
+    def __init__(self, db: C, projection: str, generation: int) -> None:
+        self.db = db
+        self.projection = projection
+        self.generation = generation
+
+    def table(self, name: str) -> str:
+        return f"{name}_g{self.generation}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.projection!r}, generation={self.generation})"
+
+
+class ProjectionContext(_Context[aiosqlite.Connection]):
     """What a handler gets: the open read-model connection and its table names.
 
     A handler runs inside the runner's transaction: it must not ``COMMIT``,
@@ -21,39 +41,17 @@ class ProjectionContext:
     through ``table()``: ``ctx.table("audit_trail")`` is ``audit_trail_g3``.
     """
 
-    __slots__ = ("db", "generation", "projection")
-
-    def __init__(self, db: aiosqlite.Connection, projection: str, generation: int) -> None:
-        self.db = db
-        self.projection = projection
-        self.generation = generation
-
-    def table(self, name: str) -> str:
-        return f"{name}_g{self.generation}"
-
-    def __repr__(self) -> str:
-        return f"ProjectionContext({self.projection!r}, generation={self.generation})"
+    __slots__ = ()
 
 
-class SyncProjectionContext:
+class SyncProjectionContext(_Context[sqlite3.Connection]):
     """What ``handle_batch_sync`` gets: a stdlib ``sqlite3`` connection and table names.
 
     The same rules as ``ProjectionContext``: the handler runs inside the
     runner's transaction and must not ``BEGIN``, ``COMMIT`` or ``ROLLBACK``.
     """
 
-    __slots__ = ("db", "generation", "projection")
-
-    def __init__(self, db: sqlite3.Connection, projection: str, generation: int) -> None:
-        self.db = db
-        self.projection = projection
-        self.generation = generation
-
-    def table(self, name: str) -> str:
-        return f"{name}_g{self.generation}"
-
-    def __repr__(self) -> str:
-        return f"SyncProjectionContext({self.projection!r}, generation={self.generation})"
+    __slots__ = ()
 
 
 class Projection:

@@ -75,7 +75,12 @@ class ReadModel(AsyncResource):
     """
 
     def __init__(
-        self, path: Path, db: aiosqlite.Connection, sync_db: sqlite3.Connection | None = None
+        self,
+        path: Path,
+        db: aiosqlite.Connection,
+        sync_db: sqlite3.Connection | None = None,
+        *,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.path = path
         self.db = db
@@ -83,7 +88,7 @@ class ReadModel(AsyncResource):
         #: ``busy_timeout`` 0, so a lock held elsewhere raises at once instead of
         #: blocking the event loop (the runner then retries on a thread).
         self.sync_db = sync_db
-        self.busy_timeout = 30.0
+        self.busy_timeout = busy_timeout
         self._closed = False
 
     def __repr__(self) -> str:
@@ -131,9 +136,7 @@ class ReadModel(AsyncResource):
                 sync_db.close()
             await db.close()
             raise
-        model = cls(path, db, sync_db)
-        model.busy_timeout = busy_timeout
-        return model
+        return cls(path, db, sync_db, busy_timeout=busy_timeout)
 
     async def aclose(self) -> None:
         if not self._closed:
