@@ -100,28 +100,28 @@ def _is_file(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _existing_db(args: argparse.Namespace) -> str | None:
-    if not _is_file(args.db):
-        return f"no database at {args.db!r} (use --db PATH)"
-    return None
-
-
 async def _open(args: argparse.Namespace, options: dict[str, Any]) -> EventStore:
     store: EventStore = await eventstore.SQLiteEventStore.open(args.db, **options)
     return store
+
+
+async def _open_existing(args: argparse.Namespace) -> EventStore | str:
+    """The store at ``--db``, or why it cannot be opened (a bad key option, no file)."""
+    options = _store_options(args)
+    if isinstance(options, str):
+        return options
+    if not _is_file(args.db):
+        return f"no database at {args.db!r} (use --db PATH)"
+    return await _open(args, options)
 
 
 # --------------------------------------------------------------------------- verify
 
 
 async def run_verify(args: argparse.Namespace) -> int:
-    options = _store_options(args)
-    if isinstance(options, str):
-        return _error(options)
-    missing = _existing_db(args)
-    if missing:
-        return _error(missing)
-    store = await _open(args, options)
+    store = await _open_existing(args)
+    if isinstance(store, str):
+        return _error(store)
     try:
         targets = [
             s
@@ -192,13 +192,9 @@ def _link(stream: StreamId, sequence_id: int, reason: str) -> BrokenLink:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    options = _store_options(args)
-    if isinstance(options, str):
-        return _error(options)
-    missing = _existing_db(args)
-    if missing:
-        return _error(missing)
-    store = await _open(args, options)
+    store = await _open_existing(args)
+    if isinstance(store, str):
+        return _error(store)
     try:
         streams = [
             s
