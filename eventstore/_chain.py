@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import msgspec
 
@@ -43,40 +42,28 @@ class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
 _new_tuple = tuple.__new__
 _sha256 = hashlib.sha256
 _encode_canonical = _canonical_encoder.encode
-#: HMAC-SHA-256 with the key's inner and outer pads hashed once (RFC 2104), per key.
-_HMAC_PADS: dict[bytes, tuple[Any, Any]] = {}
+#: An HMAC-SHA-256 object per key with nothing fed yet: ``copy()`` reuses its
+#: hashed pads instead of ``hmac.new`` deriving them again for every event.
+_HMACS: dict[bytes, hmac.HMAC] = {}
 
 
-def _hmac_pads(key: bytes) -> tuple[Any, Any]:
-    pads = _HMAC_PADS.get(key)
-    if pads is None:
-        block = _sha256(key).digest() if len(key) > 64 else key
-        block = block.ljust(64, b"\x00")
-        pads = (
-            _sha256(bytes(b ^ 0x36 for b in block)),
-            _sha256(bytes(b ^ 0x5C for b in block)),
-        )
-        if len(_HMAC_PADS) >= 16:
-            _HMAC_PADS.clear()
-        _HMAC_PADS[key] = pads
-    return pads
-
-
-def _digest(data: bytes, key: bytes | None) -> str:
+def hash_bytes(data: bytes, key: bytes | None) -> str:
     """The hex SHA-256 of ``data``, or its HMAC-SHA-256 under ``key``."""
     if key is None:
         return _sha256(data).hexdigest()
-    inner_pad, outer_pad = _hmac_pads(key)
-    inner = inner_pad.copy()
-    inner.update(data)
-    outer = outer_pad.copy()
-    outer.update(inner.digest())
-    return outer.hexdigest()  # type: ignore[no-any-return]
+    template = _HMACS.get(key)
+    if template is None:
+        if len(_HMACS) >= 16:
+            _HMACS.clear()
+        template = _HMACS[key] = hmac.new(key, digestmod=hashlib.sha256)
+    mac = template.copy()
+    mac.update(data)
+    return mac.hexdigest()
 
 
 def compute_hash(event: Event, key: bytes | None = None) -> str:
     """The hex digest of ``event`` (its own ``hash`` field is ignored)."""
-    return _digest(canonical_bytes(event), key)
+    return hash_bytes(canonical_bytes(event), key)
 
 
 def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
@@ -138,10 +125,7 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
     for event in events:
         linked = replace(event, prev_hash=prev_hash, hash="")
-        if key is None:
-            digest = _sha256(encode(linked)).hexdigest()
-        else:
-            digest = _digest(encode(linked), key)
+        digest = hash_bytes(encode(linked), key)
         # ``linked`` is new and not shared yet: set its hash in place (msgspec's
         # documented way to finish building a frozen struct) instead of copying it
         set_hash(linked, "hash", digest)

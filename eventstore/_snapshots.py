@@ -13,7 +13,6 @@ used. State is stored as msgspec msgpack: decoding never runs code.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import os
 import sqlite3
@@ -26,6 +25,7 @@ import aiosqlite
 import msgspec
 
 from ._base import EventStore, fold
+from ._chain import hash_bytes
 from ._codec import to_plain
 from ._errors import (
     EncodingError,
@@ -121,10 +121,7 @@ _digest_encoder = msgspec.msgpack.Encoder()
 
 def _digest(key: bytes | None, row: tuple[str, str, int, int, str, bytes]) -> str:
     """A checksum (HMAC with a key) over a snapshot's identity, chain link and state bytes."""
-    data = _digest_encoder.encode(row)
-    if key is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
+    return hash_bytes(_digest_encoder.encode(row), key)
 
 
 _SCHEMA = """
