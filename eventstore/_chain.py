@@ -125,7 +125,10 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
     for event in events:
         linked = replace(event, prev_hash=prev_hash, hash="")
-        digest = hash_bytes(encode(linked), key)
+        if key is None:  # inline: the hot path of every keyless append (~0.2 us)
+            digest = _sha256(encode(linked)).hexdigest()
+        else:
+            digest = hash_bytes(encode(linked), key)
         # ``linked`` is new and not shared yet: set its hash in place (msgspec's
         # documented way to finish building a frozen struct) instead of copying it
         set_hash(linked, "hash", digest)
