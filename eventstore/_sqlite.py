@@ -61,6 +61,7 @@ from os import PathLike, fspath
 from typing import Any, Self
 
 import aiosqlite
+import msgspec
 
 from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, warn_unclosed
 from ._chain import seal
@@ -112,27 +113,26 @@ class _Head:
         self.hash = hash
 
 
-class _Request:
-    """One caller's append waiting in the writer queue."""
+class _Request(msgspec.Struct, gc=False):
+    """One caller's append waiting in the writer queue.
 
-    __slots__ = ("stream", "expected", "sealed", "sealed_from", "bodies", "future", "head")
+    A msgspec struct with ``gc=False``: cheaper to build than a slotted class,
+    and not tracked by the cyclic GC. With 100 concurrent appenders, the
+    requests alive in one round no longer push the GC's young generation past
+    its threshold by themselves (measured: half the young collections of a
+    100-stream run). A waiting request is part of a cycle the GC cannot see
+    (request -> future -> waiting task -> store -> queue -> request); the store
+    breaks it itself: a request leaves the queue when its group is taken, and
+    ``aclose`` fails whatever is still queued.
+    """
 
-    def __init__(
-        self,
-        stream: StreamId,
-        expected: int,
-        sealed: list[Event],
-        sealed_from: str,
-        bodies: list[bytearray],
-        future: asyncio.Future[list[Recorded]],
-    ) -> None:
-        self.stream = stream
-        self.expected = expected
-        self.sealed = sealed
-        self.sealed_from = sealed_from
-        self.bodies = bodies
-        self.future = future
-        self.head: _Head | None = None  # the stream's head, set when its group is checked
+    stream: StreamId
+    expected: int
+    sealed: list[Event]
+    sealed_from: str
+    bodies: list[bytearray]
+    future: asyncio.Future[list[Recorded]]
+    head: _Head | None = None  # the stream's head, set when its group is checked
 
 
 class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
@@ -360,7 +360,8 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             self._check_open()
         # Validated, encoded and sealed before anything else runs, so a list the
         # caller changes afterwards changes nothing: no copy of it is kept.
-        batch = events if type(events) is list else list(events)
+        kind = type(events)
+        batch = events if kind is tuple or kind is list else list(events)
         head = None
         if batch and isinstance(first := batch[0], Event):
             # a plain tuple finds the StreamId key (same hash, equal) without building one
