@@ -18,7 +18,15 @@ from ._codec import _canonical_encoder, canonical_bytes
 from ._errors import InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
 
-__all__ = ["BrokenLink", "compute_hash", "seal", "validate_batch", "verify_events"]
+__all__ = [
+    "BrokenLink",
+    "check_event",
+    "compute_hash",
+    "seal",
+    "seal_one",
+    "validate_batch",
+    "verify_events",
+]
 
 
 class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,10 +55,8 @@ _encode_canonical = _canonical_encoder.encode
 _HMACS: dict[bytes, hmac.HMAC] = {}
 
 
-def hash_bytes(data: bytes, key: bytes | None) -> str:
-    """The hex SHA-256 of ``data``, or its HMAC-SHA-256 under ``key``."""
-    if key is None:
-        return _sha256(data).hexdigest()
+def _keyed(data: bytes, key: bytes) -> hmac.HMAC:
+    """An HMAC-SHA-256 of ``data`` under ``key``, from the key's cached template."""
     template = _HMACS.get(key)
     if template is None:
         if len(_HMACS) >= 16:
@@ -58,7 +64,14 @@ def hash_bytes(data: bytes, key: bytes | None) -> str:
         template = _HMACS[key] = hmac.new(key, digestmod=hashlib.sha256)
     mac = template.copy()
     mac.update(data)
-    return mac.hexdigest()
+    return mac
+
+
+def hash_bytes(data: bytes, key: bytes | None) -> str:
+    """The hex SHA-256 of ``data``, or its HMAC-SHA-256 under ``key``."""
+    if key is None:
+        return _sha256(data).hexdigest()
+    return _keyed(data, key).hexdigest()
 
 
 def compute_hash(event: Event, key: bytes | None = None) -> str:
@@ -101,20 +114,31 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
                     f"one append holds one stream: {stream} and "
                     f"{StreamId(event.partition_key, event.app_id)} are mixed"
                 )
-        if event.sequence_id != want:
-            raise InvalidEventError(
-                f"sequence gap in batch for {stream}: expected sequence_id {want}, "
-                f"got {event.sequence_id}"
-            )
-        if not event.kind or not isinstance(event.kind, str):
-            raise InvalidEventError(f"event {stream}#{want} needs a non-empty kind")
-        if event.schema_version != SCHEMA_VERSION:
-            raise InvalidEventError(
-                f"event {stream}#{want} has schema_version {event.schema_version}; "
-                f"new events are written at {SCHEMA_VERSION}"
-            )
+        check_event(event, stream, want)
         want += 1
     return stream
+
+
+def check_event(event: Event, stream: StreamId, want: int) -> None:
+    """The checks of one event of a batch for ``stream``: sequence ``want``, kind, version.
+
+    ``validate_batch`` runs them on every event, after the batch-wide checks
+    (one stream, a valid ``app_id``); a store that knows the stream already
+    (it has written to it) may run just these on a one-event append.
+    """
+    if event.sequence_id != want:
+        raise InvalidEventError(
+            f"sequence gap in batch for {stream}: expected sequence_id {want}, "
+            f"got {event.sequence_id}"
+        )
+    kind = event.kind
+    if not kind or not isinstance(kind, str):
+        raise InvalidEventError(f"event {stream}#{want} needs a non-empty kind")
+    if event.schema_version != SCHEMA_VERSION:
+        raise InvalidEventError(
+            f"event {stream}#{want} has schema_version {event.schema_version}; "
+            f"new events are written at {SCHEMA_VERSION}"
+        )
 
 
 def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> list[Event]:
@@ -135,6 +159,19 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
         sealed.append(linked)
         prev_hash = digest
     return sealed
+
+
+def seal_one(event: Event, prev_hash: str, key: bytes | None = None) -> tuple[Event, bytearray]:
+    """``seal([event], prev_hash, key)[0]`` and its hash as raw bytes.
+
+    For a store that keeps the digest as a BLOB: ``bytes.hex`` of one digest
+    is cheaper than ``hexdigest`` followed by ``bytearray.fromhex``.
+    """
+    linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
+    data = _encode_canonical(linked)
+    raw = bytearray(_sha256(data).digest() if key is None else _keyed(data, key).digest())
+    msgspec.structs.force_setattr(linked, "hash", raw.hex())
+    return linked, raw
 
 
 def verify_events(

@@ -63,7 +63,7 @@ from typing import Any, Self
 import aiosqlite
 import msgspec
 
-from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, warn_unclosed
+from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, prepare_one, warn_unclosed
 from ._chain import seal
 from ._codec import Codec, CodecName, get_codec
 from ._errors import (
@@ -89,6 +89,26 @@ _ROW_SQL: dict[int, str] = {}
 _new_tuple = tuple.__new__
 #: Inline commits in a row before the committing caller yields to the loop once.
 _STREAK = 16
+
+
+def _stored(sealed: list[Event], bodies: Sequence[bytearray]) -> list[bytearray]:
+    """What the rows of ``sealed`` store, flat: raw digest, body, raw digest, body, ...
+
+    ``bytearray``, not ``bytes``: sqlite3 binds it without looking for an adapter.
+    """
+    fromhex = bytearray.fromhex
+    stored: list[bytearray] = []
+    for event, body in zip(sealed, bodies, strict=True):
+        stored += (fromhex(event.hash), body)
+    return stored
+
+
+def _add_rows(
+    params: list[Any], db_id: int | None, sealed: Sequence[Event], stored: Sequence[bytearray]
+) -> None:
+    """Add the bound values of ``sealed``'s rows (``stored``: see ``_stored``) to ``params``."""
+    for i, event in enumerate(sealed):
+        params += (db_id, event.sequence_id, stored[2 * i], stored[2 * i + 1])
 
 
 def _insert_sql(rows: int) -> str:
@@ -130,7 +150,10 @@ class _Request(msgspec.Struct, gc=False):
     expected: int
     sealed: list[Event]
     sealed_from: str
-    bodies: list[bytearray]
+    # each sealed event's raw digest and body, flat (one list, not two: with
+    # 100 appenders, one list fewer per request keeps a round under the GC's
+    # young threshold, measured: 94 collections per 20,000 appends, not 183)
+    stored: list[bytearray]
     future: asyncio.Future[list[Recorded]]
     head: _Head | None = None  # the stream's head, set when its group is checked
 
@@ -366,15 +389,36 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         if batch and isinstance(first := batch[0], Event):
             # a plain tuple finds the StreamId key (same hash, equal) without building one
             head = self._heads.get((first.partition_key, first.app_id))  # type: ignore[call-overload]
-        head_hash = head.hash if head is not None and head.last == expected_sequence else ""
-        stream, sealed, bodies = prepare_batch(
-            batch,
-            expected_sequence,
-            head_hash,
-            self.codec.encode_body_buffer,
-            self.hmac_key,
-            self.max_event_size,
-        )
+        if (
+            head is not None
+            and head.last == expected_sequence
+            and len(batch) == 1
+            and type(expected_sequence) is int
+        ):
+            # the common case: one event for a stream this store has written to
+            stream = head.stream
+            head_hash = head.hash
+            event, body, digest = prepare_one(
+                first,
+                stream,
+                expected_sequence,
+                head_hash,
+                self.codec.encode_body_buffer,
+                self.hmac_key,
+                self.max_event_size,
+            )
+            sealed, stored = [event], [digest, body]
+        else:
+            head_hash = head.hash if head is not None and head.last == expected_sequence else ""
+            stream, sealed, bodies = prepare_batch(
+                batch,
+                expected_sequence,
+                head_hash,
+                self.codec.encode_body_buffer,
+                self.hmac_key,
+                self.max_event_size,
+            )
+            stored = _stored(sealed, bodies)
         if (
             not self._writing
             and not self._crowded
@@ -384,12 +428,12 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
             and head.last == expected_sequence
             and len(sealed) <= _ROWS_PER_STATEMENT
         ):
-            return await self._append_alone(stream, head, sealed, bodies)
+            return await self._append_alone(stream, head, sealed, stored)
         # asyncio.Future (C) directly: loop.create_future is one more Python call
         future: asyncio.Future[list[Recorded]] = asyncio.Future(loop=self._loop)
         if head is not None:
             stream = head.stream  # the same key, long-lived: one object fewer per append
-        self._pending.append(_Request(stream, expected_sequence, sealed, head_hash, bodies, future))
+        self._pending.append(_Request(stream, expected_sequence, sealed, head_hash, stored, future))
         if self._writing:  # the writer (or a caller) is busy: join the next group
             return await future
         # Nobody is writing, so nothing else is queued: commit this append right
@@ -425,7 +469,11 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         return future.result()
 
     async def _append_alone(
-        self, stream: StreamId, head: _Head, sealed: list[Event], bodies: list[bytearray]
+        self,
+        stream: StreamId,
+        head: _Head,
+        sealed: list[Event],
+        stored: list[bytearray],
     ) -> list[Recorded]:
         """The common case, lean: nobody writing, the head known and as expected.
 
@@ -435,8 +483,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         try:
             params: list[Any] = []
             db_id = head.db_id
-            for event, body in zip(sealed, bodies, strict=True):
-                params += (db_id, event.sequence_id, bytearray.fromhex(event.hash), body)
+            _add_rows(params, db_id, sealed, stored)
             try:
                 last_position = await self._write(_insert_sql(len(sealed)), params)
             except ConcurrencyError as exc:  # another process wrote: say how far
@@ -589,6 +636,7 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
         """Chain a request's events from the head's hash (it moved since the append)."""
         # seal sets prev_hash and hash anew: the same as sealing the original events
         request.sealed = seal(request.sealed, head.hash, self.hmac_key)
+        request.stored = _stored(request.sealed, request.stored[1::2])
         request.sealed_from = head.hash
 
     async def _load_heads(self, streams: Sequence[StreamId]) -> None:
@@ -631,18 +679,15 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
 
     async def _insert_chunk(self, chunk: list[_Request]) -> None:
         params: list[Any] = []
-        # bytearray, not bytes: sqlite3 binds it without looking for an adapter
-        fromhex = bytearray.fromhex
         for request in chunk:
             assert request.head is not None
             db_id = request.head.db_id
             sealed = request.sealed
             if len(sealed) == 1:
-                event = sealed[0]
-                params += (db_id, event.sequence_id, fromhex(event.hash), request.bodies[0])
+                stored = request.stored
+                params += (db_id, sealed[0].sequence_id, stored[0], stored[1])
                 continue
-            for event, body in zip(sealed, request.bodies, strict=True):
-                params += (db_id, event.sequence_id, fromhex(event.hash), body)
+            _add_rows(params, db_id, sealed, request.stored)
         try:
             last_position = await self._write(_insert_sql(len(params) // 4), params)
         except ConcurrencyError:
@@ -670,12 +715,12 @@ class SQLiteEventStore(SQLiteWrites, SQLiteReads, EventStore):
                 step = _ROWS_PER_STATEMENT
                 for start in range(0, len(request.sealed), step):
                     params: list[Any] = []
-                    for event, body in zip(
+                    _add_rows(
+                        params,
+                        db_id,
                         request.sealed[start : start + step],
-                        request.bodies[start : start + step],
-                        strict=True,
-                    ):
-                        params += (db_id, event.sequence_id, bytearray.fromhex(event.hash), body)
+                        request.stored[2 * start : 2 * (start + step)],
+                    )
                     last_position = await self._write(_insert_sql(len(params) // 4), params)
                 await self._write("COMMIT", [])
             except BaseException:

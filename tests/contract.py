@@ -448,6 +448,33 @@ class StoreContract:
         await self._nothing_written(store)
 
     @pytest.mark.parametrize(
+        ("event", "expected", "error", "match"),
+        [
+            (ev("a", 3), 1, InvalidEventError, "expected sequence_id 2"),
+            (ev("a", 2, kind=""), 1, InvalidEventError, "kind"),
+            (ev("a", 2, schema_version=99), 1, InvalidEventError, "schema_version"),
+            (ev("a", 2), 1.0, InvalidEventError, "expected_sequence"),
+            (ev("a", 2, writes={"x": _Unencodable()}), 1, EncodingError, "x"),
+            (ev("a", 2, writes={"x": "y" * 1_100_000}), 1, EventTooLargeError, "#2 encodes"),
+        ],
+        ids=["gap", "no-kind", "schema", "float-expected", "unencodable", "too-large"],
+    )
+    async def test_bad_event_on_a_known_stream_is_refused(
+        self, store: EventStore, event: Event, expected: Any, error: type[Exception], match: str
+    ) -> None:
+        # One event for a stream the store has written to takes a store's
+        # shortest path (the SQLite store's skips the stream-wide checks): the
+        # event's own checks still run, and nothing is written.
+        await store.append(evs("a", 0, 2), expected_sequence=-1)
+        with pytest.raises(error, match=match):
+            await store.append([event], expected_sequence=expected)
+        assert await store.last_sequence(PK, "a") == 1
+        assert len(await store.read_all()) == 2
+        await store.append([ev("a", 2)], expected_sequence=1)
+        assert [e.sequence_id for e in await store.read(PK, "a")] == [0, 1, 2]
+        assert await store.verify() is None
+
+    @pytest.mark.parametrize(
         ("fields", "path"),
         [
             ({"writes": {"bad": _Unencodable()}}, "$.writes.bad"),

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from eventstore import JSON, MSGPACK, Codec, Event, canonical_bytes, compute_hash, seal
+from eventstore._chain import seal_one
 from eventstore._codec import _Body
 from eventstore._event import ErrorInfo, Lineage
 
@@ -96,3 +97,13 @@ def test_resealing_sealed_events_equals_sealing_the_originals() -> None:
     assert events == before  # the caller's events are left as they were
     assert seal(once, "11" * 32) == seal(events, "11" * 32)
     assert seal(once, "11" * 32, b"key") == seal(events, "11" * 32, b"key")
+
+
+@pytest.mark.parametrize("key", [None, b"", b"k", b"x" * 64, b"y" * 65])
+@pytest.mark.parametrize("event", EVENTS)
+def test_seal_one_is_seal_of_one_with_the_raw_digest(key: bytes | None, event: Event) -> None:
+    sealed, digest = seal_one(event, "ef" * 32, key)
+    assert sealed == seal([event], "ef" * 32, key)[0]
+    assert isinstance(digest, bytearray)
+    assert bytes(digest) == bytes.fromhex(sealed.hash)
+    assert sealed.hash == compute_hash(sealed, key)
