@@ -6,11 +6,9 @@ import asyncio
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
 
-from eventstore import Event, SQLiteEventStore, fold
-
-PK = "tenant"
+from eventstore import SQLiteEventStore, fold
+from tests.test_sqlite_store import PK, ev
 
 # Holds the write lock (BEGIN IMMEDIATE) until a line arrives on stdin.
 LOCKER = """
@@ -23,18 +21,6 @@ db.execute("COMMIT")
 db.close()
 print("released", flush=True)
 """
-
-
-def ev(app_id: str, seq: int, **writes: Any) -> Event:
-    return Event(
-        partition_key=PK,
-        app_id=app_id,
-        sequence_id=seq,
-        kind="action_completed",
-        action="step",
-        next_action="step",
-        writes=writes or {"count": seq},
-    )
 
 
 async def append_run(store: SQLiteEventStore, app_id: str, start: int, n: int) -> None:
