@@ -43,6 +43,18 @@ def _relay_command(db: Path, bootstrap: str, topic: str, *extra: str) -> list[st
     ]
 
 
+def _env() -> dict[str, str]:
+    """The relay subprocesses' environment: this one, importing this checkout's packages."""
+    return dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _run_relay(command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run the relay CLI to its end; its output captured as text."""
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=timeout
+    )
+
+
 async def _append_while(store, stop_at: float, counters: dict[str, int], out: list) -> None:
     """The engine keeps appending while the relay runs (and dies)."""
     n = 0
@@ -72,7 +84,6 @@ async def test_relay_killed_at_random_moments_publishes_every_event(
     store = await SQLiteEventStore.open(db)
     recorded = await append_workload(store, streams=8, events=60)
     counters: dict[str, int] = {}
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     kills = 0
     try:
         for _round in range(4):
@@ -85,7 +96,7 @@ async def test_relay_killed_at_random_moments_publishes_every_event(
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     cwd=ROOT,
-                    env=env,
+                    env=_env(),
                 )
                 try:
                     window = rng.uniform(0.5, 2.0)
@@ -96,14 +107,7 @@ async def test_relay_killed_at_random_moments_publishes_every_event(
             assert process.returncode == -signal.SIGKILL, log_path.read_text()
             kills += 1
         # A last relay that runs to the end: everything is published.
-        final = subprocess.run(
-            _relay_command(db, kafka_bootstrap, topic, "--until-caught-up"),
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            env=env,
-            timeout=120,
-        )
+        final = _run_relay(_relay_command(db, kafka_bootstrap, topic, "--until-caught-up"), 120)
         assert final.returncode == 0, final.stderr
         assert f"position {len(recorded)}, lag 0" in final.stderr
     finally:
@@ -143,13 +147,12 @@ async def test_relay_cli_stops_cleanly_on_sigterm_and_reports_status(
     store = await SQLiteEventStore.open(db)
     recorded = await append_workload(store, streams=3, events=10)
     await store.aclose()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
     process = subprocess.Popen(
         _relay_command(db, kafka_bootstrap, topic),
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env=env,
+        env=_env(),
     )
     try:
         deadline = time.monotonic() + 60
@@ -166,22 +169,8 @@ async def test_relay_cli_stops_cleanly_on_sigterm_and_reports_status(
             process.communicate()
     assert process.returncode == 0, err
     assert f"stopped, position {len(recorded)}, lag 0" in err
-    status = subprocess.run(
-        [*_relay_command(db, kafka_bootstrap, topic), "--status"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    status = _run_relay([*_relay_command(db, kafka_bootstrap, topic), "--status"], 60)
     assert status.returncode == 0, status.stderr
     assert f"position {len(recorded)}, head {len(recorded)}, lag 0" in status.stdout
-    missing = subprocess.run(
-        [*_relay_command(tmp_path / "nope.db", kafka_bootstrap, topic)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-    )
+    missing = _run_relay(_relay_command(tmp_path / "nope.db", kafka_bootstrap, topic), 60)
     assert missing.returncode == 2 and "no database" in missing.stderr
