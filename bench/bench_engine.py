@@ -41,8 +41,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import Application, ApplicationBuilder, State, action  # noqa: E402
-from eventstore import (  # noqa: E402
+from statelog.engine import Application, ApplicationBuilder, State, action  # noqa: E402
+from statelog.eventstore import (  # noqa: E402
     Event,
     MemoryEventStore,
     Recorded,

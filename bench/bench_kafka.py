@@ -40,11 +40,10 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.structs import TopicPartition  # noqa: E402
 
-from eventstore import (  # noqa: E402
-    Event,
+from statelog.eventstore import Event, SQLiteEventStore  # noqa: E402
+from statelog.eventstore.kafka import (
     KafkaSubscription,
     OutboxRelay,
-    SQLiteEventStore,
     SQLiteRelayCheckpoint,
     encode_record,
 )

@@ -38,17 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from eventstore import (  # noqa: E402
-    Event,
-    KafkaEventStore,
-    Snapshot,
-    SnapshotStore,
-    encode_record,
-    fold,
-    kafka_position,
-    load_state,
-    seal,
-)
+from statelog.eventstore import Event, Snapshot, SnapshotStore, fold, load_state, seal  # noqa: E402
+from statelog.eventstore.kafka import KafkaEventStore, encode_record, kafka_position
 from tests.kafka_broker import create_topic, start_tansu  # noqa: E402
 
 PK = "bench"
@@ -124,8 +115,6 @@ async def build_target(store: KafkaEventStore, snapshots: SnapshotStore, app: st
             state=fold(events[:1000]),
             position=kafka_position(*where),
             event_hash=events[999].hash,
-            kafka_partition=where[0],
-            kafka_offset=where[1],
         )
     )
     return where[1]

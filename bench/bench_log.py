@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiosqlite  # noqa: E402
 
-from eventstore import Event, SQLiteEventStore, fold, utcnow  # noqa: E402
+from statelog.eventstore import Event, SQLiteEventStore, fold, utcnow  # noqa: E402
 
 PK = "bench"
 ROW = b"x" * 120  # about the size of one stored event body

@@ -35,14 +35,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eventstore import (  # noqa: E402
-    Event,
-    EventKind,
-    SQLiteEventStore,
-    decode_record,
-    encode_record,
-)
-from projections import (  # noqa: E402
+from statelog.eventstore import Event, EventKind, SQLiteEventStore  # noqa: E402
+from statelog.eventstore.kafka import decode_record, encode_record
+from statelog.projections import (  # noqa: E402
     AuditTrailProjection,
     Checkpoint,
     Item,
@@ -132,7 +127,7 @@ async def raw_insert(log: Path, workdir: Path, count: int) -> float:
     """Seconds per row for plain sqlite3 ``executemany`` of audit_trail rows (no runner)."""
     import sqlite3
 
-    from projections._builtins import AuditTrailProjection as Audit
+    from statelog.projections._builtins import AuditTrailProjection as Audit
 
     async with await SQLiteEventStore.open(log) as store:
         records = await store.read_all(limit=count)

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiosqlite  # noqa: E402
 import msgspec  # noqa: E402
 
-from eventstore import (  # noqa: E402
+from statelog.eventstore import (  # noqa: E402
     Event,
     EventStore,
     MemoryEventStore,

@@ -19,6 +19,7 @@ from ._actions import (
 from ._application import Application, StepResult
 from ._builder import DEFAULT_DB, ApplicationBuilder, StreamPosition, load_position
 from ._durability import Durability
+from ._errors import ActionError, HookError, StateError, TransitionError
 from ._hooks import HookErrorPolicy, PostStepHook, PostStepHookAsync, PreStepHook, PreStepHookAsync
 from ._parallel import ParallelMap, parallel_map
 from ._state import Delta, State
@@ -27,6 +28,7 @@ from ._transitions import Condition, Graph, Transition, default, expr, on, when
 __all__ = [
     "DEFAULT_DB",
     "Action",
+    "ActionError",
     "Application",
     "ApplicationBuilder",
     "BatchNode",
@@ -35,6 +37,7 @@ __all__ = [
     "Durability",
     "FunctionAction",
     "Graph",
+    "HookError",
     "HookErrorPolicy",
     "Node",
     "ParallelMap",
@@ -43,10 +46,12 @@ __all__ = [
     "PreStepHook",
     "PreStepHookAsync",
     "State",
+    "StateError",
     "StepOutcome",
     "StepResult",
     "StreamPosition",
     "Transition",
+    "TransitionError",
     "action",
     "batch_action",
     "default",

@@ -41,8 +41,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from time import perf_counter
 from typing import Any, NamedTuple, Self
 
-from eventstore import ActionError, EncodingError, StateError, to_plain
+from statelog.eventstore import EncodingError, to_plain
 
+from ._errors import ActionError, StateError
 from ._state import State
 
 __all__ = [

@@ -22,8 +22,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
 
-from eventstore import (
-    ActionError,
+from statelog.eventstore import (
     AsyncResource,
     ErrorInfo,
     Event,
@@ -33,7 +32,6 @@ from eventstore import (
     Snapshot,
     SnapshotPolicy,
     SnapshotStore,
-    TransitionError,
     UsageError,
     to_plain,
     utcnow,
@@ -41,6 +39,7 @@ from eventstore import (
 
 from ._actions import run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
+from ._errors import ActionError, TransitionError
 from ._hooks import HookSet
 from ._state import State
 from ._transitions import Graph
@@ -397,8 +396,8 @@ class Application(AsyncResource):
             )
             if not events:
                 return
-            position, event_hash = -1, events[0].hash
-        located = await self._store.locate(self._partition_key, self._app_id, seq)
+            known = await self._store.position_of(self._partition_key, self._app_id, seq)
+            position, event_hash = (-1 if known is None else known), events[0].hash
         await snapshots.save(
             Snapshot(
                 partition_key=self._partition_key,
@@ -407,8 +406,6 @@ class Application(AsyncResource):
                 state=self._state.get_all(),
                 position=position,
                 event_hash=event_hash,
-                kafka_partition=None if located is None else located[0],
-                kafka_offset=None if located is None else located[1],
             )
         )
         self._snap_seq = seq

@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
-from eventstore import ActionError, StateError
-
 from ._actions import Node, _describe, _is_async_callable
+from ._errors import ActionError, StateError
 from ._state import State
 
 __all__ = ["BatchMode", "BatchNode", "batch_action"]

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from eventstore import (
+from statelog.eventstore import (
     Event,
     EventKind,
     EventStore,
@@ -29,7 +29,6 @@ from eventstore import (
     SnapshotPolicy,
     SnapshotStore,
     SQLiteEventStore,
-    TransitionError,
     UsageError,
     load_state,
     to_plain,
@@ -39,6 +38,7 @@ from eventstore import (
 from ._actions import Action
 from ._application import Application
 from ._durability import Durability, make_writer
+from ._errors import TransitionError
 from ._hooks import HookErrorPolicy, HookSet
 from ._state import State
 from ._transitions import Graph

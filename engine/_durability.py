@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from typing import Literal
 
-from eventstore import Event, EventStore, Recorded, StatelogError, StoreError
+from statelog.eventstore import Event, EventStore, Recorded, StatelogError, StoreError
 
 __all__ = ["Durability", "FireAndForgetWriter", "TransactionalWriter", "Writer", "make_writer"]
 

@@ -33,7 +33,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from eventstore import TransitionError
+from ._errors import TransitionError
 
 __all__ = ["Expression"]
 

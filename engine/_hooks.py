@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from eventstore import HookError
+from ._errors import HookError
 
 __all__ = [
     "HookErrorPolicy",

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from eventstore import ActionError, Lineage, StateError, StatelogError, to_plain
+from statelog.eventstore import Lineage, StatelogError, to_plain
 
 from ._actions import Action, _Signature
+from ._errors import ActionError, StateError
 from ._state import State
 
 if TYPE_CHECKING:

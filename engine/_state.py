@@ -24,7 +24,9 @@ import math
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, Final
 
-from eventstore import EncodingError, StateError, to_plain
+from statelog.eventstore import EncodingError, to_plain
+
+from ._errors import StateError
 
 __all__ = ["Delta", "State"]
 

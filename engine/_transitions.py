@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from eventstore import EncodingError, TransitionError, to_plain
+from statelog.eventstore import EncodingError, to_plain
 
 from ._actions import Action
+from ._errors import TransitionError
 from ._expr import Expression
 
 __all__ = ["Condition", "Graph", "Transition", "default", "expr", "on", "when"]

@@ -1,40 +1,32 @@
-"""statelog's log: events, codecs, the hash chain and the stores."""
+"""statelog's log: events, codecs, the hash chain, the stores and snapshots.
+
+The core lives here; each backend is a subpackage that owns its driver:
+``statelog.eventstore.sqlite`` (the embedded default, re-exported here) and
+``statelog.eventstore.kafka`` (imported only when used).
+"""
 
 from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, fold, prepare_append
 from ._chain import BrokenLink, compute_hash, seal, validate_batch, verify_events
 from ._codec import JSON, MSGPACK, Codec, canonical_bytes, register_upcaster, to_plain, upcast
 from ._errors import (
-    ActionError,
-    ApiStatusError,
-    ClientError,
     ConcurrencyError,
+    ConfigError,
     EncodingError,
     EventTooLargeError,
-    HookError,
     IntegrityError,
     InvalidEventError,
-    ProjectionError,
     SchemaVersionError,
-    StateError,
     StatelogError,
     StoreClosedError,
     StoreCorruptError,
     StoreError,
     StoreUnavailableError,
-    TransitionError,
     UsageError,
+    stream_name,
 )
 from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
 from ._export import EXPORT_FORMAT_VERSION, export_streams, import_streams, iter_export
-from ._kafka import KafkaEventStore, kafka_position, split_position
 from ._memory import MemoryEventStore
-from ._relay import (
-    MemoryRelayCheckpoint,
-    OutboxRelay,
-    RelayCheckpoint,
-    RelayStatus,
-    SQLiteRelayCheckpoint,
-)
 from ._resource import AsyncResource
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
@@ -44,17 +36,7 @@ from ._snapshots import (
     SnapshotStore,
     load_state,
 )
-from ._sqlite import SQLiteEventStore
-from ._subscription import DedupIndex, ForeignRecordWarning, KafkaSubscription
-from ._wire import (
-    WIRE_VERSION,
-    KafkaRecord,
-    decode_record,
-    encode_record,
-    parse_key,
-    record_key,
-    wire_schema,
-)
+from .sqlite import SQLiteEventStore
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -63,73 +45,50 @@ __all__ = [
     "MSGPACK",
     "SCHEMA_VERSION",
     "SNAPSHOT_SCHEMA_VERSION",
-    "WIRE_VERSION",
-    "ActionError",
-    "ApiStatusError",
     "AsyncResource",
     "BrokenLink",
-    "ClientError",
     "Codec",
     "ConcurrencyError",
-    "DedupIndex",
+    "ConfigError",
     "EncodingError",
     "ErrorInfo",
     "Event",
     "EventKind",
     "EventStore",
     "EventTooLargeError",
-    "ForeignRecordWarning",
-    "HookError",
     "IntegrityError",
     "InvalidEventError",
-    "KafkaEventStore",
-    "KafkaRecord",
-    "KafkaSubscription",
     "Lineage",
     "MemoryEventStore",
-    "MemoryRelayCheckpoint",
-    "OutboxRelay",
-    "ProjectionError",
     "Recorded",
-    "RelayCheckpoint",
-    "RelayStatus",
     "SQLiteEventStore",
-    "SQLiteRelayCheckpoint",
     "SchemaVersionError",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotSkippedWarning",
     "SnapshotStore",
-    "StateError",
     "StatelogError",
     "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
     "StreamId",
-    "TransitionError",
     "UsageError",
     "apply_event",
     "canonical_bytes",
     "compute_hash",
-    "decode_record",
-    "encode_record",
     "export_streams",
     "fold",
     "import_streams",
     "iter_export",
-    "kafka_position",
     "load_state",
-    "parse_key",
     "prepare_append",
-    "record_key",
     "register_upcaster",
     "seal",
-    "split_position",
+    "stream_name",
     "to_plain",
     "upcast",
     "utcnow",
     "validate_batch",
     "verify_events",
-    "wire_schema",
 ]

@@ -139,8 +139,14 @@ class EventStore(AsyncResource, ABC):
         *,
         from_sequence: int = 0,
         to_sequence: int | None = None,
+        after_position: int | None = None,
     ) -> list[Event]:
-        """The events of one stream from ``from_sequence`` to ``to_sequence`` inclusive."""
+        """The events of one stream from ``from_sequence`` to ``to_sequence`` inclusive.
+
+        ``after_position`` is a hint: the global position of an earlier event of
+        this stream (a snapshot's). A store that can seek starts reading after
+        it; others ignore it.
+        """
 
     @abstractmethod
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
@@ -167,13 +173,17 @@ class EventStore(AsyncResource, ABC):
         *,
         from_sequence: int = 0,
         state: Mapping[str, Any] | None = None,
+        after_position: int | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Fold a stream's events from ``from_sequence`` onto ``state``.
 
         Returns the state and the last sequence id folded (``from_sequence - 1``
-        if there was nothing). Backends may override with a faster path.
+        if there was nothing). ``after_position`` is the hint ``read`` takes.
+        Backends may override with a faster path.
         """
-        events = await self.read(partition_key, app_id, from_sequence=from_sequence)
+        events = await self.read(
+            partition_key, app_id, from_sequence=from_sequence, after_position=after_position
+        )
         last = events[-1].sequence_id if events else from_sequence - 1
         return fold(events, state), last
 
@@ -189,13 +199,11 @@ class EventStore(AsyncResource, ABC):
             yield batch
             position = batch[-1].position + 1
 
-    async def locate(
-        self, partition_key: str, app_id: str, sequence_id: int
-    ) -> tuple[int, int] | None:
-        """Where the backend keeps one event in its own addressing, if it has one.
+    async def position_of(self, partition_key: str, app_id: str, sequence_id: int) -> int | None:
+        """The global position of one event, if the store can tell it; else ``None``.
 
-        ``KafkaEventStore`` answers ``(kafka partition, offset)``, which a snapshot
-        records so a resume can seek straight there; other stores answer ``None``.
+        A snapshot records it, and passes it back to ``read``/``fold_stream`` as
+        ``after_position`` so a store that can seek starts there.
         """
         return None
 

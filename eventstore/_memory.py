@@ -74,6 +74,7 @@ class MemoryEventStore(EventStore):
         *,
         from_sequence: int = 0,
         to_sequence: int | None = None,
+        after_position: int | None = None,  # nothing to seek in memory
     ) -> list[Event]:
         self._check_open()
         events = self._streams.get(StreamId(partition_key, app_id), [])

@@ -59,8 +59,8 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """The folded state of one stream after event ``sequence_id``.
 
     ``event_hash`` is the hash of that event, ``position`` its global position
-    in the event store; ``kafka_partition``/``kafka_offset`` say where the event
-    sits in Kafka when the log is there.
+    in the event store (``-1`` if unknown); a resume passes it to the store as
+    ``after_position``, so a store that can seek (Kafka) starts there.
     """
 
     partition_key: str
@@ -69,8 +69,6 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     state: dict[str, Any]
     position: int
     event_hash: str
-    kafka_partition: int | None = None
-    kafka_offset: int | None = None
     created_at: datetime = msgspec.field(default_factory=utcnow)
     schema_version: int = SNAPSHOT_SCHEMA_VERSION
 
@@ -291,8 +289,8 @@ class SnapshotStore(AsyncResource):
         )
         row = (
             *identity[:5],
-            snapshot.kafka_partition,
-            snapshot.kafka_offset,
+            None,  # kafka_partition, kafka_offset: columns of format 1, no longer written
+            None,
             snapshot.created_at.isoformat(),
             snapshot.schema_version,
             _digest(self.hmac_key, identity),
@@ -382,7 +380,19 @@ class SnapshotStore(AsyncResource):
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def _decode(self, row: Any) -> Snapshot:
-        (pk, app, seq, position, event_hash, k_part, k_off, created, version, digest, blob) = row
+        (
+            pk,
+            app,
+            seq,
+            position,
+            event_hash,
+            _partition,
+            _offset,
+            created,
+            version,
+            digest,
+            blob,
+        ) = row
         if version != SNAPSHOT_SCHEMA_VERSION:
             raise _Skip(
                 f"snapshot schema_version {version!r}, this statelog reads "
@@ -402,8 +412,6 @@ class SnapshotStore(AsyncResource):
                 state=state,
                 position=position,
                 event_hash=event_hash,
-                kafka_partition=k_part,
-                kafka_offset=k_off,
                 created_at=datetime.fromisoformat(created),
                 schema_version=version,
             )
@@ -450,24 +458,15 @@ async def load_state(
         )
     state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
     start = snapshot.sequence_id + 1 if snapshot is not None else 0
-    if snapshot is not None and snapshot.kafka_offset is not None:
-        from ._kafka import KafkaEventStore
-
-        if isinstance(store, KafkaEventStore):
-            # Seek to the offset the snapshot recorded: the cost does not grow with the topic.
-            events = await store.read(
-                partition_key,
-                app_id,
-                from_sequence=start,
-                to_sequence=at_sequence,
-                from_offset=snapshot.kafka_offset + 1,
-            )
-            last = events[-1].sequence_id if events else start - 1
-            return fold(events, state), last
+    hint = snapshot.position if snapshot is not None and snapshot.position >= 0 else None
     if at_sequence is None:
-        return await store.fold_stream(partition_key, app_id, from_sequence=start, state=state)
+        return await store.fold_stream(
+            partition_key, app_id, from_sequence=start, state=state, after_position=hint
+        )
     if at_sequence < start:
         return state, start - 1
-    events = await store.read(partition_key, app_id, from_sequence=start, to_sequence=at_sequence)
+    events = await store.read(
+        partition_key, app_id, from_sequence=start, to_sequence=at_sequence, after_position=hint
+    )
     last = events[-1].sequence_id if events else start - 1
     return fold(events, state), last

@@ -9,6 +9,7 @@ from ._builtins import (
     register_projection,
 )
 from ._checkpoint import Checkpoint, Generation, Item
+from ._errors import ProjectionError
 from ._kafka import KafkaSource
 from ._projection import Projection, ProjectionContext, SyncProjectionContext
 from ._readmodel import ReadModel
@@ -28,6 +29,7 @@ __all__ = [
     "Progress",
     "Projection",
     "ProjectionContext",
+    "ProjectionError",
     "ProjectionRunner",
     "ReadModel",
     "Source",

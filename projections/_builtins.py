@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 
-from eventstore import EventKind, ProjectionError, Recorded, apply_event
+from statelog.eventstore import EventKind, Recorded, apply_event
 
+from ._errors import ProjectionError
 from ._projection import Projection, ProjectionContext, SyncProjectionContext
 
 __all__ = [

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from eventstore import Recorded
+from statelog.eventstore import Recorded
 
 __all__ = ["META_TABLE", "Checkpoint", "Generation", "Item", "advance"]
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Collection
 from typing import Any
 from urllib.parse import urlsplit
 
-from eventstore import Recorded, StoreUnavailableError, decode_record
+from statelog.eventstore import Recorded, StoreUnavailableError
 
 from ._checkpoint import Checkpoint, Item
 from ._sources import Source
@@ -188,5 +188,7 @@ class KafkaSource(Source):
 
 
 def _item(msg: Any) -> Item:
+    from statelog.eventstore.kafka import decode_record  # aiokafka is loaded only when used
+
     event = decode_record(msg.key, msg.value, msg.headers)
     return Item(Recorded(0, event), msg.partition, msg.offset)

@@ -8,7 +8,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import aiosqlite
 
-from eventstore import Recorded
+from statelog.eventstore import Recorded
 
 __all__ = ["Projection", "ProjectionContext", "SyncProjectionContext", "sync_handler"]
 

@@ -10,7 +10,7 @@ from typing import Self
 
 import aiosqlite
 
-from eventstore import AsyncResource, ProjectionError
+from statelog.eventstore import AsyncResource
 
 from ._checkpoint import (
     META_COLUMNS,
@@ -21,6 +21,7 @@ from ._checkpoint import (
     encode_offsets,
     row_to_generation,
 )
+from ._errors import ProjectionError
 from ._projection import Projection, ProjectionContext, SyncProjectionContext
 
 __all__ = ["ReadModel"]

@@ -24,9 +24,10 @@ from typing import Self, TypeVar
 
 import msgspec
 
-from eventstore import SCHEMA_VERSION, AsyncResource, ProjectionError, Recorded, SchemaVersionError
+from statelog.eventstore import SCHEMA_VERSION, AsyncResource, Recorded, SchemaVersionError
 
 from ._checkpoint import Checkpoint, Generation, Item, advance
+from ._errors import ProjectionError
 from ._projection import Projection, sync_handler
 from ._readmodel import ReadModel
 from ._sources import Source

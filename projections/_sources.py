@@ -16,7 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from eventstore import AsyncResource, EventStore, Recorded, StoreUnavailableError, iter_export
+from statelog.eventstore import (
+    AsyncResource,
+    EventStore,
+    Recorded,
+    StoreUnavailableError,
+    iter_export,
+)
 
 from ._checkpoint import Checkpoint, Item
 
@@ -216,7 +222,7 @@ async def open_source(uri: str, **options: Any) -> Source:
             path = path[2:]
         if not await asyncio.to_thread(os.path.isfile, path):
             raise StoreUnavailableError(f"no SQLite log at {path!r}")
-        from eventstore import SQLiteEventStore
+        from statelog.eventstore import SQLiteEventStore
 
         store = await SQLiteEventStore.open(path)
         return StoreSource(store, owned=True)

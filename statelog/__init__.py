@@ -1,8 +1,73 @@
 """statelog: an event-sourced, async-first state engine on an append-only log.
 
-The libraries live in ``eventstore`` (the log), ``engine`` (applications) and
-``projections`` (read models); this package is the face: the CLI and service.
+The everyday face is here::
+
+    from statelog import ApplicationBuilder, State, action, default, expr, when
+
+The rest lives in subpackages: ``statelog.eventstore`` (the log, its stores and
+snapshots; ``statelog.eventstore.sqlite`` and ``statelog.eventstore.kafka`` per
+backend), ``statelog.engine`` (applications) and ``statelog.projections`` (read
+models). Every error statelog raises is a ``StatelogError``; all of them are
+re-exported here.
 """
 
+from statelog.engine import (
+    ActionError,
+    Application,
+    ApplicationBuilder,
+    HookError,
+    State,
+    StateError,
+    TransitionError,
+    action,
+    default,
+    expr,
+    when,
+)
+from statelog.eventstore import (
+    ConcurrencyError,
+    ConfigError,
+    EncodingError,
+    EventTooLargeError,
+    IntegrityError,
+    InvalidEventError,
+    SchemaVersionError,
+    StatelogError,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
+from statelog.projections import ProjectionError
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+__all__ = [
+    "ActionError",
+    "Application",
+    "ApplicationBuilder",
+    "ConcurrencyError",
+    "ConfigError",
+    "EncodingError",
+    "EventTooLargeError",
+    "HookError",
+    "IntegrityError",
+    "InvalidEventError",
+    "ProjectionError",
+    "SchemaVersionError",
+    "State",
+    "StateError",
+    "StatelogError",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TransitionError",
+    "UsageError",
+    "__version__",
+    "action",
+    "default",
+    "expr",
+    "when",
+]

@@ -14,7 +14,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from eventstore import StatelogError
+from statelog.eventstore import StatelogError
 
 #: Modules whose ``register(subparsers)`` adds sub-commands, in help order.
 COMMAND_MODULES = [

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from eventstore import EventStore, SnapshotStore, SQLiteEventStore, StoreError, load_state
+from statelog.eventstore import EventStore, SnapshotStore, SQLiteEventStore, StoreError, load_state
 
 __all__ = ["register"]
 

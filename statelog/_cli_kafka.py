@@ -23,8 +23,8 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import eventstore
-from eventstore import OutboxRelay, RelayStatus, SQLiteRelayCheckpoint
+from statelog import eventstore
+from statelog.eventstore.kafka import OutboxRelay, RelayStatus, SQLiteRelayCheckpoint
 
 
 def register(subparsers: Any) -> None:

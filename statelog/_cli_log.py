@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import eventstore
-from eventstore import (
+from statelog import eventstore
+from statelog.eventstore import (
     BrokenLink,
     EncodingError,
     EventStore,

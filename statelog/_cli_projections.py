@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from projections import (
+from statelog.projections import (
     BUILTIN_PROJECTIONS,
     Progress,
     ProjectionRunner,
@@ -27,7 +27,7 @@ from projections import (
     get_projection,
     open_source,
 )
-from projections._builtins import known_projections
+from statelog.projections._builtins import known_projections
 
 DEFAULT_INTO = "projections.db"
 DEFAULT_FROM = "sqlite:statelog.db"

@@ -13,7 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine import ApplicationBuilder, Node, State, action, default, expr, parallel_map, when
+from statelog.engine import (
+    ApplicationBuilder,
+    Node,
+    State,
+    action,
+    default,
+    expr,
+    parallel_map,
+    when,
+)
 
 __all__ = ["DEMO_ENTRYPOINT", "demo_builder", "demo_initial_state"]
 

@@ -9,7 +9,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from eventstore import Event, EventStore, Recorded
+from statelog.eventstore import Event, EventStore, Recorded
 
 
 async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None) -> list[Any]:

@@ -12,8 +12,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from eventstore import ErrorInfo, Event, EventKind, EventStore, Lineage, Recorded
-from projections import Projection, ProjectionContext, register_projection
+from statelog.eventstore import ErrorInfo, Event, EventKind, EventStore, Lineage, Recorded
+from statelog.projections import Projection, ProjectionContext, register_projection
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

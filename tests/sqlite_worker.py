@@ -15,7 +15,7 @@ import json
 import random
 import sys
 
-from eventstore import ConcurrencyError, Event, SQLiteEventStore
+from statelog.eventstore import ConcurrencyError, Event, SQLiteEventStore
 
 PK = "tenant"
 

@@ -5,7 +5,7 @@ each other. docs/kafka.md runs against the test broker: its ```python blocks
 in order on one topic (they build on each other), each ```py block on a topic
 of its own. docs/wire-format.md is the one page left out: its block is a
 confluent-kafka loop with a user's ``handle``; the same decoding runs in
-tests/test_kafka_relay.py::test_plain_confluent_consumer_decodes_the_wire_format.
+tests/eventstore/test_kafka_relay.py::test_plain_confluent_consumer_decodes_the_wire_format.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_every_page_has_blocks_to_run() -> None:
 def test_doc_block_runs(
     page: str, line: int, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from eventstore import _codec
+    from statelog.eventstore import _codec
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(_codec, "_UPCASTERS", {})  # a block may register upcasters
@@ -71,5 +71,6 @@ def test_kafka_doc_blocks_run(
     shared = asyncio.run(create_topic(kafka_bootstrap))
     for fence, line, code in blocks("docs/kafka.md"):
         topic = shared if fence == "python" else asyncio.run(create_topic(kafka_bootstrap))
-        code = code.replace("localhost:9092", kafka_bootstrap).replace("statelog.events", topic)
+        code = code.replace("localhost:9092", kafka_bootstrap)
+        code = re.sub(r"\bstatelog\.events\b", topic, code)
         run_block("docs/kafka.md", line, code)

@@ -1,6 +1,6 @@
 """The public face of each package, pinned: a change to it is a visible decision.
 
-Users import from ``eventstore``, ``engine`` and ``projections``, never from a
+Users import from ``statelog`` and its public subpackages, never from a
 private module. Adding or removing a name means editing the list here.
 """
 
@@ -11,6 +11,35 @@ import re
 
 import pytest
 
+STATELOG = [
+    "ActionError",
+    "Application",
+    "ApplicationBuilder",
+    "ConcurrencyError",
+    "ConfigError",
+    "EncodingError",
+    "EventTooLargeError",
+    "HookError",
+    "IntegrityError",
+    "InvalidEventError",
+    "ProjectionError",
+    "SchemaVersionError",
+    "State",
+    "StateError",
+    "StatelogError",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreUnavailableError",
+    "TransitionError",
+    "UsageError",
+    "__version__",
+    "action",
+    "default",
+    "expr",
+    "when",
+]
+
 EVENTSTORE = [
     "DEFAULT_MAX_EVENT_SIZE",
     "EXPORT_FORMAT_VERSION",
@@ -18,80 +47,87 @@ EVENTSTORE = [
     "MSGPACK",
     "SCHEMA_VERSION",
     "SNAPSHOT_SCHEMA_VERSION",
-    "WIRE_VERSION",
-    "ActionError",
-    "ApiStatusError",
     "AsyncResource",
     "BrokenLink",
-    "ClientError",
     "Codec",
     "ConcurrencyError",
-    "DedupIndex",
+    "ConfigError",
     "EncodingError",
     "ErrorInfo",
     "Event",
     "EventKind",
     "EventStore",
     "EventTooLargeError",
-    "ForeignRecordWarning",
-    "HookError",
     "IntegrityError",
     "InvalidEventError",
-    "KafkaEventStore",
-    "KafkaRecord",
-    "KafkaSubscription",
     "Lineage",
     "MemoryEventStore",
-    "MemoryRelayCheckpoint",
-    "OutboxRelay",
-    "ProjectionError",
     "Recorded",
-    "RelayCheckpoint",
-    "RelayStatus",
     "SQLiteEventStore",
-    "SQLiteRelayCheckpoint",
     "SchemaVersionError",
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotSkippedWarning",
     "SnapshotStore",
-    "StateError",
     "StatelogError",
     "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreUnavailableError",
     "StreamId",
-    "TransitionError",
     "UsageError",
     "apply_event",
     "canonical_bytes",
     "compute_hash",
-    "decode_record",
-    "encode_record",
     "export_streams",
     "fold",
     "import_streams",
     "iter_export",
-    "kafka_position",
     "load_state",
-    "parse_key",
     "prepare_append",
-    "record_key",
     "register_upcaster",
     "seal",
-    "split_position",
+    "stream_name",
     "to_plain",
     "upcast",
     "utcnow",
     "validate_batch",
     "verify_events",
+]
+
+EVENTSTORE_SQLITE = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SQLiteEventStore",
+    "Synchronous",
+    "translate_error",
+]
+
+EVENTSTORE_KAFKA = [
+    "WIRE_VERSION",
+    "DedupIndex",
+    "ForeignRecordWarning",
+    "KafkaEventStore",
+    "KafkaRecord",
+    "KafkaSubscription",
+    "MemoryRelayCheckpoint",
+    "OutboxRelay",
+    "RelayCheckpoint",
+    "RelayStatus",
+    "SQLiteRelayCheckpoint",
+    "decode_record",
+    "encode_record",
+    "kafka_position",
+    "parse_key",
+    "record_key",
+    "split_position",
     "wire_schema",
 ]
 
 ENGINE = [
     "DEFAULT_DB",
     "Action",
+    "ActionError",
     "Application",
     "ApplicationBuilder",
     "BatchNode",
@@ -100,6 +136,7 @@ ENGINE = [
     "Durability",
     "FunctionAction",
     "Graph",
+    "HookError",
     "HookErrorPolicy",
     "Node",
     "ParallelMap",
@@ -108,10 +145,12 @@ ENGINE = [
     "PreStepHook",
     "PreStepHookAsync",
     "State",
+    "StateError",
     "StepOutcome",
     "StepResult",
     "StreamPosition",
     "Transition",
+    "TransitionError",
     "action",
     "batch_action",
     "default",
@@ -137,6 +176,7 @@ PROJECTIONS = [
     "Progress",
     "Projection",
     "ProjectionContext",
+    "ProjectionError",
     "ProjectionRunner",
     "ReadModel",
     "Source",
@@ -147,21 +187,27 @@ PROJECTIONS = [
     "register_projection",
 ]
 
+PACKAGES = [
+    ("statelog", STATELOG),
+    ("statelog.eventstore", EVENTSTORE),
+    ("statelog.eventstore.sqlite", EVENTSTORE_SQLITE),
+    ("statelog.eventstore.kafka", EVENTSTORE_KAFKA),
+    ("statelog.engine", ENGINE),
+    ("statelog.projections", PROJECTIONS),
+]
 
-@pytest.mark.parametrize(
-    ("package", "expected"),
-    [("eventstore", EVENTSTORE), ("engine", ENGINE), ("projections", PROJECTIONS)],
-)
+
+@pytest.mark.parametrize(("package", "expected"), PACKAGES)
 def test_all_is_pinned(package: str, expected: list[str]) -> None:
     module = importlib.import_module(package)
     assert sorted(module.__all__) == sorted(expected)
     assert len(set(module.__all__)) == len(module.__all__)
 
 
-@pytest.mark.parametrize("package", ["eventstore", "engine", "projections"])
+@pytest.mark.parametrize("package", [p for p, _ in PACKAGES])
 def test_all_is_sorted_and_every_name_is_public_and_importable(package: str) -> None:
     module = importlib.import_module(package)
-    names = module.__all__
+    names = [n for n in module.__all__ if n != "__version__"]
     constants = [n for n in names if re.fullmatch(r"[A-Z0-9_]+", n)]
     classes = [n for n in names if n not in constants and n[0].isupper()]
     functions = [n for n in names if n[0].islower()]
@@ -169,5 +215,19 @@ def test_all_is_sorted_and_every_name_is_public_and_importable(package: str) -> 
     for name in names:
         value = getattr(module, name)
         owner = getattr(value, "__module__", package) or package
-        assert owner.split(".")[0] in (package, "typing", "builtins"), (name, owner)
+        assert owner.split(".")[0] in ("statelog", "typing", "builtins"), (name, owner)
         assert not name.startswith("_")
+
+
+def test_every_error_is_reexported_from_statelog() -> None:
+    import statelog
+
+    for package in [p for p, _ in PACKAGES]:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if isinstance(value, type) and issubclass(value, Exception):
+                if issubclass(value, Warning):
+                    continue
+                assert issubclass(value, statelog.StatelogError), (package, name)
+                assert getattr(statelog, name, None) is value, (package, name)

@@ -17,7 +17,7 @@ SNAPSHOT_EVERY = 1_000
 
 
 def _actions() -> dict[str, Any]:
-    from engine import State, action
+    from statelog.engine import State, action
 
     @action(reads=["count"], writes=["count"])
     def a(state: State) -> State:
@@ -35,7 +35,7 @@ def _actions() -> dict[str, Any]:
 
 
 def _builder(app_id: str) -> Any:
-    from engine import ApplicationBuilder
+    from statelog.engine import ApplicationBuilder
 
     return (
         ApplicationBuilder()
@@ -54,7 +54,7 @@ async def _open(path: Path, synchronous: str = "NORMAL") -> tuple[Any, Any]:
 
 
 def _open_classes() -> tuple[Any, Any]:
-    from eventstore import SnapshotStore, SQLiteEventStore
+    from statelog.eventstore import SnapshotStore, SQLiteEventStore
 
     return SQLiteEventStore, SnapshotStore
 
@@ -100,9 +100,11 @@ class Statelog(System):
 
     def available(self) -> str | None:
         # Import everything now: a run takes minutes, and the tree may change under it.
-        import engine  # noqa: F401
-        import eventstore  # noqa: F401
-        import projections  # noqa: F401
+        from statelog import (
+            engine,  # noqa: F401
+            eventstore,  # noqa: F401
+            projections,  # noqa: F401
+        )
 
         _open_classes()
         return None
@@ -114,7 +116,7 @@ class Statelog(System):
             return "source tree"
 
     async def mem(self, steps: int) -> float:
-        from eventstore import MemoryEventStore
+        from statelog.eventstore import MemoryEventStore
 
         store = MemoryEventStore()
         app = await (
@@ -203,7 +205,7 @@ class Statelog(System):
         The first event comes from building the real app; the rest have the shape of the
         engine's ``action_completed`` events, with the deltas of the workload.
         """
-        from eventstore import Event, EventKind, Snapshot, utcnow  # type: ignore[attr-defined]
+        from statelog.eventstore import Event, EventKind, Snapshot, utcnow  # type: ignore[attr-defined]
 
         store, snapshots = await _open(path, "NORMAL")
         try:
@@ -286,7 +288,7 @@ class Statelog(System):
 
     async def rebuild(self, path: Path, steps: int, out: Path, limit: int) -> tuple[float, int]:
         """The built-in ``audit_trail`` read model rebuilt offline from position zero."""
-        from projections import ProjectionRunner, StoreSource, get_projection
+        from statelog.projections import ProjectionRunner, StoreSource, get_projection
 
         store, snapshots = await _open(path, "NORMAL")
         try:

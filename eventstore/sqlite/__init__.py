@@ -1,0 +1,11 @@
+"""The SQLite backend: the embedded default log (aiosqlite, WAL).
+
+This package owns the driver and its one error boundary, ``translate_error``,
+which the store, the snapshot store, the relay checkpoint and the Kafka index
+all use.
+"""
+
+from ._schema import FORMAT, FORMAT_VERSION, Synchronous, translate_error
+from ._store import SQLiteEventStore
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SQLiteEventStore", "Synchronous", "translate_error"]

@@ -1,0 +1,168 @@
+"""Kill -9 the demo at random moments, race two processes on one app: no gap, no fork.
+
+Everything runs against real SQLite files; the reference run is the same
+deterministic workflow, uninterrupted, in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from statelog._demo import DEMO_ENTRYPOINT, demo_builder, demo_initial_state
+from statelog.eventstore import MemoryEventStore, SnapshotStore, SQLiteEventStore, fold, load_state
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "demo-orders"
+
+
+def demo_cmd(db: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "statelog", "demo", "--db", str(db), "--quiet", *args]
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    return e
+
+
+def start(db: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        demo_cmd(db, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+    )
+
+
+def kill_after_start(proc: subprocess.Popen[str], delay: float) -> None:
+    """Wait for the demo's first line (the app is open and stepping), then SIGKILL it."""
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+
+
+async def check_stream(db: Path) -> tuple[int, dict[str, Any]]:
+    """The app's stream (and every child's) is dense and its chain verifies."""
+    async with await SQLiteEventStore.open(db) as store:
+        assert await store.verify() is None
+        events = await store.read("", APP)
+        assert [e.sequence_id for e in events] == list(range(len(events)))
+        return events[-1].sequence_id, fold(events)
+
+
+async def reference(steps: int, at: list[int]) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """An uninterrupted in-memory run: the final state and the state at sequences ``at``."""
+    app = await (
+        demo_builder()
+        .with_identifiers(app_id=APP)
+        .with_store(MemoryEventStore())
+        .initialize_from(default_state=demo_initial_state(), default_entrypoint=DEMO_ENTRYPOINT)
+        .abuild()
+    )
+    wanted = set(at)
+    seen = {0: app.state.get_all()} if 0 in wanted else {}
+    async with app:
+        while app.sequence_id < steps:
+            await app.astep()
+            if app.sequence_id in wanted:
+                seen[app.sequence_id] = app.state.get_all()
+    return app.state.get_all(), seen
+
+
+def test_kill_9_transactional_demo_20_times_then_finish(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    rng = random.Random(20)
+    last = -1
+    for _ in range(20):
+        proc = start(db, "--steps", "100000", "--snapshot-every", "500")
+        kill_after_start(proc, rng.uniform(0.0, 0.35))
+        seq, _ = asyncio.run(check_stream(db))
+        assert seq >= last  # committed steps are never lost
+        last = seq
+    final_steps = last + 150
+    done = subprocess.run(
+        demo_cmd(db, "--steps", str(final_steps)),
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "resuming" in done.stdout
+    seq, folded = asyncio.run(check_stream(db))
+    assert seq == final_steps
+    probes = sorted(rng.sample(range(final_steps + 1), 15))
+    expected, at = asyncio.run(reference(final_steps, probes))
+    assert folded == expected
+
+    async def states_at() -> None:
+        async with (
+            await SQLiteEventStore.open(db) as store,
+            await SnapshotStore.open(db) as snapshots,
+        ):
+            for probe in probes:
+                state, got = await load_state(store, snapshots, "", APP, at_sequence=probe)
+                assert (got, state) == (probe, at[probe])
+
+    asyncio.run(states_at())
+
+
+def test_kill_9_fire_and_forget_loses_only_a_tail(tmp_path: Path) -> None:
+    db = tmp_path / "ff.db"
+    rng = random.Random(7)
+    for _ in range(4):
+        proc = start(db, "--steps", "100000", "--durability", "fire_and_forget")
+        kill_after_start(proc, rng.uniform(0.1, 0.4))
+        asyncio.run(check_stream(db))  # dense and verified: no gap, no fork
+    seq, _ = asyncio.run(check_stream(db))
+    done = subprocess.run(
+        demo_cmd(db, "--steps", str(seq + 100), "--durability", "fire_and_forget"),
+        capture_output=True,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    final, folded = asyncio.run(check_stream(db))
+    expected, _ = asyncio.run(reference(final, []))
+    assert folded == expected
+
+
+def test_two_processes_on_one_app_one_gets_concurrency_error(tmp_path: Path) -> None:
+    db = tmp_path / "race.db"
+    first = subprocess.run(
+        demo_cmd(db, "--steps", "5"), capture_output=True, text=True, env=env(), cwd=ROOT
+    )
+    assert first.returncode == 0, first.stderr
+    a = start(db, "--steps", "10000000")
+    b = start(db, "--steps", "10000000")
+    procs = [a, b]
+    try:
+        deadline = time.monotonic() + 60
+        while all(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        loser = next(p for p in procs if p.poll() is not None)
+        _, err = loser.communicate(timeout=10)
+        assert loser.returncode == 2, err
+        assert "expected last sequence_id" in err
+        assert APP in err  # the message names the stream
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+            p.communicate(timeout=30)
+    asyncio.run(check_stream(db))  # one history, no fork

@@ -1,0 +1,109 @@
+"""The encode side's fast paths give the same bytes and digests as the plain ones."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+
+from statelog.eventstore import JSON, MSGPACK, Codec, Event, canonical_bytes, compute_hash, seal
+from statelog.eventstore._chain import seal_one
+from statelog.eventstore._codec import _Body
+from statelog.eventstore._event import ErrorInfo, Lineage
+
+EVENTS = [
+    Event(partition_key="", app_id="a", sequence_id=0, kind="app_initialized"),
+    Event(
+        partition_key="tenant",
+        app_id="app-1",
+        sequence_id=7,
+        kind="action_failed",
+        action="step",
+        next_action="retry",
+        inputs={"x": [1, 2.5, None, True, {"y": "z"}]},
+        writes={"count": 7, "nested": {"a": [1, 2]}},
+        deletes=["old"],
+        result={"ok": False},
+        error=ErrorInfo(type="ValueError", message="bad"),
+        timestamp=datetime(2026, 11, 22, 17, 0, 0, 123456, tzinfo=UTC),
+        duration=0.25,
+        attempt=3,
+        parent=Lineage(partition_key="tenant", app_id="root", sequence_id=4, relation="child"),
+        correlation_id="c-1",
+        prev_hash="ab" * 32,
+        hash="cd" * 32,
+    ),
+    Event(partition_key="p", app_id="b", sequence_id=1, kind="halted", attempt=1, duration=0.0),
+]
+
+
+def _reference_body(codec: Codec, event: Event) -> bytes:
+    """The stored body as the keyword-built ``_Body`` encodes it."""
+    body = _Body(
+        kind=event.kind,
+        action=event.action,
+        next_action=event.next_action,
+        inputs=event.inputs,
+        writes=event.writes,
+        deletes=event.deletes,
+        result=event.result,
+        error=event.error,
+        timestamp=event.timestamp,
+        duration=event.duration,
+        attempt=event.attempt,
+        parent=event.parent,
+        correlation_id=event.correlation_id,
+        schema_version=event.schema_version,
+    )
+    encoder = msgspec.json.Encoder() if codec.name == "json" else msgspec.msgpack.Encoder()
+    return encoder.encode(body)
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+@pytest.mark.parametrize("event", EVENTS)
+def test_body_encoders_give_the_reference_bytes(codec: Codec, event: Event) -> None:
+    reference = _reference_body(codec, event)
+    assert codec.encode_body(event) == reference
+    buffer = codec.encode_body_buffer(event)
+    assert isinstance(buffer, bytearray)
+    assert bytes(buffer) == reference
+
+
+@pytest.mark.parametrize("key", [None, b"", b"k", b"x" * 64, b"y" * 65, bytes(range(200))])
+def test_seal_and_compute_hash_match_hashlib_and_hmac(key: bytes | None) -> None:
+    sealed = seal(EVENTS[:1], "", key)
+    prev = ""
+    for event in sealed:
+        data = canonical_bytes(event)
+        if key is None:
+            want = hashlib.sha256(data).hexdigest()
+        else:
+            want = hmac.new(key, data, hashlib.sha256).hexdigest()
+        assert event.prev_hash == prev
+        assert event.hash == want == compute_hash(event, key)
+        prev = event.hash
+
+
+def test_resealing_sealed_events_equals_sealing_the_originals() -> None:
+    events = [
+        Event(partition_key="p", app_id="a", sequence_id=i, kind="k", writes={"i": i})
+        for i in range(3)
+    ]
+    before = [msgspec.structs.replace(e) for e in events]
+    once = seal(events, "00" * 32)
+    assert events == before  # the caller's events are left as they were
+    assert seal(once, "11" * 32) == seal(events, "11" * 32)
+    assert seal(once, "11" * 32, b"key") == seal(events, "11" * 32, b"key")
+
+
+@pytest.mark.parametrize("key", [None, b"", b"k", b"x" * 64, b"y" * 65])
+@pytest.mark.parametrize("event", EVENTS)
+def test_seal_one_is_seal_of_one_with_the_raw_digest(key: bytes | None, event: Event) -> None:
+    sealed, digest = seal_one(event, "ef" * 32, key)
+    assert sealed == seal([event], "ef" * 32, key)[0]
+    assert isinstance(digest, bytearray)
+    assert bytes(digest) == bytes.fromhex(sealed.hash)
+    assert sealed.hash == compute_hash(sealed, key)

@@ -1,0 +1,132 @@
+"""SQLiteEventStore's inline commit path: lock fallback, bounded WAL, FULL on the thread."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+from pathlib import Path
+
+from statelog.eventstore import SQLiteEventStore, fold
+from tests.eventstore.test_sqlite_store import PK, ev
+
+# Holds the write lock (BEGIN IMMEDIATE) until a line arrives on stdin.
+LOCKER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.readline()
+db.execute("COMMIT")
+db.close()
+print("released", flush=True)
+"""
+
+
+async def append_run(store: SQLiteEventStore, app_id: str, start: int, n: int) -> None:
+    for seq in range(start, start + n):
+        await store.append([ev(app_id, seq)], expected_sequence=seq - 1)
+
+
+async def test_normal_commits_inline(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "log.db") as store:
+        await append_run(store, "a", 0, 50)
+        assert store.inline_commits >= 50
+        assert store.thread_commits == 0
+        assert store.busy_fallbacks == 0
+        assert fold(await store.read(PK, "a")) == {"count": 49}
+        assert (await store.verify(PK, "a")) is None
+
+
+async def test_full_never_commits_inline(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "log.db", synchronous="FULL") as store:
+        await append_run(store, "a", 0, 20)
+        await asyncio.gather(*(append_run(store, f"s{i}", 0, 5) for i in range(10)))
+        assert store.inline_commits == 0
+        assert store.thread_commits >= 20
+        assert len(await store.read_all()) == 70
+
+
+async def test_lock_held_by_another_process_falls_back_and_waits(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path, busy_timeout=30) as store:
+        await append_run(store, "one", 0, 3)
+        await asyncio.gather(*(append_run(store, f"s{i}", 0, 2) for i in range(10)))
+        locker = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            LOCKER,
+            str(path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert locker.stdin is not None and locker.stdout is not None
+        try:
+            assert (await locker.stdout.readline()).strip() == b"locked"
+            # one stream (the lean path) and ten at once (a group), while locked
+            tasks = [asyncio.create_task(append_run(store, "one", 3, 5))]
+            tasks += [asyncio.create_task(append_run(store, f"s{i}", 2, 3)) for i in range(10)]
+            await asyncio.sleep(0.3)
+            assert not any(t.done() for t in tasks)  # waiting for the lock, none failed
+            assert store.busy_fallbacks >= 1
+            locker.stdin.write(b"go\n")
+            await locker.stdin.drain()
+            await asyncio.gather(*tasks)
+            assert (await locker.stdout.readline()).strip() == b"released"
+        finally:
+            if locker.returncode is None:
+                locker.stdin.close()
+            await locker.wait()
+        assert locker.returncode == 0
+        # inline again once the lock is free
+        before = store.inline_commits
+        await append_run(store, "one", 8, 2)
+        assert store.inline_commits > before
+        assert fold(await store.read(PK, "one")) == {"count": 9}
+        for i in range(10):
+            assert [e.sequence_id for e in await store.read(PK, f"s{i}")] == list(range(5))
+            assert (await store.verify(PK, f"s{i}")) is None
+        positions = [r.position for r in await store.read_all()]
+        assert positions == list(range(1, 10 * 5 + 10 + 1))
+    # a fresh store sees every event
+    async with SQLiteEventStore(path) as again:
+        assert len(await again.read_all()) == 60
+
+
+async def test_other_connection_writing_meanwhile(tmp_path: Path) -> None:
+    """A stdlib connection in this process takes the lock between appends."""
+    path = tmp_path / "log.db"
+    other = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        async with SQLiteEventStore(path, busy_timeout=30) as store:
+            await append_run(store, "a", 0, 5)
+            for round_ in range(5):
+                other.execute("BEGIN IMMEDIATE")
+                task = asyncio.create_task(append_run(store, "a", 5 + round_ * 4, 4))
+                await asyncio.sleep(0.05)
+                assert not task.done()
+                other.execute("COMMIT")
+                await task
+            assert store.busy_fallbacks >= 5
+            assert [e.sequence_id for e in await store.read(PK, "a")] == list(range(25))
+            assert (await store.verify(PK, "a")) is None
+    finally:
+        other.close()
+
+
+async def test_checkpoints_keep_the_wal_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    wal = Path(f"{path}-wal")
+    n = 4000
+    async with SQLiteEventStore(path) as store:
+        await append_run(store, "a", 0, n)
+        # a group path too: many streams at once
+        await asyncio.gather(*(append_run(store, f"s{i}", 0, 20) for i in range(50)))
+        assert store.checkpoints >= 2
+        size = wal.stat().st_size
+        # without checkpoints the WAL holds >= 2 pages per commit (~4,000 commits)
+        page = (await store._q("PRAGMA page_size"))[0][0]
+        assert size < 2500 * (page + 24), size
+        assert store.inline_commits >= n
+        assert fold(await store.read(PK, "a")) == {"count": n - 1}
+        assert len(await store.read_all()) == n + 1000
