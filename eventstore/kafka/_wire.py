@@ -289,7 +289,8 @@ def wire_schema() -> dict[str, Any]:
         ),
     }
     schema.update(msgspec.json.schema(Event))
-    return _clean_descriptions(schema)
+    cleaned: dict[str, Any] = _clean_descriptions(schema)
+    return cleaned
 
 
 def _clean_descriptions(node: Any) -> Any:
