@@ -37,7 +37,7 @@ if __package__ in (None, ""):  # run as a script: make ``bench`` importable
 from bench.peers._base import DurableConfig, System  # noqa: E402
 from bench.workloads import FULL, QUICK, STATE_BYTES, TINY, NotApplicableError, Sizes  # noqa: E402
 
-PEERS = ("burr", "langgraph", "eventsourcing")
+PEERS = ("burr", "langgraph", "eventsourcing", "floor")
 SLOW = {"langgraph"}  # measured with fewer steps (its steps take ~1-2 ms each)
 
 
@@ -136,6 +136,10 @@ def load_systems(names: Sequence[str]) -> dict[str, System | str]:
                 from bench.peers.eventsourcing_peer import EventSourcing
 
                 system = EventSourcing()
+            elif name == "floor":
+                from bench.peers.floor_sys import Floor
+
+                system = Floor()
             else:
                 raise SystemExit(f"unknown system {name!r}")
         except ImportError as exc:  # pragma: no cover - the adapters import lazily

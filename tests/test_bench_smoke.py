@@ -70,7 +70,7 @@ def test_bench_without_peers_gives_statelog_rows_and_na_for_peers(
     results, printed = _run(tmp_path, capsys)
 
     _check_statelog_rows(results, printed)
-    assert results["systems"] == ["statelog", *PEERS]
+    assert results["systems"] == ["statelog", *PEERS, "floor"]
     for fig in results["figures"]:
         for peer in PEERS:
             cell = results["cells"][fig["key"]][peer]
@@ -78,6 +78,20 @@ def test_bench_without_peers_gives_statelog_rows_and_na_for_peers(
             assert cell["note"].startswith("n/a: "), cell["note"]
             assert "not installed" in cell["note"]
     assert "n/a [" in printed
+    _check_floor_rows(results)
+
+
+def _check_floor_rows(results: dict) -> None:
+    """The sqlite3 floor needs nothing installed: its rows are measured in every run."""
+    floor = {key: cells["floor"] for key, cells in results["cells"].items()}
+    measured = {"durable_full", "durable_normal", "durable_best", "bytes"}
+    measured |= {key for key in floor if key.startswith("resume_")}
+    for key, cell in floor.items():
+        if key in measured:
+            assert isinstance(cell["value"], int | float) and cell["value"] > 0, (key, cell)
+        else:
+            assert cell["value"] is None and cell["note"].startswith("n/a: "), (key, cell)
+    assert "WAL+FULL" in floor["durable_full"]["note"]
 
 
 @pytest.mark.skipif(
@@ -104,3 +118,4 @@ def test_bench_with_peers_fills_every_row(
             assert results["cells"][key][peer]["value"] is not None, (key, peer)
     assert results["cells"]["replay"]["eventsourcing"]["value"] is not None
     assert results["cells"]["rebuild"]["eventsourcing"]["value"] is not None
+    _check_floor_rows(results)
