@@ -1,0 +1,537 @@
+"""Apache Burr persisters that write statelog's log: a door for Burr users.
+
+``AsyncStatelogPersister`` implements Burr's ``AsyncBaseStatePersister`` and
+``StatelogPersister`` its ``BaseStatePersister``; the sync one runs the async
+one on a private event loop (a daemon thread), so there is one implementation.
+Swap Burr's persister line for one of these and the app's saves become a
+statelog stream that ``statelog verify``, ``history``, ``relay`` and the
+projections read::
+
+    persister = StatelogPersister.from_path("app.db")  # was SQLitePersister(...)
+    persister.initialize()
+
+How a save maps onto the log (see docs/burr.md):
+
+- Burr hands a persister the whole state after every step. Each save becomes
+  one event whose ``writes``/``deletes`` are the change from the stream's
+  previous save (``burr_state_delta``), so folding the stream gives Burr's
+  state back, at any event.
+- ``position`` is the event's ``action``; status ``"completed"`` is kind
+  ``action_completed``, ``"failed"`` is ``action_failed`` (with ``next_action``
+  = the action, where Burr resumes). Another status string is kept in
+  ``result["burr_status"]`` on an ``action_completed`` event.
+- The stream stays dense: an event's ``sequence_id`` is always its offset. Burr
+  counts from 0 too, so a plain run or a resume lines up one to one; when Burr
+  saves another number (a fork's first save continues its parent's count, a
+  rewind repeats one) the event keeps Burr's number in
+  ``result["burr_sequence_id"]``, and ``load(sequence_id=n)`` finds the latest
+  event that Burr numbered ``n``.
+- ``partition_key=None`` is stored as ``""`` (Burr's own ``SQLitePersister``
+  does the same), so ``None`` and ``""`` name one partition.
+
+State goes through Burr's ``State.serialize``/``State.deserialize`` (with
+``serde_kwargs``), so custom serde keeps working; the serialised values must be
+JSON data, or the save raises ``EncodingError`` naming the key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import threading
+import warnings
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from datetime import datetime
+from os import PathLike
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar, cast
+
+import msgspec
+from burr.core.persistence import (
+    AsyncBaseStatePersister,
+    BaseStatePersister,
+    PersistedStateData,
+)
+from burr.core.state import State
+
+from statelog.eventstore import (
+    ConcurrencyError,
+    EncodingError,
+    Event,
+    EventKind,
+    EventStore,
+    SQLiteEventStore,
+    UsageError,
+    fold,
+    to_plain,
+    utcnow,
+)
+
+__all__ = ["AsyncStatelogPersister", "StatelogPersister", "burr_state_delta"]
+
+_T = TypeVar("_T")
+
+#: The partition a ``partition_key=None`` save or load uses (as Burr's SQLitePersister).
+PARTITION_KEY_DEFAULT = ""
+#: Streams whose head (last sequence and folded state) a persister keeps in memory.
+_HEADS = 1024
+#: Appends retried after another writer got to the stream first.
+_RETRIES = 8
+
+_canonical = msgspec.json.Encoder(order="deterministic").encode
+_copy_encode = msgspec.msgpack.Encoder().encode
+_copy_decode = msgspec.msgpack.Decoder().decode
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON: ``1``, ``1.0`` and ``True`` differ, as they do once stored."""
+    return bool(a == b) and (
+        type(a) is type(b)
+        if isinstance(a, str | int | float | None)
+        else _canonical(a) == _canonical(b)
+    )
+
+
+def burr_state_delta(
+    previous: Mapping[str, Any], current: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The change from one saved (serialised) Burr state to the next.
+
+    Returns ``(writes, deletes)``: every key that is new or whose value changed,
+    with its whole new value, and every key that is gone. Pure: applying them
+    to ``previous`` gives ``current`` (``statelog.eventstore.apply_event``).
+    A changed list is written whole; an append-only delta is a later change.
+    """
+    writes = {
+        key: value
+        for key, value in current.items()
+        if key not in previous or not _same(previous[key], value)
+    }
+    deletes = [key for key in previous if key not in current]
+    return writes, deletes
+
+
+def _kind(status: str) -> str:
+    return EventKind.ACTION_FAILED if status == "failed" else EventKind.ACTION_COMPLETED
+
+
+def _burr_meta(event: Event) -> Mapping[str, Any]:
+    result = event.result
+    return result if isinstance(result, dict) else {}
+
+
+def _burr_sequence(event: Event) -> int:
+    value = _burr_meta(event).get("burr_sequence_id", event.sequence_id)
+    return value if isinstance(value, int) else event.sequence_id
+
+
+def _burr_status(event: Event) -> str:
+    status = _burr_meta(event).get("burr_status")
+    if isinstance(status, str):
+        return status
+    return "failed" if event.kind == EventKind.ACTION_FAILED else "completed"
+
+
+def _holds_data(path: str) -> bool:
+    return os.path.isfile(path) and os.path.getsize(path) > 0
+
+
+class _Head:
+    """What a persister knows of a stream's end: its last sequence id and state."""
+
+    __slots__ = ("last", "state")
+
+    def __init__(self, last: int, state: dict[str, Any]) -> None:
+        self.last = last
+        self.state = state
+
+
+class AsyncStatelogPersister(AsyncBaseStatePersister):
+    """Burr's async persister interface over a statelog ``EventStore``.
+
+    ``AsyncStatelogPersister(store)`` uses a store you own (and close);
+    ``from_path(path)`` opens a SQLite log that ``aclose()`` (or ``close()``,
+    or ``async with``) closes. ``serde_kwargs`` go to Burr's
+    ``State.serialize``/``State.deserialize``.
+    """
+
+    PARTITION_KEY_DEFAULT = PARTITION_KEY_DEFAULT
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        serde_kwargs: Mapping[str, Any] | None = None,
+        close_store: bool = False,
+    ) -> None:
+        if not isinstance(store, EventStore):
+            raise TypeError(f"store must be a statelog EventStore, got {type(store).__name__}")
+        self.store = store
+        self.serde_kwargs: dict[str, Any] = dict(serde_kwargs or {})
+        self._close_store = close_store
+        self._initialized = False
+        self._heads: OrderedDict[tuple[str, str], _Head] = OrderedDict()
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | PathLike[str],
+        *,
+        serde_kwargs: Mapping[str, Any] | None = None,
+        **store_options: Any,
+    ) -> Self:
+        """A persister on the SQLite log at ``path`` (created if absent), closed with it.
+
+        ``store_options`` go to ``SQLiteEventStore`` (``synchronous``,
+        ``hmac_key``, ``codec``, ...). The file is opened by ``initialize()``
+        or on first use.
+        """
+        store = SQLiteEventStore(path, **store_options)
+        return cls(store, serde_kwargs=serde_kwargs, close_store=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store!r})"
+
+    # --- Burr's interface
+
+    async def initialize(self) -> None:
+        """Open the log (a SQLite file and its schema are created if absent)."""
+        connect = cast(
+            "Callable[[], Awaitable[object]] | None", getattr(self.store, "connect", None)
+        )
+        if connect is not None:
+            await connect()
+        self._initialized = True
+
+    async def is_initialized(self) -> bool:
+        """True once ``initialize()`` has opened the log, or its SQLite file exists.
+
+        Burr's builder asks before a run. Every method opens the log on first
+        use, so ``initialize()`` is only needed to create a new file up front.
+        """
+        if not self._initialized and isinstance(self.store, SQLiteEventStore):
+            return await asyncio.to_thread(_holds_data, self.store.path)
+        return self._initialized
+
+    async def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State[Any],
+        status: Literal["completed", "failed"],
+        **kwargs: Any,
+    ) -> None:
+        """Append Burr's state after step ``sequence_id`` as the delta from the last save."""
+        stream = (partition_key if partition_key is not None else PARTITION_KEY_DEFAULT, app_id)
+        try:
+            current = to_plain(state.serialize(**self.serde_kwargs))
+        except EncodingError as exc:
+            raise EncodingError(
+                f"Burr state of {app_id!r} at sequence_id {sequence_id}: {exc}", path=exc.path
+            ) from exc
+        for _ in range(_RETRIES):
+            head = await self._head(stream)
+            writes, deletes = burr_state_delta(head.state, current)
+            offset = head.last + 1
+            meta: dict[str, Any] = {}
+            if sequence_id != offset:
+                meta["burr_sequence_id"] = sequence_id
+            if status not in ("completed", "failed"):
+                meta["burr_status"] = status
+            event = Event(
+                partition_key=stream[0],
+                app_id=app_id,
+                sequence_id=offset,
+                kind=_kind(status),
+                action=position,
+                next_action=position if status == "failed" else None,
+                writes=writes,
+                deletes=deletes,
+                result=meta or None,
+                timestamp=utcnow(),
+            )
+            try:
+                await self.store.append([event], expected_sequence=head.last)
+            except ConcurrencyError:
+                self._heads.pop(stream, None)  # another writer moved on: fold again
+                continue
+            # A private copy of what was written: the caller's values may be shared.
+            head.state.update(_copy_decode(_copy_encode(writes)))
+            for key in deletes:
+                del head.state[key]
+            head.last = offset
+            return
+        raise ConcurrencyError(stream, head.last, await self.store.last_sequence(*stream))
+
+    async def load(
+        self,
+        partition_key: str | None,
+        app_id: str | None,
+        sequence_id: int | None = None,
+        **kwargs: Any,
+    ) -> PersistedStateData | None:
+        """Burr's state after its step ``sequence_id`` (the latest if ``None``), by folding.
+
+        ``None`` if the app has no such step, or ``app_id`` is ``None``.
+        """
+        if app_id is None:
+            return None
+        pk = partition_key if partition_key is not None else PARTITION_KEY_DEFAULT
+        if sequence_id is None:
+            folded, last = await self.store.fold_stream(pk, app_id)
+            if last < 0:
+                return None
+            events = await self.store.read(pk, app_id, from_sequence=last, to_sequence=last)
+            event = events[0]
+        else:
+            events = await self.store.read(pk, app_id)
+            found = [i for i, e in enumerate(events) if _burr_sequence(e) == sequence_id]
+            if not found:
+                return None
+            event = events[found[-1]]
+            folded = fold(events[: found[-1] + 1])
+        return {
+            "partition_key": pk,
+            "app_id": app_id,
+            "sequence_id": _burr_sequence(event),
+            "position": event.action or "",
+            "state": State.deserialize(folded, **self.serde_kwargs),
+            "created_at": event.timestamp.isoformat(),
+            "status": _burr_status(event),
+        }
+
+    async def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+        """The apps of a partition, most recently saved first (as Burr's SQLitePersister)."""
+        pk = partition_key if partition_key is not None else PARTITION_KEY_DEFAULT
+        latest: list[tuple[datetime, int, str]] = []
+        for order, stream in enumerate(await self.store.streams(pk)):
+            last = await self.store.last_sequence(pk, stream.app_id)
+            tail = await self.store.read(pk, stream.app_id, from_sequence=last, to_sequence=last)
+            if tail:  # a stream is listed once it has an event
+                latest.append((tail[-1].timestamp, order, stream.app_id))
+        latest.sort(reverse=True)
+        return [app_id for _, _, app_id in latest]
+
+    # --- lifecycle
+
+    async def aclose(self) -> None:
+        """Close the log if this persister opened it (``from_path``). Idempotent."""
+        self._heads.clear()
+        if self._close_store:
+            await self.store.aclose()
+
+    async def close(self) -> None:
+        """``aclose()`` under the name Burr's async persisters use."""
+        await self.aclose()
+
+    async def cleanup(self) -> None:
+        """``aclose()`` under the other name Burr's persisters use."""
+        await self.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # --- the heads
+
+    async def _head(self, stream: tuple[str, str]) -> _Head:
+        head = self._heads.get(stream)
+        if head is None:
+            state, last = await self.store.fold_stream(*stream)
+            head = self._heads[stream] = _Head(last, state)
+            if len(self._heads) > _HEADS:
+                self._heads.popitem(last=False)
+        else:
+            self._heads.move_to_end(stream)
+        return head
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, for the sync persister's calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        # daemon: never keeps the interpreter alive; threads it starts (aiosqlite's
+        # connection thread) inherit that, so an unclosed log cannot either.
+        self.thread = threading.Thread(
+            target=self._serve, name="statelog-burr-persister", daemon=True
+        )
+        self.thread.start()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            coro.close()
+            raise UsageError(
+                "StatelogPersister is the sync persister and blocks its caller; it was "
+                "called inside a running event loop. Use AsyncStatelogPersister with "
+                "ApplicationBuilder.abuild() instead"
+            )
+        if not self.thread.is_alive():
+            coro.close()
+            raise UsageError("StatelogPersister is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            if threading.current_thread() is not self.thread:
+                self.thread.join()
+
+
+_open_sync: weakref.WeakSet[StatelogPersister] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # atexit runs while daemon threads still live: close what a program left open
+    # (Burr's examples never close their persister) so the log is closed cleanly.
+    for persister in list(_open_sync):
+        with contextlib.suppress(Exception):  # the process is ending; the log is durable
+            persister.close()
+
+
+class StatelogPersister(BaseStatePersister):
+    """Burr's sync persister interface: ``AsyncStatelogPersister`` run on a private loop.
+
+    ``from_path(path)`` opens a SQLite log; ``StatelogPersister(store)`` takes
+    over a store that is not open on an event loop yet: it is opened on the
+    persister's own thread and closed with the persister, since it cannot be
+    used from another loop. ``close()`` (or ``with``) closes it; one left open
+    is closed when the interpreter exits. Calling it inside a running event
+    loop raises ``UsageError``: an async app uses ``AsyncStatelogPersister``.
+    """
+
+    PARTITION_KEY_DEFAULT = PARTITION_KEY_DEFAULT
+
+    def __init__(self, store: EventStore, *, serde_kwargs: Mapping[str, Any] | None = None) -> None:
+        self._async = AsyncStatelogPersister(store, serde_kwargs=serde_kwargs, close_store=True)
+        self._runner = _LoopThread()
+        self._closed = False
+        _open_sync.add(self)
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | PathLike[str],
+        *,
+        serde_kwargs: Mapping[str, Any] | None = None,
+        **store_options: Any,
+    ) -> Self:
+        """A persister on the SQLite log at ``path`` (created if absent), closed with it."""
+        return cls(SQLiteEventStore(path, **store_options), serde_kwargs=serde_kwargs)
+
+    @property
+    def store(self) -> EventStore:
+        return self._async.store
+
+    @property
+    def serde_kwargs(self) -> dict[str, Any]:
+        return self._async.serde_kwargs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.store!r})"
+
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        if self._closed:
+            coro.close()
+            raise UsageError(f"{self!r} is closed")
+        return self._runner.run(coro)
+
+    # --- Burr's interface (each call runs the async persister's)
+
+    def initialize(self) -> None:
+        """Open the log (a SQLite file and its schema are created if absent)."""
+        self._run(self._async.initialize())
+
+    def is_initialized(self) -> bool:
+        """True once ``initialize()`` has opened the log (Burr's builder asks)."""
+        return self._run(self._async.is_initialized())
+
+    def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State[Any],
+        status: Literal["completed", "failed"],
+        **kwargs: Any,
+    ) -> None:
+        """Append Burr's state after step ``sequence_id`` as the delta from the last save."""
+        self._run(
+            self._async.save(partition_key, app_id, sequence_id, position, state, status, **kwargs)
+        )
+
+    def load(
+        self,
+        partition_key: str | None,
+        app_id: str | None,
+        sequence_id: int | None = None,
+        **kwargs: Any,
+    ) -> PersistedStateData | None:
+        """Burr's state after its step ``sequence_id`` (the latest if ``None``), by folding."""
+        return self._run(self._async.load(partition_key, app_id, sequence_id, **kwargs))
+
+    def list_app_ids(self, partition_key: str | None, **kwargs: Any) -> list[str]:
+        """The apps of a partition, most recently saved first."""
+        return self._run(self._async.list_app_ids(partition_key, **kwargs))
+
+    # --- lifecycle
+
+    def close(self) -> None:
+        """Close the log if this persister opened it, and stop its thread. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self._runner.run(self._async.aclose())
+        finally:
+            self._closed = True
+            _open_sync.discard(self)
+            self._runner.stop()
+
+    def cleanup(self) -> None:
+        """``close()`` under the name Burr's SQLitePersister uses."""
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
+            self._closed = True
+            runner = self._runner
+            if runner.thread.is_alive():
+                runner.loop.call_soon_threadsafe(runner.loop.stop)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
