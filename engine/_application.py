@@ -5,7 +5,9 @@ Async first: ``astep``, ``arun``, ``aiterate``, ``astream``. The sync face
 application's own event loop (an ``asyncio.Runner`` made by
 ``ApplicationBuilder.build()``), so async actions and hooks run there too -
 nothing is ever skipped. Calling the sync face inside a running event loop, or
-on an app built with ``abuild()``, raises ``UsageError``.
+on an app built with ``abuild()``, raises ``UsageError``. An app nobody closes
+is released for its user (at exit, when collected, or when its loop ends; see
+``_lifecycle``).
 
 Per step the application appends one event with ``expected_sequence``:
 ``action_completed`` (the state delta, inputs, result, duration, attempt,
@@ -16,8 +18,17 @@ is unchanged and next_action is the failed action, so a resume re-runs it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Iterator, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterator,
+    Mapping,
+)
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, NamedTuple, Self, TypeVar
@@ -41,6 +52,7 @@ from ._actions import run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
 from ._errors import ActionError, TransitionError
 from ._hooks import HookSet
+from ._lifecycle import Lifeline
 from ._state import State
 from ._transitions import Graph
 
@@ -91,7 +103,7 @@ class Application(AsyncResource):
         hooks: HookSet,
         origin: int,
         durability: str,
-        owned: list[Any],
+        life: Lifeline,
         runner: asyncio.Runner | None,
     ) -> None:
         self._graph = graph
@@ -108,8 +120,9 @@ class Application(AsyncResource):
         self._hooks = hooks
         self._origin = origin  # first sequence of the current position's attempts
         self._durability = durability
-        self._owned = owned
+        self._life = life
         self._runner = runner
+        self._forget: Callable[[], None] | None = None  # the sync face's finaliser
         self._closed = False
         self._last_recorded: Recorded | None = None
         self._snap_seq = sequence_id
@@ -422,11 +435,7 @@ class Application(AsyncResource):
             await self._maybe_snapshot(halted=True)
         finally:
             self._closed = True
-            try:
-                await self._writer.aclose()
-            finally:
-                for resource in reversed(self._owned):
-                    await resource.aclose()
+            await self._life.release()
 
     # --------------------------------------------------------------- the sync face
 
@@ -447,13 +456,33 @@ class Application(AsyncResource):
             )
         return self._runner
 
-    def _sync(self, method: str, coro_fn: Any, *args: Any, **kwargs: Any) -> Any:
-        runner = self._runner_or_raise(method)
-        return runner.run(coro_fn(*args, **kwargs))
+    def _sync(self, method: str, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the app's own loop, then commit what it queued.
+
+        The loop runs only inside these calls, so a fire-and-forget writer could
+        not make progress between them: each call returns once its events are
+        committed (a transactional step was committed before it returned anyway).
+        """
+        try:
+            runner = self._runner_or_raise(method)
+        except UsageError:
+            work.close()
+            raise
+        return runner.run(self._committed(work))
+
+    async def _committed(self, work: Coroutine[Any, Any, T]) -> T:
+        try:
+            result = await work
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._writer.flush()
+            raise
+        await self._writer.flush()
+        return result
 
     def step(self, inputs: Mapping[str, Any] | None = None) -> StepResult | None:
-        """Sync twin of ``astep`` (runs it on the app's own loop)."""
-        return self._sync("step", self.astep, inputs)  # type: ignore[no-any-return]
+        """``astep`` on the app's own loop (an app made by ``build()``)."""
+        return self._sync("step", self.astep(inputs))
 
     def run(
         self,
@@ -462,9 +491,9 @@ class Application(AsyncResource):
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
     ) -> StepResult:
-        """Sync twin of ``arun``."""
-        return self._sync(  # type: ignore[no-any-return]
-            "run", self.arun, halt_before=halt_before, halt_after=halt_after, inputs=inputs
+        """``arun`` on the app's own loop (an app made by ``build()``)."""
+        return self._sync(
+            "run", self.arun(halt_before=halt_before, halt_after=halt_after, inputs=inputs)
         )
 
     def iterate(
@@ -474,22 +503,26 @@ class Application(AsyncResource):
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
     ) -> Iterator[StepResult]:
-        """Sync twin of ``aiterate``."""
-        runner = self._runner_or_raise("iterate")
+        """``aiterate`` on the app's own loop, one step per item."""
+        self._runner_or_raise("iterate")
         agen = self.aiterate(halt_before=halt_before, halt_after=halt_after, inputs=inputs)
         try:
             while True:
                 try:
-                    item = runner.run(_anext(agen))
+                    item = self._sync("iterate", _anext(agen))
                 except StopAsyncIteration:
                     return
                 yield item
         finally:
-            runner.run(agen.aclose())
+            self._sync("iterate", agen.aclose())
 
     def close(self) -> None:
-        """Sync twin of ``aclose``; also closes the app's own event loop."""
+        """``aclose`` on the app's own loop, then close that loop. Idempotent."""
         runner = self._runner_or_raise("close")
+        if self._forget is None:
+            return  # closed already
+        forget, self._forget = self._forget, None
+        forget()
         try:
             runner.run(self.aclose())
         finally:

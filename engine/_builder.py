@@ -40,6 +40,7 @@ from ._application import Application
 from ._durability import Durability, make_writer
 from ._errors import TransitionError
 from ._hooks import HookErrorPolicy, HookSet
+from ._lifecycle import Lifeline, watch_async, watch_sync
 from ._state import State
 from ._transitions import Graph
 
@@ -328,11 +329,17 @@ class ApplicationBuilder:
     async def _abuild(self, runner: asyncio.Runner | None) -> Application:
         store, snapshots, owned = await self._open_stores()
         try:
-            return await self._assemble(store, snapshots, owned, runner)
+            app = await self._assemble(store, snapshots, owned, runner)
         except BaseException:
             for resource in reversed(owned):
                 await resource.aclose()
             raise
+        # an app nobody closes is released for them (see _lifecycle)
+        if runner is None:
+            await watch_async(app, app._life)
+        else:
+            app._forget = watch_sync(app, runner, app._life)
+        return app
 
     async def _assemble(
         self,
@@ -365,7 +372,7 @@ class ApplicationBuilder:
                 hooks=hooks,
                 origin=origin,
                 durability=self._durability,
-                owned=owned,
+                life=Lifeline(f"Application(app_id={app_id!r})", writer, owned),
                 runner=runner,
             )
 

@@ -1,0 +1,239 @@
+"""Who closes an application its user never closed.
+
+An application owns a writer and, when ``with_store`` was given a path, the
+stores it opened on that file. ``aclose()`` / ``close()`` release them. When
+the user does not call it:
+
+* An app made by ``build()`` (the sync face) owns its ``asyncio.Runner``.
+  Building, running and letting the script end is the normal Burr habit, so the
+  sync face releases itself, quietly: when the app is garbage-collected, and at
+  interpreter exit *before* Python waits for non-daemon threads (a store's
+  worker thread would otherwise keep the process alive for ever). Releasing
+  flushes pending events first; a transactional step was committed before it
+  returned anyway.
+* An app made by ``abuild()`` lives in its caller's event loop. Left open, it
+  is released with one ``ResourceWarning``: when it is garbage-collected while
+  its loop still runs (a task on that loop), or when the loop shuts down first
+  (``asyncio.run`` finalises async generators before it closes the loop; one
+  watch per loop is such a generator). Either way the stores close on their
+  loop: their threads end and no callback reaches a closed loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import warnings
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from ._durability import Writer
+
+__all__ = ["Lifeline", "watch_async", "watch_sync"]
+
+logger = logging.getLogger("statelog.engine")
+
+
+class Lifeline:
+    """What an application must release, kept apart from the application itself
+    so that a finaliser can release it after the application is gone."""
+
+    __slots__ = ("__weakref__", "label", "open", "owned", "watch", "writer")
+
+    def __init__(self, label: str, writer: Writer, owned: list[Any]) -> None:
+        self.label = label
+        self.writer: Writer | None = writer
+        self.owned = owned
+        self.open = True  # False once the app closed or was given up
+        self.watch: _LoopWatch | None = None
+
+    async def release(self) -> None:
+        """Close the writer (it flushes), then the owned stores, newest first.
+
+        A resource whose close was cancelled stays listed, so a later release
+        (the loop's watch) closes it.
+        """
+        self.open = False
+        writer, self.writer = self.writer, None
+        try:
+            if writer is not None:
+                await writer.aclose()
+        finally:
+            while self.owned:
+                resource = self.owned.pop()
+                try:
+                    await resource.aclose()
+                except asyncio.CancelledError:
+                    self.owned.append(resource)
+                    raise
+            if self.watch is not None:
+                self.watch.lives.discard(self)
+
+    async def release_quietly(self) -> None:
+        """``release`` for an app nobody will hear from again: failures are logged."""
+        try:
+            await self.release()
+        except Exception:
+            logger.exception("releasing unclosed %s failed", self.label)
+
+
+# --------------------------------------------------------------- apps made by build()
+
+_sync_finalizers: set[weakref.finalize[Any, Any]] = set()
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
+
+
+def watch_sync(app: object, runner: asyncio.Runner, life: Lifeline) -> Callable[[], None]:
+    """Release ``life`` and close ``runner`` when ``app`` is collected or the
+    interpreter exits; the returned function forgets that (``close()`` calls it)."""
+    _register_exit_hook()
+    fin = weakref.finalize(app, _release_sync, runner, life)
+    fin.atexit = False  # our exit hook runs it, before non-daemon threads are joined
+    _sync_finalizers.add(fin)
+
+    def forget() -> None:
+        fin.detach()
+        _sync_finalizers.discard(fin)
+
+    return forget
+
+
+def _release_sync(runner: asyncio.Runner, life: Lifeline) -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # collected inside some running loop: its runner cannot run here
+        if life.open:
+            warnings.warn(
+                f"unclosed {life.label} was collected inside a running event loop and "
+                "could not be closed; call app.close()",
+                ResourceWarning,
+                stacklevel=2,
+            )
+        return
+    try:
+        if life.open or life.owned:
+            runner.run(life.release_quietly())
+    finally:
+        runner.close()
+
+
+def _release_sync_apps_at_exit() -> None:
+    for fin in list(_sync_finalizers):
+        _sync_finalizers.discard(fin)
+        fin()
+
+
+def _register_exit_hook() -> None:
+    global _exit_hook_registered
+    with _exit_hook_lock:
+        if _exit_hook_registered:
+            return
+        # threading's exit hooks run before the interpreter joins non-daemon
+        # threads (concurrent.futures uses the same hook); atexit runs after.
+        register = getattr(threading, "_register_atexit", None)
+        if register is None:  # pragma: no cover - CPython has had it since 3.9
+            import atexit
+
+            atexit.register(_release_sync_apps_at_exit)
+        else:
+            register(_release_sync_apps_at_exit)
+        _exit_hook_registered = True
+
+
+# --------------------------------------------------------------- apps made by abuild()
+
+
+class _LoopWatch:
+    """The unreleased apps of one event loop, released if the loop shuts down first."""
+
+    __slots__ = ("closing", "gen", "lives", "loop_gone")
+
+    def __init__(self) -> None:
+        self.lives: set[Lifeline] = set()
+        self.closing: set[asyncio.Task[None]] = set()
+        self.gen: AsyncGenerator[None, None] | None = None
+        self.loop_gone = False
+
+    def release_later(self, life: Lifeline) -> None:
+        """On the loop's thread: release an app that was collected open."""
+        task = asyncio.get_running_loop().create_task(life.release_quietly())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
+
+    async def at_loop_end(self) -> None:
+        # Releases that were cancelled by the loop's shutdown left resources listed.
+        for task in list(self.closing):
+            if not task.done():
+                await asyncio.wait([task])
+        for life in list(self.lives):
+            if life.open:
+                warnings.warn(
+                    f"unclosed {life.label} at the end of its event loop; "
+                    "close it with `await app.aclose()` or `async with app:`",
+                    ResourceWarning,
+                    stacklevel=1,
+                )
+            await life.release_quietly()
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _watch_loop(watch: _LoopWatch) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        if not watch.loop_gone:
+            await watch.at_loop_end()
+
+
+def _forget_loop(watch: _LoopWatch) -> None:
+    """The loop is gone without finalising its async generators: end the watch
+    without awaiting, so nothing is ever scheduled on a closed loop."""
+    watch.loop_gone = True
+    gen, watch.gen = watch.gen, None
+    if gen is not None:
+        with contextlib.suppress(StopIteration, RuntimeError):
+            gen.aclose().send(None)
+
+
+async def watch_async(app: object, life: Lifeline) -> None:
+    """Release ``life`` (with a ResourceWarning) if ``app`` is collected open or
+    its loop shuts down first. Call it in the app's loop."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _LoopWatch()
+        gen = _watch_loop(watch)
+        await gen.asend(None)  # first iteration: the loop now finalises it at shutdown
+        watch.gen = gen
+        _watches[loop] = watch
+        weakref.finalize(loop, _forget_loop, watch).atexit = False
+    life.watch = watch
+    watch.lives.add(life)
+    weakref.finalize(app, _abandon_async, life, weakref.ref(loop)).atexit = False
+
+
+def _abandon_async(life: Lifeline, loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> None:
+    if not life.open:
+        return
+    life.open = False
+    warnings.warn(
+        f"unclosed {life.label}; close it with `await app.aclose()` or `async with app:`",
+        ResourceWarning,
+        stacklevel=2,
+    )
+    loop = loop_ref()
+    watch = life.watch
+    if loop is None or loop.is_closed() or watch is None:
+        return  # nothing can be awaited any more
+    with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
+        loop.call_soon_threadsafe(watch.release_later, life)

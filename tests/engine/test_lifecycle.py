@@ -1,0 +1,141 @@
+"""Apps their user never closes: the script still ends, nothing acknowledged is lost,
+and an async app left open is released with one ResourceWarning.
+
+Each case runs a script in a fresh interpreter (``-X dev``), because what is
+tested is how that interpreter ends.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+APP = """
+import sys
+from statelog import ApplicationBuilder, State, action, default
+
+@action(reads=["n"], writes=["n"])
+def inc(state: State) -> State:
+    return state.update(n=state["n"] + 1)
+
+def builder(app_id, db, durability="transactional"):
+    return (
+        ApplicationBuilder()
+        .with_actions(inc=inc)
+        .with_transitions(("inc", "inc", default))
+        .with_identifiers(app_id=app_id)
+        .with_store(db)
+        .with_durability(durability)
+    )
+"""
+
+
+def run_script(tmp_path: Path, body: str, *args: str, warnings: str = "default") -> tuple[str, str]:
+    script = tmp_path / "script.py"
+    script.write_text(APP + textwrap.dedent(body))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-X", "dev", "-W", warnings, str(script), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the script did not exit within 10 s; stderr: {exc.stderr!r}")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.stdout, done.stderr
+
+
+@pytest.mark.parametrize("durability", ["transactional", "fire_and_forget"])
+def test_sync_app_never_closed_exits_and_keeps_every_step(tmp_path: Path, durability: str) -> None:
+    out, _ = run_script(
+        tmp_path,
+        """
+        app = builder("counter", sys.argv[1], sys.argv[2]).with_state(n=0)
+        app = app.with_entrypoint("inc").build()
+        for _ in range(5):
+            app.run(halt_after=["inc"])
+        print(app.sequence_id, app.state["n"])
+        # no app.close(): the script just ends
+        """,
+        "app.db",
+        durability,
+    )
+    acknowledged = out.split()
+    assert acknowledged == ["5", "5"]
+
+    out, _ = run_script(
+        tmp_path,
+        """
+        app = builder("counter", sys.argv[1]).initialize_from(
+            default_state={"n": 0}, default_entrypoint="inc"
+        ).build()
+        print(app.sequence_id, app.state["n"])
+        app.close()
+        """,
+        "app.db",
+    )
+    assert out.split() == acknowledged
+
+
+def test_async_apps_left_open_are_released_with_one_warning_each(tmp_path: Path) -> None:
+    _, err = run_script(
+        tmp_path,
+        """
+        import asyncio, gc, threading
+
+        KEPT = []
+
+        async def main():
+            dropped = []
+            for i in range(20):
+                app = builder(f"app{i}", "app.db").with_state(n=0).with_entrypoint("inc")
+                app = await app.abuild()
+                await app.arun(halt_after=["inc"])
+                (dropped if i % 2 else KEPT).append(app)
+            dropped.clear()  # collected while the loop runs
+            gc.collect()
+            # KEPT outlives the loop
+
+        base = threading.active_count()
+        asyncio.run(main())
+        KEPT.clear()
+        gc.collect()
+        extra = threading.active_count() - base
+        print("extra threads", extra)
+        assert extra == 0, threading.enumerate()
+        """,
+        warnings="always",
+    )
+    unclosed = [line for line in err.splitlines() if "ResourceWarning" in line]
+    assert len(unclosed) == 20, err
+    assert all("unclosed Application(app_id='app" in line for line in unclosed), err
+    assert sorted(line.split("app_id='")[1].split("'")[0] for line in unclosed) == sorted(
+        f"app{i}" for i in range(20)
+    )
+
+
+def test_a_closed_async_app_warns_nothing(tmp_path: Path) -> None:
+    _, err = run_script(
+        tmp_path,
+        """
+        import asyncio, gc
+
+        async def main():
+            app = await builder("a", "app.db").with_state(n=0).with_entrypoint("inc").abuild()
+            async with app:
+                await app.arun(halt_after=["inc"])
+            del app
+            gc.collect()
+
+        asyncio.run(main())
+        """,
+        warnings="always",
+    )
+    assert "Warning" not in err, err
