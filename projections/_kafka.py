@@ -7,14 +7,21 @@ joins a consumer group; on every assignment it seeks to the offsets of the
 read model's checkpoint, never to Kafka's committed offsets (the read model is
 the one source of truth for how far it got). Run one runner process per read
 model and group: the checkpoint row holds every partition's offset.
+
+``timeout`` bounds every wait on the broker: one answer (connect, metadata,
+offsets) and, offline, the time without progress towards the end offsets. A
+wait longer than ``notice_after`` is announced through ``on_wait`` (what it
+waits for, and for how long it still will); a wait past ``timeout`` raises
+``StoreUnavailableError`` naming it. ``timeout=None`` waits for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator, Collection
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from statelog.eventstore import Recorded, StoreUnavailableError
@@ -23,6 +30,8 @@ from ._checkpoint import Checkpoint, Item
 from ._sources import Source
 
 __all__ = ["KafkaSource"]
+
+T = TypeVar("T")
 
 #: Consumer group timings that suit Tansu and real Kafka alike.
 GROUP_OPTIONS: dict[str, Any] = {
@@ -42,12 +51,20 @@ class KafkaSource(Source):
         *,
         group_id: str = "statelog-projections",
         fetch_timeout: float = 0.5,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        notice_after: float = 2.0,
         **consumer_options: Any,
     ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         self.bootstrap = bootstrap
         self.topic = topic
         self.group_id = group_id
         self.fetch_timeout = fetch_timeout
+        self.timeout = timeout
+        self.on_wait = on_wait
+        self.notice_after = notice_after
         self.consumer_options = consumer_options
         self.uri = f"kafka://{bootstrap}/{topic}"
 
@@ -60,6 +77,39 @@ class KafkaSource(Source):
         source = cls(parts.netloc, topic, **options)
         await source._check_topic()
         return source
+
+    async def _wait(self, what: str, awaitable: Awaitable[T]) -> T:
+        """``awaitable``'s result; announced after ``notice_after``, given up after ``timeout``."""
+        task = asyncio.ensure_future(awaitable)
+        try:
+            first = self.notice_after
+            if self.timeout is not None:
+                first = min(first, self.timeout)
+            done, _ = await asyncio.wait({task}, timeout=first)
+            if not done:
+                self._notice(what, first)
+                rest = None if self.timeout is None else self.timeout - first
+                done, _ = await asyncio.wait({task}, timeout=rest)
+            if not done:
+                raise StoreUnavailableError(
+                    f"gave up waiting {self.timeout:g} s for {what} "
+                    f"from the Kafka broker at {self.bootstrap}"
+                )
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _notice(self, what: str, waited: float) -> None:
+        if self.on_wait is None:
+            return
+        left = "" if self.timeout is None else f", giving up after {self.timeout:g} s"
+        self.on_wait(
+            f"waiting for {what} from the Kafka broker at {self.bootstrap} "
+            f"({waited:.0f} s so far{left})"
+        )
 
     def _consumer(self, group_id: str | None) -> Any:
         from aiokafka import AIOKafkaConsumer
@@ -79,7 +129,7 @@ class KafkaSource(Source):
     async def _partitions(self, consumer: Any) -> list[Any]:
         from aiokafka import TopicPartition
 
-        topics = await consumer.topics()
+        topics = await self._wait("the list of topics", consumer.topics())
         if self.topic not in topics:
             raise StoreUnavailableError(f"no Kafka topic {self.topic!r} at {self.bootstrap}")
         numbers = consumer.partitions_for_topic(self.topic) or set()
@@ -89,9 +139,11 @@ class KafkaSource(Source):
         from aiokafka.errors import KafkaError
 
         try:
-            await consumer.start()
+            await self._wait("a connection", consumer.start())
         except (KafkaError, OSError) as exc:
             await consumer.stop()
+            if isinstance(exc, StoreUnavailableError):  # the deadline passed
+                raise
             raise StoreUnavailableError(
                 f"cannot reach the Kafka broker at {self.bootstrap}: {exc}"
             ) from exc
@@ -109,8 +161,12 @@ class KafkaSource(Source):
         await self._start(consumer)
         try:
             partitions = await self._partitions(consumer)
-            start = await consumer.beginning_offsets(partitions)
-            end = await consumer.end_offsets(partitions)
+            start = await self._wait(
+                f"the first offsets of topic {self.topic!r}", consumer.beginning_offsets(partitions)
+            )
+            end = await self._wait(
+                f"the end offsets of topic {self.topic!r}", consumer.end_offsets(partitions)
+            )
             return int(sum(end[tp] - start[tp] for tp in partitions))
         finally:
             await consumer.stop()
@@ -131,8 +187,17 @@ class KafkaSource(Source):
                 if tp.partition in checkpoint.offsets:
                     consumer.seek(tp, checkpoint.offsets[tp.partition])
                 else:
-                    await consumer.seek_to_beginning(tp)
-            end = await consumer.end_offsets(partitions)
+                    await self._wait(
+                        f"the first offset of {tp.topic}[{tp.partition}]",
+                        consumer.seek_to_beginning(tp),
+                    )
+            end = await self._wait(
+                f"the end offsets of topic {self.topic!r}", consumer.end_offsets(partitions)
+            )
+            loop = asyncio.get_running_loop()
+            moved = loop.time()
+            notice_at = self.notice_after
+            positions: dict[Any, int] = {}
             # Read until every partition reached the end offsets seen at the
             # start AND a fetch comes back empty: some brokers (Tansu) report
             # the end of a multi-record batch short, so the offsets alone are a
@@ -143,11 +208,26 @@ class KafkaSource(Source):
                 )
                 chunk = [_item(msg) for messages in fetched.values() for msg in messages]
                 if chunk:
+                    moved, notice_at = loop.time(), self.notice_after
                     yield chunk
                     continue
-                behind = [tp for tp in partitions if await consumer.position(tp) < end[tp]]
+                for tp in partitions:
+                    positions[tp] = await self._wait(
+                        f"the position in {tp.topic}[{tp.partition}]", consumer.position(tp)
+                    )
+                behind = [tp for tp in partitions if positions[tp] < end[tp]]
                 if not behind:
                     return
+                stalled = loop.time() - moved
+                what = f"records up to the end offsets ({_lag(behind, positions, end)})"
+                if self.timeout is not None and stalled >= self.timeout:
+                    raise StoreUnavailableError(
+                        f"gave up waiting {self.timeout:g} s for {what} "
+                        f"from the Kafka broker at {self.bootstrap}"
+                    )
+                if stalled >= notice_at:
+                    self._notice(what, stalled)
+                    notice_at = stalled + max(self.notice_after, 5.0)
         finally:
             await consumer.stop()
 
@@ -185,6 +265,12 @@ class KafkaSource(Source):
                     await asyncio.sleep(0)
         finally:
             await consumer.stop()
+
+
+def _lag(behind: list[Any], positions: dict[Any, int], end: dict[Any, int]) -> str:
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}] at offset {positions[tp]} of {end[tp]}" for tp in behind
+    )
 
 
 def _item(msg: Any) -> Item:

@@ -1,4 +1,8 @@
-"""``statelog demo``, ``statelog history`` and ``statelog state``."""
+"""``statelog demo``, ``statelog history`` and ``statelog state``.
+
+``history`` and ``state`` only read: they open the log read-only (``_cli_open``)
+and refuse a file that is not a statelog log without touching it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,10 @@ from typing import Any
 
 import msgspec
 
-from statelog.eventstore import EventStore, SnapshotStore, SQLiteEventStore, StoreError, load_state
+from statelog.eventstore import StoreError, load_state
+
+from ._cli_open import check_bodies, open_log, open_snapshots
+from ._cli_types import INT64_MAX, app_id, nonnegative_int, positive_int
 
 __all__ = ["register"]
 
@@ -26,32 +33,58 @@ def register(subparsers: Any) -> None:
             "map of sub-applications. Every step is an event; run it again to resume."
         ),
     )
-    demo.add_argument("--db", default="statelog.db", help="SQLite file (default: statelog.db)")
-    demo.add_argument("--app-id", default="demo-orders", help="the app's id")
-    demo.add_argument("--steps", type=int, default=300, help="run until this many steps")
+    demo.add_argument("--db", default="statelog.db", metavar="PATH", help="the SQLite log")
+    demo.add_argument("--app-id", type=app_id, default="demo-orders", help="the app's id")
+    demo.add_argument(
+        "--steps", type=positive_int, default=300, metavar="N", help="run until this many steps"
+    )
     demo.add_argument(
         "--durability",
         choices=["transactional", "fire_and_forget"],
         default="transactional",
+        help="when an append counts as done",
     )
-    demo.add_argument("--snapshot-every", type=int, default=1000, metavar="N")
+    demo.add_argument(
+        "--snapshot-every",
+        type=positive_int,
+        default=1000,
+        metavar="N",
+        help="save a snapshot of the state every N steps",
+    )
     demo.add_argument("--quiet", action="store_true", help="only the final summary")
     demo.set_defaults(handler=_demo)
 
-    history = subparsers.add_parser("history", help="show the events of one app")
-    history.add_argument("app_id")
-    history.add_argument("--db", default="statelog.db")
-    history.add_argument("--partition-key", default="")
-    history.add_argument("--from", dest="from_sequence", type=int, default=0, metavar="SEQ")
-    history.add_argument("--limit", type=int, default=None)
+    history = subparsers.add_parser(
+        "history",
+        help="show the events of one app",
+        description="Show the events of one app, one line each (or JSON). Read-only.",
+    )
+    history.add_argument("app_id", type=app_id, metavar="APP_ID", help="the app")
+    history.add_argument("--db", default="statelog.db", metavar="PATH", help="the SQLite log")
+    history.add_argument("--partition-key", default="", metavar="K", help="the app's partition")
+    history.add_argument(
+        "--from",
+        dest="from_sequence",
+        type=nonnegative_int,
+        default=0,
+        metavar="SEQ",
+        help="first sequence id to show",
+    )
+    history.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
     history.add_argument("--json", action="store_true", help="one JSON event per line")
     history.set_defaults(handler=_history)
 
-    state = subparsers.add_parser("state", help="show an app's state, now or at a past step")
-    state.add_argument("app_id")
-    state.add_argument("--db", default="statelog.db")
-    state.add_argument("--partition-key", default="")
-    state.add_argument("--at", type=int, default=None, metavar="SEQ", help="after event SEQ")
+    state = subparsers.add_parser(
+        "state",
+        help="show an app's state, now or at a past step",
+        description="Show an app's state after its last event or after event SEQ. Read-only.",
+    )
+    state.add_argument("app_id", type=app_id, metavar="APP_ID", help="the app")
+    state.add_argument("--db", default="statelog.db", metavar="PATH", help="the SQLite log")
+    state.add_argument("--partition-key", default="", metavar="K", help="the app's partition")
+    state.add_argument(
+        "--at", type=nonnegative_int, metavar="SEQ", help="after event SEQ (default: the last)"
+    )
     state.add_argument("--json", action="store_true", help="compact JSON")
     state.set_defaults(handler=_state)
 
@@ -63,8 +96,6 @@ def _out(line: str) -> None:
 async def _demo(args: argparse.Namespace) -> int:
     from ._demo import DEMO_ENTRYPOINT, demo_builder, demo_initial_state
 
-    if args.steps < 1:
-        raise SystemExit("statelog demo: --steps must be >= 1")
     started = time.perf_counter()
     app = await (
         demo_builder()
@@ -110,13 +141,6 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _open_store(path: str) -> EventStore:
-    if not os.path.exists(path):  # noqa: ASYNC240 - one stat before opening
-        raise StoreError(f"no statelog database at {path!r}")
-    store: EventStore = await SQLiteEventStore.open(path)
-    return store
-
-
 async def _history(args: argparse.Namespace) -> int:
     try:
         return await _show_history(args)
@@ -126,9 +150,10 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _show_history(args: argparse.Namespace) -> int:
-    store = await _open_store(args.db)
+    store, log = await open_log(args.db)
     async with store:
-        to = None if args.limit is None else args.from_sequence + args.limit - 1
+        await check_bodies(log, (args.partition_key, args.app_id))
+        to = None if args.limit is None else min(args.from_sequence + args.limit - 1, INT64_MAX)
         events = await store.read(
             args.partition_key, args.app_id, from_sequence=args.from_sequence, to_sequence=to
         )
@@ -160,10 +185,11 @@ def _clip(text: str, width: int) -> str:
 
 
 async def _state(args: argparse.Namespace) -> int:
-    store = await _open_store(args.db)
+    store, log = await open_log(args.db)
     async with store:
-        snapshots = await SnapshotStore.open(args.db)
-        async with snapshots:
+        await check_bodies(log, (args.partition_key, args.app_id))
+        snapshots = await open_snapshots(log)
+        try:
             last = await store.last_sequence(args.partition_key, args.app_id)
             if last < 0:
                 raise StoreError(f"no app {args.app_id!r} in {args.db!r}")
@@ -174,6 +200,9 @@ async def _state(args: argparse.Namespace) -> int:
             state, seq = await load_state(
                 store, snapshots, args.partition_key, args.app_id, at_sequence=args.at
             )
+        finally:
+            if snapshots is not None:
+                await snapshots.aclose()
     if args.json:
         _out(json.dumps({"sequence_id": seq, "state": state}, sort_keys=True))
     else:

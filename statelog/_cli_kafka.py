@@ -21,10 +21,15 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statelog import eventstore
-from statelog.eventstore.kafka import OutboxRelay, RelayStatus, SQLiteRelayCheckpoint
+
+from ._cli import fail
+from ._cli_types import positive_int, seconds
+
+if TYPE_CHECKING:  # statelog.eventstore.kafka loads aiokafka: only when a relay runs
+    from statelog.eventstore.kafka import OutboxRelay, RelayStatus
 
 
 def register(subparsers: Any) -> None:
@@ -36,26 +41,41 @@ def register(subparsers: Any) -> None:
         "position stored in the same file. Waits out broker outages with backoff.",
     )
     relay.add_argument("--db", required=True, metavar="PATH", help="the SQLite log")
-    relay.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="Kafka brokers")
-    relay.add_argument("--topic", required=True, metavar="T", help="topic to publish to")
     relay.add_argument(
-        "--name", metavar="NAME", help="relay name for the stored position (default: the topic)"
+        "--bootstrap", required=True, type=_text, metavar="HOST:PORT", help="Kafka brokers"
     )
-    relay.add_argument("--codec", choices=["json", "msgpack"], default="json")
-    relay.add_argument("--batch-size", type=int, default=2000, metavar="N")
     relay.add_argument(
-        "--max-record-bytes", type=int, default=1_000_000, metavar="N", help="record size limit"
+        "--topic", required=True, type=_text, metavar="T", help="topic to publish to"
+    )
+    relay.add_argument(
+        "--name",
+        type=_text,
+        metavar="NAME",
+        help="relay name for the stored position (default: the topic)",
+    )
+    relay.add_argument(
+        "--codec", choices=["json", "msgpack"], default="json", help="record value format"
+    )
+    relay.add_argument(
+        "--batch-size", type=positive_int, default=2000, metavar="N", help="events per batch"
+    )
+    relay.add_argument(
+        "--max-record-bytes",
+        type=positive_int,
+        default=1_000_000,
+        metavar="N",
+        help="record size limit",
     )
     relay.add_argument(
         "--connect-timeout",
-        type=float,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="give up (exit 2) if the broker cannot be reached at start within S seconds",
     )
     relay.add_argument(
         "--outage-timeout",
-        type=float,
+        type=seconds,
         default=None,
         metavar="S",
         help="give up after an outage of S seconds (default: wait for ever)",
@@ -69,12 +89,18 @@ def register(subparsers: Any) -> None:
         "--until-caught-up", action="store_true", help="exit 0 once nothing is pending"
     )
     relay.add_argument(
-        "--progress", type=float, default=5.0, metavar="S", help="progress line every S seconds"
+        "--progress", type=seconds, default=5.0, metavar="S", help="progress line every S seconds"
     )
     relay.add_argument(
         "--status", action="store_true", help="print the stored position and lag, then exit"
     )
     relay.set_defaults(handler=run_relay)
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a non-empty value, got an empty string")
+    return text
 
 
 def _print(status: RelayStatus) -> None:
@@ -83,12 +109,13 @@ def _print(status: RelayStatus) -> None:
 
 def run_relay(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     if not Path(args.db).exists():
-        print(f"statelog: error: no database at {args.db!r}", file=sys.stderr)
-        return 2
+        return fail(f"no database at {args.db!r}")
     return _run_relay(args)
 
 
 async def _run_relay(args: argparse.Namespace) -> int:
+    from statelog.eventstore.kafka import OutboxRelay, SQLiteRelayCheckpoint
+
     logging.basicConfig(level=logging.WARNING, format="statelog: %(message)s")
     store = await eventstore.SQLiteEventStore.open(args.db)
     checkpoint = SQLiteRelayCheckpoint(args.db, args.name or args.topic)

@@ -1,14 +1,18 @@
-"""``statelog verify``, ``statelog export`` and ``statelog import``: the log on the command line.
+"""``statelog verify``, ``export``, ``import`` and ``apps``: the log on the command line.
 
-``--db`` defaults to ``statelog.db`` in the working directory. ``verify`` and
-``export`` only read: a missing database file is an error, never a new empty
-one. Exit codes: 0 done (chain intact), 1 a broken link was found, 2 an error
-(missing file, unreadable database, refused import).
+``--db`` defaults to ``statelog.db`` in the working directory. ``verify``,
+``export`` and ``apps`` only read (``_cli_open``): a missing file, or one that
+is not a statelog log, is an error and is left untouched. Exit codes: 0 done
+(chain intact), 1 a broken link was found, 2 an error (missing file, not a
+log, refused import).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import fnmatch
+import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +21,7 @@ from typing import Any
 from statelog import eventstore
 from statelog.eventstore import (
     BrokenLink,
+    ConfigError,
     EncodingError,
     EventStore,
     StreamId,
@@ -24,6 +29,10 @@ from statelog.eventstore import (
     import_streams,
     verify_events,
 )
+
+from ._cli import fail
+from ._cli_open import check_bodies, open_log
+from ._cli_types import app_id, positive_int
 
 DEFAULT_DB = "statelog.db"
 _LOCATE_CHUNK = 1_000
@@ -34,10 +43,13 @@ def register(subparsers: Any) -> None:
         "verify",
         help="walk the hash chain; exit 1 and name the first broken link",
         description="Verify the hash chain of every stream (or of one app). Exit 0 when "
-        "intact, 1 at the first broken link (printed as stream, sequence_id and reason).",
+        "intact, 1 at the first broken link (printed as stream, sequence_id and reason), "
+        "2 when the file is not a statelog log. The file is opened read-only.",
     )
     _common(verify)
-    verify.add_argument("app_id", nargs="?", metavar="APP_ID", help="only streams of this app")
+    verify.add_argument(
+        "app_id", nargs="?", type=app_id, metavar="APP_ID", help="only streams of this app"
+    )
     verify.add_argument("--partition-key", metavar="K", help="only streams of this partition key")
     verify.set_defaults(handler=run_verify)
 
@@ -45,13 +57,15 @@ def register(subparsers: Any) -> None:
         "export",
         help="write streams to a JSON-lines file",
         description="Write streams (all, or those of the given apps) to OUT as JSON lines: a "
-        "header line, then one event per line, streams in creation order.",
+        "header line, then one event per line, streams in creation order. The log is "
+        "opened read-only.",
     )
     _common(export)
     export.add_argument(
         "--app-id",
         action="append",
         dest="app_ids",
+        type=app_id,
         metavar="ID",
         help="export only this app's streams (repeat for more)",
     )
@@ -70,66 +84,58 @@ def register(subparsers: Any) -> None:
     import_.add_argument("input", metavar="IN.jsonl", help="the export file to read")
     import_.set_defaults(handler=run_import)
 
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"the database (default {DEFAULT_DB})"
+    apps = subparsers.add_parser(
+        "apps",
+        help="list the apps in the log (last step, last action, last update)",
+        description="List the apps (streams) of the log in creation order: partition key, "
+        "app id, last sequence id, last action and the time of the last event. The log "
+        "is opened read-only.",
     )
-    parser.add_argument(
-        "--hmac-key-env",
-        metavar="VAR",
-        help="read the chain's HMAC key from this environment variable",
+    _common(apps, key=False)
+    apps.add_argument("--partition-key", metavar="K", help="only apps of this partition key")
+    apps.add_argument("--app-id-prefix", metavar="PREFIX", help="only app ids starting so")
+    apps.add_argument(
+        "--app-id-glob", metavar="PATTERN", help="only app ids matching this glob (* ? [..])"
     )
+    apps.add_argument("--limit", type=positive_int, metavar="N", help="at most N apps")
+    apps.add_argument("--json", action="store_true", help="one JSON object per line")
+    apps.set_defaults(handler=run_apps)
 
 
-def _error(message: str) -> int:
-    print(f"statelog: error: {message}", file=sys.stderr)
-    return 2
+def _common(parser: argparse.ArgumentParser, *, key: bool = True) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help="the log file")
+    if key:
+        parser.add_argument(
+            "--hmac-key-env",
+            metavar="VAR",
+            help="read the chain's HMAC key from this environment variable",
+        )
 
 
-def _store_options(args: argparse.Namespace) -> dict[str, Any] | str:
+def _store_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.hmac_key_env is None:
         return {}
     key = os.environ.get(args.hmac_key_env)
     if not key:
-        return f"environment variable {args.hmac_key_env} is not set (--hmac-key-env)"
+        raise ConfigError(f"environment variable {args.hmac_key_env} is not set (--hmac-key-env)")
     return {"hmac_key": key.encode()}
-
-
-def _is_file(path: str) -> bool:
-    return Path(path).is_file()
-
-
-async def _open(args: argparse.Namespace, options: dict[str, Any]) -> EventStore:
-    store: EventStore = await eventstore.SQLiteEventStore.open(args.db, **options)
-    return store
-
-
-async def _open_existing(args: argparse.Namespace) -> EventStore | str:
-    """The store at ``--db``, or why it cannot be opened (a bad key option, no file)."""
-    options = _store_options(args)
-    if isinstance(options, str):
-        return options
-    if not _is_file(args.db):
-        return f"no database at {args.db!r} (use --db PATH)"
-    return await _open(args, options)
 
 
 # --------------------------------------------------------------------------- verify
 
 
 async def run_verify(args: argparse.Namespace) -> int:
-    store = await _open_existing(args)
-    if isinstance(store, str):
-        return _error(store)
+    store, log = await open_log(args.db, **_store_options(args))
     try:
+        one = args.app_id is not None and args.partition_key is not None
+        await check_bodies(log, (args.partition_key, args.app_id) if one else None)
         targets = [
             s
             for s in await store.streams(args.partition_key)
             if args.app_id is None or s.app_id == args.app_id
         ]
         if args.app_id is not None and not targets:
-            return _error(f"no stream of app {args.app_id!r} in {args.db!r}")
+            return fail(f"no stream of app {args.app_id!r} in {args.db!r}")
         events = 0
         for stream in targets:
             broken = await _verify_stream(store, stream)
@@ -192,10 +198,9 @@ def _link(stream: StreamId, sequence_id: int, reason: str) -> BrokenLink:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    store = await _open_existing(args)
-    if isinstance(store, str):
-        return _error(store)
+    store, log = await open_log(args.db, **_store_options(args))
     try:
+        await check_bodies(log)
         streams = [
             s
             for s in await store.streams(args.partition_key)
@@ -204,11 +209,11 @@ async def run_export(args: argparse.Namespace) -> int:
         if args.app_ids is not None:
             absent = sorted(set(args.app_ids) - {s.app_id for s in streams})
             if absent:
-                return _error(f"no stream of app {', '.join(map(repr, absent))} in {args.db!r}")
+                return fail(f"no stream of app {', '.join(map(repr, absent))} in {args.db!r}")
         try:
             count = await export_streams(store, args.out, streams=streams)
         except OSError as exc:
-            return _error(f"cannot write {args.out!r}: {exc.strerror or exc}")
+            return fail(f"cannot write {args.out!r}: {exc.strerror or exc}")
         print(f"exported {count} events of {len(streams)} streams to {args.out}")
         return 0
     finally:
@@ -217,17 +222,74 @@ async def run_export(args: argparse.Namespace) -> int:
 
 async def run_import(args: argparse.Namespace) -> int:
     options = _store_options(args)
-    if isinstance(options, str):
-        return _error(options)
-    if not _is_file(args.input):
-        return _error(f"no export file at {args.input!r}")
-    store = await _open(args, options)
+    if not await asyncio.to_thread(Path(args.input).is_file):
+        return fail(f"no export file at {args.input!r}")
+    store = await eventstore.SQLiteEventStore.open(args.db, **options)
     try:
         try:
             count = await import_streams(store, args.input)
         except OSError as exc:
-            return _error(f"cannot read {args.input!r}: {exc.strerror or exc}")
+            return fail(f"cannot read {args.input!r}: {exc.strerror or exc}")
         print(f"imported {count} events into {args.db}")
         return 0
     finally:
         await store.aclose()
+
+
+# --------------------------------------------------------------------------- apps
+
+
+async def run_apps(args: argparse.Namespace) -> int:
+    store, log = await open_log(args.db)
+    try:
+        await check_bodies(log)
+        shown = 0
+        for stream in await store.streams(args.partition_key):
+            if args.limit is not None and shown >= args.limit:
+                break
+            if args.app_id_prefix is not None and not stream.app_id.startswith(args.app_id_prefix):
+                continue
+            if args.app_id_glob is not None and not fnmatch.fnmatchcase(
+                stream.app_id, args.app_id_glob
+            ):
+                continue
+            row = await _app_row(store, stream)
+            if row is None:
+                continue
+            if args.json:
+                sys.stdout.write(json.dumps(row, sort_keys=True) + "\n")
+            else:
+                if shown == 0:
+                    _line("PARTITION", "APP_ID", "LAST_SEQ", "LAST_ACTION", "UPDATED")
+                _line(
+                    row["partition_key"] or '""',
+                    row["app_id"],
+                    str(row["last_sequence"]),
+                    row["last_action"] or "-",
+                    row["updated"],
+                )
+            shown += 1
+        if shown == 0 and not args.json:
+            print("no apps", file=sys.stderr)
+        return 0
+    finally:
+        await store.aclose()
+
+
+async def _app_row(store: EventStore, stream: StreamId) -> dict[str, Any] | None:
+    last = await store.last_sequence(*stream)
+    if last < 0:
+        return None
+    (event,) = await store.read(*stream, from_sequence=last, to_sequence=last)
+    return {
+        "partition_key": stream.partition_key,
+        "app_id": stream.app_id,
+        "last_sequence": last,
+        "last_action": event.action,
+        "last_kind": event.kind,
+        "updated": event.timestamp.isoformat(timespec="seconds"),
+    }
+
+
+def _line(partition: str, app: str, seq: str, action: str, updated: str) -> None:
+    sys.stdout.write(f"{partition:<12} {app:<28} {seq:>9}  {action:<16} {updated}\n")

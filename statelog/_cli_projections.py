@@ -4,8 +4,12 @@
 event source: ``sqlite:PATH`` (default ``sqlite:statelog.db``), ``file:PATH`` (an
 export) or ``kafka://HOST:PORT/TOPIC``. ``--import MODULE`` loads a module that
 registers more projections (``projections.register_projection``).
+A ``sqlite:`` source is only read: a file that is not a statelog log is refused
+untouched. ``rebuild --from kafka://...`` gives up after ``--timeout`` seconds
+of waiting on the broker, and says on stderr what it waits for.
 Exit codes: 0 done, 2 an error (unknown projection, missing source, unwritable
-read model, a handler that failed - the message names the event).
+read model, a broker that does not answer, a handler that failed - the message
+names the event).
 """
 
 from __future__ import annotations
@@ -14,23 +18,30 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import logging
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+from statelog.eventstore import ConfigError, StoreUnavailableError
 from statelog.projections import (
     BUILTIN_PROJECTIONS,
     Progress,
     ProjectionRunner,
     ReadModel,
+    Source,
     get_projection,
     open_source,
 )
 from statelog.projections._builtins import known_projections
 
+from ._cli_open import inspect_log
+from ._cli_types import positive_int, seconds, source_uri
+
 DEFAULT_INTO = "projections.db"
 DEFAULT_FROM = "sqlite:statelog.db"
+DEFAULT_TIMEOUT = 60.0
 
 
 def register(subparsers: Any) -> None:
@@ -62,7 +73,16 @@ def register(subparsers: Any) -> None:
     _imports(rebuild)
     _source(rebuild)
     _into(rebuild)
-    rebuild.add_argument("--batch-size", type=int, default=5000, metavar="N")
+    rebuild.add_argument(
+        "--batch-size", type=positive_int, default=5000, metavar="N", help="events per batch"
+    )
+    rebuild.add_argument(
+        "--timeout",
+        type=seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="kafka:// only: give up (exit 2) after waiting this long for the broker",
+    )
     rebuild.add_argument("--quiet", action="store_true", help="no progress bar")
     rebuild.set_defaults(handler=run_rebuild)
 
@@ -78,7 +98,9 @@ def register(subparsers: Any) -> None:
     _imports(live)
     _source(live)
     _into(live)
-    live.add_argument("--batch-size", type=int, default=1000, metavar="N")
+    live.add_argument(
+        "--batch-size", type=positive_int, default=1000, metavar="N", help="events per batch"
+    )
     live.set_defaults(handler=run_live)
 
 
@@ -98,7 +120,7 @@ def _into(parser: argparse.ArgumentParser) -> None:
         "--into",
         default=DEFAULT_INTO,
         metavar="PATH",
-        help=f"the read-model SQLite file (default {DEFAULT_INTO})",
+        help="the read-model SQLite file",
     )
 
 
@@ -106,15 +128,36 @@ def _source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--from",
         dest="source",
+        type=source_uri,
         default=DEFAULT_FROM,
         metavar="URI",
-        help=f"sqlite:PATH | file:PATH | kafka://HOST:PORT/TOPIC (default {DEFAULT_FROM})",
+        help="sqlite:PATH | file:PATH | kafka://HOST:PORT/TOPIC",
     )
 
 
 def _load(args: argparse.Namespace) -> None:
     for module in args.imports:
-        importlib.import_module(module)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"--import {module}: {exc}") from exc
+
+
+async def _open_source(uri: str, **options: Any) -> Source:
+    """``open_source``, but a ``sqlite:`` file that is not a log is refused untouched."""
+    if uri.startswith("sqlite:"):
+        path = uri.removeprefix("sqlite:")
+        await asyncio.to_thread(inspect_log, path[2:] if path.startswith("//") else path)
+    if uri.startswith("kafka://"):
+        # aiokafka logs every failed connection attempt; the waits are reported instead.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    else:
+        options = {}
+    return await open_source(uri, **options)
+
+
+def _say(message: str) -> None:
+    print(f"statelog: {message}", file=sys.stderr, flush=True)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -129,8 +172,7 @@ def run_list(args: argparse.Namespace) -> int:
 async def run_status(args: argparse.Namespace) -> int:
     _load(args)
     if not await asyncio.to_thread(Path(args.into).is_file):
-        print(f"no read model at {args.into}", file=sys.stderr)
-        return 2
+        raise StoreUnavailableError(f"no read model at {args.into!r}")
     async with await ReadModel.open(args.into) as model:
         generations = await model.generations()
     if not generations:
@@ -187,7 +229,7 @@ def _printer(quiet: bool) -> Any:
 async def run_rebuild(args: argparse.Namespace) -> int:
     _load(args)
     projection = get_projection(args.name)
-    source = await open_source(args.source)
+    source = await _open_source(args.source, timeout=args.timeout, on_wait=_say)
     try:
         async with ProjectionRunner(
             projection, args.into, batch_size=args.batch_size, on_progress=_printer(args.quiet)
@@ -215,9 +257,8 @@ async def run_live(args: argparse.Namespace) -> int:
     runners: list[ProjectionRunner] = []
     try:
         for projection in projections:
-            group = {"group_id": f"statelog-projection-{projection.name}"}
-            options = group if args.source.startswith("kafka://") else {}
-            sources.append(await open_source(args.source, **options))
+            group = f"statelog-projection-{projection.name}"
+            sources.append(await _open_source(args.source, group_id=group, on_wait=_say))
             runners.append(
                 await ProjectionRunner(projection, args.into, batch_size=args.batch_size).open()
             )
