@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.kafka_broker"]
+pytest_plugins: list[str] = ["tests.kafka_broker", "tests.redis_server"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
