@@ -19,7 +19,7 @@ from ._actions import (
 from ._application import Application, StepResult
 from ._builder import DEFAULT_DB, ApplicationBuilder, StreamPosition, load_position
 from ._durability import Durability
-from ._errors import ActionError, HookError, StateError, TransitionError
+from ._errors import ActionError, AppExistsError, HookError, StateError, TransitionError
 from ._hooks import HookErrorPolicy, PostStepHook, PostStepHookAsync, PreStepHook, PreStepHookAsync
 from ._parallel import ParallelMap, parallel_map
 from ._state import Delta, State
@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_DB",
     "Action",
     "ActionError",
+    "AppExistsError",
     "Application",
     "ApplicationBuilder",
     "BatchNode",

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, Self, TypeVar
 
 from statelog.eventstore import (
     AsyncResource,
+    ConfigError,
     ErrorInfo,
     Event,
     EventKind,
@@ -50,7 +51,7 @@ from statelog.eventstore import (
 
 from ._actions import run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
-from ._errors import ActionError, TransitionError
+from ._errors import ActionError
 from ._hooks import HookSet
 from ._lifecycle import Lifeline
 from ._state import State
@@ -202,7 +203,15 @@ class Application(AsyncResource):
         if name is None:
             return None
         action = self._actions[name]
-        inputs = to_plain(dict(inputs), path="$.inputs") if inputs else _EMPTY
+        if inputs:
+            if not isinstance(inputs, Mapping):
+                raise ConfigError(
+                    f"inputs must be a mapping of input names to values, "
+                    f"got {type(inputs).__name__} {inputs!r}"
+                )
+            given: dict[str, Any] = to_plain(dict(inputs), path="$.inputs")
+        else:
+            given = _EMPTY
         seq = self._sequence_id + 1
         state = self._state
         hooked = self._hooked
@@ -213,18 +222,18 @@ class Application(AsyncResource):
                 sequence_id=seq,
                 position=name,
                 state=state,
-                inputs=inputs,
+                inputs=given,
             )
         try:
             if name in self._inline:
-                outcome = run_inline(action, state, inputs)
+                outcome = run_inline(action, state, given)
             elif name in self._parallel:
                 run_children = action.run_children  # type: ignore[attr-defined]
-                outcome = await run_children(self, state, inputs, self._origin)
+                outcome = await run_children(self, state, given, self._origin)
             else:
-                outcome = await run_action(action, state, inputs)
+                outcome = await run_action(action, state, given)
         except ActionError as exc:
-            await self._record_failure(name, seq, inputs, exc)
+            await self._record_failure(name, seq, given, exc)
             raise
         result, new_state, label, attempt, duration = outcome
         fixed = self._fixed
@@ -240,7 +249,7 @@ class Application(AsyncResource):
             kind=_COMPLETED,
             action=name,
             next_action=next_action,
-            inputs=inputs,
+            inputs=given,
             writes=writes,
             deletes=deletes,
             result=result,
@@ -264,7 +273,7 @@ class Application(AsyncResource):
                 sequence_id=seq,
                 position=name,
                 state=self._state,
-                inputs=inputs,
+                inputs=given,
                 result=result,
                 exception=None,
             )
@@ -368,13 +377,17 @@ class Application(AsyncResource):
             yield event
 
     def _check_halts(self, halt_before: Collection[str], halt_after: Collection[str]) -> None:
-        if isinstance(halt_before, str) or isinstance(halt_after, str):
-            raise UsageError("halt_before / halt_after take a list of action names, not a str")
-        for name in (*halt_before, *halt_after):
-            if name not in self._actions:
-                raise TransitionError(
-                    f"cannot halt at {name!r}: no such action (known: {sorted(self._actions)})"
+        for arg, names in (("halt_before", halt_before), ("halt_after", halt_after)):
+            if isinstance(names, str) or not isinstance(names, Collection):
+                raise ConfigError(
+                    f"{arg} takes a list of action names, got {type(names).__name__} {names!r}"
                 )
+            for name in names:
+                if name not in self._actions:
+                    raise ConfigError(
+                        f"{arg}: cannot halt at {name!r}, no such action "
+                        f"(known: {sorted(self._actions)})"
+                    )
 
     # --------------------------------------------------------------- durability, snapshots
 

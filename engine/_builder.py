@@ -4,7 +4,8 @@ Three ways to start, exclusive with each other:
 
 * ``with_state`` / ``with_entrypoint`` - a new app; its first event,
   ``app_initialized``, carries the initial state as writes. If the stream
-  already exists that append fails with ``ConcurrencyError``.
+  already exists that append fails with ``AppExistsError`` (a
+  ``ConcurrencyError``) and nothing is written.
 * ``initialize_from(store, resume_at_next_action=True, default_state=,
   default_entrypoint=)`` - resume the stream if it exists (latest snapshot plus
   the events after it), else start it from the defaults.
@@ -22,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from statelog.eventstore import (
+    ConcurrencyError,
+    ConfigError,
     Event,
     EventKind,
     EventStore,
@@ -38,7 +41,7 @@ from statelog.eventstore import (
 from ._actions import Action
 from ._application import Application
 from ._durability import Durability, make_writer
-from ._errors import TransitionError
+from ._errors import AppExistsError, TransitionError
 from ._hooks import HookErrorPolicy, HookSet
 from ._lifecycle import Lifeline, watch_async, watch_sync
 from ._state import State
@@ -135,14 +138,14 @@ class ApplicationBuilder:
         for act in actions:
             name = getattr(act, "name", None)
             if not isinstance(act, Action) or not name:
-                raise UsageError(
+                raise ConfigError(
                     f"with_actions takes named actions (@action functions, Node instances), "
                     f"got {act!r}; pass it by keyword to name it"
                 )
             self._add_action(name, act)
         for name, act in named.items():
             if not isinstance(act, Action):
-                raise UsageError(
+                raise ConfigError(
                     f"action {name!r} must be an Action (@action function, Node instance), "
                     f"got {type(act).__name__}"
                 )
@@ -153,11 +156,17 @@ class ApplicationBuilder:
 
     def _add_action(self, name: str, act: Action) -> None:
         if name in self._actions and self._actions[name] is not act:
-            raise UsageError(f"two actions are named {name!r}")
+            raise ConfigError(f"two different actions are named {name!r}; rename one")
         self._actions[name] = act
 
     def with_transitions(self, *transitions: tuple[Any, ...]) -> ApplicationBuilder:
         """``(from, to)`` or ``(from, to, condition)``; ``from`` may be a list of names."""
+        for spec in transitions:
+            if type(spec) is not tuple or len(spec) not in (2, 3):
+                raise ConfigError(
+                    "with_transitions takes tuples (from, to) or (from, to, condition), "
+                    f"got {spec!r}"
+                )
         self._transitions.extend(transitions)
         return self
 
@@ -165,12 +174,16 @@ class ApplicationBuilder:
         self, state: Mapping[str, Any] | None = None, **values: Any
     ) -> ApplicationBuilder:
         """The initial state of a new app (exclusive with initialize_from / fork_from)."""
+        if state is not None:
+            _check_state("with_state", "state", state)
         merged = dict(state or {})
         merged.update(values)
         self._state = {**(self._state or {}), **merged}
         return self
 
     def with_entrypoint(self, action: str) -> ApplicationBuilder:
+        """The action a new app starts at."""
+        _check_name("with_entrypoint", "action", action)
         self._entrypoint = action
         return self
 
@@ -178,6 +191,10 @@ class ApplicationBuilder:
         self, *, app_id: str | None = None, partition_key: str | None = None
     ) -> ApplicationBuilder:
         """The stream: ``app_id`` (default: a new UUID) and ``partition_key`` (default ``""``)."""
+        if app_id is not None:
+            _check_name("with_identifiers", "app_id", app_id)
+        if partition_key is not None:
+            _check_str("with_identifiers", "partition_key", partition_key)
         if app_id is not None:
             self._app_id = app_id
         if partition_key is not None:
@@ -196,6 +213,15 @@ class ApplicationBuilder:
         the same file and closes both in ``aclose()``. Without ``with_store`` the
         default is the file ``statelog.db`` in the working directory.
         """
+        if isinstance(store, str | os.PathLike):
+            if not os.fspath(store):
+                raise ConfigError("with_store: the path is empty; expected an SQLite file's path")
+        elif not isinstance(store, EventStore):
+            raise ConfigError("with_store takes an EventStore or a path, got " + _describe(store))
+        if snapshots not in (_UNSET, None) and not isinstance(snapshots, SnapshotStore):
+            raise ConfigError(
+                "with_store: snapshots must be a SnapshotStore or None, got " + _describe(snapshots)
+            )
         self._store = store
         self._snapshots = snapshots
         return self
@@ -204,21 +230,31 @@ class ApplicationBuilder:
         self, every: int | None = 1000, seconds: float | None = None, *, at_halt: bool = True
     ) -> ApplicationBuilder:
         """Snapshot every ``every`` events and/or ``seconds``, and when a run halts."""
+        if every is not None and (type(every) is not int or every < 1):
+            raise ConfigError(f"with_snapshots: every must be an int >= 1 or None, got {every!r}")
+        if seconds is not None and (
+            type(seconds) not in (int, float) or not 0 < seconds < float("inf")
+        ):
+            raise ConfigError(
+                f"with_snapshots: seconds must be a number > 0 or None, got {seconds!r}"
+            )
+        if type(at_halt) is not bool:
+            raise ConfigError(f"with_snapshots: at_halt must be a bool, got {at_halt!r}")
         self._policy = SnapshotPolicy(every=every, seconds=seconds, at_halt=at_halt)
         return self
 
     def with_hooks(self, *hooks: object, on_error: HookErrorPolicy = "log") -> ApplicationBuilder:
         """Pre/post step hooks, sync or async; ``on_error``: "log", "warn" or "raise"."""
+        HookSet([*self._hooks, *hooks], on_error)  # validate now: misuse raises here
         self._hooks.extend(hooks)
         self._on_hook_error = on_error
-        HookSet(self._hooks, on_error)  # validate now: misuse raises at the call
         return self
 
     def with_durability(self, mode: Durability) -> ApplicationBuilder:
         """``"transactional"`` (default) or ``"fire_and_forget"``."""
         if mode not in ("transactional", "fire_and_forget"):
-            raise UsageError(
-                f"durability must be 'transactional' or 'fire_and_forget', got {mode!r}"
+            raise ConfigError(
+                f"with_durability: expected 'transactional' or 'fire_and_forget', got {mode!r}"
             )
         self._durability = mode
         return self
@@ -236,6 +272,18 @@ class ApplicationBuilder:
         With ``resume_at_next_action=False`` the loaded state starts again at
         ``default_entrypoint``.
         """
+        if store is not None and not isinstance(store, EventStore):
+            raise ConfigError(
+                "initialize_from: store must be an EventStore or None, got " + _describe(store)
+            )
+        if type(resume_at_next_action) is not bool:
+            raise ConfigError(
+                "initialize_from: resume_at_next_action must be a bool, "
+                f"got {resume_at_next_action!r}"
+            )
+        if default_state is not None:
+            _check_state("initialize_from", "default_state", default_state)
+        _check_name("initialize_from", "default_entrypoint", default_entrypoint)
         self._init = (store, resume_at_next_action, default_state, default_entrypoint)
         return self
 
@@ -243,11 +291,19 @@ class ApplicationBuilder:
         self, *, app_id: str, partition_key: str = "", sequence_id: int | None = None
     ) -> ApplicationBuilder:
         """Start a new stream from another one's state at ``sequence_id`` (default: its last)."""
+        _check_name("fork_from", "app_id", app_id)
+        _check_str("fork_from", "partition_key", partition_key)
+        if sequence_id is not None and (type(sequence_id) is not int or sequence_id < 0):
+            raise ConfigError(
+                f"fork_from: sequence_id must be an int >= 0 or None, got {sequence_id!r}"
+            )
         self._fork = (partition_key, app_id, sequence_id)
         return self
 
     def with_parent(self, lineage: Lineage) -> ApplicationBuilder:
         """Link a new app's first event to a parent stream (used by parallel map)."""
+        if not isinstance(lineage, Lineage):
+            raise ConfigError(f"with_parent takes a Lineage, got {_describe(lineage)}")
         self._parent = lineage
         return self
 
@@ -307,10 +363,6 @@ class ApplicationBuilder:
         if isinstance(store, EventStore):
             snapshots = None if self._snapshots is _UNSET else self._snapshots
             return store, snapshots, []
-        if not isinstance(store, str | os.PathLike):
-            raise UsageError(
-                f"with_store takes an EventStore or a path, got {type(store).__name__}"
-            )
         path = os.fspath(store)
         owned: list[Any] = []
         try:
@@ -416,6 +468,29 @@ class ApplicationBuilder:
         return make(state, entry, 0, 1)
 
 
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _check_str(method: str, name: str, value: object) -> None:
+    if type(value) is not str:
+        raise ConfigError(f"{method}: {name} must be a str, got {_describe(value)}")
+
+
+def _check_name(method: str, name: str, value: object) -> None:
+    _check_str(method, name, value)
+    if not value:
+        raise ConfigError(f"{method}: {name} must be a non-empty str, got ''")
+
+
+def _check_state(method: str, name: str, state: object) -> None:
+    if not isinstance(state, Mapping):
+        raise ConfigError(f"{method}: {name} must be a mapping, got {_describe(state)}")
+    for key in state:
+        if type(key) is not str:
+            raise ConfigError(f"{method}: {name} keys must be str, got {_describe(key)}")
+
+
 def _check_position(graph: Graph, position: str | None, app_id: str) -> None:
     if position is not None and position not in graph.actions:
         raise TransitionError(
@@ -445,5 +520,8 @@ async def _start(
         timestamp=utcnow(),
         parent=parent,
     )
-    await store.append([event], expected_sequence=-1)
+    try:
+        await store.append([event], expected_sequence=-1)
+    except ConcurrencyError as exc:
+        raise AppExistsError((partition_key, app_id), exc.actual) from exc
     return State.from_fold(dict(writes))

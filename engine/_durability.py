@@ -14,7 +14,14 @@ import asyncio
 import contextlib
 from typing import Literal
 
-from statelog.eventstore import Event, EventStore, Recorded, StatelogError, StoreError
+from statelog.eventstore import (
+    ConfigError,
+    Event,
+    EventStore,
+    Recorded,
+    StatelogError,
+    StoreError,
+)
 
 __all__ = ["Durability", "FireAndForgetWriter", "TransactionalWriter", "Writer", "make_writer"]
 
@@ -134,4 +141,4 @@ def make_writer(mode: Durability, store: EventStore) -> Writer:
         return TransactionalWriter(store)
     if mode == "fire_and_forget":
         return FireAndForgetWriter(store)
-    raise ValueError(f"durability must be 'transactional' or 'fire_and_forget', got {mode!r}")
+    raise ConfigError(f"durability must be 'transactional' or 'fire_and_forget', got {mode!r}")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from statelog.eventstore import StatelogError
+from statelog.eventstore import ConcurrencyError, StatelogError, stream_name
 
-__all__ = ["ActionError", "HookError", "StateError", "TransitionError"]
+__all__ = ["ActionError", "AppExistsError", "HookError", "StateError", "TransitionError"]
 
 
 class ActionError(StatelogError):
@@ -29,3 +29,23 @@ class TransitionError(StatelogError):
 
 class HookError(StatelogError):
     """A lifecycle hook is misused (for example an async hook under a sync run)."""
+
+
+class AppExistsError(ConcurrencyError):
+    """A new app (``with_state`` / ``with_entrypoint``, ``fork_from``) names a
+    stream that already exists; nothing was written.
+
+    A ``ConcurrencyError`` whose ``expected`` is -1 (no stream yet) and whose
+    ``actual`` is the existing stream's last sequence_id.
+    """
+
+    def __init__(self, stream: tuple[str, str], actual: int) -> None:
+        super().__init__(stream, -1, actual)
+        partition_key, app_id = self.stream
+        pk = f", partition_key={partition_key!r}" if partition_key else ""
+        self.args = (
+            f"app {stream_name(self.stream)!r} already exists: its stream is at sequence_id "
+            f"{actual}, so it cannot start anew (nothing was written). To continue it, build "
+            f"with initialize_from(default_state=..., default_entrypoint=...) and "
+            f"with_identifiers(app_id={app_id!r}{pk}); to start over, give a new app_id",
+        )

@@ -18,6 +18,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
+from statelog.eventstore import ConfigError
+
 from ._errors import HookError
 
 __all__ = [
@@ -106,14 +108,66 @@ class PostStepHookAsync(ABC):
     ) -> None: ...
 
 
+#: The keyword arguments the engine passes to each hook method.
+HOOK_KWARGS = {
+    "pre_step": ("partition_key", "app_id", "sequence_id", "position", "state", "inputs"),
+    "post_step": (
+        "partition_key",
+        "app_id",
+        "sequence_id",
+        "position",
+        "state",
+        "inputs",
+        "result",
+        "exception",
+    ),
+}
+
+
+def check_hook_method(hook: object, method: str, fn: Any) -> None:
+    """``HookError`` unless ``fn`` takes the engine's keywords and ``**future_kwargs``."""
+    owner = f"{type(hook).__name__}.{method}"
+    passed = HOOK_KWARGS[method]
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise HookError(f"hook {owner}: cannot read its signature") from exc
+    params = sig.parameters.values()
+    wrong = [
+        p.name
+        for p in params
+        if p.default is p.empty
+        and (
+            p.kind is p.POSITIONAL_ONLY
+            or (p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in passed)
+        )
+    ]
+    if wrong or not any(p.kind is p.VAR_KEYWORD for p in params):
+        problem = (
+            f"it requires {wrong}, which the engine does not pass"
+            if wrong
+            else "it has no **future_kwargs"
+        )
+        raise HookError(
+            f"hook {owner}{sig}: {problem}; a hook method takes the keyword arguments "
+            f"{', '.join(passed)} and **future_kwargs (so new arguments never break it)"
+        )
+
+
 class HookSet:
-    """Hooks sorted once by phase and by sync/async. Empty sets cost one bool check."""
+    """Hooks sorted once by phase and by sync/async. Empty sets cost one bool check.
+
+    Made when ``with_hooks`` is called, so a hook that is not one, or whose
+    method cannot take what the engine passes, raises ``HookError`` there.
+    """
 
     __slots__ = ("active", "on_error", "post_async", "post_sync", "pre_async", "pre_sync")
 
     def __init__(self, hooks: Iterable[object] = (), on_error: HookErrorPolicy = "log") -> None:
         if on_error not in ("log", "warn", "raise"):
-            raise HookError(f"on_error must be 'log', 'warn' or 'raise', got {on_error!r}")
+            raise ConfigError(
+                f"with_hooks: on_error must be 'log', 'warn' or 'raise', got {on_error!r}"
+            )
         self.on_error = on_error
         self.pre_sync: list[Any] = []
         self.pre_async: list[Any] = []
@@ -124,10 +178,12 @@ class HookSet:
             pre = getattr(hook, "pre_step", None)
             if callable(pre):
                 known = True
+                check_hook_method(hook, "pre_step", pre)
                 (self.pre_async if inspect.iscoroutinefunction(pre) else self.pre_sync).append(pre)
             post = getattr(hook, "post_step", None)
             if callable(post):
                 known = True
+                check_hook_method(hook, "post_step", post)
                 target = self.post_async if inspect.iscoroutinefunction(post) else self.post_sync
                 target.append(post)
             if not known:
@@ -136,17 +192,6 @@ class HookSet:
                     f"(PreStepHook, PostStepHook, ...), got {type(hook).__name__}"
                 )
         self.active = bool(self.pre_sync or self.pre_async or self.post_sync or self.post_async)
-
-    def extend(self, other: HookSet) -> HookSet:
-        merged = HookSet((), self.on_error)
-        for name in ("pre_sync", "pre_async", "post_sync", "post_async"):
-            setattr(merged, name, getattr(self, name) + getattr(other, name))
-        merged.active = self.active or other.active
-        return merged
-
-    @property
-    def has_async(self) -> bool:
-        return bool(self.pre_async or self.post_async)
 
     def _report(self, phase: str, hook: Any, exc: Exception) -> None:
         owner = getattr(hook, "__self__", hook)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from statelog.eventstore import Lineage, StatelogError, to_plain
+from statelog.eventstore import ConfigError, Lineage, StatelogError, to_plain
 
 from ._actions import Action, _Signature
 from ._errors import ActionError, StateError
@@ -69,9 +69,11 @@ class ParallelMap(Action):
         name: str = "",
     ) -> None:
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1, got {max_concurrency!r}")
+            raise ConfigError(
+                f"parallel_map: max_concurrency must be an int >= 1, got {max_concurrency!r}"
+            )
         if not writes:
-            raise ValueError("a parallel map needs writes=[key] for its results")
+            raise ConfigError("parallel_map: writes must name the key for its results, got []")
         self.name = name
         self.reads = list(reads) if reads is not None else [items]
         self.writes = list(writes)

@@ -24,7 +24,13 @@ from typing import Self, TypeVar
 
 import msgspec
 
-from statelog.eventstore import SCHEMA_VERSION, AsyncResource, Recorded, SchemaVersionError
+from statelog.eventstore import (
+    SCHEMA_VERSION,
+    AsyncResource,
+    ConfigError,
+    Recorded,
+    SchemaVersionError,
+)
 
 from ._checkpoint import Checkpoint, Generation, Item, advance
 from ._errors import ProjectionError
@@ -81,8 +87,8 @@ class ProjectionRunner(AsyncResource):
     ) -> None:
         if not projection.name:
             raise ProjectionError(type(projection).__name__, None, "a projection needs a name")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if type(batch_size) is not int or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self.projection = projection
         self.into = Path(into)
         self.batch_size = batch_size

@@ -18,6 +18,7 @@ from typing import Any
 
 from statelog.eventstore import (
     AsyncResource,
+    ConfigError,
     EventStore,
     Recorded,
     StoreUnavailableError,
@@ -232,4 +233,4 @@ async def open_source(uri: str, **options: Any) -> Source:
         from ._kafka import KafkaSource
 
         return await KafkaSource.from_uri(uri, **options)
-    raise ValueError(f"a source is sqlite:PATH, file:PATH or kafka://HOST:PORT/TOPIC, got {uri!r}")
+    raise ConfigError(f"a source is sqlite:PATH, file:PATH or kafka://HOST:PORT/TOPIC, got {uri!r}")

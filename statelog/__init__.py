@@ -13,6 +13,7 @@ re-exported here.
 
 from statelog.engine import (
     ActionError,
+    AppExistsError,
     Application,
     ApplicationBuilder,
     HookError,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ActionError",
+    "AppExistsError",
     "Application",
     "ApplicationBuilder",
     "ConcurrencyError",

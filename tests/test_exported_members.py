@@ -13,6 +13,7 @@ import pytest
 
 STATELOG = [
     "ActionError",
+    "AppExistsError",
     "Application",
     "ApplicationBuilder",
     "ConcurrencyError",
@@ -128,6 +129,7 @@ ENGINE = [
     "DEFAULT_DB",
     "Action",
     "ActionError",
+    "AppExistsError",
     "Application",
     "ApplicationBuilder",
     "BatchNode",
