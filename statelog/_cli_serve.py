@@ -1,0 +1,198 @@
+"""``statelog serve``: the HTTP service (FastAPI on uvicorn; the ``service`` extra).
+
+Everything a user can get wrong (a bad ``--app``, a missing token file, a
+public address without tokens, a missing directory) is checked before the
+server starts and is one line on stderr with exit code 2. Once listening it
+prints ``statelog serve: listening on http://HOST:PORT`` on stdout (with the
+real port when ``--port 0``). SIGTERM or Ctrl-C: stop accepting, end event
+streams, let running steps reach a boundary (``--shutdown-grace``), flush, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from statelog.eventstore import ConfigError
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the HTTP service: runs, operations, history, SSE (needs the service extra)",
+        description="Serve runs and the audited history over HTTP. POST /v1/runs answers 202 "
+        "at once and the run proceeds in the background under a bounded scheduler; "
+        "operations survive a restart. Binding a non-loopback address needs --token-file.",
+    )
+    serve.add_argument("--db", default="statelog.db", help="the SQLite log")
+    serve.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="[NAME=]MODULE:ATTR",
+        help="register a workflow (an ApplicationBuilder or a callable returning one); "
+        "repeat for more",
+    )
+    serve.add_argument("--demo", action="store_true", help="register the demo workflow as 'demo'")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument(
+        "--token-file", metavar="PATH", help="bearer tokens: 'TOKEN read|write GLOB' per line"
+    )
+    serve.add_argument("--max-concurrent-runs", type=positive_int, default=16, metavar="N")
+    serve.add_argument("--max-queued-runs", type=positive_int, default=10_000, metavar="N")
+    serve.add_argument(
+        "--run-timeout", type=seconds, default=3600.0, metavar="S", help="per run attempt"
+    )
+    serve.add_argument("--max-body-bytes", type=positive_int, default=1024 * 1024, metavar="N")
+    serve.add_argument("--shutdown-grace", type=seconds, default=10.0, metavar="S")
+    serve.add_argument(
+        "--operations-db", metavar="PATH", help="the operations file (default: DB-service)"
+    )
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+    serve.set_defaults(handler=_serve)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from statelog.service import (
+            ServiceConfig,
+            create_app,
+            demo_workflow,
+            load_token_file,
+            load_workflow,
+        )
+        from statelog.service import (
+            service_of as _service_of,
+        )
+    except ImportError as exc:
+        raise ConfigError(
+            f"serve needs the service extra: pip install 'statelog[service]' ({exc})"
+        ) from exc
+
+    if not _loopback(args.host) and args.token_file is None:
+        raise ConfigError(
+            f"refusing to serve on {args.host} without --token-file "
+            "(only a loopback address may run without tokens)"
+        )
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {args.port}")
+    directory = os.path.dirname(os.path.abspath(args.db))  # noqa: ASYNC240
+    if not os.path.isdir(directory):  # noqa: ASYNC240 - checks before serving
+        raise ConfigError(f"no directory {directory!r} for --db {args.db!r}")
+    tokens = None if args.token_file is None else load_token_file(args.token_file)
+    if "" not in sys.path and os.getcwd() not in sys.path:  # noqa: ASYNC240
+        sys.path.insert(0, os.getcwd())  # --app modules of the working directory
+    workflows = [load_workflow(spec) for spec in args.app]
+    if args.demo:
+        workflows.append(demo_workflow())
+    if not workflows:
+        raise ConfigError("no workflow to serve: give --app NAME=MODULE:ATTR or --demo")
+    config = ServiceConfig(
+        db=args.db,
+        workflows=workflows,
+        tokens=tokens,
+        max_concurrent_runs=args.max_concurrent_runs,
+        max_queued_runs=args.max_queued_runs,
+        run_timeout=args.run_timeout,
+        max_body_bytes=args.max_body_bytes,
+        shutdown_grace=args.shutdown_grace,
+        operations_db=args.operations_db,
+    )
+    app = create_app(config)
+    service = _service_of(app)
+
+    level = getattr(logging, args.log_level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger("statelog")
+    root.addHandler(handler)
+    root.setLevel(level)
+    uv = logging.getLogger("uvicorn")
+    uv.addHandler(handler)
+    uv.setLevel(max(level, logging.WARNING))
+
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
+    port = sock.getsockname()[1]
+    shown = f"[{args.host}]" if family == socket.AF_INET6 else args.host
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if not self.should_exit:
+                print(f"statelog serve: listening on http://{shown}:{port}", flush=True)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service.begin_shutdown()  # readyz answers 503, event streams end
+            super().handle_exit(sig, frame)
+            # uvicorn raises a captured SIGTERM again after its shutdown; a graceful
+            # stop is a clean exit here (exit code 0), so it is not re-raised
+            captured = getattr(self, "_captured_signals", None)
+            if sig == signal.SIGTERM and isinstance(captured, list) and sig in captured:
+                captured.remove(sig)
+
+    server = Server(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=max(int(args.shutdown_grace), 1),
+        )
+    )
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        raise ConfigError("the service did not start (see the log above)")
+    return 0

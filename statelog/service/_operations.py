@@ -1,0 +1,520 @@
+"""Operation records: the service's own small SQLite file, one writer thread.
+
+An operation is one run request (``POST /v1/runs``). Its record is committed
+before the 202 goes out, so a ``kill -9`` after the answer never loses it; on
+restart every operation still ``queued`` or ``running`` is resumed from the log
+(``initialize_from``). The file sits beside the log (``<db>-service``, WAL);
+one thread owns its connection and each method is one transaction on it, so
+the event loop never waits on this disk.
+
+Table ``operations`` (one row per operation)::
+
+    id, graph, partition_key, app_id, principal, idempotency_key, fingerprint,
+    request (JSON), phase, status, base_sequence, sequence_id, position,
+    error (JSON), cancel_requested, resumed, created_at, started_at, finished_at
+
+A partial unique index allows one queued-or-running operation per app, so two
+runs never drive one stream; ``UNIQUE(principal, idempotency_key)`` makes a
+retried start return the first operation. Table ``apps`` remembers the graph of
+every app the service started (the log does not record it yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import msgspec
+
+from statelog.eventstore import StoreError, StoreUnavailableError
+
+from ._problems import ProblemError
+from ._status import Phase, Status
+
+__all__ = ["Operation", "OperationStore", "RunRequest"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS service_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS operations (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    graph TEXT NOT NULL,
+    partition_key TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    idempotency_key TEXT,
+    fingerprint TEXT NOT NULL,
+    request TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    status TEXT NOT NULL,
+    base_sequence INTEGER,
+    sequence_id INTEGER,
+    position TEXT,
+    error TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    resumed INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    UNIQUE (principal, idempotency_key)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS operations_one_active_per_app
+    ON operations (partition_key, app_id) WHERE phase IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS operations_by_app ON operations (partition_key, app_id, rowid);
+CREATE TABLE IF NOT EXISTS apps (
+    partition_key TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    graph TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (partition_key, app_id)
+);
+INSERT OR IGNORE INTO service_meta VALUES ('format', 'statelog-service');
+INSERT OR IGNORE INTO service_meta VALUES ('format_version', '1');
+"""
+
+_COLUMNS = (
+    "id, graph, partition_key, app_id, principal, idempotency_key, request, phase, status, "
+    "base_sequence, sequence_id, position, error, cancel_requested, resumed, created_at, "
+    "started_at, finished_at, rowid"
+)
+
+
+class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a run was asked to do (stored with its operation, replayed on resume)."""
+
+    inputs: dict[str, Any] = {}
+    halt_before: list[str] = []
+    halt_after: list[str] = []
+    max_steps: int | None = None
+    timeout: float | None = None
+    actor: str | None = None
+
+
+class Operation(msgspec.Struct, frozen=True, kw_only=True):
+    """One run operation as stored."""
+
+    id: str
+    graph: str
+    partition_key: str
+    app_id: str
+    principal: str
+    idempotency_key: str | None
+    request: RunRequest
+    phase: Phase
+    status: Status
+    base_sequence: int | None
+    sequence_id: int | None
+    position: str | None
+    error: dict[str, Any] | None
+    cancel_requested: bool
+    resumed: int
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    cursor: int  # creation order, for paging
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "graph": self.graph,
+            "partition_key": self.partition_key,
+            "app_id": self.app_id,
+            "sequence_id": self.sequence_id,
+            "position": self.position,
+            "error": self.error,
+            "cancel_requested": self.cancel_requested,
+            "resumed": self.resumed,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "request": msgspec.to_builtins(self.request),
+        }
+
+
+def _row(row: tuple[Any, ...]) -> Operation:
+    return Operation(
+        id=row[0],
+        graph=row[1],
+        partition_key=row[2],
+        app_id=row[3],
+        principal=row[4],
+        idempotency_key=row[5],
+        request=msgspec.json.decode(row[6], type=RunRequest),
+        phase=row[7],
+        status=row[8],
+        base_sequence=row[9],
+        sequence_id=row[10],
+        position=row[11],
+        error=None if row[12] is None else json.loads(row[12]),
+        cancel_requested=bool(row[13]),
+        resumed=int(row[14]),
+        created_at=row[15],
+        started_at=row[16],
+        finished_at=row[17],
+        cursor=int(row[18]),
+    )
+
+
+def service_db_path(log_path: str) -> str:
+    """Where the operations of the log at ``log_path`` are kept."""
+    return f"{log_path}-service"
+
+
+class OperationStore:
+    """The operations file; every method is one transaction on the writer thread."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def open(self) -> OperationStore:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statelog-ops")
+        await self._call(self._connect)
+        return self
+
+    def _connect(self) -> None:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    async def aclose(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._close_db)
+        finally:
+            executor.shutdown(wait=False)
+
+    def _close_db(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError("the operations store is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreUnavailableError(f"operations file {self.path!r}: {exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        assert self._db is not None
+        return self._db
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(
+        self,
+        *,
+        graph: str,
+        partition_key: str,
+        app_id: str,
+        principal: str,
+        idempotency_key: str | None,
+        request: RunRequest,
+        fingerprint: str,
+    ) -> tuple[Operation, bool]:
+        """Insert a queued operation; return it and whether it was already there (a retry)."""
+        return await self._call(
+            self._create,
+            graph,
+            partition_key,
+            app_id,
+            principal,
+            idempotency_key,
+            request,
+            fingerprint,
+        )
+
+    def _create(
+        self,
+        graph: str,
+        partition_key: str,
+        app_id: str,
+        principal: str,
+        key: str | None,
+        request: RunRequest,
+        fingerprint: str,
+    ) -> tuple[Operation, bool]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if key is not None:
+                found = db.execute(
+                    f"SELECT {_COLUMNS}, fingerprint FROM operations "
+                    "WHERE principal = ? AND idempotency_key = ?",
+                    (principal, key),
+                ).fetchone()
+                if found is not None:
+                    db.execute("ROLLBACK")
+                    if found[-1] != fingerprint:
+                        raise ProblemError(
+                            "idempotency-key-reused",
+                            f"Idempotency-Key {key!r} was used for another request "
+                            f"(operation {found[0]})",
+                        )
+                    return _row(found[:-1]), True
+            known = db.execute(
+                "SELECT graph FROM apps WHERE partition_key = ? AND app_id = ?",
+                (partition_key, app_id),
+            ).fetchone()
+            if known is not None and known[0] != graph:
+                raise ProblemError(
+                    "invalid-request",
+                    f"app {app_id!r} runs graph {known[0]!r}, not {graph!r}",
+                )
+            op_id = uuid.uuid4().hex
+            now = time.time()
+            try:
+                db.execute(
+                    "INSERT INTO operations (id, graph, partition_key, app_id, principal, "
+                    "idempotency_key, fingerprint, request, phase, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 'queued', ?)",
+                    (
+                        op_id,
+                        graph,
+                        partition_key,
+                        app_id,
+                        principal,
+                        key,
+                        fingerprint,
+                        msgspec.json.encode(request).decode(),
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                busy = db.execute(
+                    "SELECT id FROM operations WHERE partition_key = ? AND app_id = ? "
+                    "AND phase IN ('queued', 'running')",
+                    (partition_key, app_id),
+                ).fetchone()
+                if busy is None:
+                    raise
+                raise ProblemError(
+                    "app-busy",
+                    f"app {app_id!r} already has operation {busy[0]} queued or running",
+                    operation_id=busy[0],
+                ) from exc
+            db.execute(
+                "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
+                (partition_key, app_id, graph, now),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        row = db.execute(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,)).fetchone()
+        return _row(row), False
+
+    async def mark_running(self, op_id: str, base_sequence: int) -> Operation:
+        """Phase ``running``; ``base_sequence`` is kept from the first start (resumes count on)."""
+        return await self._call(self._mark_running, op_id, base_sequence)
+
+    async def finish(
+        self,
+        op_id: str,
+        phase: Phase,
+        status: Status,
+        *,
+        sequence_id: int | None,
+        position: str | None,
+        error: dict[str, Any] | None = None,
+    ) -> Operation | None:
+        """End an operation once: ``None`` if it had already ended."""
+        return await self._call(self._finish, op_id, phase, status, sequence_id, position, error)
+
+    def _finish(
+        self,
+        op_id: str,
+        phase: Phase,
+        status: Status,
+        sequence_id: int | None,
+        position: str | None,
+        error: dict[str, Any] | None,
+    ) -> Operation | None:
+        db = self._conn()
+        cursor = db.execute(
+            "UPDATE operations SET phase = ?, status = ?, sequence_id = ?, position = ?, "
+            "error = ?, finished_at = ? WHERE id = ? AND phase IN ('queued', 'running')",
+            (
+                phase,
+                status,
+                sequence_id,
+                position,
+                None if error is None else json.dumps(error),
+                time.time(),
+                op_id,
+            ),
+        )
+        if cursor.rowcount == 0:
+            return None
+        return self._get(op_id)
+
+    def _mark_running(self, op_id: str, base_sequence: int) -> Operation:
+        db = self._conn()
+        db.execute(
+            "UPDATE operations SET phase = 'running', status = 'running', "
+            "base_sequence = COALESCE(base_sequence, ?), "
+            "started_at = COALESCE(started_at, ?) WHERE id = ?",
+            (base_sequence, time.time(), op_id),
+        )
+        found = self._get(op_id)
+        assert found is not None
+        return found
+
+    async def requeue(self, op_id: str, *, resumed: bool) -> Operation | None:
+        """Back to ``queued`` (after a restart or a graceful stop), counting resumes."""
+        return await self._call(self._requeue, op_id, resumed)
+
+    def _requeue(self, op_id: str, resumed: bool) -> Operation | None:
+        self._conn().execute(
+            "UPDATE operations SET phase = 'queued', status = 'queued', resumed = resumed + ? "
+            "WHERE id = ? AND phase IN ('queued', 'running')",
+            (1 if resumed else 0, op_id),
+        )
+        return self._get(op_id)
+
+    async def request_cancel(self, op_id: str) -> Operation | None:
+        return await self._call(self._request_cancel, op_id)
+
+    def _request_cancel(self, op_id: str) -> Operation | None:
+        self._conn().execute(
+            "UPDATE operations SET cancel_requested = 1 "
+            "WHERE id = ? AND phase IN ('queued', 'running')",
+            (op_id,),
+        )
+        return self._get(op_id)
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, op_id: str) -> Operation | None:
+        return await self._call(self._get, op_id)
+
+    def _get(self, op_id: str) -> Operation | None:
+        row = (
+            self._conn()
+            .execute(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,))
+            .fetchone()
+        )
+        return None if row is None else _row(row)
+
+    async def unfinished(self) -> list[Operation]:
+        """Operations queued or running, oldest first (what a restart resumes)."""
+        return await self._call(self._unfinished)
+
+    def _unfinished(self) -> list[Operation]:
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM operations WHERE phase IN ('queued', 'running') ORDER BY rowid"
+        )
+        return [_row(row) for row in rows]
+
+    async def latest_for_app(self, partition_key: str, app_id: str) -> Operation | None:
+        return await self._call(self._latest_for_app, partition_key, app_id)
+
+    def _latest_for_app(self, partition_key: str, app_id: str) -> Operation | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_COLUMNS} FROM operations WHERE partition_key = ? AND app_id = ? "
+                "ORDER BY rowid DESC LIMIT 1",
+                (partition_key, app_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else _row(row)
+
+    async def graph_of(self, partition_key: str, app_id: str) -> str | None:
+        return await self._call(self._graph_of, partition_key, app_id)
+
+    def _graph_of(self, partition_key: str, app_id: str) -> str | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT graph FROM apps WHERE partition_key = ? AND app_id = ?",
+                (partition_key, app_id),
+            )
+            .fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def graphs(self, streams: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        return await self._call(self._graphs, streams)
+
+    def _graphs(self, streams: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        db = self._conn()
+        found: dict[tuple[str, str], str] = {}
+        for pk, app in streams:
+            row = db.execute(
+                "SELECT graph FROM apps WHERE partition_key = ? AND app_id = ?", (pk, app)
+            ).fetchone()
+            if row is not None:
+                found[(pk, app)] = str(row[0])
+        return found
+
+    async def remember_app(self, partition_key: str, app_id: str, graph: str) -> None:
+        await self._call(self._remember_app, partition_key, app_id, graph)
+
+    def _remember_app(self, partition_key: str, app_id: str, graph: str) -> None:
+        self._conn().execute(
+            "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
+            (partition_key, app_id, graph, time.time()),
+        )
+
+    async def listing(
+        self,
+        *,
+        after: int,
+        limit: int,
+        status: str | None,
+        partition_keys: Callable[[str], bool],
+    ) -> list[Operation]:
+        """Operations after cursor ``after`` in creation order (visible ones only)."""
+        return await self._call(self._listing, after, limit, status, partition_keys)
+
+    def _listing(
+        self, after: int, limit: int, status: str | None, visible: Callable[[str], bool]
+    ) -> list[Operation]:
+        found: list[Operation] = []
+        where = "rowid > ?" + ("" if status is None else " AND status = ?")
+        params: tuple[Any, ...] = (after,) if status is None else (after, status)
+        for row in self._conn().execute(
+            f"SELECT {_COLUMNS} FROM operations WHERE {where} ORDER BY rowid", params
+        ):
+            op = _row(row)
+            if visible(op.partition_key):
+                found.append(op)
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def count_queued(self) -> int:
+        return await self._call(self._count_queued)
+
+    def _count_queued(self) -> int:
+        row = self._conn().execute("SELECT COUNT(*) FROM operations WHERE phase = 'queued'")
+        return int(row.fetchone()[0])
+
+    async def count(self) -> int:
+        return await self._call(self._count)
+
+    def _count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM operations").fetchone()[0])

@@ -1,0 +1,521 @@
+"""The HTTP routes: runs and operations, apps and their history, health and metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from statelog.engine import ApplicationBuilder, TransitionError
+from statelog.eventstore import (
+    JSON,
+    ConcurrencyError,
+    EncodingError,
+    Event,
+    StreamId,
+    UsageError,
+    to_plain,
+)
+
+from ._auth import ANONYMOUS, Principal
+from ._models import ForkRequest, InputRequest, StartRunRequest
+from ._operations import Operation, RunRequest
+from ._problems import ProblemError
+from ._service import Service, fingerprint
+from ._status import ACTIVE, FINAL
+
+__all__ = ["router"]
+
+router = APIRouter()
+_bearer = HTTPBearer(auto_error=False, description="a token from --token-file")
+_READ_PAGE = 500
+_encode = msgspec.json.Encoder().encode
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    service = _service(request)
+    tokens = service.config.tokens
+    if tokens is None:
+        return ANONYMOUS
+    return tokens.authenticate(request.headers.get("authorization"))
+
+
+ServiceDep = Annotated[Service, Depends(_service)]
+PrincipalDep = Annotated[Principal, Depends(_principal)]
+PartitionKey = Annotated[str, Query(max_length=200, description="the app's partition key")]
+
+
+def _event_json(event: Event) -> Any:
+    return msgspec.to_builtins(event)
+
+
+def _op_response(op: Operation, status_code: int, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        op.to_json(),
+        status_code=status_code,
+        headers={"Location": f"/v1/operations/{op.id}", **headers},
+    )
+
+
+# --------------------------------------------------------------------- runs
+
+
+@router.post("/v1/runs", status_code=202, tags=["runs"])
+async def start_run(
+    body: StartRunRequest,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    """Queue a run; answer 202 with the operation and ``Location`` at once."""
+    principal.require(body.partition_key, write=True)
+    if not service.ready:
+        raise ProblemError("shutting-down", "the service is not accepting runs")
+    workflow = service.workflow(body.graph)
+    for name in (*body.halt_before, *body.halt_after):
+        if name not in workflow.actions:
+            raise ProblemError(
+                "invalid-request",
+                f"cannot halt at {name!r}: graph {body.graph!r} has no such action "
+                f"(known: {sorted(workflow.actions)})",
+            )
+    try:
+        inputs = to_plain(body.inputs, path="$.inputs")
+    except EncodingError as exc:
+        raise ProblemError("invalid-request", str(exc)) from exc
+    request = RunRequest(
+        inputs=inputs,
+        halt_before=body.halt_before,
+        halt_after=body.halt_after,
+        max_steps=body.max_steps,
+        timeout=body.timeout,
+        actor=body.actor,
+    )
+    scheduler = service.scheduler
+    if scheduler.queued >= service.config.max_queued_runs:
+        raise ProblemError(
+            "queue-full",
+            f"{scheduler.queued} runs are queued (limit {service.config.max_queued_runs})",
+            headers={"Retry-After": "1"},
+        )
+    app_id = body.app_id or uuid.uuid4().hex
+    op, replayed = await service.operations.create(
+        graph=body.graph,
+        partition_key=body.partition_key,
+        app_id=app_id,
+        principal=principal.name,
+        idempotency_key=idempotency_key,
+        request=request,
+        fingerprint=fingerprint(body.graph, body.partition_key, body.app_id, request),
+    )
+    if replayed:
+        return _op_response(
+            op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
+        )
+    scheduler.submit(op)
+    return _op_response(op, 202)
+
+
+@router.get("/v1/operations", tags=["operations"])
+async def list_operations(
+    service: ServiceDep,
+    principal: PrincipalDep,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Operations in creation order; pass ``next_cursor`` back as ``cursor``."""
+    found = await service.operations.listing(
+        after=cursor, limit=limit, status=status, partition_keys=principal.sees
+    )
+    next_cursor = found[-1].cursor if len(found) == limit else None
+    return {"operations": [op.to_json() for op in found], "next_cursor": next_cursor}
+
+
+async def _visible_op(service: Service, principal: Principal, op_id: str) -> Operation:
+    op = await service.operations.get(op_id)
+    if op is None or not principal.sees(op.partition_key):
+        raise ProblemError("unknown-operation", f"no operation {op_id!r}")
+    return op
+
+
+@router.get("/v1/operations/{op_id}", tags=["operations"])
+async def get_operation(op_id: str, service: ServiceDep, principal: PrincipalDep) -> JSONResponse:
+    """An operation's status (queued, running, halted, completed, failed, ...)."""
+    op = await _visible_op(service, principal, op_id)
+    body = op.to_json()
+    if op.phase == "running":  # progress comes from the log
+        last = await service.last_event(op.partition_key, op.app_id)
+        if last is not None:
+            body["sequence_id"], body["position"] = last.sequence_id, last.next_action
+    return JSONResponse(body)
+
+
+@router.delete("/v1/operations/{op_id}", tags=["operations"])
+async def cancel_operation(
+    op_id: str, service: ServiceDep, principal: PrincipalDep
+) -> JSONResponse:
+    """Cancel: a queued run at once (200), a running one at its next step boundary (202)."""
+    op = await _visible_op(service, principal, op_id)
+    principal.require(op.partition_key, write=True)
+    if op.status in FINAL:
+        raise ProblemError(
+            "operation-finished", f"operation {op_id} already ended {op.status}", status=op.status
+        )
+    after = await service.scheduler.cancel(op)
+    if after is None:
+        after = await service.operations.get(op_id)
+        assert after is not None
+    return _op_response(after, 200 if after.status in FINAL else 202)
+
+
+# --------------------------------------------------------------------- apps
+
+
+async def _app_json(service: Service, partition_key: str, app_id: str) -> dict[str, Any]:
+    status, op, last = await service.app_status(partition_key, app_id)
+    graph = op.graph if op is not None else await service.operations.graph_of(partition_key, app_id)
+    return {
+        "app_id": app_id,
+        "partition_key": partition_key,
+        "graph": graph,
+        "status": status,
+        "sequence_id": None if last is None else last.sequence_id,
+        "position": None if last is None else last.next_action,
+        "operation_id": None if op is None else op.id,
+        "error": None if last is None or last.error is None else msgspec.to_builtins(last.error),
+    }
+
+
+@router.get("/v1/apps", tags=["apps"])
+async def list_apps(
+    service: ServiceDep,
+    principal: PrincipalDep,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    graph: Annotated[str | None, Query(max_length=200)] = None,
+    partition_key: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    """Apps in creation order with their status; filter, and page with ``cursor``."""
+    if partition_key is not None:
+        principal.require(partition_key, write=False)
+    streams = await service.store.streams(partition_key)
+    found: list[dict[str, Any]] = []
+    index = cursor
+    while index < len(streams) and len(found) < limit:
+        stream = streams[index]
+        index += 1
+        if not principal.sees(stream.partition_key):
+            continue
+        item = await _app_json(service, stream.partition_key, stream.app_id)
+        if (status is None or item["status"] == status) and (
+            graph is None or item["graph"] == graph
+        ):
+            found.append(item)
+    return {"apps": found, "next_cursor": index if index < len(streams) else None}
+
+
+@router.get("/v1/apps/{app_id}", tags=["apps"])
+async def get_app(
+    app_id: str, service: ServiceDep, principal: PrincipalDep, partition_key: PartitionKey = ""
+) -> dict[str, Any]:
+    """An app's status, position and last sequence."""
+    principal.require(partition_key, write=False)
+    await service.require_app(partition_key, app_id)
+    return await _app_json(service, partition_key, app_id)
+
+
+@router.get("/v1/apps/{app_id}/events", tags=["apps"])
+async def get_events(
+    app_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    partition_key: PartitionKey = "",
+    from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> dict[str, Any]:
+    """Events of an app from sequence ``from`` (at most ``limit``)."""
+    principal.require(partition_key, write=False)
+    last = await service.require_app(partition_key, app_id)
+    events = await service.store.read(
+        partition_key, app_id, from_sequence=from_, to_sequence=from_ + limit - 1
+    )
+    after = events[-1].sequence_id + 1 if events else None
+    more = after is not None and after <= last.sequence_id
+    return {"events": [_event_json(e) for e in events], "next_from": after if more else None}
+
+
+@router.get("/v1/apps/{app_id}/state", tags=["apps"])
+async def get_state(
+    app_id: str,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    partition_key: PartitionKey = "",
+    at: Annotated[int | None, Query(ge=0, description="after event SEQ")] = None,
+) -> dict[str, Any]:
+    """The app's state now, or after event ``at``."""
+    from statelog.eventstore import load_state
+
+    principal.require(partition_key, write=False)
+    last = await service.require_app(partition_key, app_id)
+    if at is not None and at > last.sequence_id:
+        raise ProblemError(
+            "out-of-range",
+            f"app {app_id!r} has events 0..{last.sequence_id}; at={at} is outside",
+        )
+    state, seq = await load_state(
+        service.store, service.snapshots, partition_key, app_id, at_sequence=at
+    )
+    return {"app_id": app_id, "partition_key": partition_key, "sequence_id": seq, "state": state}
+
+
+@router.get("/v1/apps/{app_id}/verify", tags=["apps"])
+async def verify_app(
+    app_id: str, service: ServiceDep, principal: PrincipalDep, partition_key: PartitionKey = ""
+) -> dict[str, Any]:
+    """Walk the app's hash chain; ``ok`` false names the first broken link."""
+    principal.require(partition_key, write=False)
+    last = await service.require_app(partition_key, app_id)
+    broken = await service.store.verify(partition_key, app_id)
+    return {
+        "ok": broken is None,
+        "sequence_id": last.sequence_id,
+        "broken": None if broken is None else msgspec.to_builtins(broken),
+    }
+
+
+@router.get(
+    "/v1/apps/{app_id}/export",
+    tags=["apps"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export_app(
+    app_id: str, service: ServiceDep, principal: PrincipalDep, partition_key: PartitionKey = ""
+) -> StreamingResponse:
+    """The app's events as JSON lines (the ``statelog export`` format), streamed."""
+    principal.require(partition_key, write=False)
+    await service.require_app(partition_key, app_id)
+    store = service.store
+
+    async def lines() -> AsyncIterator[bytes]:
+        yield b'{"statelog_export":1}\n'
+        start = 0
+        while True:
+            events = await store.read(
+                partition_key, app_id, from_sequence=start, to_sequence=start + _READ_PAGE - 1
+            )
+            if not events:
+                return
+            yield b"".join(JSON.encode_event(e) + b"\n" for e in events)
+            start = events[-1].sequence_id + 1
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/v1/apps/{app_id}/input", tags=["apps"])
+async def provide_input(
+    app_id: str,
+    body: InputRequest,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    partition_key: PartitionKey = "",
+) -> JSONResponse:
+    """Human input for an app waiting for it (``409 not-waiting-for-input`` otherwise)."""
+    principal.require(partition_key, write=True)
+    try:
+        to_plain(body.inputs, path="$.inputs")
+    except EncodingError as exc:
+        raise ProblemError("invalid-request", str(exc)) from exc
+    last = await service.require_app(partition_key, app_id)
+    status, _, _ = await service.app_status(partition_key, app_id, last)
+    # Only an app whose log says waiting_for_input takes input; this engine writes no such
+    # event yet (no ctx.wait_for_input / app.aprovide_input), so none ever waits.
+    raise ProblemError(
+        "not-waiting-for-input",
+        f"app {app_id!r} is {status}, not waiting_for_input (this statelog engine cannot "
+        "wait for human input yet)",
+        status=status,
+    )
+
+
+@router.post("/v1/apps/{app_id}/fork", status_code=201, tags=["apps"])
+async def fork_app(
+    app_id: str,
+    body: ForkRequest,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    partition_key: PartitionKey = "",
+) -> JSONResponse:
+    """A new app from this one's state at ``sequence_id``; its first event is ``forked``."""
+    new_pk = partition_key if body.partition_key is None else body.partition_key
+    principal.require(partition_key, write=False)
+    principal.require(new_pk, write=True)
+    last = await service.require_app(partition_key, app_id)
+    if body.sequence_id is not None and body.sequence_id > last.sequence_id:
+        raise ProblemError(
+            "out-of-range",
+            f"app {app_id!r} has events 0..{last.sequence_id}; "
+            f"sequence_id={body.sequence_id} is outside",
+        )
+    graph = body.graph or await service.operations.graph_of(partition_key, app_id)
+    if graph is None:
+        raise ProblemError(
+            "invalid-request",
+            f"the service does not know the graph of app {app_id!r}: pass 'graph'",
+        )
+    workflow = service.workflow(graph)
+    if await service.store.last_sequence(new_pk, body.new_app_id) >= 0:
+        raise ProblemError("app-exists", f"app {body.new_app_id!r} already exists")
+    builder: ApplicationBuilder = (
+        workflow.builder()
+        .with_identifiers(app_id=body.new_app_id, partition_key=new_pk)
+        .with_store(service.store, snapshots=service.snapshots)
+        .fork_from(app_id=app_id, partition_key=partition_key, sequence_id=body.sequence_id)
+    )
+    try:
+        forked = await builder.abuild()
+    except ConcurrencyError as exc:
+        raise ProblemError("app-exists", f"app {body.new_app_id!r} already exists") from exc
+    except (UsageError, TransitionError) as exc:
+        raise ProblemError("invalid-request", str(exc)) from exc
+    await forked.aclose()
+    service.metrics.appends += 1
+    await service.operations.remember_app(new_pk, body.new_app_id, graph)
+    item = await _app_json(service, new_pk, body.new_app_id)
+    location = f"/v1/apps/{body.new_app_id}" + (f"?partition_key={new_pk}" if new_pk else "")
+    return JSONResponse(item, status_code=201, headers={"Location": location})
+
+
+# --------------------------------------------------------------------- SSE
+
+
+def _sse(event: str, data: bytes, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\n".encode() + b"data: " + data + b"\n\n"
+
+
+@router.get(
+    "/v1/apps/{app_id}/events/stream",
+    tags=["apps"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream_events(
+    app_id: str,
+    request: Request,
+    service: ServiceDep,
+    principal: PrincipalDep,
+    partition_key: PartitionKey = "",
+    from_: Annotated[int | None, Query(alias="from", ge=0)] = None,
+    last_event_id: Annotated[str | None, Header(max_length=40)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: every event from ``from`` (or after ``Last-Event-ID``) on, then
+    new ones as they are written. Each message's ``id`` is the sequence id, its ``event``
+    the kind; a ``status`` message (no id) reports the app's status when it changes."""
+    principal.require(partition_key, write=False)
+    start = from_ or 0
+    if last_event_id is not None:
+        try:
+            start = int(last_event_id) + 1
+        except ValueError as exc:
+            raise ProblemError(
+                "invalid-request", f"Last-Event-ID must be a sequence id, got {last_event_id!r}"
+            ) from exc
+        if start < 0:
+            raise ProblemError("invalid-request", "Last-Event-ID must be >= 0")
+    if (
+        await service.store.last_sequence(partition_key, app_id) < 0
+        and await service.operations.latest_for_app(partition_key, app_id) is None
+    ):
+        raise ProblemError("unknown-app", f"no app {app_id!r}")
+    stream = StreamId(partition_key, app_id)
+    config = service.config
+
+    async def messages() -> AsyncIterator[bytes]:
+        service.metrics.sse_clients += 1
+        try:
+            next_seq = start
+            reported: tuple[str, str | None] | None = None
+            quiet = 0.0
+            yield b"retry: 1000\n\n"
+            while not service.signals.closing.is_set():
+                events = await service.store.read(
+                    partition_key,
+                    app_id,
+                    from_sequence=next_seq,
+                    to_sequence=next_seq + _READ_PAGE - 1,
+                )
+                for event in events:
+                    yield _sse(event.kind, _encode(event), event.sequence_id)
+                if events:
+                    next_seq = events[-1].sequence_id + 1
+                    quiet = 0.0
+                    if len(events) == _READ_PAGE:
+                        continue
+                status, op, _ = await service.app_status(partition_key, app_id)
+                now = (status, None if op is None else op.id)
+                if now != reported:
+                    reported = now
+                    data = {"status": status, "operation_id": now[1], "next_sequence": next_seq}
+                    yield _sse("status", _encode(data))
+                waited = time.monotonic()
+                await service.signals.wait(stream, config.sse_poll_interval)
+                quiet += time.monotonic() - waited
+                if quiet >= config.sse_keepalive:
+                    quiet = 0.0
+                    yield b": keep-alive\n\n"
+        finally:
+            service.metrics.sse_clients -= 1
+
+    return StreamingResponse(
+        messages(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+# --------------------------------------------------------------------- health
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(service: ServiceDep) -> Response:
+    """Ready to take runs (stores open, not shutting down)."""
+    if not service.ready:
+        raise ProblemError("shutting-down", "the service is not ready")
+    return JSONResponse(
+        {
+            "status": "ready",
+            "queued": service.scheduler.queued,
+            "running": service.scheduler.running,
+        }
+    )
+
+
+@router.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+async def metrics(service: ServiceDep) -> PlainTextResponse:
+    """Prometheus text: steps, appends, queue depth, runs, run durations, HTTP latency."""
+    return PlainTextResponse(
+        service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )

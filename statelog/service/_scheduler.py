@@ -1,0 +1,304 @@
+"""The bounded run scheduler: one queue, ``max_concurrent_runs`` workers.
+
+``POST /v1/runs`` commits an operation and puts it on the queue; a worker
+takes it, builds the app with ``initialize_from`` (so a new app starts and an
+existing one resumes from its log) and steps it until a halt, ``max_steps``,
+the end, a failure, a cancel or its timeout. Cancels and graceful stops take
+effect at a step boundary. Runs live in the scheduler's worker tasks, never in
+a request's background task, so they do not die with a request.
+
+Ending: every operation ends exactly once (``OperationStore.finish`` only
+moves a queued or running operation). A graceful stop puts running operations
+back in the queue phase; so does a ``kill -9`` (their phase stays running) -
+both are resumed by ``recover()`` at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Literal
+
+from statelog.engine import ActionError, Application
+from statelog.eventstore import EventStore, SnapshotStore, StatelogError, StreamId
+
+from ._metrics import Metrics
+from ._operations import Operation, OperationStore
+from ._signals import StreamSignals
+from ._status import Phase, derive_status
+from ._workflows import Workflow
+
+__all__ = ["RunScheduler"]
+
+_log = logging.getLogger("statelog.service.runs")
+
+_Stop = Literal["done", "cancelled", "stopping", "max_steps"]
+
+
+class _Running:
+    """A run a worker is executing: its operation and the flag a cancel sets."""
+
+    __slots__ = ("cancel", "op")
+
+    def __init__(self, op: Operation) -> None:
+        self.op = op
+        self.cancel = asyncio.Event()
+
+
+class RunScheduler:
+    """Runs operations from a queue on at most ``max_concurrent`` workers."""
+
+    def __init__(
+        self,
+        *,
+        store: EventStore,
+        snapshots: SnapshotStore | None,
+        operations: OperationStore,
+        workflows: dict[str, Workflow],
+        metrics: Metrics,
+        signals: StreamSignals,
+        max_concurrent: int,
+        run_timeout: float,
+    ) -> None:
+        self._store = store
+        self._snapshots = snapshots
+        self._ops = operations
+        self._workflows = workflows
+        self._metrics = metrics
+        self._signals = signals
+        self.max_concurrent = max_concurrent
+        self.run_timeout = run_timeout
+        self._queue: asyncio.Queue[Operation] = asyncio.Queue()
+        self._running: dict[str, _Running] = {}
+        self._workers: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def start(self) -> None:
+        for n in range(self.max_concurrent):
+            self._workers.append(asyncio.create_task(self._work(), name=f"statelog-run-{n}"))
+
+    def submit(self, op: Operation) -> None:
+        self._queue.put_nowait(op)
+        self._metrics.queue_depth = self._queue.qsize()
+
+    async def recover(self) -> list[Operation]:
+        """Queue again what a previous process left queued or running (oldest first)."""
+        resumed = []
+        for op in await self._ops.unfinished():
+            if op.cancel_requested:
+                await self._end(op, "cancelled", None)
+                continue
+            if op.graph not in self._workflows:
+                await self._end(
+                    op,
+                    "interrupted",
+                    None,
+                    error={
+                        "type": "UnknownGraph",
+                        "message": f"graph {op.graph!r} is not registered in this service; "
+                        "restart it with that graph to resume the run",
+                    },
+                )
+                continue
+            again = await self._ops.requeue(op.id, resumed=op.phase == "running")
+            if again is not None:
+                if op.phase == "running":
+                    self._metrics.runs_resumed += 1
+                self.submit(again)
+                resumed.append(again)
+        return resumed
+
+    async def cancel(self, op: Operation) -> Operation | None:
+        """Cancel a queued run now, a running one at its next step boundary."""
+        marked = await self._ops.request_cancel(op.id)
+        running = self._running.get(op.id)
+        if running is not None:
+            running.cancel.set()
+            return marked
+        if marked is not None and marked.phase == "queued":
+            # still in the queue: the worker that takes it skips it
+            return await self._end(marked, "cancelled", None) or marked
+        return marked
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking runs; let running ones reach a step boundary (``grace`` seconds)."""
+        self._stopping.set()
+        busy = [t for t in self._workers if not t.done()]
+        if busy:
+            done, pending = await asyncio.wait(busy, timeout=grace)
+            for task in pending:
+                task.cancel()
+            for task in busy:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    # ------------------------------------------------------------------ workers
+
+    async def _work(self) -> None:
+        while not self._stopping.is_set():
+            getter = asyncio.ensure_future(self._queue.get())
+            stopper = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                if not getter.done():
+                    getter.cancel()
+            if not getter.done() or getter.cancelled():
+                return
+            op = getter.result()
+            self._metrics.queue_depth = self._queue.qsize()
+            current = await self._ops.get(op.id)
+            if current is None or current.phase not in ("queued", "running"):
+                continue  # cancelled while queued
+            if current.cancel_requested:
+                await self._end(current, "cancelled", None)
+                continue
+            await self._run(current)
+
+    async def _run(self, op: Operation) -> None:
+        running = _Running(op)
+        self._running[op.id] = running
+        self._metrics.run_started()
+        started = time.monotonic()
+        stream = StreamId(op.partition_key, op.app_id)
+        app: Application | None = None
+        try:
+            app = await self._build(op)
+            op = await self._ops.mark_running(op.id, app.sequence_id)
+            running.op = op
+            self._signals.notify(stream)
+            budget = op.request.timeout or self.run_timeout
+            try:
+                async with asyncio.timeout(budget):
+                    how = await self._steps(app, op, running)
+            except TimeoutError:
+                await self._end(op, "timed_out", app)
+                return
+            if how == "stopping":
+                await self._ops.requeue(op.id, resumed=False)
+                return
+            await self._end(op, "cancelled" if how == "cancelled" else "finished", app)
+        except ActionError as exc:
+            cause = exc.__cause__ or exc
+            error = {
+                "type": type(cause).__name__,
+                "message": str(cause),
+                "sequence_id": exc.sequence_id,
+            }
+            await self._end(op, "finished", app, error=error)
+        except (StatelogError, ValueError, LookupError) as exc:
+            # a store failure, a stream another writer moved, an unknown position:
+            # recorded on the operation; the log holds only what was committed
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            await self._end(op, "failed", app, error=error)
+        except asyncio.CancelledError:
+            # the grace of a graceful stop ran out: the step was cancelled (an append
+            # commits whole or not at all); the run resumes at the next start
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ops.requeue(op.id, resumed=False))
+            raise
+        finally:
+            self._running.pop(op.id, None)
+            self._metrics.run_stopped()
+            self._metrics.run_seconds.observe(time.monotonic() - started)
+            if app is not None:
+                with contextlib.suppress(Exception):
+                    await app.aclose()
+            self._signals.notify(stream)
+
+    async def _build(self, op: Operation) -> Application:
+        workflow = self._workflows[op.graph]
+        builder = (
+            workflow.builder()
+            .with_identifiers(app_id=op.app_id, partition_key=op.partition_key)
+            .with_store(self._store, snapshots=self._snapshots)
+            .initialize_from(
+                default_state=workflow.initial_state, default_entrypoint=workflow.entrypoint
+            )
+        )
+        before = await self._store.last_sequence(op.partition_key, op.app_id)
+        app = await builder.abuild()
+        if before < 0:
+            self._metrics.appends += 1  # app_initialized
+        return app
+
+    async def _steps(self, app: Application, op: Operation, running: _Running) -> _Stop:
+        request = op.request
+        base = op.base_sequence if op.base_sequence is not None else app.sequence_id
+        max_steps = request.max_steps
+        if max_steps is not None and app.sequence_id - base >= max_steps:
+            return "max_steps"
+        stream = StreamId(op.partition_key, op.app_id)
+        metrics = self._metrics
+        steps = app.aiterate(
+            halt_before=request.halt_before,
+            halt_after=request.halt_after,
+            inputs=request.inputs or None,
+        )
+        async with contextlib.aclosing(steps):
+            async for _ in steps:
+                metrics.steps += 1
+                metrics.appends += 1
+                self._signals.notify(stream)
+                if self._stopping.is_set():
+                    return "stopping"
+                if running.cancel.is_set():
+                    return "cancelled"
+                if max_steps is not None and app.sequence_id - base >= max_steps:
+                    return "max_steps"
+        return "done"
+
+    async def _end(
+        self,
+        op: Operation,
+        phase: Phase,
+        app: Application | None,
+        *,
+        error: dict[str, Any] | None = None,
+    ) -> Operation | None:
+        sequence_id: int | None
+        if app is not None:
+            sequence_id, position = app.sequence_id, app.position
+        else:
+            sequence_id = await self._store.last_sequence(op.partition_key, op.app_id)
+            position = None
+        last = None
+        if phase == "finished" and sequence_id is not None and sequence_id >= 0:
+            found = await self._store.read(
+                op.partition_key, op.app_id, from_sequence=sequence_id, to_sequence=sequence_id
+            )
+            last = found[-1] if found else None
+            if last is not None and app is None:
+                position = last.next_action
+        status = derive_status(last, phase)
+        ended = await self._ops.finish(
+            op.id,
+            phase,
+            status,
+            sequence_id=None if sequence_id is None or sequence_id < 0 else sequence_id,
+            position=position,
+            error=error,
+        )
+        if ended is not None:
+            self._metrics.runs_finished[status] += 1
+            _log.info(
+                "operation %s %s/%s ended %s at sequence %s",
+                op.id,
+                op.partition_key,
+                op.app_id,
+                status,
+                sequence_id,
+            )
+        self._signals.notify(StreamId(op.partition_key, op.app_id))
+        return ended

@@ -1,0 +1,164 @@
+"""The running service's parts in one object: config, stores, scheduler, metrics."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from statelog.eventstore import Event, SnapshotStore, SQLiteEventStore, StreamId
+
+from ._auth import TokenTable
+from ._metrics import Metrics
+from ._operations import Operation, OperationStore, RunRequest, service_db_path
+from ._problems import ProblemError
+from ._scheduler import RunScheduler
+from ._signals import StreamSignals
+from ._status import Status, derive_status
+from ._workflows import Workflow
+
+__all__ = ["Service", "ServiceConfig"]
+
+
+class ServiceConfig(msgspec.Struct, kw_only=True):
+    """What ``create_app`` needs; ``statelog serve`` fills it from its options."""
+
+    db: str = "statelog.db"
+    workflows: Sequence[Workflow] = ()
+    tokens: TokenTable | None = None
+    max_concurrent_runs: int = 16
+    max_queued_runs: int = 10_000
+    run_timeout: float = 3600.0
+    max_body_bytes: int = 1024 * 1024
+    shutdown_grace: float = 10.0
+    operations_db: str | None = None
+    sse_poll_interval: float = 1.0
+    sse_keepalive: float = 15.0
+
+
+class Service:
+    """Built by the app's lifespan; routes reach it as ``request.app.state.service``."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        names = [w.name for w in config.workflows]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"graph names registered twice: {duplicates}")
+        if config.max_concurrent_runs < 1:
+            raise ValueError("max_concurrent_runs must be >= 1")
+        self.config = config
+        self.workflows = {w.name: w for w in config.workflows}
+        self.metrics = Metrics()
+        self.signals = StreamSignals()
+        self.ready = False
+        self._store: SQLiteEventStore | None = None
+        self._snapshots: SnapshotStore | None = None
+        self._ops: OperationStore | None = None
+        self._scheduler: RunScheduler | None = None
+
+    @property
+    def store(self) -> SQLiteEventStore:
+        assert self._store is not None, "the service is not started"
+        return self._store
+
+    @property
+    def snapshots(self) -> SnapshotStore | None:
+        return self._snapshots
+
+    @property
+    def operations(self) -> OperationStore:
+        assert self._ops is not None, "the service is not started"
+        return self._ops
+
+    @property
+    def scheduler(self) -> RunScheduler:
+        assert self._scheduler is not None, "the service is not started"
+        return self._scheduler
+
+    async def start(self) -> None:
+        config = self.config
+        directory = os.path.dirname(os.path.abspath(config.db))  # noqa: ASYNC240
+        if not os.path.isdir(directory):  # noqa: ASYNC240 - one stat at startup
+            raise FileNotFoundError(f"no directory for --db {config.db!r}")
+        self._store = await SQLiteEventStore.open(config.db)
+        self._snapshots = await SnapshotStore.open(config.db)
+        self._ops = await OperationStore(config.operations_db or service_db_path(config.db)).open()
+        self._scheduler = RunScheduler(
+            store=self._store,
+            snapshots=self._snapshots,
+            operations=self._ops,
+            workflows=self.workflows,
+            metrics=self.metrics,
+            signals=self.signals,
+            max_concurrent=config.max_concurrent_runs,
+            run_timeout=config.run_timeout,
+        )
+        await self._scheduler.recover()
+        self._scheduler.start()
+        self.ready = True
+
+    def begin_shutdown(self) -> None:
+        """Stop answering as ready and end open event streams (SIGTERM, first thing)."""
+        self.ready = False
+        self.signals.closing.set()
+        self.signals.notify_all()
+
+    async def stop(self) -> None:
+        self.begin_shutdown()
+        try:
+            if self._scheduler is not None:
+                await self._scheduler.stop(self.config.shutdown_grace)
+        finally:
+            for resource in (self._ops, self._snapshots, self._store):
+                if resource is not None:
+                    await resource.aclose()
+
+    # ------------------------------------------------------------------ helpers
+
+    def workflow(self, graph: str) -> Workflow:
+        found = self.workflows.get(graph)
+        if found is None:
+            raise ProblemError(
+                "unknown-graph",
+                f"no workflow is registered as {graph!r} (known: {sorted(self.workflows)})",
+            )
+        return found
+
+    async def last_event(self, partition_key: str, app_id: str) -> Event | None:
+        last = await self.store.last_sequence(partition_key, app_id)
+        if last < 0:
+            return None
+        found = await self.store.read(partition_key, app_id, from_sequence=last, to_sequence=last)
+        return found[-1] if found else None
+
+    async def require_app(self, partition_key: str, app_id: str) -> Event:
+        """The app's last event, or a 404 ``unknown-app`` problem."""
+        event = await self.last_event(partition_key, app_id)
+        if event is None:
+            raise ProblemError(
+                "unknown-app", f"no app {str(StreamId(partition_key, app_id))!r} in the log"
+            )
+        return event
+
+    async def app_status(
+        self, partition_key: str, app_id: str, last_event: Event | None = None
+    ) -> tuple[Status, Operation | None, Event | None]:
+        """Status of an app (``derive_status`` of its last event and latest operation)."""
+        op = await self.operations.latest_for_app(partition_key, app_id)
+        if last_event is None:
+            last_event = await self.last_event(partition_key, app_id)
+        return derive_status(last_event, None if op is None else op.phase), op, last_event
+
+
+def fingerprint(graph: str, partition_key: str, app_id: str | None, request: RunRequest) -> str:
+    """What an Idempotency-Key is bound to: the same key with another body is refused."""
+    body: dict[str, Any] = {
+        "graph": graph,
+        "partition_key": partition_key,
+        "app_id": app_id,
+        "request": msgspec.to_builtins(request),
+    }
+    return hashlib.sha256(msgspec.json.encode(body, order="sorted")).hexdigest()
