@@ -83,8 +83,8 @@ _HEADS = 1024
 _RETRIES = 8
 
 _canonical = msgspec.json.Encoder(order="deterministic").encode
-_copy_encode = msgspec.msgpack.Encoder().encode
-_copy_decode = msgspec.msgpack.Decoder().decode
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -94,6 +94,24 @@ def _same(a: Any, b: Any) -> bool:
         if isinstance(a, str | int | float | None)
         else _canonical(a) == _canonical(b)
     )
+
+
+def _plain_copy(writes: dict[str, Any]) -> dict[str, Any]:
+    """A private copy of ``writes`` as JSON data, or ``EncodingError`` naming the bad value.
+
+    Only what changed is checked: unchanged values equal ones already stored.
+    One JSON round trip in C both copies and checks: a value JSON cannot hold
+    (NaN, bytes, a set, a tuple, an object) does not come back equal, and then
+    ``to_plain`` names it (or turns tuples into lists).
+    """
+    try:
+        copy: dict[str, Any] = _json_decode(_json_encode(writes))
+        if copy == writes:
+            return copy
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+        pass
+    plain: dict[str, Any] = _json_decode(_json_encode(to_plain(writes)))
+    return plain
 
 
 def burr_state_delta(
@@ -229,15 +247,16 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
     ) -> None:
         """Append Burr's state after step ``sequence_id`` as the delta from the last save."""
         stream = (partition_key if partition_key is not None else PARTITION_KEY_DEFAULT, app_id)
-        try:
-            current = to_plain(state.serialize(**self.serde_kwargs))
-        except EncodingError as exc:
-            raise EncodingError(
-                f"Burr state of {app_id!r} at sequence_id {sequence_id}: {exc}", path=exc.path
-            ) from exc
+        current = state.serialize(**self.serde_kwargs)
         for _ in range(_RETRIES):
             head = await self._head(stream)
-            writes, deletes = burr_state_delta(head.state, current)
+            changed, deletes = burr_state_delta(head.state, current)
+            try:
+                writes = _plain_copy(changed)
+            except EncodingError as exc:
+                raise EncodingError(
+                    f"Burr state of {app_id!r} at sequence_id {sequence_id}: {exc}", path=exc.path
+                ) from exc
             offset = head.last + 1
             meta: dict[str, Any] = {}
             if sequence_id != offset:
@@ -261,8 +280,7 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
             except ConcurrencyError:
                 self._heads.pop(stream, None)  # another writer moved on: fold again
                 continue
-            # A private copy of what was written: the caller's values may be shared.
-            head.state.update(_copy_decode(_copy_encode(writes)))
+            head.state.update(writes)  # a private copy: Burr's values may be shared
             for key in deletes:
                 del head.state[key]
             head.last = offset
