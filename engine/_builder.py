@@ -462,8 +462,17 @@ class ApplicationBuilder:
             initial, entry = dict(self._state or {}), entrypoint
         if entry is None:
             raise UsageError("a new app needs an entrypoint: call with_entrypoint")
+        # initialize_from found no stream: if one appears now, another writer
+        # raced us (ConcurrencyError); a with_state app names an existing app.
         state = await _start(
-            store, pk, app_id, initial, entry, EventKind.APP_INITIALIZED, self._parent
+            store,
+            pk,
+            app_id,
+            initial,
+            entry,
+            EventKind.APP_INITIALIZED,
+            self._parent,
+            exists_error=self._init is None,
         )
         return make(state, entry, 0, 1)
 
@@ -507,8 +516,14 @@ async def _start(
     entry: str | None,
     kind: str,
     parent: Lineage | None,
+    *,
+    exists_error: bool = True,
 ) -> State:
-    """Write a stream's first event (always awaited: a clash raises at build)."""
+    """Write a stream's first event (always awaited: a clash raises at build).
+
+    If the stream exists, ``AppExistsError`` (``exists_error``) or the store's
+    ``ConcurrencyError``.
+    """
     writes = {key: to_plain(value, path=f"$.writes.{key}") for key, value in initial.items()}
     event = Event(
         partition_key=partition_key,
@@ -523,5 +538,7 @@ async def _start(
     try:
         await store.append([event], expected_sequence=-1)
     except ConcurrencyError as exc:
+        if not exists_error:
+            raise
         raise AppExistsError((partition_key, app_id), exc.actual) from exc
     return State.from_fold(dict(writes))
