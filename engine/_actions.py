@@ -20,7 +20,9 @@ nothing there changed:
   two, so the outcome's state still replays exactly.
 * ``BatchNode`` / ``batch_action`` live in ``engine/_batch.py`` (re-exported
   here). ``Action`` subclasses that ``run_action`` cannot run (a parallel map)
-  need not implement ``_arun`` / ``_run_sync``: the defaults raise StateError.
+  need not implement ``_arun``: the default raises StateError.
+* ``run_action_sync`` is ``run_action`` on a loop of its own (``asyncio.run``),
+  not a second copy of the runner; there is one async path.
 * ``Node(max_retries, wait)`` may be positional, as in PocketFlow.
 * In ``engine/_transitions.py``: ``Condition.lmda(fn, reads)``, ``Condition.always``,
   ``Transition(source, target, condition)``, ``Graph.transitions``,
@@ -35,13 +37,13 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
-import time
 from abc import ABC
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from time import perf_counter
 from typing import Any, NamedTuple, Self
 
-from statelog.eventstore import EncodingError, to_plain
+from statelog.eventstore import EncodingError, UsageError, to_plain
 
 from ._errors import ActionError, StateError
 from ._state import State
@@ -189,17 +191,13 @@ class Action(ABC):
             f"{' async' if self.is_async else ''}>"
         )
 
-    # --- running (used by run_action / run_action_sync)
+    # --- running (used by run_action)
 
-    # Subclasses that run_action can run implement both (FunctionAction, Node do);
+    # Subclasses that run_action can run implement it (FunctionAction, Node do);
     # an Action the application runs itself (a parallel map) need not.
 
     async def _arun(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
         """Run under asyncio: (result, returned state, label, attempt)."""
-        raise StateError(f"{type(self).__name__} {self.name!r} cannot be run by run_action")
-
-    def _run_sync(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
-        """Run without a loop (only called when ``is_async`` is False)."""
         raise StateError(f"{type(self).__name__} {self.name!r} cannot be run by run_action")
 
     def _failure(
@@ -316,25 +314,6 @@ class FunctionAction(Action):
             attempt += 1
             if self.wait:
                 await asyncio.sleep(self.wait)
-        result, new_state = self._interpret(out)
-        return result, new_state, None, attempt
-
-    def _run_sync(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
-        kwargs = self.select_inputs(inputs)
-        fn = self.fn
-        attempt = 1
-        while True:
-            try:
-                out = fn(state, **kwargs)
-                break
-            except _CONTRACT_ERRORS:
-                raise
-            except Exception as exc:
-                if attempt >= self.max_retries:
-                    raise self._failure(exc, attempt, of=self.max_retries) from exc
-            attempt += 1
-            if self.wait:
-                time.sleep(self.wait)
         result, new_state = self._interpret(out)
         return result, new_state, None, attempt
 
@@ -473,27 +452,42 @@ class Node(Action):
             "or a (label, State) tuple"
         )
 
-    async def _aexec_one(self, prep_res: Any) -> tuple[Any, int]:
-        """Run exec with retries and fallback under asyncio: (exec_res, attempt)."""
+    async def _aexec_one(self, prep_res: Any, pool: Executor | None = None) -> tuple[Any, int]:
+        """Run exec with retries and fallback: (exec_res, attempt).
+
+        With ``pool`` the sync ``exec`` and ``exec_fallback`` run on its threads
+        (a batch's items in parallel); the waits between attempts are on the loop.
+        """
         tries = self.max_retries
         attempt = 1
         while True:
             try:
-                res = self.exec(prep_res)
-                if self._exec_async:
-                    res = await res
+                if pool is not None:
+                    res = await asyncio.get_running_loop().run_in_executor(
+                        pool, self.exec, prep_res
+                    )
+                else:
+                    res = self.exec(prep_res)
+                    if self._exec_async:
+                        res = await res
                 return res, attempt
             except _CONTRACT_ERRORS:
                 raise
             except Exception as exc:
                 if attempt >= tries:
-                    return await self._afallback(prep_res, exc, attempt), attempt
+                    return await self._afallback(prep_res, exc, attempt, pool), attempt
             attempt += 1
             if self.wait:
                 await asyncio.sleep(self.wait)
 
-    async def _afallback(self, prep_res: Any, exc: Exception, attempt: int) -> Any:
+    async def _afallback(
+        self, prep_res: Any, exc: Exception, attempt: int, pool: Executor | None = None
+    ) -> Any:
         try:
+            if pool is not None:
+                return await asyncio.get_running_loop().run_in_executor(
+                    pool, self.exec_fallback, prep_res, exc
+                )
             res = self.exec_fallback(prep_res, exc)
             if self._fallback_async:
                 res = await res
@@ -503,31 +497,8 @@ class Node(Action):
         except Exception as err:
             raise self._failure(err, attempt, "exec", self.max_retries) from err
 
-    def _exec_one_sync(self, prep_res: Any) -> tuple[Any, int]:
-        tries = self.max_retries
-        attempt = 1
-        while True:
-            try:
-                return self.exec(prep_res), attempt
-            except _CONTRACT_ERRORS:
-                raise
-            except Exception as exc:
-                if attempt >= tries:
-                    try:
-                        return self.exec_fallback(prep_res, exc), attempt
-                    except _CONTRACT_ERRORS:
-                        raise
-                    except Exception as err:
-                        raise self._failure(err, attempt, "exec", tries) from err
-            attempt += 1
-            if self.wait:
-                time.sleep(self.wait)
-
     async def _aexec(self, prep_res: Any) -> tuple[Any, int]:
         return await self._aexec_one(prep_res)
-
-    def _exec_sync(self, prep_res: Any) -> tuple[Any, int]:
-        return self._exec_one_sync(prep_res)
 
     async def _arun(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
         kwargs = self.select_inputs(inputs)
@@ -551,24 +522,6 @@ class Node(Action):
         label, new_state = self._interpret_post(out)
         return (exec_res if self.record_result else None), new_state, label, attempt
 
-    def _run_sync(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
-        kwargs = self.select_inputs(inputs)
-        try:
-            prep_res = self.prep(state, **kwargs)
-        except _CONTRACT_ERRORS:
-            raise
-        except Exception as exc:
-            raise self._failure(exc, 1, "prep") from exc
-        exec_res, attempt = self._exec_sync(prep_res)
-        try:
-            out = self.post(state, prep_res, exec_res)
-        except _CONTRACT_ERRORS:
-            raise
-        except Exception as exc:
-            raise self._failure(exc, attempt, "post") from exc
-        label, new_state = self._interpret_post(out)
-        return (exec_res if self.record_result else None), new_state, label, attempt
-
 
 Node._sort_parts(Node)
 Node._sig = _Signature(Node.prep, 2, "Node.prep")
@@ -582,7 +535,7 @@ _tuple_new = tuple.__new__  # StepOutcome(...) without the Python-level __new__
 
 #: StepOutcome's fields as a plain tuple: (result, state, label, attempt, duration).
 #: The application's per-step path takes this; making the named tuple costs more
-#: than a plain one, so only run_action / run_action_sync make it.
+#: than a plain one, so only run_action makes it.
 Outcome = tuple[Any, State, str | None, int, float]
 
 
@@ -673,19 +626,21 @@ async def run_action(
 def run_action_sync(
     action: Action, state: State, inputs: Mapping[str, Any] | None = None
 ) -> StepOutcome:
-    """``run_action`` for the sync face; raises StateError if the action is async."""
-    state = _rebased(state)
-    if action._fast_sync and not action._bound:
-        return _tuple_new(StepOutcome, run_inline(action, state, inputs))
-    if action.is_async:
-        raise StateError(
-            f"action {action.name!r} is async (async def); a sync run would skip it - "
-            "use the async API (astep / arun) instead"
+    """``run_action`` for code without an event loop: the same runner, on a loop of its own.
+
+    Async actions run too. Inside a running event loop it raises ``UsageError``:
+    use ``await run_action(...)`` there.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        raise UsageError(
+            "run_action_sync() was called inside a running event loop; "
+            "use `await run_action(...)` there"
         )
-    started = perf_counter()
-    result, new_state, label, attempt = action._run_sync(state, inputs or {})
-    outcome = _finish(action, state, result, new_state, label, attempt, started)
-    return _tuple_new(StepOutcome, outcome)
+    return asyncio.run(run_action(action, state, inputs))
 
 
 # BatchNode lives in its own module (it builds on Node); re-exported here so the

@@ -126,17 +126,11 @@ class BatchNode(Node):
         pool: ThreadPoolExecutor | None,
     ) -> None:
         work = iter(enumerate(items))
-        loop = asyncio.get_running_loop()
 
         async def worker() -> None:
             for i, item in work:
                 try:
-                    if pool is None:
-                        results[i], attempts[i] = await self._aexec_one(item)
-                    else:
-                        results[i], attempts[i] = await loop.run_in_executor(
-                            pool, self._exec_one_sync, item
-                        )
+                    results[i], attempts[i] = await self._aexec_one(item, pool)
                 except ActionError as err:
                     raise _ItemFailed(i, err) from err
 
@@ -148,30 +142,6 @@ class BatchNode(Node):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             raise
-
-    def _exec_sync(self, prep_res: Any) -> tuple[Any, int]:
-        items = self._items(prep_res)
-        n = len(items)
-        limit = self._limit(n)
-        results: list[Any] = [None] * n
-        attempts = [1] * n
-        if limit == 1:
-            for i, item in enumerate(items):
-                try:
-                    results[i], attempts[i] = self._exec_one_sync(item)
-                except ActionError as err:
-                    raise self._item_failure(i, n, err) from err.__cause__
-            return results, max(attempts, default=1)
-        with ThreadPoolExecutor(max_workers=limit) as pool:
-            futures = [pool.submit(self._exec_one_sync, item) for item in items]
-            for i, future in enumerate(futures):
-                try:
-                    results[i], attempts[i] = future.result()
-                except ActionError as err:
-                    for f in futures:
-                        f.cancel()
-                    raise self._item_failure(i, n, err) from err.__cause__
-        return results, max(attempts, default=1)
 
 
 class _FunctionBatch(BatchNode):

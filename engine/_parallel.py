@@ -92,9 +92,6 @@ class ParallelMap(Action):
     async def _arun(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
         raise StateError(f"parallel map {self.name!r} runs only as a step of an Application")
 
-    def _run_sync(self, state: State, inputs: Mapping[str, Any]) -> tuple[Any, Any, Any, int]:
-        raise StateError(f"parallel map {self.name!r} runs only as a step of an Application")
-
     def __repr__(self) -> str:
         return (
             f"ParallelMap({self.name!r}, items={self.items!r}, children={self.child_entrypoint!r})"

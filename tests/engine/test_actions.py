@@ -22,7 +22,7 @@ from statelog.engine._actions import (
     run_action_sync,
 )
 from statelog.engine._state import Delta, State
-from statelog.eventstore import EncodingError
+from statelog.eventstore import EncodingError, UsageError
 
 BASE = State.based({"n": 1, "xs": [1], "name": "ann"})
 
@@ -30,13 +30,8 @@ BASE = State.based({"n": 1, "xs": [1], "name": "ann"})
 async def both(
     act: Action, state: State = BASE, inputs: dict[str, Any] | None = None
 ) -> StepOutcome:
-    """Run through the async runner and, for sync actions, the sync one: same outcome."""
-    out = await run_action(act, state, inputs or {})
-    if not act.is_async:
-        sync = run_action_sync(act, state, inputs or {})
-        assert sync.state == out.state and sync.state.delta == out.state.delta
-        assert (sync.result, sync.label, sync.attempt) == (out.result, out.label, out.attempt)
-    return out
+    """Run through the runner (``run_action_sync`` is the same runner on its own loop)."""
+    return await run_action(act, state, inputs or {})
 
 
 # ---------------------------------------------------------------- function actions
@@ -88,7 +83,7 @@ async def test_missing_input_is_a_state_error() -> None:
     with pytest.raises(StateError, match="who"):
         await run_action(needs, BASE)
     with pytest.raises(StateError, match="who"):
-        run_action_sync(needs, BASE, {})
+        await run_action(needs, BASE, {})
 
 
 async def test_var_kwargs_and_bind() -> None:
@@ -116,7 +111,7 @@ async def test_undeclared_write_and_delete() -> None:
     with pytest.raises(StateError, match=r"'sneaky' wrote state key 'secret'.*writes \['n'\]"):
         await run_action(sneaky, BASE)
     with pytest.raises(StateError, match="secret"):
-        run_action_sync(sneaky, BASE)
+        await run_action(sneaky, BASE)
 
     @action(reads=[], writes=[])
     def deleter(state: State) -> State:
@@ -148,7 +143,7 @@ async def test_wrong_return_type(returned: Any, expect: str) -> None:
     with pytest.raises(StateError, match=expect):
         await run_action(bad, BASE)
     with pytest.raises(StateError, match=expect):
-        run_action_sync(bad, BASE)
+        await run_action(bad, BASE)
     with pytest.raises(StateError, match=expect):
         await run_action(abad, BASE)
 
@@ -165,9 +160,21 @@ async def test_sync_function_returning_a_coroutine() -> None:
         await run_action(sneaky, BASE)  # and no "never awaited" warning (filterwarnings=error)
 
 
-async def test_async_action_refused_by_the_sync_runner() -> None:
-    with pytest.raises(StateError, match="'add' is async"):
-        run_action_sync(add, BASE, {"amount": 1})
+def test_run_action_sync_is_run_action_on_a_loop_of_its_own() -> None:
+    for act, state, inputs in [
+        (add, BASE, {"amount": 2}),  # async def: it runs, it is not refused
+        (bump, BASE, None),
+        (Square(max_retries=2, mode="parallel"), ITEMS, None),
+    ]:
+        sync = run_action_sync(act, state, inputs)
+        out = asyncio.run(run_action(act, state, inputs))
+        assert sync.state == out.state and sync.state.delta == out.state.delta
+        assert (sync.result, sync.label, sync.attempt) == (out.result, out.label, out.attempt)
+
+
+async def test_run_action_sync_inside_a_running_loop_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match="running event loop.*await run_action"):
+        run_action_sync(bump, BASE)
 
 
 async def test_user_error_becomes_action_error() -> None:
@@ -175,15 +182,12 @@ async def test_user_error_becomes_action_error() -> None:
     def boom(state: State) -> State:
         raise ValueError("nope")
 
-    for runner in (run_action, run_action_sync):
-        with pytest.raises(ActionError) as info:
-            out = runner(boom, BASE)
-            if asyncio.iscoroutine(out):
-                await out
-        err = info.value
-        assert isinstance(err.__cause__, ValueError)
-        assert err.action == "boom" and err.sequence_id == -1 and err.attempt == 1
-        assert "ValueError: nope" in str(err)
+    with pytest.raises(ActionError) as info:
+        await run_action(boom, BASE)
+    err = info.value
+    assert isinstance(err.__cause__, ValueError)
+    assert err.action == "boom" and err.sequence_id == -1 and err.attempt == 1
+    assert "ValueError: nope" in str(err)
 
 
 async def test_contract_errors_are_not_wrapped_nor_retried() -> None:
@@ -350,7 +354,7 @@ async def test_node_retries_exec_only() -> None:
 
     node = Summarise(fail_times=5, max_retries=3)
     with pytest.raises(ActionError) as info:
-        run_action_sync(node, BASE)
+        await run_action(node, BASE)
     assert info.value.attempt == 3 and "in exec" in str(info.value)
     assert isinstance(info.value.__cause__, ConnectionError)
     assert str(info.value.__cause__) == "flaky 3"
@@ -433,8 +437,6 @@ async def test_async_node_parts() -> None:
     assert node.is_async
     out = await run_action(node, BASE)
     assert out.result == 10 and out.attempt == 2 and out.state["out"] == 10
-    with pytest.raises(StateError, match="is async"):
-        run_action_sync(node, BASE)
 
 
 async def test_node_errors_in_prep_and_post() -> None:
@@ -460,7 +462,7 @@ async def test_node_errors_in_prep_and_post() -> None:
         await run_action(BadPrep(), BASE)
     assert info.value.attempt == 1
     with pytest.raises(ActionError, match="in post"):
-        run_action_sync(BadPost(), BASE)
+        await run_action(BadPost(), BASE)
     with pytest.raises(StateError, match="label 3"):
         await run_action(BadLabel(), BASE)
     with pytest.raises(StateError, match=r"expected a State or a \(label, State\)"):
@@ -544,7 +546,7 @@ async def test_batch_results_in_input_order_with_per_item_retries(mode: Any) -> 
     assert node.calls == {5: 1, 3: 2, 9: 1, 1: 1, 7: 2, 2: 1}
 
     node = Square(fail_first={3, 7}, max_retries=2, mode=mode, concurrency=3)
-    sync = run_action_sync(node, ITEMS)
+    sync = await run_action(node, ITEMS)
     assert sync.state["squares"] == [25, 9, 81, 1, 49, 4] and sync.attempt == 2
 
 
@@ -559,7 +561,7 @@ async def test_batch_per_item_fallback_and_failure(mode: Any) -> None:
         await run_action(Square(max_retries=2, mode=mode), state)
     assert isinstance(info.value.__cause__, ValueError) and info.value.attempt == 2
     with pytest.raises(ActionError, match="item 2 of 4"):
-        run_action_sync(Square(max_retries=2, mode=mode), state)
+        await run_action(Square(max_retries=2, mode=mode), state)
 
 
 async def test_batch_empty_and_bad_items() -> None:
@@ -631,16 +633,12 @@ class SyncSleeper(BatchNode):
         return state.update(done=len(exec_res))
 
 
-@pytest.mark.parametrize("runner", ["async", "sync"])
-async def test_parallel_sync_exec_overlaps_in_threads(runner: str) -> None:
+async def test_parallel_sync_exec_overlaps_in_threads() -> None:
     n = 5
     node = SyncSleeper(concurrency=n)
     state = State.based({"count": n})
     t0 = time.monotonic()
-    if runner == "async":
-        out = await run_action(node, state)
-    else:
-        out = run_action_sync(node, state)
+    out = await run_action(node, state)
     assert out.state["done"] == n
     assert time.monotonic() - t0 < 0.6 * n * 0.2
     assert len(set(out.result)) > 1  # ran in several threads
