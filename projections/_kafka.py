@@ -86,7 +86,7 @@ class KafkaSource(Source):
             if self.timeout is not None:
                 first = min(first, self.timeout)
             done, _ = await asyncio.wait({task}, timeout=first)
-            if not done:
+            if not done and (self.timeout is None or first < self.timeout):
                 self._notice(what, first)
                 rest = None if self.timeout is None else self.timeout - first
                 done, _ = await asyncio.wait({task}, timeout=rest)
