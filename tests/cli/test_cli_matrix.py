@@ -133,6 +133,12 @@ CASES: list[tuple[str, str, list[str]]] = [
         "missing file",
         ["relay", "--db", "missing.db", "--bootstrap", "h:9", "--topic", "t"],
     ),
+    # --- serve (all checked before a server starts)
+    ("serve", "missing --port value", ["serve", "--db", "log.db", "--port"]),
+    ("serve", "malformed --port", ["serve", "--db", "log.db", "--port", "http"]),
+    ("serve", "--port 70000", ["serve", "--db", "log.db", "--port", "70000"]),
+    ("serve", "--max-concurrent-runs 0", ["serve", "--db", "log.db", "--max-concurrent-runs", "0"]),
+    ("serve", "--run-timeout -1", ["serve", "--db", "log.db", "--run-timeout", "-1"]),
     # --- projections
     ("projections", "no action", ["projections"]),
     ("projections list", "missing --import value", ["projections", "list", "--import"]),
