@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import subprocess
 import sys
 import textwrap
@@ -598,3 +600,61 @@ def test_every_code_block_of_the_redis_page_runs(
             exec(compile(code, "docs/redis.md", "exec"), {"__name__": "__doc_block__"})
     finally:
         asyncio.run(clean())
+
+
+# --------------------------------------------------------------------------- lifecycle, engine
+
+
+async def test_a_cancelled_append_commits_whole_or_not_at_all(store: RedisEventStore) -> None:
+    last = -1
+    for round_ in range(20):
+        task = asyncio.create_task(store.append(evs("a", last + 1, 50), expected_sequence=last))
+        for _ in range(round_ % 4):
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        now = await store.last_sequence(PK, "a")
+        assert now in (last, last + 50)
+        last = now
+    assert await store.verify() is None
+    assert [r.position for r in await store.read_all()] == list(range(1, last + 2))
+    await store.append(evs("a", last + 1, 1), expected_sequence=last)
+
+
+async def test_an_unclosed_store_warns(redis_url: str, redis_prefix: str) -> None:
+    store = await RedisEventStore.open(redis_url, prefix=redis_prefix)
+    await store.append(evs("a", 0, 1), expected_sequence=-1)
+    client = store._client
+    with pytest.warns(ResourceWarning, match="unclosed RedisEventStore"):
+        del store
+        gc.collect()
+    await client.aclose()
+
+
+async def test_an_engine_app_runs_on_redis(redis_url: str, redis_prefix: str) -> None:
+    from statelog.engine import ApplicationBuilder, State, action, default, expr
+
+    @action(reads=["count"], writes=["count"])
+    def tick(state: State) -> State:
+        return state.increment(count=1)
+
+    async with RedisEventStore(redis_url, prefix=redis_prefix) as store:
+        app = await (
+            ApplicationBuilder()
+            .with_actions(tick=tick)
+            .with_transitions(("tick", "tick", expr("count < 5")), ("tick", "tick", default))
+            .with_state(count=0)
+            .with_entrypoint("tick")
+            .with_identifiers(app_id="counter", partition_key="tour")
+            .with_store(store)
+            .abuild()
+        )
+        async with app:
+            for _ in range(5):
+                await app.astep()
+        assert await store.fold_stream("tour", "counter") == (
+            {"count": 5},
+            await store.last_sequence("tour", "counter"),
+        )
+        assert await store.verify() is None
