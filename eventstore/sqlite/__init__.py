@@ -1,4 +1,4 @@
-"""The SQLite backend: the embedded default log (aiosqlite, WAL).
+"""The SQLite backend: the embedded default log (WAL; one writer thread, one reader thread).
 
 This package owns the driver and its one error boundary, ``translate_error``,
 which the store, the snapshot store, the relay checkpoint and the Kafka index

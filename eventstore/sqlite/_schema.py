@@ -1,25 +1,42 @@
-"""The SQLite event log's file: schema, format checks, and the error boundary.
+"""The SQLite event log's file: connections, schema, format checks, the error boundary.
 
-``translate_error`` is the one place sqlite3 and aiosqlite errors become
-statelog's typed errors (``raise translate_error(exc, path) from exc``).
+``translate_error`` is the one place sqlite3 (and aiosqlite) errors become
+statelog's typed errors (``raise translate_error(exc, path) from exc``): the
+event store, the snapshot store, the Kafka relay's checkpoint and the Kafka
+index all use it.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from typing import Literal
-
-import aiosqlite
+from urllib.parse import quote
 
 from .._codec import MSGPACK, Codec, get_codec
 from .._errors import StoreClosedError, StoreCorruptError, StoreError, StoreUnavailableError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Synchronous", "prepare_schema", "translate_error"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "WAL_LIMIT",
+    "Synchronous",
+    "connect",
+    "connect_read_only",
+    "prepare_schema",
+    "read_format",
+    "translate_error",
+]
 
 FORMAT = "statelog-eventstore"
 FORMAT_VERSION = 1
 
 Synchronous = Literal["NORMAL", "FULL"]
+
+#: Each connection's ``journal_size_limit``: a WAL restarted after a checkpoint
+#: is cut back to this size (4 MiB).
+WAL_LIMIT = 4 * 1024 * 1024
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS eventstore_meta ("
@@ -54,12 +71,18 @@ _UNAVAILABLE_CODES = {
 
 
 def translate_error(exc: BaseException, path: str) -> StoreError:
-    """The one boundary: a sqlite3/aiosqlite error as a ``StoreError``."""
+    """The one boundary: a sqlite3/aiosqlite error on ``path`` as a ``StoreError``.
+
+    ``SQLITE_CORRUPT``/``NOTADB``/``FORMAT`` -> ``StoreCorruptError``; busy,
+    locked, cannot open, I/O, full, read-only, permission ->
+    ``StoreUnavailableError``; a closed connection -> ``StoreClosedError``;
+    anything else -> ``StoreError``. A ``StoreError`` passes through unchanged.
+    """
     if isinstance(exc, StoreError):
         return exc
     if isinstance(exc, ValueError) and not isinstance(exc, sqlite3.Error):
         # aiosqlite: "Connection closed" / "no active connection"
-        return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
+        return StoreClosedError(f"the connection to {path!r} is closed: {exc}")
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
@@ -69,46 +92,112 @@ def translate_error(exc: BaseException, path: str) -> StoreError:
         if primary in _UNAVAILABLE_CODES:
             return StoreUnavailableError(f"SQLite database {path!r} is unavailable ({name}: {exc})")
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-            return StoreClosedError(f"SQLiteEventStore({path!r}) is closed: {exc}")
+            return StoreClosedError(f"the connection to {path!r} is closed: {exc}")
         return StoreError(f"SQLite error on {path!r} ({name}: {exc})")
     return StoreError(f"SQLite error on {path!r}: {exc!r}")
 
 
-async def prepare_schema(
-    conn: aiosqlite.Connection,
-    path: str,
-    *,
-    synchronous: str,
-    busy_timeout: float,
-    codec: Codec | None,
+def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
+    """A read-write connection in autocommit mode (the store's writer and reader).
+
+    Creates the file if it does not exist. WAL is switched on by
+    ``prepare_schema``; ``busy_timeout`` is how long a statement waits for a
+    lock another connection holds.
+    """
+    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout, check_same_thread=False)
+    try:
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+        db.execute(f"PRAGMA synchronous={synchronous}")
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def connect_read_only(path: str, *, busy_timeout: float) -> tuple[sqlite3.Connection, bool]:
+    """A connection that cannot write: a ``file:...?mode=ro`` URI.
+
+    A file in WAL mode with no ``-wal`` file beside it (closed cleanly: every
+    commit is in the file itself) is opened ``immutable``: otherwise SQLite
+    would create ``-wal`` and ``-shm`` files next to it to read it, and leave
+    them there. The reader reopens without ``immutable`` once a ``-wal``
+    appears (``_threads.Reader``). A file with a ``-wal`` is read through it, as
+    SQLite allows: that needs its ``-shm`` to exist or be creatable.
+    """
+    if not os.path.exists(path):
+        raise StoreUnavailableError(f"{path!r} does not exist: expected a statelog event log")
+    if os.path.isdir(path):
+        raise StoreUnavailableError(f"{path!r} is a directory, not a statelog event log")
+    if os.path.getsize(path) == 0:
+        raise StoreCorruptError(
+            f"{path!r} is an empty (0-byte) file, not a statelog event log "
+            f"(expected a SQLite database with format {FORMAT!r})"
+        )
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
+    immutable = _wal_mode(path) and not os.path.exists(path + "-wal")
+    if immutable:
+        uri += "&immutable=1"
+    db = sqlite3.connect(
+        uri, uri=True, isolation_level=None, timeout=busy_timeout, check_same_thread=False
+    )
+    try:
+        db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+    except BaseException:
+        db.close()
+        raise
+    return db, immutable
+
+
+def _wal_mode(path: str) -> bool:
+    """Whether the file's header says WAL (bytes 18 and 19 are 2)."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return False
+    return len(header) == 20 and header.startswith(b"SQLite format 3\x00") and header[18] == 2
+
+
+def prepare_schema(
+    db: sqlite3.Connection, path: str, *, codec: Codec | None, busy_timeout: float
 ) -> Codec:
-    """Set WAL and the pragmas, create the tables in a new file, check an old one.
+    """Put the file in WAL mode, create the tables in a new file, check an old one.
 
     Returns the codec the file stores events with. A file that is not a
-    statelog event log raises ``StoreCorruptError``.
+    statelog event log raises ``StoreCorruptError``. Processes creating one new
+    file at once can find it busy while switching it to WAL: retried for
+    ``busy_timeout``.
     """
-    mode = await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-    if not mode or str(list(mode)[0][0]).lower() != "wal":
+    deadline = time.monotonic() + busy_timeout
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _prepare_schema(db, path, codec)
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(min(0.01 * attempt, 0.2))
+
+
+def _prepare_schema(db: sqlite3.Connection, path: str, codec: Codec | None) -> Codec:
+    mode = db.execute("PRAGMA journal_mode=WAL").fetchall()
+    if not mode or str(mode[0][0]).lower() != "wal":
         raise StoreUnavailableError(f"cannot put {path!r} in WAL mode (got {mode!r})")
-    await conn.execute(f"PRAGMA synchronous={synchronous}")
-    await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
-    tables = {
-        row[0]
-        for row in await conn.execute_fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
-        )
-    }
+    tables = _tables(db)
     if "eventstore_meta" not in tables:
         if tables & {"events", "streams"}:
             raise StoreCorruptError(
                 f"{path!r} holds 'events'/'streams' tables but no eventstore_meta: "
                 "it is not a statelog event log"
             )
-        await conn.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _SCHEMA:
-                await conn.execute(statement)
-            await conn.executemany(
+                db.execute(statement)
+            db.executemany(
                 "INSERT OR IGNORE INTO eventstore_meta (key, value) VALUES (?, ?)",
                 [
                     ("format", FORMAT),
@@ -116,15 +205,30 @@ async def prepare_schema(
                     ("codec", (codec or MSGPACK).name),
                 ],
             )
-            await conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                await conn.execute("ROLLBACK")
-            raise
-    meta: dict[str, str] = {
-        str(key): str(value)
-        for key, value in await conn.execute_fetchall("SELECT key, value FROM eventstore_meta")
-    }
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+    return read_format(db, path, codec)
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def read_format(db: sqlite3.Connection, path: str, codec: Codec | None = None) -> Codec:
+    """Check that ``db`` is a statelog event log this version reads; return its codec.
+
+    Only reads, so a read-only connection uses it as it is.
+    """
+    tables = _tables(db)
+    if "eventstore_meta" not in tables:
+        found = ", ".join(sorted(tables)) if tables else "no tables at all"
+        raise StoreCorruptError(
+            f"{path!r} is a SQLite database but not a statelog event log: it holds "
+            f"{found}; expected the tables eventstore_meta, streams and events"
+        )
+    meta = {str(k): str(v) for k, v in db.execute("SELECT key, value FROM eventstore_meta")}
     if meta.get("format") != FORMAT:
         raise StoreCorruptError(
             f"{path!r} is not a statelog event log: format {meta.get('format')!r}, "

@@ -1,201 +1,393 @@
-"""The write statements of ``SQLiteEventStore``: inline on the loop thread, or on aiosqlite's.
+"""The group commit: one writer thread, one connection, a queue of pending appends.
 
-With ``synchronous="NORMAL"`` the store holds a second, stdlib connection
-(``open_direct``) and runs each write statement on the event-loop thread:
-one small WAL commit without fsync (~30 us) instead of an aiosqlite thread
-hand-off (40-300 us on a loaded 2-core machine). It never waits: a lock held
-elsewhere raises ``SQLITE_BUSY`` at once (``busy_timeout=0``), nothing is
-written, and the statement runs on aiosqlite's thread instead, which waits up
-to the store's ``busy_timeout``. It never checkpoints
-(``wal_autocheckpoint=0``): after ~1000 WAL pages a PASSIVE checkpoint starts
-on aiosqlite's thread while inline commits go on, and a short second one,
-which inline commits wait for, copies what they wrote meanwhile so the WAL
-restarts (``_checkpoint_behind``; the ``-wal`` file's size is looked at every
-~256 pages written; ``journal_size_limit`` cuts a restarted WAL back, so that
-size is what the WAL holds). With ``FULL`` there is no inline connection. See
-the store's module docstring for the whole picture.
+The event loop only validates, seals and encodes an append (``SQLiteEventStore.
+append``) and queues it here as a ``Request`` with a future. The appends of one
+loop turn are handed to the thread together (``submit`` collects them, one
+``call_soon`` hands them over), and while the thread commits a group the next
+one gathers. The thread takes what is queued (up to ``GROUP_EVENTS`` events)
+and writes it in ONE transaction::
+
+    BEGIN IMMEDIATE                 -- the write lock: what it reads is the truth
+    PRAGMA data_version             -- another connection wrote? forget the heads
+    SELECT heads of unknown streams
+    check each request's expected_sequence against its stream's head
+    INSERT new streams; INSERT the rows, up to 1000 per statement
+    COMMIT
+
+then hands every caller its outcome (its events with their positions, or
+``ConcurrencyError`` if it was behind) in one callback on the loop. A request
+refused for being behind writes nothing; the others of its group commit. If a
+statement fails on a constraint, the group is rolled back and its requests are
+written one per transaction, so only the faulty one fails.
+
+A caller cancelled while waiting does not stop the thread: its append is then
+written whole or (if the thread had not taken it yet) not at all, and no
+transaction is ever left open. Nothing of a commit runs on the event loop.
+
+The writer's life is a small state machine::
+
+    OPENING -> IDLE <-> WRITING -> CLOSING -> CLOSED
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
+import enum
 import sqlite3
-from typing import Any
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
-import aiosqlite
+from .._chain import seal
+from .._codec import Codec
+from .._errors import ConcurrencyError, StoreClosedError, StoreError
+from .._event import Event, Recorded, StreamId
+from ._schema import connect, prepare_schema, translate_error
+from ._threads import deliver, settle
 
-from .._errors import ConcurrencyError
-from .._event import StreamId
-from ._schema import translate_error
+__all__ = ["GROUP_EVENTS", "Head", "Request", "Writer", "WriterState"]
 
-__all__ = ["WAL_LIMIT", "SQLiteWrites", "open_direct"]
-
-#: WAL size (bytes, ~1000 pages of 4 KiB) past which the next write checkpoints;
-#: also each connection's ``journal_size_limit``, so a restarted WAL is cut back
-#: to it and the file's size tells how much the WAL holds.
-WAL_LIMIT = 4 * 1024 * 1024
-#: Look at the ``-wal`` file's size after about this many pages written inline
-#: (counted generously: one per commit plus one per row).
-_STAT_EVERY = 256
-_BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+#: Rows per multi-row INSERT (4 bound variables each, under SQLite's limit).
+ROWS_PER_STATEMENT = 1000 if sqlite3.sqlite_version_info >= (3, 32) else 240
+#: The writer takes at most this many events into one group (and at least one append).
+GROUP_EVENTS = 4 * ROWS_PER_STATEMENT
 
 
-class SQLiteWrites:
-    """Write statements of the SQLite event store (a mixin; the store gives the state)."""
+class WriterState(enum.Enum):
+    OPENING = "opening"  # the thread is opening the file and checking its schema
+    IDLE = "idle"  # waiting for appends
+    WRITING = "writing"  # committing a group
+    CLOSING = "closing"  # asked to stop: writes what is queued, then closes
+    CLOSED = "closed"  # the connection is closed and the thread has ended
 
-    path: str
-    _conn: aiosqlite.Connection | None
-    _direct: sqlite3.Connection | None
-    _gate: asyncio.Event | None
-    _checkpointing: asyncio.Task[None] | None
-    _checkpoint_holds: bool
-    _wal_pages: int
-    inline_commits: int
-    thread_commits: int
-    busy_fallbacks: int
-    checkpoints: int
 
-    async def _connected(self) -> aiosqlite.Connection:
-        raise NotImplementedError
+class Head(NamedTuple):
+    """What the writer knows of a stream's end (db id ``None``: not in the file yet)."""
 
-    async def _write(self, sql: str, params: list[Any]) -> int:
-        """One atomic write statement in one hop; return the last rowid it inserted.
+    db_id: int | None
+    last: int
+    hash: str
 
-        A UNIQUE conflict becomes ``ConcurrencyError`` (the caller names it).
-        Rows are not fetched back with ``RETURNING``: each fetched row would
-        cost the worker thread another round for the GIL.
-        """
-        direct = self._direct
-        if direct is not None and self._gate is None:
-            if self._checkpoint_holds:  # its second half: no inline commit until it ends
-                assert self._checkpointing is not None
-                await asyncio.wait([self._checkpointing])
-            try:
-                cursor = direct.execute(sql, params)
-            except sqlite3.IntegrityError as exc:
-                if "UNIQUE" in str(exc):
-                    raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
-                raise translate_error(exc, self.path) from exc
-            except sqlite3.OperationalError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES:
-                    raise translate_error(exc, self.path) from exc
-                self.busy_fallbacks += 1  # nothing written: wait on the thread
-            except (sqlite3.Error, ValueError) as exc:
-                raise translate_error(exc, self.path) from exc
+
+class Request:
+    """One caller's append: sealed events, their stored bodies and digests, a future."""
+
+    __slots__ = ("stream", "expected", "events", "bodies", "digests", "sealed_from", "future")
+
+    def __init__(
+        self,
+        stream: StreamId,
+        expected: int,
+        events: list[Event],
+        bodies: list[bytearray],
+        digests: list[bytearray],
+        sealed_from: str,
+        future: asyncio.Future[list[Recorded]],
+    ) -> None:
+        self.stream = stream
+        self.expected = expected
+        self.events = events  # sealed on the loop, chained from ``sealed_from``
+        self.bodies = bodies
+        self.digests = digests
+        self.sealed_from = sealed_from
+        self.future = future
+
+
+Outcome = list[Recorded] | BaseException
+
+
+class Writer:
+    """The store's writer: a daemon thread committing queued appends in groups.
+
+    Holds no reference to the store, so a store dropped open can be collected.
+    ``heads`` is the writer's; the loop reads it only as a hint for sealing
+    (an append sealed from a stale hash is resealed here).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: str,
+        busy_timeout: float,
+        codec: Codec | None,
+        hmac_key: bytes | None,
+        on_commit: Callable[[], None],
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.hmac_key = hmac_key
+        self.heads: dict[StreamId, Head] = {}
+        self.state = WriterState.OPENING
+        self._codec_asked = codec
+        self._on_commit = on_commit
+        self._data_version: int | None = None
+        self._cond = threading.Condition()
+        self._inbox: list[Request] = []  # handed over, not yet taken (guarded by _cond)
+        self._outbox: list[Request] = []  # this loop turn's appends (loop thread only)
+        self._loop = asyncio.get_running_loop()
+        self._opened: asyncio.Future[Codec] = self._loop.create_future()
+        self._stopped: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, name=f"statelog-writer:{path}", daemon=True
+        )
+
+    # ------------------------------------------------------------ the loop's side
+
+    async def start(self) -> Codec:
+        """Start the thread; return the file's codec once it is open and checked."""
+        self._thread.start()
+        try:
+            return await asyncio.shield(self._opened)
+        except BaseException:
+            self.stop()
+            raise
+
+    def submit(self, request: Request) -> None:
+        """Queue an append; this loop turn's appends are handed over together."""
+        self._outbox.append(request)
+        if len(self._outbox) == 1:
+            if self.state is WriterState.IDLE:
+                self._hand_over()
             else:
-                self._committed_inline(1 + len(params) // 4)
-                return cursor.lastrowid or 0
-        conn = self._conn
-        if conn is None:
-            conn = await self._connected()
-        try:
-            done = await conn.execute(sql, params)
-            self.thread_commits += 1
-            return done.lastrowid or 0
-        except sqlite3.IntegrityError as exc:
-            if "UNIQUE" in str(exc):
-                raise ConcurrencyError(StreamId("", ""), -1, -1) from exc
-            raise translate_error(exc, self.path) from exc
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_error(exc, self.path) from exc
+                self._loop.call_soon(self._hand_over)
 
-    def _inline_rows(self, sql: str, params: list[Any]) -> list[Any] | None:
-        """Run a write statement that returns rows inline; ``None``: use the thread."""
-        direct = self._direct
-        if direct is None or self._gate is not None or self._checkpoint_holds:
-            return None  # (the thread runs it after the checkpoint)
-        try:
-            rows = direct.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _BUSY_CODES:
-                raise translate_error(exc, self.path) from exc
-            self.busy_fallbacks += 1
-            return None
-        except (sqlite3.Error, ValueError) as exc:
-            raise translate_error(exc, self.path) from exc
-        self._committed_inline(1 + len(rows))
-        return rows
-
-    def _committed_inline(self, pages: int) -> None:
-        """Count an inline commit; past ``WAL_LIMIT`` bytes, start a checkpoint."""
-        self.inline_commits += 1
-        self._wal_pages += pages
-        if self._wal_pages >= _STAT_EVERY:
-            self._wal_pages = 0
-            if self._checkpointing is not None:
+    def _hand_over(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        with self._cond:
+            if self.state is not WriterState.CLOSED:
+                self._inbox += batch
+                self._cond.notify()
                 return
-            try:
-                size = os.stat(self.path + "-wal").st_size
-            except OSError:
-                size = 0
-            if size > WAL_LIMIT:
-                self._checkpointing = asyncio.get_running_loop().create_task(
-                    self._checkpoint_behind()
+        error = StoreClosedError(f"the writer of {self.path!r} has stopped")
+        for request in batch:
+            settle(request.future, None, error)
+
+    def stop(self) -> None:
+        """Ask the thread to write what is queued, close and end (any thread; idempotent)."""
+        with self._cond:
+            if self.state in (WriterState.OPENING, WriterState.IDLE, WriterState.WRITING):
+                self.state = WriterState.CLOSING
+            self._cond.notify()
+
+    async def aclose(self) -> None:
+        """Write what is queued, close the connection, end the thread."""
+        self._hand_over()
+        self.stop()
+        if self._thread.ident is not None:  # it was started
+            await asyncio.shield(self._stopped)
+            self._thread.join()
+
+    # ------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        try:
+            db = connect(self.path, synchronous=self.synchronous, busy_timeout=self.busy_timeout)
+        except BaseException as exc:
+            self._end(None, exc)
+            return
+        try:
+            codec = prepare_schema(
+                db, self.path, codec=self._codec_asked, busy_timeout=self.busy_timeout
+            )
+        except BaseException as exc:
+            self._end(db, exc)
+            return
+        deliver(self._loop, settle, self._opened, codec, None)
+        try:
+            while True:
+                with self._cond:
+                    if self.state is WriterState.OPENING:
+                        self.state = WriterState.IDLE
+                    while not self._inbox and self.state is WriterState.IDLE:
+                        self._cond.wait()
+                    if not self._inbox:  # CLOSING, and everything is written
+                        break
+                    group = self._take_group()
+                    if self.state is WriterState.IDLE:
+                        self.state = WriterState.WRITING
+                if group:
+                    outcomes = self._commit(db, group)
+                    deliver(self._loop, _settle_group, group, outcomes, self._on_commit)
+                with self._cond:
+                    if self.state is WriterState.WRITING:
+                        self.state = WriterState.IDLE
+        finally:
+            self._end(db, None)
+
+    def _end(self, db: sqlite3.Connection | None, error: BaseException | None) -> None:
+        if db is not None:
+            db.close()
+        with self._cond:
+            self.state = WriterState.CLOSED
+            left, self._inbox = self._inbox, []
+        if error is not None:
+            deliver(self._loop, settle, self._opened, None, error)
+        if left:
+            closed = StoreClosedError(f"the writer of {self.path!r} has stopped")
+            deliver(self._loop, _settle_group, left, [closed] * len(left), None)
+        deliver(self._loop, settle, self._stopped, None, None)
+
+    def _take_group(self) -> list[Request]:
+        """Queued appends, oldest first, up to ``GROUP_EVENTS`` events (at least one)."""
+        group: list[Request] = []
+        size = 0
+        taken = 0
+        for request in self._inbox:
+            if size and size + len(request.events) > GROUP_EVENTS:
+                break
+            taken += 1
+            if request.future.cancelled():  # its caller left before it was written
+                continue
+            group.append(request)
+            size += len(request.events)
+        del self._inbox[:taken]
+        return group
+
+    def _commit(self, db: sqlite3.Connection, group: list[Request]) -> list[Outcome]:
+        """Commit ``group``; every request gets its outcome. Never raises."""
+        try:
+            return self._transaction(db, group)
+        except BaseException as exc:
+            self.heads.clear()  # what was read or assumed inside may be rolled back
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.IntegrityError) and len(group) > 1:
+                return [self._commit(db, [request])[0] for request in group]
+            if isinstance(exc, sqlite3.Error):
+                error: BaseException = translate_error(exc, self.path)
+                error.__cause__ = exc
+            else:
+                error = StoreError(f"append to {self.path!r} failed: {exc!r}")
+                error.__cause__ = exc
+            return [error] * len(group)
+
+    def _transaction(self, db: sqlite3.Connection, group: list[Request]) -> list[Outcome]:
+        db.execute("BEGIN IMMEDIATE")
+        version = db.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:  # another connection wrote: heads may be stale
+            self._data_version = version
+            self.heads.clear()
+        heads = self.heads
+        unknown = {request.stream for request in group} - heads.keys()
+        if unknown:
+            self._load_heads(db, unknown)
+        outcomes: list[Outcome | None] = [None] * len(group)
+        accepted: list[Request] = []
+        new: dict[StreamId, int | None] = {}
+        for i, request in enumerate(group):
+            head = heads[request.stream]
+            if head.last != request.expected:
+                outcomes[i] = ConcurrencyError(request.stream, request.expected, head.last)
+                continue
+            if request.sealed_from != head.hash:  # the head moved since it was sealed
+                request.events = seal(request.events, head.hash, self.hmac_key)
+                request.digests = [bytearray.fromhex(e.hash) for e in request.events]
+                request.sealed_from = head.hash
+            if head.db_id is None:
+                new[request.stream] = None
+            last = request.events[-1]
+            heads[request.stream] = Head(head.db_id, last.sequence_id, last.hash)
+            accepted.append(request)
+        if new:
+            self._create_streams(db, new)
+        position = self._insert(db, accepted) if accepted else 0
+        db.execute("COMMIT")
+        it = iter(accepted)
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:
+                request = next(it)
+                outcomes[i] = [Recorded(position + j, e) for j, e in enumerate(request.events)]
+                position += len(request.events)
+        return outcomes  # type: ignore[return-value]
+
+    def _load_heads(self, db: sqlite3.Connection, streams: Iterable[StreamId]) -> None:
+        wanted = list(streams)
+        for stream in wanted:
+            self.heads[stream] = Head(None, -1, "")
+        for start in range(0, len(wanted), 400):
+            part = wanted[start : start + 400]
+            values = ",".join(["(?, ?)"] * len(part))
+            for pk, app, db_id, seq, digest in db.execute(
+                "SELECT s.partition_key, s.app_id, s.id, e.sequence_id, e.hash FROM streams s "
+                "LEFT JOIN events e ON e.stream_id = s.id AND e.sequence_id = "
+                "(SELECT MAX(sequence_id) FROM events WHERE stream_id = s.id) "
+                f"WHERE (s.partition_key, s.app_id) IN (VALUES {values})",
+                [x for stream in part for x in stream],
+            ):
+                self.heads[StreamId(pk, app)] = Head(
+                    db_id, -1 if seq is None else seq, bytes(digest).hex() if digest else ""
                 )
 
-    async def _checkpoint_behind(self) -> None:
-        """Copy the WAL into the database file, mostly while this store goes on committing.
+    def _create_streams(self, db: sqlite3.Connection, new: dict[StreamId, int | None]) -> None:
+        streams = list(new)
+        for start in range(0, len(streams), 400):
+            part = streams[start : start + 400]
+            values = ",".join(["(?, ?)"] * len(part))
+            for db_id, pk, app in db.execute(
+                f"INSERT INTO streams (partition_key, app_id) VALUES {values} "
+                "RETURNING id, partition_key, app_id",
+                [x for stream in part for x in stream],
+            ).fetchall():
+                stream = StreamId(pk, app)
+                self.heads[stream] = self.heads[stream]._replace(db_id=db_id)
 
-        ``PRAGMA wal_checkpoint(PASSIVE)`` runs on aiosqlite's thread, never on
-        the loop: it syncs the WAL, copies its pages into the database file and
-        syncs that (with ``synchronous=NORMAL``, a few milliseconds of fsync for
-        a 4 MiB WAL). The inline connection (``wal_autocheckpoint=0``) keeps
-        committing meanwhile, so no caller waits for those syncs. But the WAL
-        only starts over from its beginning once every frame in it has been
-        copied; so if anything was committed meanwhile, a second checkpoint
-        follows at once, holding the write turn (``_write`` waits for it): it
-        copies just the frames written during the first (a short sync), and
-        the next commit restarts the WAL, which stays bounded. Callers go on
-        validating, encoding and queueing their appends while it runs.
-        PASSIVE neither waits for nor blocks other processes; frames a reader
-        still needs are left for the next checkpoint.
+    def _insert(self, db: sqlite3.Connection, accepted: list[Request]) -> int:
+        """Insert the rows of ``accepted`` in order; return the first one's position.
+
+        The rows get consecutive positions: an INTEGER PRIMARY KEY without
+        AUTOINCREMENT takes max(rowid) + 1 for each new row, and this
+        transaction holds the write lock.
         """
-        try:
-            writes = self.inline_commits + self.thread_commits
-            if await self._checkpoint() and self.inline_commits + self.thread_commits != writes:
-                self._checkpoint_holds = True
-                try:
-                    await self._checkpoint()
-                finally:
-                    self._checkpoint_holds = False
-        finally:
-            self._checkpointing = None
-            self._wal_pages = 0
-
-    async def _checkpoint(self) -> bool:
-        """``PRAGMA wal_checkpoint(PASSIVE)`` on aiosqlite's thread; ``False`` if it failed."""
-        conn = self._conn
-        if conn is None:
-            return False
-        try:
-            await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except (sqlite3.Error, ValueError):
-            return False  # the next threshold tries again; a real fault shows on the write
-        self.checkpoints += 1
-        return True
+        params: list[Any] = []
+        first = 0
+        for request in accepted:
+            db_id = self.heads[request.stream].db_id
+            for event, digest, body in zip(
+                request.events, request.digests, request.bodies, strict=True
+            ):
+                params += (db_id, event.sequence_id, digest, body)
+                if len(params) == 4 * ROWS_PER_STATEMENT:
+                    position = _insert_rows(db, params)
+                    first = first or position
+                    params = []
+        if params:
+            position = _insert_rows(db, params)
+            first = first or position
+        return first
 
 
-def open_direct(path: str) -> sqlite3.Connection | None:
-    """The inline path's connection: never waits for a lock, never checkpoints.
+_INSERT_SQL: dict[int, str] = {}
 
-    ``busy_timeout=0``: a write lock held elsewhere raises ``SQLITE_BUSY`` at
-    once and the store falls back to aiosqlite's thread, which waits. ``None``
-    if the file is not in WAL mode (then every write uses the thread).
-    """
-    try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=0, check_same_thread=False)
-    except sqlite3.Error:
-        return None
-    try:
-        db.execute("PRAGMA busy_timeout=0")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA wal_autocheckpoint=0")
-        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
-        mode = db.execute("PRAGMA journal_mode").fetchone()
-        if mode is not None and str(mode[0]).lower() == "wal":
-            return db
-    except sqlite3.Error:
-        pass
-    db.close()
-    return None
+
+def _insert_rows(db: sqlite3.Connection, params: list[Any]) -> int:
+    """One multi-row INSERT; return the position of its first row."""
+    rows = len(params) // 4
+    sql = _INSERT_SQL.get(rows)
+    if sql is None:
+        values = ",".join(["(?,?,?,?)"] * rows)
+        sql = f"INSERT INTO events (stream_id, sequence_id, hash, body) VALUES {values}"
+        if len(_INSERT_SQL) < 256:
+            _INSERT_SQL[rows] = sql
+    last = db.execute(sql, params).lastrowid or 0
+    return last - rows + 1
+
+
+def _settle_group(
+    group: list[Request], outcomes: list[Outcome], on_commit: Callable[[], None] | None
+) -> None:
+    """On the loop: hand each caller its outcome; wake subscribers if anything committed."""
+    committed = False
+    for request, outcome in zip(group, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            settle(request.future, None, outcome)
+        else:
+            committed = True
+            settle(request.future, outcome, None)
+    if committed and on_commit is not None:
+        on_commit()
