@@ -21,17 +21,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statelog import __version__
 
-from ._problems import ProblemError, install_problem_handlers, problem_response
+from ._problems import install_problem_handlers, problem_response
 from ._routes import router
 from ._service import Service, ServiceConfig
 
 __all__ = ["create_app"]
 
 _access = logging.getLogger("statelog.service.access")
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class _Edge:
@@ -65,18 +61,35 @@ class _Edge:
                     await response(scope, receive, send)
                     self._done(scope, request_id, 413, started)
                     return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise ProblemError(
-                        "payload-too-large", f"the body is over the limit of {limit} bytes"
+        # A body without Content-Length (chunked) is read here first, up to the limit,
+        # and handed on whole; one over the limit is refused before any route sees it.
+        receive_app = receive
+        if scope["method"] in ("POST", "PUT", "PATCH") and not any(
+            name == b"content-length" for name, _ in scope.get("headers", ())
+        ):
+            body = bytearray()
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                body += message.get("body", b"")
+                more = bool(message.get("more_body", False))
+                if len(body) > limit:
+                    response = problem_response(
+                        "payload-too-large",
+                        f"the body is over the limit of {limit} bytes",
+                        instance=scope.get("path"),
                     )
-            return message
+                    await response(scope, receive, send)
+                    self._done(scope, request_id, 413, started)
+                    return
+            replay: list[Message] = [{"type": "http.request", "body": bytes(body)}]
+
+            async def replayed() -> Message:
+                return replay.pop() if replay else await receive()
+
+            receive_app = replayed
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -89,7 +102,7 @@ class _Edge:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, receive_app, send_with_id)
         finally:
             self._done(scope, request_id, status, started)
 

@@ -108,5 +108,9 @@ def parse_tokens(text: str, *, source: str = "token file") -> TokenTable:
 
 def load_token_file(path: str | os.PathLike[str]) -> TokenTable:
     """Read and check a token file (before the server starts, so blocking is fine)."""
-    with open(path, encoding="utf-8") as handle:
-        return parse_tokens(handle.read(), source=os.fspath(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {os.fspath(path)!r}: {exc.strerror}") from exc
+    return parse_tokens(text, source=os.fspath(path))
