@@ -308,6 +308,51 @@ async def test_a_deleted_event_is_named(tmp_path: Path) -> None:
     assert (broken.app_id, broken.sequence_id) == ("a", 5)
 
 
+async def test_a_deleted_middle_event_is_corruption_for_every_read(tmp_path: Path) -> None:
+    """A hole in a stream is never folded past: each read names the stream and the id."""
+    path = tmp_path / "t.db"
+    await _filled(path)
+    position, _, _ = _row(path, "a", 5)
+    _tamper(path, "DELETE FROM events WHERE position = ?", position)
+    hole = r"stream 'tenant/a' .* is missing sequence_id 5"
+    async with SQLiteEventStore(path) as store:
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.read(PK, "a")
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.read(PK, "a", from_sequence=3, to_sequence=7)
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.read(PK, "a", from_sequence=6)  # its first event's prev_hash is gone
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.fold_stream(PK, "a")
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.fold_stream(PK, "a", from_sequence=2)
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.fold_stream(PK, "a", from_sequence=5)
+        with pytest.raises(StoreCorruptError, match=hole):
+            await store.read_all()
+        with pytest.raises(StoreCorruptError, match=hole):  # the page starts after the hole
+            await store.read_all(from_position=position + 1)
+        broken = await store.verify(PK, "a")
+        assert broken is not None and broken.sequence_id == 5 and "missing" in broken.reason
+        # what lies wholly before or after the hole still reads
+        assert [e.sequence_id for e in await store.read(PK, "a", to_sequence=4)] == list(range(5))
+        assert [e.sequence_id for e in await store.read(PK, "a", from_sequence=7)] == [7]
+        assert (await store.fold_stream(PK, "a", from_sequence=7))[1] == 7
+        assert await store.verify(PK, "b") is None
+
+
+async def test_a_deleted_last_event_reads_as_a_shorter_stream(tmp_path: Path) -> None:
+    """Without signed checkpoints a truncated tail cannot be told (another issue)."""
+    path = tmp_path / "t.db"
+    await _filled(path)
+    position, _, _ = _row(path, "a", 7)
+    _tamper(path, "DELETE FROM events WHERE position = ?", position)
+    async with SQLiteEventStore(path) as store:
+        assert [e.sequence_id for e in await store.read(PK, "a")] == list(range(7))
+        assert (await store.fold_stream(PK, "a"))[1] == 6
+        assert await store.verify() is None
+
+
 # ---------------------------------------------------------------- corrupt files
 
 
