@@ -33,10 +33,11 @@ from ._errors import (
     StoreClosedError,
     StoreCorruptError,
     StoreError,
-    StoreUnavailableError,
+    UsageError,
 )
 from ._event import StreamId, utcnow
 from ._resource import AsyncResource
+from .sqlite._schema import read_only_uri, translate_error
 
 __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
@@ -165,13 +166,10 @@ class _Skip(Exception):
     """Internal: why one stored snapshot cannot be used."""
 
 
-def _translate(exc: sqlite3.Error, what: str) -> StoreError:
-    """Map a sqlite3 error to the statelog tree (the one driver boundary)."""
-    if isinstance(exc, sqlite3.OperationalError):
-        return StoreUnavailableError(f"snapshot store: {what}: {exc}")
-    if isinstance(exc, sqlite3.DatabaseError):
-        return StoreCorruptError(f"snapshot store: {what}: {exc}")
-    return StoreError(f"snapshot store: {what}: {exc}")
+def _translate(exc: sqlite3.Error, path: str, what: str) -> StoreError:
+    """A sqlite3 error through the SQLite backend's one boundary, saying what failed."""
+    error = translate_error(exc, path)
+    return type(error)(f"snapshot store: {what}: {error}")
 
 
 class SnapshotStore(AsyncResource):
@@ -181,6 +179,11 @@ class SnapshotStore(AsyncResource):
     table and connection. ``keep_last`` prunes each stream to its newest N
     snapshots on every save. ``hmac_key`` signs each snapshot's checksum, so a
     snapshot edited without the key is skipped on load.
+
+    ``read_only=True`` opens an existing statelog file through a ``mode=ro``
+    URI: no table is created, no journal mode switched, nothing written;
+    ``save`` and ``prune`` raise ``UsageError``. A file with no snapshots yet
+    has none to load.
 
     Open with ``async with SnapshotStore(path) as snapshots``,
     ``await SnapshotStore.open(path)`` or ``await SnapshotStore(path).connect()``;
@@ -196,6 +199,7 @@ class SnapshotStore(AsyncResource):
         hmac_key: bytes | None = None,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         busy_timeout: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
             raise ValueError(f"keep_last must be an int >= 1 or None, got {keep_last!r}")
@@ -206,7 +210,9 @@ class SnapshotStore(AsyncResource):
         self.hmac_key = hmac_key
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
+        self.read_only = read_only
         self._conn: aiosqlite.Connection | None = None
+        self._has_table = True
         self._closed = False
 
     def __repr__(self) -> str:
@@ -226,6 +232,9 @@ class SnapshotStore(AsyncResource):
             raise StoreClosedError(f"{self!r} is closed")
         if self._conn is not None:
             return self
+        if self.read_only:
+            self._conn = await self._connect_read_only()
+            return self
         conn = None
         try:
             conn = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
@@ -235,9 +244,41 @@ class SnapshotStore(AsyncResource):
         except sqlite3.Error as exc:
             if conn is not None:
                 await conn.close()
-            raise _translate(exc, f"cannot open {self.path!r}") from exc
+            raise _translate(exc, self.path, f"cannot open {self.path!r}") from exc
         self._conn = conn
         return self
+
+    async def _connect_read_only(self) -> aiosqlite.Connection:
+        """Open through a ``mode=ro`` URI; refuse a file that is not a statelog file."""
+        uri, _ = read_only_uri(self.path)
+        conn = None
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout)
+            tables = {
+                row[0]
+                for row in await conn.execute_fetchall(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+        except sqlite3.Error as exc:
+            if conn is not None:
+                await conn.close()
+            error = translate_error(exc, self.path)
+            if isinstance(error, StoreCorruptError):
+                error = StoreCorruptError(
+                    f"{self.path!r} is not a SQLite database ({exc}): "
+                    "expected a statelog file with snapshots"
+                )
+            raise error from exc
+        if not tables & {"snapshots", "eventstore_meta"}:
+            await conn.close()
+            found = ", ".join(sorted(tables)) if tables else "no tables at all"
+            raise StoreCorruptError(
+                f"{self.path!r} is a SQLite database but not a statelog file: it holds "
+                f"{found}; expected a 'snapshots' or an 'eventstore_meta' table"
+            )
+        self._has_table = "snapshots" in tables
+        return conn
 
     async def aclose(self) -> None:
         """Close the connection. Idempotent."""
@@ -253,6 +294,10 @@ class SnapshotStore(AsyncResource):
         if getattr(self, "_conn", None) is not None and not self._closed:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2)
 
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise UsageError(f"{self!r} is read-only: it cannot {what} snapshots")
+
     def _connection(self) -> aiosqlite.Connection:
         if self._conn is None:
             if self._closed:
@@ -264,6 +309,7 @@ class SnapshotStore(AsyncResource):
 
     async def save(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``."""
+        self._check_writable("save")
         conn = self._connection()
         if not isinstance(snapshot, Snapshot):
             raise InvalidEventError(f"expected a Snapshot, got {type(snapshot).__name__}")
@@ -304,12 +350,13 @@ class SnapshotStore(AsyncResource):
             await conn.commit()
         except sqlite3.Error as exc:
             await _rollback(conn)
-            raise _translate(exc, "cannot save snapshot") from exc
+            raise _translate(exc, self.path, "cannot save snapshot") from exc
 
     async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int:
         """Delete all but the newest ``keep_last`` snapshots of a stream; return how many."""
         if not isinstance(keep_last, int) or keep_last < 1:
             raise ValueError(f"keep_last must be an int >= 1, got {keep_last!r}")
+        self._check_writable("prune")
         conn = self._connection()
         stream = (partition_key, app_id)
         try:
@@ -319,7 +366,7 @@ class SnapshotStore(AsyncResource):
             await conn.commit()
         except sqlite3.Error as exc:
             await _rollback(conn)
-            raise _translate(exc, "cannot prune snapshots") from exc
+            raise _translate(exc, self.path, "cannot prune snapshots") from exc
         return max(deleted, 0)
 
     # --- reading
@@ -339,6 +386,8 @@ class SnapshotStore(AsyncResource):
         skipped with a ``SnapshotSkippedWarning``.
         """
         conn = self._connection()
+        if not self._has_table:  # a read-only file that has no snapshots yet
+            return None
         upper = _MAX_SEQUENCE if max_sequence is None else max_sequence
         while upper >= 0:
             try:
@@ -346,7 +395,7 @@ class SnapshotStore(AsyncResource):
                     await conn.execute_fetchall(_SELECT, (partition_key, app_id, upper, _PAGE))
                 )
             except sqlite3.Error as exc:
-                raise _translate(exc, "cannot read snapshots") from exc
+                raise _translate(exc, self.path, "cannot read snapshots") from exc
             for row in rows:
                 try:
                     snapshot = self._decode(row)
@@ -369,6 +418,8 @@ class SnapshotStore(AsyncResource):
     async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]:
         """``(sequence_id, position)`` of every stored snapshot of a stream, oldest first."""
         conn = self._connection()
+        if not self._has_table:
+            return []
         try:
             rows = await conn.execute_fetchall(
                 "SELECT sequence_id, position FROM snapshots "
@@ -376,7 +427,7 @@ class SnapshotStore(AsyncResource):
                 (partition_key, app_id),
             )
         except sqlite3.Error as exc:
-            raise _translate(exc, "cannot read snapshots") from exc
+            raise _translate(exc, self.path, "cannot read snapshots") from exc
         return [(int(r[0]), int(r[1])) for r in rows]
 
     def _decode(self, row: Any) -> Snapshot:

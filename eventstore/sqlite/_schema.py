@@ -26,6 +26,7 @@ __all__ = [
     "connect_read_only",
     "prepare_schema",
     "read_format",
+    "read_only_uri",
     "translate_error",
 ]
 
@@ -115,15 +116,17 @@ def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Conn
     return db
 
 
-def connect_read_only(path: str, *, busy_timeout: float) -> tuple[sqlite3.Connection, bool]:
-    """A connection that cannot write: a ``file:...?mode=ro`` URI.
+def read_only_uri(path: str) -> tuple[str, bool]:
+    """The ``file:...?mode=ro`` URI that opens ``path`` without ever writing to it.
 
-    A file in WAL mode with no ``-wal`` file beside it (closed cleanly: every
-    commit is in the file itself) is opened ``immutable``: otherwise SQLite
-    would create ``-wal`` and ``-shm`` files next to it to read it, and leave
-    them there. The reader reopens without ``immutable`` once a ``-wal``
-    appears (``_threads.Reader``). A file with a ``-wal`` is read through it, as
-    SQLite allows: that needs its ``-shm`` to exist or be creatable.
+    Returns it with whether it is ``immutable``: a file in WAL mode with no
+    ``-wal`` file beside it (closed cleanly: every commit is in the file
+    itself) is opened so, for otherwise SQLite would create ``-wal`` and
+    ``-shm`` files next to it to read it, and leave them there. A reader of an
+    immutable file must reopen once a ``-wal`` appears (a writer came). A file
+    with a ``-wal`` is read through it, as SQLite allows (its ``-shm`` must
+    exist or be creatable). A missing file is ``StoreUnavailableError``; an
+    empty one ``StoreCorruptError``.
     """
     if not os.path.exists(path):
         raise StoreUnavailableError(f"{path!r} does not exist: expected a statelog event log")
@@ -136,8 +139,12 @@ def connect_read_only(path: str, *, busy_timeout: float) -> tuple[sqlite3.Connec
         )
     uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
     immutable = _wal_mode(path) and not os.path.exists(path + "-wal")
-    if immutable:
-        uri += "&immutable=1"
+    return (uri + "&immutable=1" if immutable else uri), immutable
+
+
+def connect_read_only(path: str, *, busy_timeout: float) -> tuple[sqlite3.Connection, bool]:
+    """A connection that cannot write, and whether it is ``immutable`` (``read_only_uri``)."""
+    uri, immutable = read_only_uri(path)
     db = sqlite3.connect(
         uri, uri=True, isolation_level=None, timeout=busy_timeout, check_same_thread=False
     )
