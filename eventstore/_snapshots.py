@@ -167,9 +167,7 @@ class _Skip(Exception):
 
 
 def _translate(exc: sqlite3.Error, path: str, what: str) -> StoreError:
-    """A sqlite3 error through the SQLite backend's one boundary, saying what failed."""
-    error = translate_error(exc, path)
-    return type(error)(f"snapshot store: {what}: {error}")
+    return translate_error(exc, path, doing=f"snapshot store: {what}")
 
 
 class SnapshotStore(AsyncResource):

@@ -19,6 +19,7 @@ import aiosqlite
 
 from .._errors import StoreCorruptError
 from .._event import Event, StreamId
+from ..sqlite._schema import translate_error
 
 __all__ = ["FLUSH_ROWS", "KafkaIndex", "StreamHead"]
 
@@ -84,6 +85,10 @@ class KafkaIndex:
         self._new_streams: list[tuple[int, StreamId, int]] = []
         self._dirty_heads: set[StreamId] = set()
 
+    @property
+    def _where(self) -> str:
+        return ":memory:" if self.path is None else str(self.path)
+
     async def close(self) -> None:
         """Flush what is pending (best effort: the topic has it) and close the file."""
         db = self._db
@@ -135,7 +140,7 @@ class KafkaIndex:
                 )
             }
         except sqlite3.Error as exc:
-            raise StoreCorruptError(f"cannot open the Kafka index {path!r}: {exc}") from exc
+            raise translate_error(exc, path, doing=f"cannot open the Kafka index {path!r}") from exc
 
     async def flush(self) -> None:
         """Write what the index learned since the last flush, in one transaction."""
@@ -166,7 +171,7 @@ class KafkaIndex:
             await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?)", skipped)
             await self._write_checkpoints(db, commit=False)
             await db.commit()
-        except BaseException:
+        except BaseException as exc:
             # Keep the rows for the next flush; the topic still has everything.
             self._new_streams = new_streams + self._new_streams
             self.pending = {**pending, **self.pending}
@@ -174,6 +179,10 @@ class KafkaIndex:
             self._skipped_rows = skipped + self._skipped_rows
             with contextlib.suppress(sqlite3.Error):
                 await db.rollback()
+            if isinstance(exc, sqlite3.Error | ValueError):
+                raise translate_error(
+                    exc, self._where, doing="cannot write the Kafka index"
+                ) from exc
             raise
 
     async def _write_checkpoints(self, db: aiosqlite.Connection, *, commit: bool = True) -> None:
@@ -195,10 +204,15 @@ class KafkaIndex:
                 found[seq] = offset
         if missing and self._db is not None:
             marks = ",".join("?" * len(missing))
-            rows = await self._db.execute_fetchall(
-                f"SELECT seq, kafka_offset FROM events WHERE stream = ? AND seq IN ({marks})",
-                (head.id, *missing),
-            )
+            try:
+                rows = await self._db.execute_fetchall(
+                    f"SELECT seq, kafka_offset FROM events WHERE stream = ? AND seq IN ({marks})",
+                    (head.id, *missing),
+                )
+            except (sqlite3.Error, ValueError) as exc:
+                raise translate_error(
+                    exc, self._where, doing="cannot read the Kafka index"
+                ) from exc
             found.update({int(seq): int(off) for seq, off in rows})
         return found
 

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sqlite3
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -44,6 +45,7 @@ from .._codec import Codec, CodecName, get_codec
 from .._errors import EventTooLargeError, StoreError, StoreUnavailableError
 from .._event import Recorded, utcnow
 from .._resource import AsyncResource
+from ..sqlite._schema import translate_error
 from ._wire import KafkaRecord, encode_record
 
 __all__ = [
@@ -133,30 +135,38 @@ class SQLiteRelayCheckpoint(RelayCheckpoint):
                     "name TEXT PRIMARY KEY, position INTEGER NOT NULL, updated_at TEXT NOT NULL)"
                 )
                 await db.commit()
-            except Exception as exc:  # sqlite3 errors: translate at this boundary
+            except (sqlite3.Error, ValueError) as exc:
                 with contextlib.suppress(Exception):
                     await db.close()
-                raise StoreError(f"cannot open relay checkpoint in {self.path!r}: {exc}") from exc
+                raise translate_error(
+                    exc, self.path, doing=f"cannot open relay checkpoint in {self.path!r}"
+                ) from exc
             self._db = db
         return self._db
 
     async def load(self) -> int:
         db = await self._conn()
-        async with db.execute(
-            f"SELECT position FROM {self.TABLE} WHERE name = ?", (self.name,)
-        ) as cursor:
-            row = await cursor.fetchone()
+        try:
+            async with db.execute(
+                f"SELECT position FROM {self.TABLE} WHERE name = ?", (self.name,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        except (sqlite3.Error, ValueError) as exc:
+            raise translate_error(exc, self.path, doing="cannot read relay checkpoint") from exc
         return int(row[0]) if row else 0
 
     async def save(self, position: int) -> None:
         db = await self._conn()
-        await db.execute(
-            f"INSERT INTO {self.TABLE} (name, position, updated_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET position = excluded.position, "
-            "updated_at = excluded.updated_at",
-            (self.name, position, utcnow().isoformat()),
-        )
-        await db.commit()
+        try:
+            await db.execute(
+                f"INSERT INTO {self.TABLE} (name, position, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET position = excluded.position, "
+                "updated_at = excluded.updated_at",
+                (self.name, position, utcnow().isoformat()),
+            )
+            await db.commit()
+        except (sqlite3.Error, ValueError) as exc:
+            raise translate_error(exc, self.path, doing="cannot save relay checkpoint") from exc
 
     async def log_head(self) -> int | None:
         """``MAX(position)`` of the SQLite store's ``events`` table in the same file."""

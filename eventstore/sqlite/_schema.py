@@ -71,31 +71,37 @@ _UNAVAILABLE_CODES = {
 }
 
 
-def translate_error(exc: BaseException, path: str) -> StoreError:
-    """The one boundary: a sqlite3/aiosqlite error on ``path`` as a ``StoreError``.
+def translate_error(exc: BaseException, path: str, *, doing: str = "") -> StoreError:
+    """The one boundary: a sqlite3 (or aiosqlite) error on ``path`` as a ``StoreError``.
 
     ``SQLITE_CORRUPT``/``NOTADB``/``FORMAT`` -> ``StoreCorruptError``; busy,
-    locked, cannot open, I/O, full, read-only, permission ->
-    ``StoreUnavailableError``; a closed connection -> ``StoreClosedError``;
-    anything else -> ``StoreError``. A ``StoreError`` passes through unchanged.
+    locked, cannot open, I/O, full, read-only, permission, protocol ->
+    ``StoreUnavailableError``; a closed connection (aiosqlite's ``ValueError``,
+    sqlite3's "closed" ``ProgrammingError``) -> ``StoreClosedError``; anything
+    else -> ``StoreError``. A ``StoreError`` passes through unchanged.
+    ``doing`` says what failed ("cannot open the Kafka index"); it starts the
+    message. Use as ``raise translate_error(exc, path) from exc``.
     """
     if isinstance(exc, StoreError):
         return exc
+    lead = f"{doing}: " if doing else ""
     if isinstance(exc, ValueError) and not isinstance(exc, sqlite3.Error):
         # aiosqlite: "Connection closed" / "no active connection"
-        return StoreClosedError(f"the connection to {path!r} is closed: {exc}")
+        return StoreClosedError(f"{lead}the connection to {path!r} is closed: {exc}")
     if isinstance(exc, sqlite3.Error):
         code = getattr(exc, "sqlite_errorcode", None)
         primary = code & 0xFF if isinstance(code, int) else None
         name = getattr(exc, "sqlite_errorname", type(exc).__name__)
         if primary in _CORRUPT_CODES:
-            return StoreCorruptError(f"{path!r} is not a readable statelog log ({name}: {exc})")
+            return StoreCorruptError(f"{lead}{path!r} is not a readable database ({name}: {exc})")
         if primary in _UNAVAILABLE_CODES:
-            return StoreUnavailableError(f"SQLite database {path!r} is unavailable ({name}: {exc})")
+            return StoreUnavailableError(
+                f"{lead}SQLite database {path!r} is unavailable ({name}: {exc})"
+            )
         if isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
-            return StoreClosedError(f"the connection to {path!r} is closed: {exc}")
-        return StoreError(f"SQLite error on {path!r} ({name}: {exc})")
-    return StoreError(f"SQLite error on {path!r}: {exc!r}")
+            return StoreClosedError(f"{lead}the connection to {path!r} is closed: {exc}")
+        return StoreError(f"{lead}SQLite error on {path!r} ({name}: {exc})")
+    return StoreError(f"{lead}SQLite error on {path!r}: {exc!r}")
 
 
 def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Connection:
