@@ -150,9 +150,9 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _show_history(args: argparse.Namespace) -> int:
-    store, log = await open_log(args.db)
+    store = await open_log(args.db)
     async with store:
-        await check_bodies(log, (args.partition_key, args.app_id))
+        await check_bodies(args.db, (args.partition_key, args.app_id))
         to = None if args.limit is None else min(args.from_sequence + args.limit - 1, INT64_MAX)
         events = await store.read(
             args.partition_key, args.app_id, from_sequence=args.from_sequence, to_sequence=to
@@ -185,10 +185,10 @@ def _clip(text: str, width: int) -> str:
 
 
 async def _state(args: argparse.Namespace) -> int:
-    store, log = await open_log(args.db)
+    store = await open_log(args.db)
     async with store:
-        await check_bodies(log, (args.partition_key, args.app_id))
-        snapshots = await open_snapshots(log)
+        await check_bodies(args.db, (args.partition_key, args.app_id))
+        snapshots = await open_snapshots(args.db)
         try:
             last = await store.last_sequence(args.partition_key, args.app_id)
             if last < 0:
@@ -201,8 +201,7 @@ async def _state(args: argparse.Namespace) -> int:
                 store, snapshots, args.partition_key, args.app_id, at_sequence=args.at
             )
         finally:
-            if snapshots is not None:
-                await snapshots.aclose()
+            await snapshots.aclose()
     if args.json:
         _out(json.dumps({"sequence_id": seq, "state": state}, sort_keys=True))
     else:

@@ -125,10 +125,10 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_verify(args: argparse.Namespace) -> int:
-    store, log = await open_log(args.db, **_store_options(args))
+    store = await open_log(args.db, **_store_options(args))
     try:
         one = args.app_id is not None and args.partition_key is not None
-        await check_bodies(log, (args.partition_key, args.app_id) if one else None)
+        await check_bodies(args.db, (args.partition_key, args.app_id) if one else None)
         targets = [
             s
             for s in await store.streams(args.partition_key)
@@ -198,9 +198,9 @@ def _link(stream: StreamId, sequence_id: int, reason: str) -> BrokenLink:
 
 
 async def run_export(args: argparse.Namespace) -> int:
-    store, log = await open_log(args.db, **_store_options(args))
+    store = await open_log(args.db, **_store_options(args))
     try:
-        await check_bodies(log)
+        await check_bodies(args.db)
         streams = [
             s
             for s in await store.streams(args.partition_key)
@@ -240,9 +240,9 @@ async def run_import(args: argparse.Namespace) -> int:
 
 
 async def run_apps(args: argparse.Namespace) -> int:
-    store, log = await open_log(args.db)
+    store = await open_log(args.db)
     try:
-        await check_bodies(log)
+        await check_bodies(args.db)
         shown = 0
         for stream in await store.streams(args.partition_key):
             if args.limit is not None and shown >= args.limit:

@@ -36,7 +36,7 @@ from statelog.projections import (
 )
 from statelog.projections._builtins import known_projections
 
-from ._cli_open import inspect_log
+from ._cli_open import open_log_source
 from ._cli_types import positive_int, seconds, source_uri
 
 DEFAULT_INTO = "projections.db"
@@ -144,10 +144,10 @@ def _load(args: argparse.Namespace) -> None:
 
 
 async def _open_source(uri: str, **options: Any) -> Source:
-    """``open_source``, but a ``sqlite:`` file that is not a log is refused untouched."""
+    """``open_source``, but a ``sqlite:`` log is opened read-only (a non-log is left untouched)."""
     if uri.startswith("sqlite:"):
         path = uri.removeprefix("sqlite:")
-        await asyncio.to_thread(inspect_log, path[2:] if path.startswith("//") else path)
+        return await open_log_source(path[2:] if path.startswith("//") else path)
     if uri.startswith("kafka://"):
         # aiokafka logs every failed connection attempt; the waits are reported instead.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)

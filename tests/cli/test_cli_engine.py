@@ -78,7 +78,7 @@ def test_history_and_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_errors_are_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "none.db")
     code, _, err = run(capsys, "history", APP, "--db", missing)
-    assert code == 2 and "no statelog log at" in err
+    assert code == 2 and "does not exist" in err
     assert not os.path.exists(missing)
     db = str(tmp_path / "e.db")
     assert run(capsys, "demo", "--db", db, "--steps", "10")[0] == 0

@@ -150,7 +150,7 @@ def test_missing_db_is_an_error_and_is_not_created(tmp_path: Path) -> None:
     for args in (["verify"], ["export", "out.jsonl"], ["verify", "--db", "x/y.db"]):
         done = statelog(tmp_path, *args)
         assert done.returncode == 2, args
-        assert "no statelog log at" in done.stderr
+        assert "does not exist" in done.stderr
     assert list(tmp_path.iterdir()) == []
 
 

@@ -63,7 +63,7 @@ def test_a_file_that_is_not_a_log_is_refused_untouched(
     out, err = capsys.readouterr()
     assert code == 2, (out, err)
     assert len(err.splitlines()) == 1 and err.startswith("statelog: error: "), err
-    assert "not a statelog log" in err
+    assert "statelog event log" in err
     assert "Traceback" not in err
     assert snapshot(tmp_path) == before
 
@@ -74,7 +74,7 @@ def test_verify_on_another_sqlite_file_in_a_process(tmp_path: Path) -> None:
     done = statelog(tmp_path, "verify", "--db", "other.sqlite")
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "not a statelog log" in done.stderr
+    assert done.stderr.count("\n") == 1 and "not a statelog event log" in done.stderr
     assert snapshot(tmp_path) == before
 
 
@@ -147,3 +147,17 @@ def test_apps_lists_and_filters(
     assert lines[0].split() == ["PARTITION", "APP_ID", "LAST_SEQ", "LAST_ACTION", "UPDATED"]
     assert lines[1].split()[:4] == ["t", "order-1", "2", "step"]
     assert len(lines) == 3
+
+
+def test_a_rebuild_leaves_its_source_log_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    asyncio.run(make_db(logs / "statelog.db"))
+    before = snapshot(logs)
+    into = str(tmp_path / "rm.db")
+    source = f"sqlite:{logs / 'statelog.db'}"
+    assert main(["projections", "rebuild", "audit_trail", "--from", source, "--into", into]) == 0
+    assert "is live with 13 events" in capsys.readouterr().out
+    assert snapshot(logs) == before

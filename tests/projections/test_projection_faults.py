@@ -172,7 +172,7 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "unknown projection" in capsys.readouterr().err
     missing = f"sqlite:{tmp_path / 'missing.db'}"
     assert main(["projections", "rebuild", "audit_trail", "--from", missing, "--into", into]) == 2
-    assert "no statelog log at" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing.db").exists()
     bad_into = str(tmp_path / "no" / "dir" / "rm.db")
     assert (
