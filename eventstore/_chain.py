@@ -14,7 +14,15 @@ from collections.abc import Iterable, Sequence
 
 import msgspec
 
-from ._codec import _canonical_encoder, canonical_bytes
+from ._codec import (
+    ENCODE_ERRORS,
+    _canonical_encoder,
+    _explain,
+    _is_str,
+    _wrong_type,
+    canonical_bytes,
+    check_values,
+)
 from ._errors import InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
 
@@ -83,7 +91,8 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
     """Check a batch before anything is written; return its stream.
 
     A batch is non-empty, belongs to one stream with a non-empty ``app_id``,
-    and its sequence ids run ``expected_sequence + 1, + 2, ...`` with no gap.
+    and its sequence ids run ``expected_sequence + 1, + 2, ...`` with no gap;
+    each event passes ``check_event``.
     """
     if not events:
         raise InvalidEventError("append needs at least one event, got an empty batch")
@@ -92,13 +101,15 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
         raise InvalidEventError(f"expected Event objects, got {type(first).__name__}")
     partition_key = first.partition_key
     app_id = first.app_id
-    if not isinstance(app_id, str) or not app_id:
+    if not _is_str(app_id):
+        raise _wrong_type(first.stream, first.sequence_id, "$.app_id", "str", app_id)
+    if not app_id:
         raise InvalidEventError("app_id must be a non-empty string, got an empty one")
-    if not isinstance(partition_key, str):
-        raise InvalidEventError(f"partition_key must be a str, got {type(partition_key).__name__}")
+    if not _is_str(partition_key):
+        raise _wrong_type(first.stream, first.sequence_id, "$.partition_key", "str", partition_key)
     if "\x00" in app_id or "\x00" in partition_key:
         raise InvalidEventError("app_id and partition_key must not contain NUL characters")
-    if not isinstance(expected_sequence, int) or expected_sequence < -1:
+    if type(expected_sequence) is not int or expected_sequence < -1:
         raise InvalidEventError(
             f"expected_sequence must be an int >= -1 (-1 for a new stream), "
             f"got {expected_sequence!r}"
@@ -120,25 +131,34 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
 
 
 def check_event(event: Event, stream: StreamId, want: int) -> None:
-    """The checks of one event of a batch for ``stream``: sequence ``want``, kind, version.
+    """The checks of one event of a batch for ``stream``: sequence ``want``, kind,
+    version, and that every other field reads back as it is (``check_values``).
 
     ``validate_batch`` runs them on every event, after the batch-wide checks
     (one stream, a valid ``app_id``); a store that knows the stream already
     (it has written to it) may run just these on a one-event append.
     """
-    if event.sequence_id != want:
+    sequence_id = event.sequence_id
+    if type(sequence_id) is not int:  # 1.0 == True == 1, but would not read back as 1
+        raise _wrong_type(stream, want, "$.sequence_id", "int", sequence_id)
+    if sequence_id != want:
         raise InvalidEventError(
-            f"sequence gap in batch for {stream}: expected sequence_id {want}, "
-            f"got {event.sequence_id}"
+            f"sequence gap in batch for {stream}: expected sequence_id {want}, got {sequence_id}"
         )
     kind = event.kind
-    if not kind or not isinstance(kind, str):
+    if type(kind) is not str and not _is_str(kind):
+        raise _wrong_type(stream, want, "$.kind", "a non-empty str", kind)
+    if not kind:
         raise InvalidEventError(f"event {stream}#{want} needs a non-empty kind")
-    if event.schema_version != SCHEMA_VERSION:
+    version = event.schema_version
+    if version != SCHEMA_VERSION or type(version) is not int:
+        if type(version) is not int:
+            raise _wrong_type(stream, want, "$.schema_version", "int", version)
         raise InvalidEventError(
-            f"event {stream}#{want} has schema_version {event.schema_version}; "
+            f"event {stream}#{want} has schema_version {version}; "
             f"new events are written at {SCHEMA_VERSION}"
         )
+    check_values(event, stream, want)
 
 
 def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> list[Event]:
@@ -147,17 +167,20 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     replace = msgspec.structs.replace
     set_hash = msgspec.structs.force_setattr
     encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
-    for event in events:
-        linked = replace(event, prev_hash=prev_hash, hash="")
-        if key is None:  # inline: the hot path of every keyless append (~0.2 us)
-            digest = _sha256(encode(linked)).hexdigest()
-        else:
-            digest = hash_bytes(encode(linked), key)
-        # ``linked`` is new and not shared yet: set its hash in place (msgspec's
-        # documented way to finish building a frozen struct) instead of copying it
-        set_hash(linked, "hash", digest)
-        sealed.append(linked)
-        prev_hash = digest
+    try:
+        for event in events:
+            linked = replace(event, prev_hash=prev_hash, hash="")
+            if key is None:  # inline: the hot path of every keyless append (~0.2 us)
+                digest = _sha256(encode(linked)).hexdigest()
+            else:
+                digest = hash_bytes(encode(linked), key)
+            # ``linked`` is new and not shared yet: set its hash in place (msgspec's
+            # documented way to finish building a frozen struct) instead of copying it
+            set_hash(linked, "hash", digest)
+            sealed.append(linked)
+            prev_hash = digest
+    except ENCODE_ERRORS as exc:  # a lone surrogate in the identity, say
+        raise _explain(event, exc) from exc
     return sealed
 
 
@@ -168,7 +191,10 @@ def seal_one(event: Event, prev_hash: str, key: bytes | None = None) -> tuple[Ev
     is cheaper than ``hexdigest`` followed by ``bytearray.fromhex``.
     """
     linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
-    data = _encode_canonical(linked)
+    try:
+        data = _encode_canonical(linked)
+    except ENCODE_ERRORS as exc:
+        raise _explain(event, exc) from exc
     raw = bytearray(_sha256(data).digest() if key is None else _keyed(data, key).digest())
     msgspec.structs.force_setattr(linked, "hash", raw.hex())
     return linked, raw

@@ -14,6 +14,10 @@ Values in ``inputs``, ``writes`` and ``result`` must be plain data: ``None``,
 ``bool``, ``int``, ``float``, ``str``, lists and dicts with ``str`` keys.
 ``to_plain`` turns other msgspec-encodable values (tuples, datetimes, structs)
 into that form, so what an application holds equals what a replay yields.
+``check_values`` is the store's side of it: ``append`` refuses, before
+anything is written, every event that would not read back identically from
+every codec (or whose hash would not verify once read back) - see
+docs/store-api.md, "What append accepts".
 No pickle: decoding never runs code.
 """
 
@@ -21,26 +25,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from enum import Enum
 from itertools import islice
+from math import isfinite
 from typing import Any, Literal
 
 import msgspec
 
-from ._errors import EncodingError, SchemaVersionError
+from ._errors import EncodingError, InvalidEventError, SchemaVersionError, stream_name
 from ._event import _EPOCH, SCHEMA_VERSION, ErrorInfo, Event, Lineage
 
 __all__ = [
     "Codec",
     "JSON",
     "MSGPACK",
+    "MAX_VALUE_DEPTH",
     "canonical_bytes",
+    "check_values",
     "register_upcaster",
     "to_plain",
     "upcast",
 ]
 
 CodecName = Literal["json", "msgpack"]
+
+#: How deep dicts and lists may nest in one value field of an event
+#: (``inputs``, ``writes``, ``result``), counting the field's own dict or list:
+#: ``writes={"a": [1]}`` is two levels deep.
+MAX_VALUE_DEPTH = 64
+
+#: The ints every codec reads back as the same int: msgpack holds -2**63 to
+#: 2**64 - 1 (JSON holds any), and an event may move between codecs (export,
+#: import, a relay to Kafka).
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+_INT_RANGE = "an int from -2**63 to 2**64 - 1"
+_PLAIN = "JSON data (None, bool, int, float, str, list, dict with str keys)"
+_ZERO = timedelta(0)
 
 _canonical_encoder = msgspec.json.Encoder(order="deterministic")
 _json_encoder = msgspec.json.Encoder()
@@ -75,7 +97,7 @@ def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
             if found:
                 return found
         return None
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         for index, item in enumerate(value):
             found = _bad_path(item, f"{path}[{index}]", depth + 1)
             if found:
@@ -93,8 +115,6 @@ def to_plain(value: Any, *, path: str = "$") -> Any:
     """
     found = _bad_path(value, path)
     if found is None:
-        if isinstance(value, tuple):
-            return _json_decoder.decode(_json_encoder.encode(value))
         return value
     if found[1].startswith("non-finite"):
         # msgspec would write NaN/Infinity as null; refuse rather than change the value.
@@ -113,6 +133,277 @@ def to_plain(value: Any, *, path: str = "$") -> Any:
         where, what = again
         raise EncodingError(f"cannot encode {what} at `{where}`", path=where)
     return plain
+
+
+# --------------------------------------------------------------------------- what a store accepts
+
+
+class _Refusal(Exception):
+    """A value the log cannot store as it is; ``steps`` is its path, innermost first."""
+
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(expected, got)
+        self.expected = expected
+        self.got = got
+        self.steps: list[str] = []
+
+
+def _check_value(value: Any, depth: int) -> None:
+    """Raise ``_Refusal`` unless ``value`` reads back identically from every codec.
+
+    ``depth`` is how many dicts and lists hold ``value``. The ints and strs of
+    a dict or list are checked in its loop, without a call; lone surrogates in
+    strs are left to the encoder, which fails on them anyway (``_explain``).
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        if kind is str or kind is bool or value is None:
+            return
+        if kind is int:
+            if _INT_MIN <= value <= _INT_MAX:
+                return
+            raise _Refusal(_INT_RANGE, str(value))
+        if kind is float:
+            if isfinite(value):
+                return
+            raise _Refusal("a finite float", repr(value))
+        _check_other(value)  # raises unless a dict or list subclass, or an enum member
+        if not isinstance(value, dict | list):
+            return
+    if depth >= MAX_VALUE_DEPTH:
+        raise _Refusal(f"at most {MAX_VALUE_DEPTH} levels of nested dicts and lists", "more")
+    depth += 1
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) is not str and not _is_str(key):
+                name = "None" if key is None else type(key).__name__
+                raise _Refusal("str dict keys", f"the {name} key {key!r}")
+            kind = type(item)
+            if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
+                continue
+            try:
+                _check_value(item, depth)
+            except _Refusal as refusal:
+                refusal.steps.append(f".{key}")
+                raise
+    else:
+        for index, item in enumerate(value):
+            kind = type(item)
+            if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
+                continue
+            try:
+                _check_value(item, depth)
+            except _Refusal as refusal:
+                refusal.steps.append(f"[{index}]")
+                raise
+
+
+def _is_str(value: Any) -> bool:
+    """A str the codecs write as a str: a plain one, or a ``StrEnum`` member."""
+    return type(value) is str or (isinstance(value, str) and isinstance(value, Enum))
+
+
+def _check_other(value: Any) -> None:
+    """The values of ``_check_value`` that are not exactly a JSON type."""
+    if isinstance(value, dict | list):
+        return  # a dict or list subclass reads back as a dict or list, equal
+    if isinstance(value, Enum) and isinstance(value, int | str) and not isinstance(value, bool):
+        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
+            raise _Refusal(_INT_RANGE, str(int(value)))
+        return  # an IntEnum or StrEnum member reads back as its (equal) value
+    name = type(value).__name__
+    if isinstance(value, tuple):
+        raise _Refusal(_PLAIN, "a tuple (it would read back as a list)")
+    if isinstance(value, set | frozenset):
+        raise _Refusal(_PLAIN, f"a {name} (it would read back as a list, in any order)")
+    raise _Refusal(_PLAIN, f"a {name}")
+
+
+def _where(stream: tuple[str, str], sequence_id: Any) -> str:
+    """``event pk/app#seq`` for a message, printable even if the ids are not."""
+    text = f"event {stream_name((str(stream[0]), str(stream[1])))}#{sequence_id}"
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _what(value: Any) -> str:
+    """What came in, for a message: ``int 5``, ``str 'x'``, ``None``."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _wrong_type(
+    stream: tuple[str, str], sequence_id: Any, path: str, expected: str, value: Any
+) -> InvalidEventError:
+    return InvalidEventError(
+        f"{_where(stream, sequence_id)}: expected {expected} at `{path}`, got {_what(value)}"
+    )
+
+
+def _refused(
+    stream: tuple[str, str], sequence_id: Any, path: str, expected: str, got: str
+) -> EncodingError:
+    return EncodingError(
+        f"{_where(stream, sequence_id)}: expected {expected} at `{path}`, got {got}", path=path
+    )
+
+
+def _located(
+    refusal: _Refusal, field: str, stream: tuple[str, str], sequence_id: int
+) -> EncodingError:
+    path = "$." + field + "".join(reversed(refusal.steps))
+    return _refused(stream, sequence_id, path, refusal.expected, refusal.got)
+
+
+def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> None:
+    """Refuse ``event`` unless every field reads back identically (and hashes the same).
+
+    ``InvalidEventError`` for a field of the wrong type, ``EncodingError`` for a
+    value no codec reads back as it is: a non-JSON value (set, bytes,
+    datetime, tuple, ...) in ``inputs``/``writes``/``result``, NaN or
+    Infinity, a non-str dict key, an int outside -2**63..2**64 - 1, nesting
+    deeper than ``MAX_VALUE_DEPTH``, a timestamp with a UTC offset other than
+    zero. Both say where (``$.writes.tags[2]``), what was expected and what
+    came in. Lone surrogates in strs are refused by the encoders (``_explain``).
+    The identity, ``sequence_id``, ``kind`` and ``schema_version`` are
+    ``check_event``'s. One walk over the values; the fields are plain type
+    checks, exact types first.
+    """
+    value: Any = event.action
+    if value is not None and type(value) is not str and not _is_str(value):
+        raise _wrong_type(stream, sequence_id, "$.action", "str or None", value)
+    value = event.next_action
+    if value is not None and type(value) is not str and not _is_str(value):
+        raise _wrong_type(stream, sequence_id, "$.next_action", "str or None", value)
+    value = event.correlation_id
+    if value is not None and type(value) is not str and not _is_str(value):
+        raise _wrong_type(stream, sequence_id, "$.correlation_id", "str or None", value)
+    value = event.timestamp
+    if type(value) is not datetime and not isinstance(value, datetime):
+        raise _wrong_type(stream, sequence_id, "$.timestamp", "datetime", value)
+    tz = value.tzinfo
+    if tz is not None and tz is not UTC and value.utcoffset() not in (None, _ZERO):
+        # msgpack keeps the instant, not the offset: the hash would not verify
+        raise _refused(
+            stream,
+            sequence_id,
+            "$.timestamp",
+            "a datetime in UTC or naive (msgpack keeps no other offset)",
+            value.isoformat(),
+        )
+    value = event.duration
+    if type(value) is not float:
+        raise _wrong_type(stream, sequence_id, "$.duration", "float", value)
+    if not isfinite(value):
+        raise _refused(stream, sequence_id, "$.duration", "a finite float", repr(value))
+    value = event.attempt
+    if type(value) is not int:
+        raise _wrong_type(stream, sequence_id, "$.attempt", "int", value)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _refused(stream, sequence_id, "$.attempt", _INT_RANGE, str(value))
+    value = event.deletes
+    if type(value) is not list and (not isinstance(value, list) or isinstance(value, tuple)):
+        raise _wrong_type(stream, sequence_id, "$.deletes", "a list of str", value)
+    if value:
+        for index, key in enumerate(value):
+            if type(key) is not str and not _is_str(key):
+                raise _wrong_type(stream, sequence_id, f"$.deletes[{index}]", "str", key)
+    if event.error is not None:
+        _check_error(event.error, stream, sequence_id)
+    if event.parent is not None:
+        _check_parent(event.parent, stream, sequence_id)
+    inputs = event.inputs
+    if type(inputs) is not dict and not isinstance(inputs, dict):
+        raise _wrong_type(stream, sequence_id, "$.inputs", "dict", inputs)
+    writes = event.writes
+    if type(writes) is not dict and not isinstance(writes, dict):
+        raise _wrong_type(stream, sequence_id, "$.writes", "dict", writes)
+    # the one walk over the values
+    field = "writes"
+    try:
+        _check_value(writes, 0)
+        if inputs:
+            field = "inputs"
+            _check_value(inputs, 0)
+        value = event.result
+        if value is not None:
+            field = "result"
+            _check_value(value, 0)
+    except _Refusal as refusal:
+        raise _located(refusal, field, stream, sequence_id) from None
+
+
+def _check_error(error: Any, stream: tuple[str, str], sequence_id: int) -> None:
+    if not isinstance(error, ErrorInfo):
+        raise _wrong_type(stream, sequence_id, "$.error", "ErrorInfo or None", error)
+    for name in ("type", "message"):
+        value = getattr(error, name)
+        if not _is_str(value):
+            raise _wrong_type(stream, sequence_id, f"$.error.{name}", "str", value)
+
+
+def _check_parent(parent: Any, stream: tuple[str, str], sequence_id: int) -> None:
+    if not isinstance(parent, Lineage):
+        raise _wrong_type(stream, sequence_id, "$.parent", "Lineage or None", parent)
+    for name in ("partition_key", "app_id", "relation"):
+        value = getattr(parent, name)
+        if not _is_str(value):
+            raise _wrong_type(stream, sequence_id, f"$.parent.{name}", "str", value)
+    value = parent.sequence_id
+    if type(value) is not int:
+        raise _wrong_type(stream, sequence_id, "$.parent.sequence_id", "int", value)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _refused(stream, sequence_id, "$.parent.sequence_id", _INT_RANGE, str(value))
+
+
+def _lone_surrogate(event: Event) -> tuple[str, str] | None:
+    """The path and repr of the first str of ``event`` that is not valid UTF-8."""
+    fields: list[tuple[str, Any]] = [
+        (f"$.{name}", getattr(event, name))
+        for name in ("partition_key", "app_id", "kind", "action", "next_action")
+    ]
+    fields.append(("$.correlation_id", event.correlation_id))
+    fields += [(f"$.deletes[{i}]", key) for i, key in enumerate(event.deletes)]
+    if isinstance(event.error, ErrorInfo):
+        fields += [("$.error.type", event.error.type), ("$.error.message", event.error.message)]
+    if isinstance(event.parent, Lineage):
+        fields += [
+            (f"$.parent.{name}", getattr(event.parent, name))
+            for name in ("partition_key", "app_id", "relation")
+        ]
+    fields += [("$.inputs", event.inputs), ("$.writes", event.writes), ("$.result", event.result)]
+    for path, value in fields:
+        found = _surrogate_in(value, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _surrogate_in(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
+    if depth > MAX_VALUE_DEPTH:  # check_values refuses this deep a value first
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path, repr(value)
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and _surrogate_in(key, path) is not None:
+                return path, f"the key {key!r}"
+            found = _surrogate_in(item, f"{path}.{key}", depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _surrogate_in(item, f"{path}[{index}]", depth + 1)
+            if found is not None:
+                return found
+    return None
 
 
 # --------------------------------------------------------------------------- upcasting
@@ -280,7 +571,7 @@ class Codec:
     def encode_event(self, event: Event) -> bytes:
         try:
             return self._enc.encode(event)  # type: ignore[no-any-return]
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             raise _explain(event, exc) from exc
 
     def decode_event(self, data: bytes) -> Event:
@@ -302,7 +593,7 @@ class Codec:
         """The stored body of ``event``: short keys, defaults left out."""
         try:
             return self._enc.encode(_body_of(event))  # type: ignore[no-any-return]
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             raise _explain(event, exc) from exc
 
     def encode_body_buffer(self, event: Event) -> bytearray:
@@ -315,7 +606,7 @@ class Codec:
         buffer = bytearray()
         try:
             self._enc.encode_into(_body_of(event), buffer)
-        except (TypeError, msgspec.EncodeError, OverflowError) as exc:
+        except ENCODE_ERRORS as exc:
             raise _explain(event, exc) from exc
         return buffer
 
@@ -466,18 +757,23 @@ def _path_of(exc: Exception) -> str | None:
     return None
 
 
-def _explain(event: Event, exc: BaseException) -> EncodingError:
-    """Turn an encoder failure into an EncodingError that names the bad value's path."""
-    for field in ("inputs", "writes", "result"):
-        found = _bad_path(getattr(event, field), f"$.{field}")
-        if found is not None:
-            where, what = found
-            return EncodingError(
-                f"cannot encode {what} at `{where}` in event "
-                f"{event.stream}#{event.sequence_id}: {exc}",
-                path=where,
-            )
-    return EncodingError(f"cannot encode event {event.stream}#{event.sequence_id}: {exc}")
+#: What msgspec's encoders raise for a value they cannot write (a lone
+#: surrogate is a ``UnicodeEncodeError``, a ``ValueError``).
+ENCODE_ERRORS = (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError)
+
+
+def _explain(event: Event, exc: BaseException) -> EncodingError | InvalidEventError:
+    """Turn an encoder failure into an error that names the bad value's path."""
+    stream = (event.partition_key, event.app_id)
+    try:
+        check_values(event, stream, event.sequence_id)
+    except (EncodingError, InvalidEventError) as error:
+        return error
+    found = _lone_surrogate(event)
+    if found is not None:
+        path, got = found
+        return _refused(stream, event.sequence_id, path, "a str without lone surrogates", got)
+    return EncodingError(f"cannot encode {_where(stream, event.sequence_id)}: {exc}")
 
 
 JSON = Codec("json")

@@ -37,10 +37,13 @@ class MemoryEventStore(EventStore):
         self._check_open()
         events = list(events)
         first = events[0] if events else None
-        head = self._streams.get(
-            StreamId(first.partition_key, first.app_id)
+        head = (
+            self._streams.get(StreamId(first.partition_key, first.app_id))
+            # a bad identity (unhashable, say) finds no head; prepare_append refuses it
             if isinstance(first, Event)
-            else StreamId("", "")
+            and isinstance(first.partition_key, str)
+            and isinstance(first.app_id, str)
+            else None
         )
         head_hash = head[-1].hash if head else ""
         stream, sealed, _ = prepare_append(

@@ -5,11 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import pytest
 
-from statelog.eventstore import JSON, MSGPACK, Codec, Event, canonical_bytes, compute_hash, seal
+from statelog.eventstore import (
+    JSON,
+    MSGPACK,
+    Codec,
+    EncodingError,
+    Event,
+    canonical_bytes,
+    compute_hash,
+    seal,
+)
 from statelog.eventstore._chain import seal_one
 from statelog.eventstore._codec import _Body
 from statelog.eventstore._event import ErrorInfo, Lineage
@@ -107,3 +117,63 @@ def test_seal_one_is_seal_of_one_with_the_raw_digest(key: bytes | None, event: E
     assert isinstance(digest, bytearray)
     assert bytes(digest) == bytes.fromhex(sealed.hash)
     assert sealed.hash == compute_hash(sealed, key)
+
+
+# ------------------------------------------------------------------ encoder failures
+
+
+def _event(**fields: Any) -> Event:
+    fields.setdefault("app_id", "a")
+    return Event(partition_key="p", sequence_id=0, kind="k", **fields)
+
+
+class _Opaque:
+    pass
+
+
+def _deep(levels: int) -> Any:
+    value: Any = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("method", ["encode_event", "encode_body", "encode_body_buffer"])
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"writes": {"s": ["ok", "x\ud800"]}}, "$.writes.s[1]"),
+        ({"inputs": {"k\udfff": 1}}, "$.inputs"),
+        ({"action": "\ud800"}, "$.action"),
+        ({"writes": {"o": _Opaque()}}, "$.writes.o"),
+        ({"result": _deep(2000)}, "$.result"),
+    ],
+    ids=["surrogate", "surrogate-key", "surrogate-field", "opaque", "recursion"],
+)
+def test_an_encoder_failure_is_an_encoding_error_with_its_path(
+    codec: Codec, method: str, fields: dict[str, Any], path: str
+) -> None:
+    # what the encoders themselves raise (UnicodeEncodeError, TypeError,
+    # RecursionError) comes out as one EncodingError that names the place
+    with pytest.raises(EncodingError) as info:
+        getattr(codec, method)(_event(**fields))
+    assert info.value.path is not None and info.value.path.startswith(path)
+    assert f"`{path}" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("identity", "path"),
+    [({"app_id": "a\ud800"}, "$.app_id"), ({"partition_key": "\udc00"}, "$.partition_key")],
+)
+def test_seal_and_seal_one_name_a_surrogate_in_the_identity(
+    identity: dict[str, Any], path: str
+) -> None:
+    event = Event(**{"partition_key": "p", "app_id": "a", **identity}, sequence_id=0, kind="k")
+    with pytest.raises(EncodingError) as info:
+        seal([event], "")
+    assert info.value.path == path
+    with pytest.raises(EncodingError) as info:
+        seal_one(event, "")
+    assert info.value.path == path
+    assert "\\u" in str(info.value)  # printable: the message escapes the surrogate
