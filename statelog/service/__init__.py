@@ -30,7 +30,6 @@ __all__ = [
     "TokenTable",
     "Workflow",
     "create_app",
-    "service_of",
     "demo_workflow",
     "derive_status",
     "load_token_file",
@@ -39,4 +38,5 @@ __all__ = [
     "parse_tokens",
     "problem_type",
     "service_db_path",
+    "service_of",
 ]

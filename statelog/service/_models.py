@@ -42,7 +42,7 @@ class ForkRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     new_app_id: str = Field(pattern=_ID)
-    sequence_id: int | None = Field(default=None, ge=0)
+    sequence_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     partition_key: str | None = Field(
         default=None, max_length=200, description="the new app's (default: the source's)"
     )

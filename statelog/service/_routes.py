@@ -35,6 +35,8 @@ __all__ = ["router"]
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="a token from --token-file")
 _READ_PAGE = 500
+#: The largest SQLite INTEGER: every number that reaches a query is at most this.
+_INT64 = 2**63 - 1
 _encode = msgspec.json.Encoder().encode
 
 
@@ -135,7 +137,7 @@ async def list_operations(
     service: ServiceDep,
     principal: PrincipalDep,
     status: Annotated[str | None, Query(max_length=40)] = None,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Operations in creation order; pass ``next_cursor`` back as ``cursor``."""
@@ -208,7 +210,7 @@ async def list_apps(
     status: Annotated[str | None, Query(max_length=40)] = None,
     graph: Annotated[str | None, Query(max_length=200)] = None,
     partition_key: Annotated[str | None, Query(max_length=200)] = None,
-    cursor: Annotated[int, Query(ge=0)] = 0,
+    cursor: Annotated[int, Query(ge=0, le=_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, Any]:
     """Apps in creation order with their status; filter, and page with ``cursor``."""
@@ -246,14 +248,14 @@ async def get_events(
     service: ServiceDep,
     principal: PrincipalDep,
     partition_key: PartitionKey = "",
-    from_: Annotated[int, Query(alias="from", ge=0)] = 0,
+    from_: Annotated[int, Query(alias="from", ge=0, le=_INT64)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Events of an app from sequence ``from`` (at most ``limit``)."""
     principal.require(partition_key, write=False)
     last = await service.require_app(partition_key, app_id)
     events = await service.store.read(
-        partition_key, app_id, from_sequence=from_, to_sequence=from_ + limit - 1
+        partition_key, app_id, from_sequence=from_, to_sequence=min(from_ + limit - 1, _INT64)
     )
     after = events[-1].sequence_id + 1 if events else None
     more = after is not None and after <= last.sequence_id
@@ -266,7 +268,7 @@ async def get_state(
     service: ServiceDep,
     principal: PrincipalDep,
     partition_key: PartitionKey = "",
-    at: Annotated[int | None, Query(ge=0, description="after event SEQ")] = None,
+    at: Annotated[int | None, Query(ge=0, le=_INT64, description="after event SEQ")] = None,
 ) -> dict[str, Any]:
     """The app's state now, or after event ``at``."""
     from statelog.eventstore import load_state
@@ -422,7 +424,7 @@ async def stream_events(
     service: ServiceDep,
     principal: PrincipalDep,
     partition_key: PartitionKey = "",
-    from_: Annotated[int | None, Query(alias="from", ge=0)] = None,
+    from_: Annotated[int | None, Query(alias="from", ge=0, le=_INT64)] = None,
     last_event_id: Annotated[str | None, Header(max_length=40)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: every event from ``from`` (or after ``Last-Event-ID``) on, then
@@ -437,8 +439,8 @@ async def stream_events(
             raise ProblemError(
                 "invalid-request", f"Last-Event-ID must be a sequence id, got {last_event_id!r}"
             ) from exc
-        if start < 0:
-            raise ProblemError("invalid-request", "Last-Event-ID must be >= 0")
+        if not 0 <= start <= _INT64:
+            raise ProblemError("invalid-request", "Last-Event-ID must be a sequence id >= 0")
     if (
         await service.store.last_sequence(partition_key, app_id) < 0
         and await service.operations.latest_for_app(partition_key, app_id) is None
@@ -459,7 +461,7 @@ async def stream_events(
                     partition_key,
                     app_id,
                     from_sequence=next_seq,
-                    to_sequence=next_seq + _READ_PAGE - 1,
+                    to_sequence=min(next_seq + _READ_PAGE - 1, _INT64),
                 )
                 for event in events:
                     yield _sse(event.kind, _encode(event), event.sequence_id)
