@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
 
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-
-from .conftest import ServeProcess  # noqa: E402
+from .conftest import ServeProcess
 
 EXAMPLES = 30
 
