@@ -31,6 +31,7 @@ COMMAND_MODULES = [
     "statelog._cli_kafka",
     "statelog._cli_projections",
     "statelog._cli_serve",
+    "statelog._cli_ui",
 ]
 
 

@@ -1,0 +1,101 @@
+"""Workflows the UI tests run through a real service (``tests.ui.workflows:ATTR``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from statelog.engine import ApplicationBuilder, Node, State, action, default, expr
+
+
+@action(reads=["count"], writes=["count"])
+async def tick(state: State, delay: float = 0.0) -> State:
+    if delay:
+        await asyncio.sleep(delay)
+    return state.increment(count=1)
+
+
+@action(reads=["count"], writes=["done"])
+def finish(state: State) -> State:
+    return state.update(done=True)
+
+
+@action(reads=["count"], writes=["count"])
+def explode(state: State) -> State:
+    raise ValueError("the gauge broke")
+
+
+class Charge(Node):
+    """Fails its first attempt, then charges: a step with a failed attempt before success."""
+
+    reads = ["count"]
+    writes = ["charged", "receipt"]
+    max_retries = 3
+    wait = 0.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tries = 0
+
+    def prep(self, state: State) -> Any:
+        return state["count"]
+
+    def exec(self, prep_res: Any) -> Any:
+        self._tries += 1
+        if self._tries == 1:
+            raise TimeoutError("payment gateway timed out")
+        return {"amount": 100 * prep_res, "currency": "EUR"}
+
+    def post(self, state: State, prep_res: Any, exec_res: Any) -> tuple[str | None, State]:
+        return None, state.update(charged=True, receipt=exec_res)
+
+
+@action(reads=["count"], writes=["note", "labels", "count"])
+def note(state: State, text: str = "") -> State:
+    return state.update(note=text, labels={text: [text, 1]}).increment(count=1)
+
+
+def counter(limit: int = 4) -> ApplicationBuilder:
+    """``tick`` until count == limit, then ``finish``."""
+    return (
+        ApplicationBuilder()
+        .with_actions(tick=tick, finish=finish)
+        .with_transitions(("tick", "tick", expr(f"count < {limit}")), ("tick", "finish", default))
+        .with_state(count=0, done=False)
+        .with_entrypoint("tick")
+    )
+
+
+def slow() -> ApplicationBuilder:
+    """60 ticks then finish: slow with ``inputs={"delay": ...}`` (the live test)."""
+    return counter(60)
+
+
+def failing() -> ApplicationBuilder:
+    """tick, charge (its first attempt fails), then explode: ends failed."""
+    return (
+        ApplicationBuilder()
+        .with_actions(tick=tick, charge=Charge(), explode=explode)
+        .with_transitions(("tick", "charge"), ("charge", "explode"))
+        .with_state(count=0, charged=False)
+        .with_entrypoint("tick")
+    )
+
+
+def noted() -> ApplicationBuilder:
+    """note (writes its ``text`` input into state) then finish."""
+    return (
+        ApplicationBuilder()
+        .with_actions(note=note, finish=finish)
+        .with_transitions(("note", "finish"))
+        .with_state(count=0, done=False)
+        .with_entrypoint("note")
+    )
+
+
+APPS = [
+    "counter=tests.ui.workflows:counter",
+    "slow=tests.ui.workflows:slow",
+    "failing=tests.ui.workflows:failing",
+    "noted=tests.ui.workflows:noted",
+]
