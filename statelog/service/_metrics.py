@@ -78,7 +78,7 @@ class Metrics:
             "# HELP statelog_steps_total Action steps run by the service.",
             "# TYPE statelog_steps_total counter",
             f"statelog_steps_total {self.steps}",
-            "# HELP statelog_appends_total Events the service appended to the log.",
+            "# HELP statelog_appends_total Step and fork events the service appended to the log.",
             "# TYPE statelog_appends_total counter",
             f"statelog_appends_total {self.appends}",
             "# HELP statelog_runs_started_total Run attempts started (resumes included).",

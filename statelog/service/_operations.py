@@ -177,10 +177,17 @@ class OperationStore:
         self.path = os.fspath(path)
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     async def open(self) -> OperationStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statelog-ops")
-        await self._call(self._connect)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            await self.aclose()
+            raise StoreUnavailableError(f"operations file {self.path!r}: {exc}") from exc
         return self
 
     def _connect(self) -> None:
@@ -192,6 +199,8 @@ class OperationStore:
         self._db = db
 
     async def aclose(self) -> None:
+        if self._drainer is not None and not self._drainer.done():
+            await asyncio.wait([self._drainer])
         executor, self._executor = self._executor, None
         if executor is None:
             return
@@ -207,13 +216,75 @@ class OperationStore:
             db.close()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` on the writer thread, grouped with whatever else is waiting.
+
+        Calls that arrive while a group is on the thread form the next group: one
+        transaction (a savepoint per call, so one refusal undoes only its own
+        writes) and one thread hand-off for all of them. A hand-off costs up to the
+        interpreter's switch interval while the event loop is busy, so runs ending
+        together share one instead of paying one each.
+        """
         if self._executor is None:
             raise StoreError("the operations store is closed")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        result: T = await future
+        return result
+
+    async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        while self._pending and self._executor is not None:
+            group, self._pending = self._pending, []
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._run_group, group)
+            except BaseException as exc:  # the thread itself failed: fail the whole group
+                error = (
+                    StoreUnavailableError(f"operations file {self.path!r}: {exc}")
+                    if isinstance(exc, sqlite3.Error)
+                    else exc
+                )
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, _, future), (ok, value) in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    def _run_group(
+        self, group: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+    ) -> list[tuple[bool, Any]]:
+        db = self._conn()
+        outcomes: list[tuple[bool, Any]] = []
+        db.execute("BEGIN IMMEDIATE")
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"operations file {self.path!r}: {exc}") from exc
+            for fn, args, _ in group:
+                db.execute("SAVEPOINT call")
+                try:
+                    value = fn(*args)
+                except Exception as exc:
+                    db.execute("ROLLBACK TO call")
+                    db.execute("RELEASE call")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StoreUnavailableError(f"operations file {self.path!r}: {exc}")
+                    outcomes.append((False, exc))
+                else:
+                    db.execute("RELEASE call")
+                    outcomes.append((True, value))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     def _conn(self) -> sqlite3.Connection:
         assert self._db is not None
@@ -254,79 +325,72 @@ class OperationStore:
         request: RunRequest,
         fingerprint: str,
     ) -> tuple[Operation, bool]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
+        db = self._conn()  # inside the group's transaction (see _run_group)
+        if key is not None:
+            found = db.execute(
+                f"SELECT {_COLUMNS}, fingerprint FROM operations "
+                "WHERE principal = ? AND idempotency_key = ?",
+                (principal, key),
+            ).fetchone()
+            if found is not None:
+                if found[-1] != fingerprint:
+                    raise ProblemError(
+                        "idempotency-key-reused",
+                        f"Idempotency-Key {key!r} was used for another request "
+                        f"(operation {found[0]})",
+                    )
+                return _row(found[:-1]), True
+        known = db.execute(
+            "SELECT graph FROM apps WHERE partition_key = ? AND app_id = ?",
+            (partition_key, app_id),
+        ).fetchone()
+        if known is not None and known[0] != graph:
+            raise ProblemError(
+                "invalid-request",
+                f"app {app_id!r} runs graph {known[0]!r}, not {graph!r}",
+            )
+        op_id = uuid.uuid4().hex
+        now = time.time()
         try:
-            if key is not None:
-                found = db.execute(
-                    f"SELECT {_COLUMNS}, fingerprint FROM operations "
-                    "WHERE principal = ? AND idempotency_key = ?",
-                    (principal, key),
-                ).fetchone()
-                if found is not None:
-                    db.execute("ROLLBACK")
-                    if found[-1] != fingerprint:
-                        raise ProblemError(
-                            "idempotency-key-reused",
-                            f"Idempotency-Key {key!r} was used for another request "
-                            f"(operation {found[0]})",
-                        )
-                    return _row(found[:-1]), True
-            known = db.execute(
-                "SELECT graph FROM apps WHERE partition_key = ? AND app_id = ?",
+            db.execute(
+                "INSERT INTO operations (id, graph, partition_key, app_id, principal, "
+                "idempotency_key, fingerprint, request, phase, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 'queued', ?)",
+                (
+                    op_id,
+                    graph,
+                    partition_key,
+                    app_id,
+                    principal,
+                    key,
+                    fingerprint,
+                    msgspec.json.encode(request).decode(),
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            busy = db.execute(
+                "SELECT id FROM operations WHERE partition_key = ? AND app_id = ? "
+                "AND phase IN ('queued', 'running')",
                 (partition_key, app_id),
             ).fetchone()
-            if known is not None and known[0] != graph:
-                raise ProblemError(
-                    "invalid-request",
-                    f"app {app_id!r} runs graph {known[0]!r}, not {graph!r}",
-                )
-            op_id = uuid.uuid4().hex
-            now = time.time()
-            try:
-                db.execute(
-                    "INSERT INTO operations (id, graph, partition_key, app_id, principal, "
-                    "idempotency_key, fingerprint, request, phase, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 'queued', ?)",
-                    (
-                        op_id,
-                        graph,
-                        partition_key,
-                        app_id,
-                        principal,
-                        key,
-                        fingerprint,
-                        msgspec.json.encode(request).decode(),
-                        now,
-                    ),
-                )
-            except sqlite3.IntegrityError as exc:
-                busy = db.execute(
-                    "SELECT id FROM operations WHERE partition_key = ? AND app_id = ? "
-                    "AND phase IN ('queued', 'running')",
-                    (partition_key, app_id),
-                ).fetchone()
-                if busy is None:
-                    raise
-                raise ProblemError(
-                    "app-busy",
-                    f"app {app_id!r} already has operation {busy[0]} queued or running",
-                    operation_id=busy[0],
-                ) from exc
-            db.execute(
-                "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
-                (partition_key, app_id, graph, now),
-            )
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            if busy is None:
+                raise
+            raise ProblemError(
+                "app-busy",
+                f"app {app_id!r} already has operation {busy[0]} queued or running",
+                operation_id=busy[0],
+            ) from exc
+        db.execute(
+            "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
+            (partition_key, app_id, graph, now),
+        )
         row = db.execute(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,)).fetchone()
         return _row(row), False
 
-    async def mark_running(self, op_id: str, base_sequence: int) -> Operation:
-        """Phase ``running``; ``base_sequence`` is kept from the first start (resumes count on)."""
+    async def mark_running(self, op_id: str, base_sequence: int) -> Operation | None:
+        """Phase ``running`` (``None`` if the operation ended meanwhile); ``base_sequence``
+        is kept from the first start, so ``max_steps`` counts on across resumes."""
         return await self._call(self._mark_running, op_id, base_sequence)
 
     async def finish(
@@ -369,17 +433,15 @@ class OperationStore:
             return None
         return self._get(op_id)
 
-    def _mark_running(self, op_id: str, base_sequence: int) -> Operation:
-        db = self._conn()
-        db.execute(
+    def _mark_running(self, op_id: str, base_sequence: int) -> Operation | None:
+        updated = self._conn().execute(
             "UPDATE operations SET phase = 'running', status = 'running', "
             "base_sequence = COALESCE(base_sequence, ?), "
-            "started_at = COALESCE(started_at, ?) WHERE id = ?",
+            "started_at = COALESCE(started_at, ?) "
+            "WHERE id = ? AND phase IN ('queued', 'running')",
             (base_sequence, time.time(), op_id),
         )
-        found = self._get(op_id)
-        assert found is not None
-        return found
+        return self._get(op_id) if updated.rowcount else None
 
     async def requeue(self, op_id: str, *, resumed: bool) -> Operation | None:
         """Back to ``queued`` (after a restart or a graceful stop), counting resumes."""

@@ -40,16 +40,20 @@ _INT64 = 2**63 - 1
 _encode = msgspec.json.Encoder().encode
 
 
-def _service(request: Request) -> Service:
+# Dependencies are ``async def``: FastAPI runs a plain ``def`` one in a worker thread,
+# a hand-off per request for what is a dict lookup.
+
+
+async def _service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
 
-def _principal(
+async def _principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    service = _service(request)
+    service: Service = request.app.state.service
     tokens = service.config.tokens
     if tokens is None:
         return ANONYMOUS

@@ -22,7 +22,7 @@ import time
 from typing import Any, Literal
 
 from statelog.engine import ActionError, Application
-from statelog.eventstore import EventStore, SnapshotStore, StatelogError, StreamId
+from statelog.eventstore import Event, EventStore, SnapshotStore, StatelogError, StreamId
 
 from ._metrics import Metrics
 from ._operations import Operation, OperationStore
@@ -72,6 +72,7 @@ class RunScheduler:
         self.run_timeout = run_timeout
         self._queue: asyncio.Queue[Operation] = asyncio.Queue()
         self._running: dict[str, _Running] = {}
+        self._skip: set[str] = set()  # queued operations cancelled before a worker took them
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
@@ -120,10 +121,16 @@ class RunScheduler:
 
     async def cancel(self, op: Operation) -> Operation | None:
         """Cancel a queued run now, a running one at its next step boundary."""
+        running = self._running.get(op.id)
+        if running is not None:
+            running.cancel.set()
+        else:
+            self._skip.add(op.id)  # before any await: a worker taking it now skips it
         marked = await self._ops.request_cancel(op.id)
         running = self._running.get(op.id)
         if running is not None:
             running.cancel.set()
+            self._skip.discard(op.id)
             return marked
         if marked is not None and marked.phase == "queued":
             # still in the queue: the worker that takes it skips it
@@ -158,37 +165,40 @@ class RunScheduler:
                 return
             op = getter.result()
             self._metrics.queue_depth = self._queue.qsize()
-            current = await self._ops.get(op.id)
-            if current is None or current.phase not in ("queued", "running"):
-                continue  # cancelled while queued
-            if current.cancel_requested:
-                await self._end(current, "cancelled", None)
+            if op.id in self._skip:  # cancelled while it waited
+                self._skip.discard(op.id)
                 continue
-            await self._run(current)
+            await self._run(op)
 
     async def _run(self, op: Operation) -> None:
         running = _Running(op)
-        self._running[op.id] = running
+        self._running[op.id] = running  # before any await: a cancel now stops the run
         self._metrics.run_started()
         started = time.monotonic()
         stream = StreamId(op.partition_key, op.app_id)
         app: Application | None = None
         try:
             app = await self._build(op)
-            op = await self._ops.mark_running(op.id, app.sequence_id)
-            running.op = op
+            marked = await self._ops.mark_running(op.id, app.sequence_id)
+            if marked is None:
+                return  # ended while it was being built (a cancel): nothing to run
+            op = running.op = marked
             self._signals.notify(stream)
+            if op.cancel_requested or running.cancel.is_set():
+                await self._end(op, "cancelled", app)
+                return
             budget = op.request.timeout or self.run_timeout
             try:
                 async with asyncio.timeout(budget):
-                    how = await self._steps(app, op, running)
+                    how, last = await self._steps(app, op, running)
             except TimeoutError:
                 await self._end(op, "timed_out", app)
                 return
             if how == "stopping":
                 await self._ops.requeue(op.id, resumed=False)
                 return
-            await self._end(op, "cancelled" if how == "cancelled" else "finished", app)
+            phase: Phase = "cancelled" if how == "cancelled" else "finished"
+            await self._end(op, phase, app, last_event=last)
         except ActionError as exc:
             cause = exc.__cause__ or exc
             error = {
@@ -227,37 +237,37 @@ class RunScheduler:
                 default_state=workflow.initial_state, default_entrypoint=workflow.entrypoint
             )
         )
-        before = await self._store.last_sequence(op.partition_key, op.app_id)
-        app = await builder.abuild()
-        if before < 0:
-            self._metrics.appends += 1  # app_initialized
-        return app
+        return await builder.abuild()
 
-    async def _steps(self, app: Application, op: Operation, running: _Running) -> _Stop:
+    async def _steps(
+        self, app: Application, op: Operation, running: _Running
+    ) -> tuple[_Stop, Event | None]:
+        """Step until the run stops; how it stopped and the last event it wrote."""
         request = op.request
         base = op.base_sequence if op.base_sequence is not None else app.sequence_id
         max_steps = request.max_steps
         if max_steps is not None and app.sequence_id - base >= max_steps:
-            return "max_steps"
+            return "max_steps", None
         stream = StreamId(op.partition_key, op.app_id)
         metrics = self._metrics
-        steps = app.aiterate(
+        last: Event | None = None
+        events = app.astream(
             halt_before=request.halt_before,
             halt_after=request.halt_after,
             inputs=request.inputs or None,
         )
-        async with contextlib.aclosing(steps):
-            async for _ in steps:
+        async with contextlib.aclosing(events):
+            async for last in events:
                 metrics.steps += 1
                 metrics.appends += 1
                 self._signals.notify(stream)
                 if self._stopping.is_set():
-                    return "stopping"
+                    return "stopping", last
                 if running.cancel.is_set():
-                    return "cancelled"
+                    return "cancelled", last
                 if max_steps is not None and app.sequence_id - base >= max_steps:
-                    return "max_steps"
-        return "done"
+                    return "max_steps", last
+        return "done", last
 
     async def _end(
         self,
@@ -265,28 +275,32 @@ class RunScheduler:
         phase: Phase,
         app: Application | None,
         *,
+        last_event: Event | None = None,
         error: dict[str, Any] | None = None,
     ) -> Operation | None:
-        sequence_id: int | None
+        """End the operation (once); ``last_event``, when the caller has it, saves a read."""
         if app is not None:
-            sequence_id, position = app.sequence_id, app.position
+            sequence_id: int = app.sequence_id
+            position = app.position
         else:
             sequence_id = await self._store.last_sequence(op.partition_key, op.app_id)
             position = None
-        last = None
-        if phase == "finished" and sequence_id is not None and sequence_id >= 0:
+        last = last_event
+        if last is not None and last.sequence_id != sequence_id:
+            last = None
+        if phase == "finished" and last is None and sequence_id >= 0:
             found = await self._store.read(
                 op.partition_key, op.app_id, from_sequence=sequence_id, to_sequence=sequence_id
             )
             last = found[-1] if found else None
-            if last is not None and app is None:
-                position = last.next_action
+        if last is not None and app is None:
+            position = last.next_action
         status = derive_status(last, phase)
         ended = await self._ops.finish(
             op.id,
             phase,
             status,
-            sequence_id=None if sequence_id is None or sequence_id < 0 else sequence_id,
+            sequence_id=None if sequence_id < 0 else sequence_id,
             position=position,
             error=error,
         )
