@@ -249,10 +249,11 @@ def ui(browser: Any) -> Iterator[Page]:
     assert wrapped.errors == [], f"script errors: {wrapped.errors}"
 
 
-def shot(page: Any, name: str, *, full_page: bool = False) -> None:
+def shot(page: Any, name: str, *, full_page: bool = False, height: int | None = None) -> None:
     """Save docs/ui/NAME.png when STATELOG_UI_SCREENSHOTS=1."""
     if os.environ.get("STATELOG_UI_SCREENSHOTS") != "1":
         return
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page, animations="disabled")
+    clip = None if height is None else {"x": 0, "y": 0, "width": 1280, "height": height}
+    page.screenshot(path=str(path), full_page=full_page, clip=clip, animations="disabled")

@@ -129,6 +129,8 @@ def test_a_fork_links_to_its_parent(ui: Page, seeded: Seeded) -> None:
     link = page.locator("#lineage-box a.app-link")
     expect(link).to_have_text("order-a1")
     expect(page.locator("#lineage-box")).to_contain_text("forked from order-a1 at #2")
+    expect(page.locator("tr.ev").first).to_contain_text("forked")
+    shot(page, "lineage")
     link.click()
     expect(page.locator("h1.app-title")).to_have_text("order-a1")
 
@@ -177,7 +179,7 @@ def test_a_running_apps_timeline_grows_live_and_can_be_cancelled(ui: Page, seede
     )
     last_seq = int(page.locator("#app-last-seq").inner_text())
     assert last_seq >= before + 4
-    shot(page, "live")
+    shot(page, "live", height=640)
     cancel = page.locator("#cancel-op")
     expect(cancel).to_be_visible()
     cancel.click()

@@ -117,7 +117,7 @@ export async function appPage({ session, params, signal, view }) {
     try {
       const result = await get(appPath(id, "/verify"), qp, signal);
       if (result.ok) {
-        replace(chain, h("span", { class: "chain-ok" }, `✓ verified: events 0..${result.sequence_id}, every hash links`));
+        replace(chain, h("span", { class: "chain-ok" }, `✓ verified: events 0..${result.sequence_id}`));
       } else {
         const b = result.broken || {};
         replace(chain, h("span", { class: "chain-broken" }, `✕ broken at seq ${b.sequence_id}`), b.reason ? h("p", null, String(b.reason)) : null);
