@@ -23,8 +23,6 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
-from redis.commands.core import AsyncScript
-
 from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, warn_unclosed
 from .._chain import BrokenLink, validate_batch, verify_events
 from .._codec import Codec, CodecName, get_codec
@@ -39,6 +37,7 @@ from .._errors import (
 from .._event import Event, Recorded, StreamId
 from ._client import DRIVER_ERRORS, RedisKeys, call, open_client, translate_error
 from ._scripts import APPEND, READ_ALL
+from ._writer import ScriptWriter
 
 __all__ = ["RedisEventStore"]
 
@@ -111,8 +110,8 @@ class RedisEventStore(EventStore):
         self._client = open_client(
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_connect_timeout
         )
-        self._append_script: AsyncScript = self._client.register_script(APPEND)
-        self._read_all_script: AsyncScript = self._client.register_script(READ_ALL)
+        self._writer = ScriptWriter(self._client, self._client.register_script(APPEND))
+        self._read_all_script = self._client.register_script(READ_ALL)
         self._heads: dict[StreamId, _Head] = {}
         self._used = False  # the client has (or may have) open connections
         self._waiting = 0  # subscribers blocked in XREAD
@@ -150,6 +149,7 @@ class RedisEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
+        await self._writer.wait_idle()  # appends already sent or queued get their replies
         if self._waiting and self._idle is not None:
             # blocked subscribers return within their block time (<= 1 s)
             await self._idle.wait()
@@ -237,15 +237,15 @@ class RedisEventStore(EventStore):
         keys = self.keys
         self._used = True
         try:
-            return await self._append_script(
-                keys=[
+            return await self._writer.run(
+                [
                     keys.position,
                     keys.log,
                     keys.streams,
                     keys.partition(stream.partition_key),
                     keys.events(ref),
                 ],
-                args=args,
+                args,
             )
         except BaseException as exc:
             # The outcome is unknown (sent, maybe applied): forget the cached head.
@@ -405,13 +405,18 @@ class RedisEventStore(EventStore):
             block = max(1, min(block, int(self.socket_timeout * 500)))
         while True:
             self._check_open()
-            batch = await self.read_all(from_position=position, limit=LOG_PAGE)
+            try:
+                batch = await self.read_all(from_position=position, limit=LOG_PAGE)
+                if not batch:
+                    await self._wait_for(position, block)
+                    continue
+            except StoreUnavailableError as exc:
+                if self._closed:  # aclose() cut the connection of a read in flight
+                    raise StoreClosedError(f"{self!r} closed while subscribed") from exc
+                raise
             for rec in batch:
                 yield rec
-            if batch:
-                position = batch[-1].position + 1
-                continue
-            await self._wait_for(position, block)
+            position = batch[-1].position + 1
 
     async def _wait_for(self, position: int, block_ms: int) -> None:
         """Block until the log has an entry at ``position`` or later (or ``block_ms`` passed)."""
