@@ -4,15 +4,13 @@ and a refused request writes nothing (neither to the log nor to the operations).
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import ROOT, ServeProcess, wait_status
+from .conftest import ServeProcess, wait_status
 
 ADMIN = "admin-token-0123456789"
 READER = "reader-token-0123456789"
@@ -184,17 +182,11 @@ def test_the_right_tokens_are_let_in(secured: ServeProcess) -> None:
     assert httpx.get(secured.url + "/metrics").status_code == 200
 
 
-def _serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "statelog", "serve", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_serve_refuses_a_public_address_without_tokens_and_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from statelog._cli import main
 
-
-def test_serve_refuses_a_public_address_without_tokens_and_bad_options(tmp_path: Path) -> None:
     db = str(tmp_path / "log.db")
     for args, words in [
         (["--host", "0.0.0.0", "--demo", "--db", db], "without --token-file"),
@@ -203,12 +195,9 @@ def test_serve_refuses_a_public_address_without_tokens_and_bad_options(tmp_path:
         (["--db", db], "no workflow to serve"),
         (["--demo", "--db", str(tmp_path / "missing" / "log.db")], "no directory"),
         (["--demo", "--db", db, "--token-file", str(tmp_path / "none")], "No such file"),
+        (["--demo", "--db", db, "--max-concurrent-runs", "0"], "expected an integer >= 1"),
     ]:
-        done = _serve(*args)
-        assert done.returncode == 2, (args, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("statelog: error:"), done.stderr
-        assert words in lines[0], (words, lines[0])
-    usage = _serve("--demo", "--db", db, "--max-concurrent-runs", "0")  # argparse's own error
-    assert usage.returncode == 2 and "expected an integer >= 1" in usage.stderr
+        assert main(["serve", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith("statelog: error:") and words in err, (words, err)
     assert not (tmp_path / "log.db").exists()  # nothing was created
