@@ -148,54 +148,58 @@ class _Refusal(Exception):
         self.steps: list[str] = []
 
 
-def _check_value(value: Any, depth: int) -> None:
-    """Raise ``_Refusal`` unless ``value`` reads back identically from every codec.
-
-    ``depth`` is how many dicts and lists hold ``value``. The ints and strs of
-    a dict or list are checked in its loop, without a call; lone surrogates in
-    strs are left to the encoder, which fails on them anyway (``_explain``).
-    """
-    kind = type(value)
-    if kind is not dict and kind is not list:
-        if kind is str or kind is bool or value is None:
-            return
-        if kind is int:
-            if _INT_MIN <= value <= _INT_MAX:
-                return
-            raise _Refusal(_INT_RANGE, str(value))
-        if kind is float:
-            if isfinite(value):
-                return
-            raise _Refusal("a finite float", repr(value))
-        _check_other(value)  # raises unless a dict or list subclass, or an enum member
-        if not isinstance(value, dict | list):
-            return
-    if depth >= MAX_VALUE_DEPTH:
+def _check_dict(value: dict[Any, Any], level: int) -> None:
+    """Raise ``_Refusal`` unless the dict ``value``, ``level`` deep, reads back
+    identically from every codec. Its strs and ints are checked in the loop,
+    without a call; lone surrogates in strs are left to the encoders, which
+    fail on them anyway (``_explain``)."""
+    if level > MAX_VALUE_DEPTH:
         raise _Refusal(f"at most {MAX_VALUE_DEPTH} levels of nested dicts and lists", "more")
-    depth += 1
-    if kind is dict or isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) is not str and not _is_str(key):
-                name = "None" if key is None else type(key).__name__
-                raise _Refusal("str dict keys", f"the {name} key {key!r}")
-            kind = type(item)
-            if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
-                continue
-            try:
-                _check_value(item, depth)
-            except _Refusal as refusal:
-                refusal.steps.append(f".{key}")
-                raise
+    for key, item in value.items():
+        if type(key) is not str and not _is_str(key):
+            name = "None" if key is None else type(key).__name__
+            raise _Refusal("str dict keys", f"the {name} key {key!r}")
+        kind = type(item)
+        if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
+            continue
+        try:
+            _check_item(item, kind, level)
+        except _Refusal as refusal:
+            refusal.steps.append(f".{key}")
+            raise
+
+
+def _check_list(value: list[Any], level: int) -> None:
+    """``_check_dict`` for a list."""
+    if level > MAX_VALUE_DEPTH:
+        raise _Refusal(f"at most {MAX_VALUE_DEPTH} levels of nested dicts and lists", "more")
+    for index, item in enumerate(value):
+        kind = type(item)
+        if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
+            continue
+        try:
+            _check_item(item, kind, level)
+        except _Refusal as refusal:
+            refusal.steps.append(f"[{index}]")
+            raise
+
+
+def _check_item(value: Any, kind: type, level: int) -> None:
+    """Any value of ``type`` ``kind`` held ``level`` containers deep."""
+    if kind is dict:
+        _check_dict(value, level + 1)
+    elif kind is list:
+        _check_list(value, level + 1)
+    elif kind is str or kind is bool or value is None:
+        pass
+    elif kind is float:
+        if not isfinite(value):
+            raise _Refusal("a finite float", repr(value))
+    elif kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise _Refusal(_INT_RANGE, str(value))
     else:
-        for index, item in enumerate(value):
-            kind = type(item)
-            if kind is str or (kind is int and _INT_MIN <= item <= _INT_MAX):
-                continue
-            try:
-                _check_value(item, depth)
-            except _Refusal as refusal:
-                refusal.steps.append(f"[{index}]")
-                raise
+        _check_other(value, level)
 
 
 def _is_str(value: Any) -> bool:
@@ -203,10 +207,13 @@ def _is_str(value: Any) -> bool:
     return type(value) is str or (isinstance(value, str) and isinstance(value, Enum))
 
 
-def _check_other(value: Any) -> None:
-    """The values of ``_check_value`` that are not exactly a JSON type."""
-    if isinstance(value, dict | list):
-        return  # a dict or list subclass reads back as a dict or list, equal
+def _check_other(value: Any, level: int) -> None:
+    """The values of ``_check_item`` that are not exactly of a JSON type."""
+    # a dict or list subclass reads back as a dict or list, equal
+    if isinstance(value, dict):
+        return _check_dict(value, level + 1)
+    if isinstance(value, list):
+        return _check_list(value, level + 1)
     if isinstance(value, Enum) and isinstance(value, int | str) and not isinstance(value, bool):
         if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX:
             raise _Refusal(_INT_RANGE, str(int(value)))
@@ -273,10 +280,10 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     checks, exact types first.
     """
     value: Any = event.action
-    if value is not None and type(value) is not str and not _is_str(value):
+    if type(value) is not str and value is not None and not _is_str(value):
         raise _wrong_type(stream, sequence_id, "$.action", "str or None", value)
     value = event.next_action
-    if value is not None and type(value) is not str and not _is_str(value):
+    if type(value) is not str and value is not None and not _is_str(value):
         raise _wrong_type(stream, sequence_id, "$.next_action", "str or None", value)
     value = event.correlation_id
     if value is not None and type(value) is not str and not _is_str(value):
@@ -285,7 +292,7 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     if type(value) is not datetime and not isinstance(value, datetime):
         raise _wrong_type(stream, sequence_id, "$.timestamp", "datetime", value)
     tz = value.tzinfo
-    if tz is not None and tz is not UTC and value.utcoffset() not in (None, _ZERO):
+    if tz is not UTC and tz is not None and value.utcoffset() not in (None, _ZERO):
         # msgpack keeps the instant, not the offset: the hash would not verify
         raise _refused(
             stream,
@@ -324,14 +331,14 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     # the one walk over the values
     field = "writes"
     try:
-        _check_value(writes, 0)
+        _check_dict(writes, 1)
         if inputs:
             field = "inputs"
-            _check_value(inputs, 0)
+            _check_dict(inputs, 1)
         value = event.result
         if value is not None:
             field = "result"
-            _check_value(value, 0)
+            _check_item(value, type(value), 0)
     except _Refusal as refusal:
         raise _located(refusal, field, stream, sequence_id) from None
 
