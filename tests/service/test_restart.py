@@ -122,3 +122,33 @@ def test_sigterm_stops_at_a_step_boundary_and_the_runs_resume(
     with httpx.Client(base_url=second.url, timeout=10) as http:
         _check_runs_ended_once(http, db, apps, ops)
         assert [op["resumed"] for op in _all_operations(http)] == [0, 0, 0]
+
+
+def test_a_restart_honours_cancels_and_ends_runs_of_a_missing_graph(
+    make_server: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "log.db"
+    first = make_server(db=db)
+    with httpx.Client(base_url=first.url, timeout=10) as http:
+        slow = {"graph": "long", "inputs": {"delay": 0.5}}
+        cancelled = http.post("/v1/runs", json={**slow, "app_id": "gone-1"}).json()["id"]
+        orphan = http.post("/v1/runs", json={**slow, "app_id": "gone-2"}).json()["id"]
+        deadline = time.monotonic() + 30
+        while min(len(_events_of(db, "gone-1")), len(_events_of(db, "gone-2"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert http.delete(f"/v1/operations/{cancelled}").json()["cancel_requested"] is True
+    first.kill9()  # before the step in progress (0.5 s) reaches its boundary
+    before = {app: _events_of(db, app) for app in ("gone-1", "gone-2")}
+
+    second = make_server(db=db, apps=["counter=tests.service.workflows:counter"])
+    with httpx.Client(base_url=second.url, timeout=10) as http:
+        assert wait_status(http, cancelled, FINAL)["status"] == "cancelled"
+        ended = wait_status(http, orphan, FINAL)
+        assert ended["status"] == "interrupted"
+        assert ended["error"]["type"] == "UnknownGraph" and "'long'" in ended["error"]["message"]
+        time.sleep(0.3)
+        assert {app: _events_of(db, app) for app in before} == before  # nothing ran
+        for app in before:
+            assert http.get(f"/v1/apps/{app}/verify").json()["ok"] is True
+    assert second.stop() == 0
