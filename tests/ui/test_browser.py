@@ -179,6 +179,9 @@ def test_a_running_apps_timeline_grows_live_and_can_be_cancelled(ui: Page, seede
     )
     last_seq = int(page.locator("#app-last-seq").inner_text())
     assert last_seq >= before + 4
+    # each event once, in order: a page loaded while the SSE catches up shows no duplicate
+    seqs = page.locator("tr.ev").evaluate_all("rows => rows.map(r => Number(r.dataset.seq))")
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
     shot(page, "live", height=640)
     cancel = page.locator("#cancel-op")
     expect(cancel).to_be_visible()
@@ -307,7 +310,9 @@ def test_a_read_token_sees_no_write_controls(ui: Page, with_tokens: Process) -> 
 
 
 def test_statelog_ui_serves_a_log_read_only(ui: Page, seeded: Seeded) -> None:
-    before = {p.name: p.stat().st_mtime_ns for p in seeded.db.parent.glob("ui.db*")}
+    # the log and its WAL stay untouched (a WAL reader takes its read locks in -shm)
+    files = [seeded.db, seeded.db.with_name("ui.db-wal")]
+    before = [(p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists()]
     server = Process(
         ["-m", "statelog", "ui", "--db", str(seeded.db), "--port", "0"],
         "statelog ui: http://127.0.0.1:",
@@ -337,5 +342,5 @@ def test_statelog_ui_serves_a_log_read_only(ui: Page, seeded: Seeded) -> None:
         assert "script-src 'self'" in response.headers["content-security-policy"]
     finally:
         server.stop()
-    after = {p.name: p.stat().st_mtime_ns for p in seeded.db.parent.glob("ui.db*")}
+    after = [(p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists()]
     assert after == before

@@ -236,6 +236,12 @@ export async function appPage({ session, params, signal, view }) {
     setQuery({ from: start || null });
     const page = await get(appPath(id, "/events"), { ...qp, from: start, limit: PAGE }, signal);
     pageEvents = page.events;
+    const newest = pageEvents.length ? pageEvents[pageEvents.length - 1] : null;
+    if (newest && newest.sequence_id > last) {
+      last = newest.sequence_id; // the app moved on since its summary was read
+      app = { ...app, sequence_id: last, position: newest.next_action ?? null };
+      renderSummary();
+    }
     replace(tbody, pageEvents.map(eventRow));
     updatePager();
     renderGraphBox();
@@ -346,7 +352,7 @@ export async function appPage({ session, params, signal, view }) {
       pageEvents = [];
       replace(tbody);
     }
-    if (e.sequence_id >= from) {
+    if (e.sequence_id >= from && !document.getElementById(`ev-${e.sequence_id}`)) {
       pageEvents.push(e);
       tbody.appendChild(eventRow(e));
     }
