@@ -127,6 +127,12 @@ class EventStore(AsyncResource, ABC):
         a new stream). A writer that is behind gets ``ConcurrencyError`` and
         nothing is written. The store sets ``prev_hash`` and ``hash``; the sealed
         events are returned with their positions.
+
+        An event that would not read back identically is refused before
+        anything is written: ``InvalidEventError`` for a field of the wrong
+        type, ``EncodingError`` for a value no codec keeps as it is (a set,
+        NaN, a non-str key, ...); both name the path (``$.writes.tags[2]``).
+        docs/store-api.md, "What append accepts", has the rules.
         """
 
     # --- reading
