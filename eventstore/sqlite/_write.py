@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -124,9 +125,11 @@ class Writer:
         self._codec_asked = codec
         self._on_commit = on_commit
         self._data_version: int | None = None
-        self._cond = threading.Condition()
-        self._inbox: list[Request] = []  # handed over, not yet taken (guarded by _cond)
+        # the loop hands the thread batches of appends through _inbox; None: stop
+        self._inbox: queue.SimpleQueue[list[Request] | None] = queue.SimpleQueue()
         self._outbox: list[Request] = []  # this loop turn's appends (loop thread only)
+        # guards state changes (RLock: __del__ may call stop on any thread, at any time)
+        self._lock = threading.RLock()
         self._loop = asyncio.get_running_loop()
         self._opened: asyncio.Future[Codec] = self._loop.create_future()
         self._stopped: asyncio.Future[None] = self._loop.create_future()
@@ -149,19 +152,15 @@ class Writer:
         """Queue an append; this loop turn's appends are handed over together."""
         self._outbox.append(request)
         if len(self._outbox) == 1:
-            if self.state is WriterState.IDLE:
-                self._hand_over()
-            else:
-                self._loop.call_soon(self._hand_over)
+            self._loop.call_soon(self._hand_over)
 
     def _hand_over(self) -> None:
         batch, self._outbox = self._outbox, []
         if not batch:
             return
-        with self._cond:
+        with self._lock:
             if self.state is not WriterState.CLOSED:
-                self._inbox += batch
-                self._cond.notify()
+                self._inbox.put(batch)
                 return
         error = StoreClosedError(f"the writer of {self.path!r} has stopped")
         for request in batch:
@@ -169,10 +168,10 @@ class Writer:
 
     def stop(self) -> None:
         """Ask the thread to write what is queued, close and end (any thread; idempotent)."""
-        with self._cond:
+        with self._lock:
             if self.state in (WriterState.OPENING, WriterState.IDLE, WriterState.WRITING):
                 self.state = WriterState.CLOSING
-            self._cond.notify()
+        self._inbox.put(None)
 
     async def aclose(self) -> None:
         """Write what is queued, close the connection, end the thread."""
@@ -198,55 +197,60 @@ class Writer:
             self._end(db, exc)
             return
         deliver(self._loop, settle, self._opened, codec, None)
+        queued: list[Request] = []  # taken from the inbox, not written yet
+        stopping = False
         try:
             while True:
-                with self._cond:
-                    if self.state is WriterState.OPENING:
-                        self.state = WriterState.IDLE
-                    while not self._inbox and self.state is WriterState.IDLE:
-                        self._cond.wait()
-                    if not self._inbox:  # CLOSING, and everything is written
+                if not queued:
+                    if stopping:  # everything asked for before stop() is written
                         break
-                    group = self._take_group()
-                    if self.state is WriterState.IDLE:
-                        self.state = WriterState.WRITING
+                    self._become(WriterState.IDLE)
+                    batch = self._inbox.get()  # waits for the loop
+                    stopping |= batch is None
+                    queued += batch or ()
+                while True:  # and whatever else has come meanwhile
+                    try:
+                        batch = self._inbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    stopping |= batch is None
+                    queued += batch or ()
+                group = _take_group(queued)
                 if group:
+                    self._become(WriterState.WRITING)
                     outcomes = self._commit(db, group)
                     deliver(self._loop, _settle_group, group, outcomes, self._on_commit)
-                with self._cond:
-                    if self.state is WriterState.WRITING:
-                        self.state = WriterState.IDLE
         finally:
-            self._end(db, None)
+            self._end(db, None, queued)
 
-    def _end(self, db: sqlite3.Connection | None, error: BaseException | None) -> None:
+    def _become(self, state: WriterState) -> None:
+        with self._lock:
+            if self.state is not WriterState.CLOSING:
+                self.state = state
+
+    def _end(
+        self,
+        db: sqlite3.Connection | None,
+        error: BaseException | None,
+        queued: list[Request] | None = None,
+    ) -> None:
+        """Close, fail what is left (nothing, unless a bug ended the loop), report the end."""
         if db is not None:
             db.close()
-        with self._cond:
+        with self._lock:  # no batch is handed over after this
             self.state = WriterState.CLOSED
-            left, self._inbox = self._inbox, []
+        left: list[Request] = list(queued or ())
+        while True:
+            try:
+                left += self._inbox.get_nowait() or ()
+            except queue.Empty:
+                break
         if error is not None:
             deliver(self._loop, settle, self._opened, None, error)
         if left:
             closed = StoreClosedError(f"the writer of {self.path!r} has stopped")
             deliver(self._loop, _settle_group, left, [closed] * len(left), None)
         deliver(self._loop, settle, self._stopped, None, None)
-
-    def _take_group(self) -> list[Request]:
-        """Queued appends, oldest first, up to ``GROUP_EVENTS`` events (at least one)."""
-        group: list[Request] = []
-        size = 0
-        taken = 0
-        for request in self._inbox:
-            if size and size + len(request.events) > GROUP_EVENTS:
-                break
-            taken += 1
-            if request.future.cancelled():  # its caller left before it was written
-                continue
-            group.append(request)
-            size += len(request.events)
-        del self._inbox[:taken]
-        return group
 
     def _commit(self, db: sqlite3.Connection, group: list[Request]) -> list[Outcome]:
         """Commit ``group``; every request gets its outcome. Never raises."""
@@ -360,6 +364,25 @@ class Writer:
             position = _insert_rows(db, params)
             first = first or position
         return first
+
+
+def _take_group(queued: list[Request]) -> list[Request]:
+    """Take the oldest queued appends, up to ``GROUP_EVENTS`` events (at least one)."""
+    group: list[Request] = []
+    size = 0
+    taken = 0
+    for request in queued:
+        if size and size + len(request.events) > GROUP_EVENTS:
+            break
+        taken += 1
+        # (a read of the future's state from this thread: its caller left before
+        # it was written, so it never is)
+        if request.future.cancelled():
+            continue
+        group.append(request)
+        size += len(request.events)
+    del queued[:taken]
+    return group
 
 
 _INSERT_SQL: dict[int, str] = {}
