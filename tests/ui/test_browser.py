@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import BIG, READ_TOKEN, WRITE_TOKEN, XSS, Page, Process, Seeded, serve, shot
+from .conftest import BIG, READ_TOKEN, ROOT, WRITE_TOKEN, XSS, Page, Process, Seeded, serve, shot
 
 
 def expect(target: Any) -> Any:
@@ -344,3 +348,49 @@ def test_statelog_ui_serves_a_log_read_only(ui: Page, seeded: Seeded) -> None:
         server.stop()
     after = [(p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists()]
     assert after == before
+
+
+def start_writer(db: Path, app_id: str, start: int, count: int) -> subprocess.Popen[str]:
+    """``tests.ui.writer``: appends, prints ``wrote``, holds the log open until stdin closes."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ui.writer", str(db), app_id, str(start), str(count)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "wrote"
+    return proc
+
+
+def stop_writer(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()
+    assert proc.wait(timeout=15) == 0
+    proc.stdout.close()
+
+
+def test_statelog_ui_follows_a_log_another_process_writes(ui: Page, tmp_path: Path) -> None:
+    db = tmp_path / "followed.db"
+    stop_writer(start_writer(db, "tail", 0, 3))  # a log closed cleanly
+    server = Process(
+        ["-m", "statelog", "ui", "--db", str(db), "--port", "0"],
+        "statelog ui: http://127.0.0.1:",
+        tmp_path / "statelog-ui.log",
+    )
+    try:
+        page = ui.page
+        page.goto(f"{server.url}/ui/#/app?id=tail&pk=")
+        expect(page.locator("tr.ev")).to_have_count(3)
+        page.click("#follow-live")
+        expect(page.locator("#follow-live")).to_have_attribute("aria-pressed", "true")
+        writer = start_writer(db, "tail", 3, 4)  # a writer comes and keeps running
+        try:
+            expect(page.locator("tr.ev")).to_have_count(7, timeout=15_000)
+            expect(page.locator("#app-last-seq")).to_have_text("6")
+        finally:
+            stop_writer(writer)
+    finally:
+        server.stop()

@@ -13,6 +13,7 @@ import { statusBadge } from "./apps.js";
 
 const PAGE = 50;
 const VERIFY_AUTO_MAX = 20000; // longer chains are verified on request
+let graphsServed = true; // GET /v1/graphs/{name}: tried until the service answers 404
 
 function section(id, title, ...body) {
   return h("section", { id, class: "card", "aria-labelledby": `${id}-h` }, h("h2", { id: `${id}-h` }, title), body);
@@ -132,11 +133,13 @@ export async function appPage({ session, params, signal, view }) {
   const graphBox = h("div", { id: "graph-box", class: "graph-box" });
   const graphNote = h("p", { class: "muted small", id: "graph-note" });
   let declared = null;
-  if (app.graph) {
+  if (app.graph && graphsServed) {
     try {
       declared = await get("/v1/graphs/" + encodeURIComponent(app.graph), null, signal);
-    } catch {
-      declared = null; // the service does not describe graphs (yet): draw what the events show
+    } catch (err) {
+      // no such route (yet): draw what the events show, and stop asking this session
+      if (err.status === 404 && !(err.problem && err.problem.type && err.problem.type.endsWith("unknown-graph"))) graphsServed = false;
+      declared = null;
     }
   }
   function renderGraphBox() {
