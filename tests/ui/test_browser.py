@@ -394,3 +394,53 @@ def test_statelog_ui_follows_a_log_another_process_writes(ui: Page, tmp_path: Pa
             stop_writer(writer)
     finally:
         server.stop()
+
+
+def test_v2_events_render_their_kind_ops_and_traceback(ui: Page, seeded: Seeded) -> None:
+    """The event renderers take the v2 record (lifecycle kinds, ``ops``, a traceback) and
+    kinds they do not know, so the timeline needs no rewrite when the engine writes them."""
+    page = open_apps(ui, seeded)
+    page.evaluate(
+        """async () => {
+        const ev = await import('/ui/js/events.js');
+        const row = (e) => {
+          const div = document.createElement('div');
+          div.className = 'v2-event';
+          div.append(ev.renderKind(e), ev.renderAttempt(e), ev.renderChanges(e));
+          const err = ev.renderError(e);
+          if (err) div.append(err);
+          return div;
+        };
+        const view = document.getElementById('view');
+        view.prepend(
+          row({kind: 'attempt_failed', attempt: 2, ops: [], error: {type: 'TimeoutError',
+               message: 'gateway', traceback: 'Traceback (most recent call last):\\n'
+                 + '  File "a.py", line 3, in charge\\nTimeoutError: gateway'}}),
+          row({kind: 'action_completed', ops: [
+               {op: 'append', path: 'items', value: '<i>x</i>'},
+               {op: 'increment', path: 'count', value: 2},
+               {op: 'delete', path: 'draft'},
+               {op: 'reticulate', path: 'splines', value: 1}]}),
+          row({kind: 'some_future_kind', writes: {a: 1}}));
+    }"""
+    )
+    rows = page.locator(".v2-event")
+    expect(rows).to_have_count(3)
+    failed = rows.nth(0)
+    expect(failed.locator(".kind")).to_have_text("attempt failed")
+    expect(failed.locator(".kind")).to_have_class("kind tone-fail")
+    expect(failed).to_contain_text("2 (2 failed)")
+    expect(failed.locator(".traceback summary")).to_have_text("Traceback: TimeoutError: gateway")
+    ops = rows.nth(1).locator("ul.changes li")
+    expect(ops).to_have_text(
+        [
+            'append items += "<i>x</i>"',
+            "increment count + 2",
+            "delete draft",
+            "reticulate splines → 1",
+        ]
+    )
+    expect(rows.nth(2).locator(".kind")).to_have_text("some_future_kind")
+    expect(rows.nth(2).locator(".kind")).to_have_class("kind tone-other")
+    expect(rows.nth(2)).to_contain_text("set a = 1")
+    assert page.locator("#view i").count() == 0
