@@ -72,6 +72,12 @@ def mount_ui(app: FastAPI, *, path: str = "/ui") -> None:
     does). The pages use the app's ``/v1`` routes with the token the user enters.
     """
     path = "/" + path.strip("/")
+    mounted: set[str] | None = getattr(app.state, "statelog_ui_paths", None)
+    if mounted is None:
+        mounted = app.state.statelog_ui_paths = set()
+    if path in mounted:  # mounted twice (by the service and by its caller): once is enough
+        return
+    mounted.add(path)
 
     async def session(request: Request) -> JSONResponse:
         return JSONResponse(_session(request), headers={"Cache-Control": "no-store"})
