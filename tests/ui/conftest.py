@@ -221,13 +221,16 @@ def browser() -> Iterator[Any]:
 
 
 class Page:
-    """A Playwright page that records every dialog (none may ever open) and console error."""
+    """A Playwright page that records every dialog (none may ever open), script error
+    and request (all must go to the server under test)."""
 
     def __init__(self, page: Any) -> None:
         self.page = page
         self.dialogs: list[str] = []
         self.errors: list[str] = []
+        self.requests: list[str] = []
         page.on("dialog", self._dialog)
+        page.on("request", lambda request: self.requests.append(request.url))
         page.on("pageerror", lambda exc: self.errors.append(str(exc)))
 
     def _dialog(self, dialog: Any) -> None:
@@ -247,6 +250,10 @@ def ui(browser: Any) -> Iterator[Page]:
         context.close()
     assert wrapped.dialogs == [], f"a dialog opened: {wrapped.dialogs}"
     assert wrapped.errors == [], f"script errors: {wrapped.errors}"
+    # no CDN, no network: every request goes to the server under test (or is inline data)
+    elsewhere = [u for u in wrapped.requests if not u.startswith(("http://127.0.0.1:", "data:"))]
+    assert elsewhere == [], f"requests off the server: {elsewhere}"
+    assert any("/ui/js/main.js" in u for u in wrapped.requests)
 
 
 def shot(page: Any, name: str, *, full_page: bool = False, height: int | None = None) -> None:
