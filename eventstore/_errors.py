@@ -7,6 +7,7 @@ Every error statelog raises is a ``StatelogError``::
     │   ├── ConcurrencyError      (stream, expected, actual)
     │   ├── StoreUnavailableError (also a ConnectionError)
     │   ├── StoreClosedError
+    │   ├── FencedError           (a writer's claim on a Kafka partition is over)
     │   ├── StoreCorruptError     (the file or topic is not a statelog log)
     │   ├── EventTooLargeError    (also a ValueError; stream, sequence_id, size, limit)
     │   └── IntegrityError        (broken hash chain: stream, sequence_id)
@@ -34,6 +35,7 @@ __all__ = [
     "ConfigError",
     "EncodingError",
     "EventTooLargeError",
+    "FencedError",
     "IntegrityError",
     "InvalidEventError",
     "SchemaVersionError",
@@ -74,6 +76,25 @@ class ConcurrencyError(StoreError):
             f"stream {stream_name(self.stream)!r}: expected last sequence_id {expected}, "
             f"but the stream is at {actual}; another writer got there first "
             "(nothing was written)"
+        )
+
+
+class FencedError(StoreError):
+    """This writer's claim on a Kafka partition is over: another owner opened a newer epoch.
+
+    The records of the append that raised it are on the topic but every reader
+    skips them; the claim is dropped, so the caller must stop writing there.
+    ``ours`` and ``current`` are the two fences (epoch, owner).
+    """
+
+    def __init__(self, partition: int, ours: tuple[int, str], current: tuple[int, str] | None):
+        self.partition = partition
+        self.ours = ours
+        self.current = current
+        now = f"epoch {current[0]} ({current[1]})" if current else "an unknown epoch"
+        super().__init__(
+            f"partition {partition} is fenced: this writer holds epoch {ours[0]} ({ours[1]}), "
+            f"the partition is at {now}"
         )
 
 

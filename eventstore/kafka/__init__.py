@@ -4,6 +4,7 @@ Importing this package loads aiokafka (``pip install "statelog[kafka]"``);
 ``import statelog`` and ``import statelog.eventstore`` do not.
 """
 
+from .._errors import FencedError
 from ._relay import (
     MemoryRelayCheckpoint,
     OutboxRelay,
@@ -15,6 +16,7 @@ from ._store import KafkaEventStore, kafka_position, split_position
 from ._subscription import DedupIndex, ForeignRecordWarning, KafkaSubscription
 from ._wire import (
     WIRE_VERSION,
+    Fence,
     KafkaRecord,
     decode_record,
     encode_record,
@@ -26,6 +28,8 @@ from ._wire import (
 __all__ = [
     "WIRE_VERSION",
     "DedupIndex",
+    "Fence",
+    "FencedError",
     "ForeignRecordWarning",
     "KafkaEventStore",
     "KafkaRecord",

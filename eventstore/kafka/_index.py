@@ -3,13 +3,15 @@
 Per stream: its Kafka partition, its head (last sequence id and hash) and the
 offset of every event. Per partition: the offset up to which the topic has
 been read into the index (the checkpoint), and the offsets of records readers
-skip (duplicates, records off the chain, foreign records). New rows are kept in
+skip (duplicates, records off the chain, fenced and foreign records), and the
+fences (ownership epochs) opened in it, by offset. New rows are kept in
 memory and written in one transaction by ``flush``, with the checkpoints, so a
 crash loses only rows the next catch-up re-reads from the topic.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import sqlite3
 from collections.abc import Iterable
@@ -20,6 +22,7 @@ import aiosqlite
 from .._errors import StoreCorruptError
 from .._event import Event, StreamId
 from ..sqlite._schema import translate_error
+from ._wire import Fence
 
 __all__ = ["FLUSH_ROWS", "KafkaIndex", "StreamHead"]
 
@@ -65,6 +68,13 @@ CREATE TABLE IF NOT EXISTS skipped (
     kafka_offset INTEGER NOT NULL,
     PRIMARY KEY (kafka_partition, kafka_offset)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fences (
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (kafka_partition, kafka_offset)
+) WITHOUT ROWID;
 """
 
 
@@ -79,6 +89,9 @@ class KafkaIndex:
         self.checkpoint: dict[int, int] = {}
         self.skipped: set[tuple[int, int]] = set()
         self.pending: dict[tuple[int, int], int] = {}
+        #: per partition, the fences opened in it: ascending offsets and epochs
+        self.fences: dict[int, list[tuple[int, Fence]]] = {}
+        self._fence_rows: list[tuple[int, int, int, str]] = []
         self._db: aiosqlite.Connection | None = None
         self._next_id = 1
         self._skipped_rows: list[tuple[int, int]] = []
@@ -104,6 +117,52 @@ class KafkaIndex:
     def skip(self, partition: int, offset: int) -> None:
         self.skipped.add((partition, offset))
         self._skipped_rows.append((partition, offset))
+
+    def current_fence(self, partition: int) -> Fence | None:
+        """The newest fence opened in ``partition`` (as far as the index has read)."""
+        opened = self.fences.get(partition)
+        return opened[-1][1] if opened else None
+
+    def fence_at(self, partition: int, offset: int) -> Fence | None:
+        """The fence open at ``offset`` of ``partition``: the last one opened before it."""
+        opened = self.fences.get(partition)
+        if not opened:
+            return None
+        at = bisect.bisect_left(opened, offset, key=lambda item: item[0])
+        return opened[at - 1][1] if at else None
+
+    def open_fence(self, partition: int, offset: int, fence: Fence) -> bool:
+        """Record a fence record; True if it opens a newer epoch (else it is stale)."""
+        current = self.current_fence(partition)
+        if current is not None and fence.epoch <= current.epoch:
+            return False
+        self.fences.setdefault(partition, []).append((offset, fence))
+        self._fence_rows.append((partition, offset, fence.epoch, fence.owner))
+        return True
+
+    async def forget_partition(self, partition: int) -> None:
+        """Drop all the index knows of ``partition`` (the next catch-up re-reads it)."""
+        await self.flush()
+        gone = [s for s, h in self.heads.items() if h.partition == partition]
+        ids = [self.heads[s].id for s in gone]
+        for stream in gone:
+            del self.heads[stream]
+        dropped = set(gone)
+        self.order = [s for s in self.order if s not in dropped]
+        self.checkpoint.pop(partition, None)
+        self.fences.pop(partition, None)
+        self.skipped = {(p, o) for p, o in self.skipped if p != partition}
+        db = self._db
+        if db is None:
+            return
+        try:
+            await db.executemany("DELETE FROM events WHERE stream = ?", [(i,) for i in ids])
+            await db.executemany("DELETE FROM streams WHERE id = ?", [(i,) for i in ids])
+            for table in ("partitions", "skipped", "fences"):
+                await db.execute(f"DELETE FROM {table} WHERE kafka_partition = ?", (partition,))
+            await db.commit()
+        except (sqlite3.Error, ValueError) as exc:
+            raise translate_error(exc, self._where, doing="cannot write the Kafka index") from exc
 
     async def open(self) -> None:
         """Open (or create) the file and load heads, checkpoints and skipped offsets."""
@@ -139,6 +198,13 @@ class KafkaIndex:
                     "SELECT kafka_partition, kafka_offset FROM skipped"
                 )
             }
+            for part, offset, epoch, owner in await db.execute_fetchall(
+                "SELECT kafka_partition, kafka_offset, epoch, owner FROM fences "
+                "ORDER BY kafka_partition, kafka_offset"
+            ):
+                self.fences.setdefault(int(part), []).append(
+                    (int(offset), Fence(int(epoch), str(owner)))
+                )
         except sqlite3.Error as exc:
             raise translate_error(exc, path, doing=f"cannot open the Kafka index {path!r}") from exc
 
@@ -146,7 +212,11 @@ class KafkaIndex:
         """Write what the index learned since the last flush, in one transaction."""
         db = self._db
         if db is None or not (
-            self.pending or self._new_streams or self._dirty_heads or self._skipped_rows
+            self.pending
+            or self._new_streams
+            or self._dirty_heads
+            or self._skipped_rows
+            or self._fence_rows
         ):
             if db is not None:
                 await self._write_checkpoints(db)
@@ -155,6 +225,7 @@ class KafkaIndex:
         pending, self.pending = self.pending, {}
         dirty, self._dirty_heads = self._dirty_heads, set()
         skipped, self._skipped_rows = self._skipped_rows, []
+        fences, self._fence_rows = self._fence_rows, []
         heads = [(self.heads[s].last_seq, self.heads[s].last_hash, self.heads[s].id) for s in dirty]
         try:
             await db.executemany(
@@ -169,6 +240,7 @@ class KafkaIndex:
                 [(sid, seq, off) for (sid, seq), off in pending.items()],
             )
             await db.executemany("INSERT OR IGNORE INTO skipped VALUES (?, ?)", skipped)
+            await db.executemany("INSERT OR IGNORE INTO fences VALUES (?, ?, ?, ?)", fences)
             await self._write_checkpoints(db, commit=False)
             await db.commit()
         except BaseException as exc:
@@ -177,6 +249,7 @@ class KafkaIndex:
             self.pending = {**pending, **self.pending}
             self._dirty_heads |= dirty
             self._skipped_rows = skipped + self._skipped_rows
+            self._fence_rows = fences + self._fence_rows
             with contextlib.suppress(sqlite3.Error):
                 await db.rollback()
             if isinstance(exc, sqlite3.Error | ValueError):

@@ -39,6 +39,15 @@ What Kafka gives and what it does not:
   an event's offset and to stop at the stream's last record, so reading the
   tail of a stream costs the same whatever else is on the topic. Appends by
   other processes are seen after ``refresh()``.
+* **Fences.** ``claim(partition, owner)`` writes a fence record that opens a
+  new epoch in a partition; from then on this store's appends to that
+  partition carry the epoch (the ``statelog-fence`` header), and every reader
+  keeps an event with a fence header only if it names the epoch open at its
+  offset. A writer that lost the partition (a paused worker, woken after
+  another claimed it) is fenced: its late records are skipped and reported
+  (``fenced_records``), and its next append to the partition raises
+  ``FencedError`` once it sees the newer epoch. Records without the header
+  read as before. See docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from .._errors import (
     ConcurrencyError,
     EncodingError,
     EventTooLargeError,
+    FencedError,
     StoreCorruptError,
     StoreError,
     StoreUnavailableError,
@@ -68,7 +78,15 @@ from .._errors import (
 )
 from .._event import Event, Recorded, StreamId
 from ._index import FLUSH_ROWS, KafkaIndex
-from ._wire import decode_record, encode_record, record_key
+from ._wire import (
+    Fence,
+    decode_record,
+    encode_fence,
+    encode_record,
+    fence_claim_of,
+    fence_of,
+    record_key,
+)
 
 __all__ = ["KafkaEventStore", "kafka_position", "split_position"]
 
@@ -145,6 +163,9 @@ class KafkaEventStore(EventStore):
         self._read_lock = asyncio.Lock()
         self._index_lock = asyncio.Lock()
         self._connected = False
+        self._claims: dict[int, Fence] = {}
+        #: how many records of a stale epoch this store has skipped (fenced writes)
+        self.fenced_records = 0
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connected else "new"
@@ -334,10 +355,36 @@ class KafkaEventStore(EventStore):
         offset = record.offset
         if (partition, offset) in self._index.skipped:
             return False
+        headers = record.headers
+        if not record.key:
+            claim = fence_claim_of(headers)
+            if claim is not None:
+                if not self._index.open_fence(partition, offset, claim):
+                    logger.info(
+                        "stale fence %s[%d]@%d: epoch %d (%s) is not newer than %s",
+                        self.topic,
+                        partition,
+                        offset,
+                        claim.epoch,
+                        claim.owner,
+                        self._index.current_fence(partition),
+                    )
+                return False
         try:
-            event = decode_record(record.key, record.value, record.headers)
+            event = decode_record(record.key, record.value, headers)
         except EncodingError as exc:
             self._skip(partition, offset, f"foreign record: {exc}")
+            return False
+        fence = fence_of(headers)
+        if fence is not None and fence != self._index.current_fence(partition):
+            self.fenced_records += 1
+            self._skip(
+                partition,
+                offset,
+                f"fenced: {event.stream}#{event.sequence_id} was written in epoch "
+                f"{fence.epoch} ({fence.owner}), the partition is at "
+                f"{self._index.current_fence(partition)}",
+            )
             return False
         stream = event.stream
         head = self._index.heads.get(stream)
@@ -466,13 +513,23 @@ class KafkaEventStore(EventStore):
             actual = head.last_seq if head is not None else -1
             if actual != expected_sequence:
                 raise ConcurrencyError(stream, expected_sequence, actual)
-            records = [encode_record(event, self.codec) for event in sealed]
+            partition = head.partition if head is not None else home
+            claim = self._claims.get(partition)
+            records = [encode_record(event, self.codec, fence=claim) for event in sealed]
             for event, rec in zip(sealed, records, strict=True):
                 size = len(rec.value)
                 if size > self.max_event_size:
                     raise EventTooLargeError(stream, event.sequence_id, size, self.max_event_size)
-            partition = head.partition if head is not None else home
             metas = await self._produce(partition, records)
+            first, last = metas[0].offset, metas[-1].offset
+            contiguous = last - first + 1 == len(metas)  # nobody else's records in between
+            if claim is not None and not (
+                contiguous and self._index.checkpoint.get(partition, 0) == first
+            ):
+                # Something we have not read lies before our records: maybe a newer
+                # fence. Read the partition through our records and let the fence rule
+                # decide whether they count.
+                return await self._verify_claimed(stream, partition, claim, sealed, metas)
             if head is None:
                 head = self._index.heads.get(stream) or self._index.new_head(stream, partition)
             out = []
@@ -480,13 +537,90 @@ class KafkaEventStore(EventStore):
                 if event.sequence_id > head.last_seq:
                     self._index.advance(stream, head, event, meta.offset)
                 out.append(Recorded(kafka_position(partition, meta.offset), event))
-            first, last = metas[0].offset, metas[-1].offset
-            contiguous = last - first + 1 == len(metas)  # nobody else's records in between
             if contiguous and self._index.checkpoint.get(partition, 0) == first:
                 self._index.checkpoint[partition] = last + 1
             if len(self._index.pending) >= FLUSH_ROWS:
                 await self._index.flush()
             return out
+
+    async def _verify_claimed(
+        self,
+        stream: StreamId,
+        partition: int,
+        claim: Fence,
+        sealed: Sequence[Event],
+        metas: Sequence[Any],
+    ) -> list[Recorded]:
+        """After an append to a claimed partition that was not contiguous with the index."""
+        await self._reconcile(partition)
+        head = self._index.heads.get(stream)
+        kept: dict[int, int] = {}
+        if head is not None:
+            kept = await self._index.offsets_of(head, [e.sequence_id for e in sealed])
+        if all(kept.get(e.sequence_id) == m.offset for e, m in zip(sealed, metas, strict=True)):
+            return [
+                Recorded(kafka_position(partition, m.offset), e)
+                for e, m in zip(sealed, metas, strict=True)
+            ]
+        current = self._index.current_fence(partition)
+        if current != claim:
+            self._claims.pop(partition, None)
+            raise FencedError(partition, claim, current)
+        actual = -1 if head is None else head.last_seq
+        raise ConcurrencyError(stream, sealed[0].sequence_id - 1, actual)
+
+    # ------------------------------------------------------------------ fences
+
+    @property
+    def claims(self) -> dict[int, Fence]:
+        """The partitions this store holds a claim on, and their fences."""
+        return dict(self._claims)
+
+    async def claim(self, partition: int, owner: str, *, attempts: int = 5) -> Fence:
+        """Open a new epoch in ``partition`` for ``owner``; this store's appends there carry it.
+
+        Writes a fence record one epoch above the newest the partition holds,
+        reads the partition through it and checks it is the newest (a claimant
+        racing for the same epoch loses to the first record; this one retries).
+        Every event before the fence record counts; any later record of an
+        older epoch is skipped by every reader.
+        """
+        self._check_ready()
+        if not owner:
+            raise UsageError(f"claim: owner must be a non-empty string, got {owner!r}")
+        if not 0 <= partition < len(self._tps):
+            raise UsageError(f"claim: topic {self.topic!r} has no partition {partition}")
+        for _ in range(attempts):
+            await self._reconcile(partition)
+            current = self._index.current_fence(partition)
+            fence = Fence((current.epoch if current else 0) + 1, owner)
+            await self._produce(partition, [encode_fence(fence)])
+            await self._reconcile(partition)
+            if self._index.current_fence(partition) == fence:
+                self._claims[partition] = fence
+                return fence
+        raise StoreError(
+            f"could not claim {self.topic}[{partition}] in {attempts} attempts: "
+            "other claimants keep opening newer epochs"
+        )
+
+    def release(self, partition: int) -> None:
+        """Stop writing with this store's fence in ``partition`` (its epoch stays open)."""
+        self._claims.pop(partition, None)
+
+    async def forget_partition(self, partition: int) -> None:
+        """Drop the claim and everything the index knows of ``partition``.
+
+        A worker that lost a partition calls this: its index may hold its own
+        late records as accepted; the next ``refresh`` or ``claim`` re-reads
+        the partition from the topic under the fence rule.
+        """
+        self._check_ready()
+        self._claims.pop(partition, None)
+        async with self._index_lock:
+            await self._index.forget_partition(partition)
+            self._ahead = []
+            self._dirty_partitions.add(partition)
 
     async def _produce(self, partition: int, records: Sequence[Any]) -> list[Any]:
         producer = self._producer
@@ -631,11 +765,17 @@ class KafkaEventStore(EventStore):
             stop = (await self._end_offsets())[partition]
             start = from_offset
         out: list[Event] = []
+        skipped = self._index.skipped
         fetch = self._fetch(partition, start, stop, follow=head is None)
         async with self._read_lock, aclosing(fetch) as batches:
             async for batch in batches:
                 for record in batch:
-                    if record.key != key:
+                    if record.key != key or (partition, record.offset) in skipped:
+                        continue
+                    fence = fence_of(record.headers)
+                    if fence is not None and fence != self._index.fence_at(
+                        partition, record.offset
+                    ):
                         continue
                     try:
                         event = decode_record(record.key, record.value, record.headers)

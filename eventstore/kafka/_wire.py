@@ -14,6 +14,13 @@
   ``sequence_id`` (decimal), ``kind``, ``schema_version`` (decimal) and
   ``hash`` (hex). They let a consumer route or skip a record without decoding
   the value; ``decode_record`` checks that they agree with it.
+* **fence** (optional, last): ``statelog-fence`` = ``"<epoch>:<owner>"`` on an
+  event written by the owner of its partition (a worker, see
+  docs/scale-out.md). A *fence record* - an empty key and value with only a
+  ``statelog-fence-claim`` header of the same form - opens an epoch in its
+  partition: readers keep an event with a ``statelog-fence`` header only if it
+  names the epoch open at its offset. Events without the header read as
+  before; the fence never depends on the event body.
 
 A record without the ``statelog-wire`` header, with an unknown content type, a
 malformed key or value, or headers that disagree with the value is *foreign*:
@@ -35,9 +42,13 @@ from .._event import SCHEMA_VERSION, Event, StreamId
 
 __all__ = [
     "WIRE_VERSION",
+    "Fence",
     "KafkaRecord",
     "decode_record",
+    "encode_fence",
     "encode_record",
+    "fence_claim_of",
+    "fence_of",
     "parse_key",
     "record_key",
     "wire_schema",
@@ -52,6 +63,8 @@ H_SEQUENCE_ID = "sequence_id"
 H_KIND = "kind"
 H_SCHEMA_VERSION = "schema_version"
 H_HASH = "hash"
+H_FENCE = "statelog-fence"
+H_FENCE_CLAIM = "statelog-fence-claim"
 
 _WIRE_VERSION_BYTES = str(WIRE_VERSION).encode()
 _SCHEMA_VERSION_BYTES = str(SCHEMA_VERSION).encode()
@@ -71,6 +84,26 @@ _FAST_DECODERS: dict[tuple[Any, Any], Any] = {
         (H_CONTENT_TYPE, b"application/msgpack"),
     ): msgspec.msgpack.Decoder(Event),
 }
+
+
+class Fence(NamedTuple):
+    """An ownership epoch of one Kafka partition: a number and the owner that opened it."""
+
+    epoch: int
+    owner: str
+
+    def header(self) -> bytes:
+        return f"{self.epoch}:{self.owner}".encode()
+
+    @classmethod
+    def parse(cls, raw: bytes | None) -> Fence | None:
+        """The fence a header value names; ``None`` if it is malformed."""
+        if raw is None:
+            return None
+        epoch, sep, owner = bytes(raw).decode("utf-8", "replace").partition(":")
+        if not sep or not epoch.isdigit() or not owner:
+            return None
+        return cls(int(epoch), owner)
 
 
 class KafkaRecord(NamedTuple):
@@ -141,8 +174,38 @@ def parse_key(key: bytes | None) -> StreamId:
 # --------------------------------------------------------------------------- records
 
 
-def encode_record(event: Event, codec: Codec | CodecName = JSON) -> KafkaRecord:
-    """The Kafka record of ``event``: key, wire-encoded value and headers."""
+def encode_fence(fence: Fence) -> KafkaRecord:
+    """The fence record that opens ``fence.epoch`` in a partition (empty key and value)."""
+    return KafkaRecord(b"", b"", [(H_FENCE_CLAIM, fence.header())])
+
+
+def fence_claim_of(headers: Iterable[tuple[str, bytes | None]] | None) -> Fence | None:
+    """The fence a fence record opens; ``None`` for any other record."""
+    if not headers:
+        return None
+    for name, raw in headers:
+        if name == H_FENCE_CLAIM:
+            return Fence.parse(raw) or Fence(-1, "?")
+    return None
+
+
+def fence_of(headers: Sequence[tuple[str, bytes | None]] | None) -> Fence | None:
+    """The fence an event record carries (its last header), ``None`` if it has none."""
+    if not headers:
+        return None
+    name, raw = headers[-1]
+    if name != H_FENCE:
+        return None
+    return Fence.parse(raw) or Fence(-1, "?")
+
+
+def encode_record(
+    event: Event, codec: Codec | CodecName = JSON, *, fence: Fence | None = None
+) -> KafkaRecord:
+    """The Kafka record of ``event``: key, wire-encoded value and headers.
+
+    With ``fence`` the record carries the ``statelog-fence`` header (last).
+    """
     codec = get_codec(codec)
     value = codec.encode_event(event)
     headers = [
@@ -153,6 +216,8 @@ def encode_record(event: Event, codec: Codec | CodecName = JSON) -> KafkaRecord:
         (H_SCHEMA_VERSION, str(event.schema_version).encode()),
         (H_HASH, event.hash.encode()),
     ]
+    if fence is not None:
+        headers.append((H_FENCE, fence.header()))
     return KafkaRecord(record_key(event.partition_key, event.app_id), value, headers)
 
 
@@ -177,7 +242,10 @@ def decode_record(
     # Anything else (or any doubt) takes the general path, which explains errors.
     if type(headers) in (tuple, list) and type(value) is bytes and key is not None:
         try:
-            h_wire, h_type, h_seq, h_kind, h_version, h_hash = headers  # type: ignore[misc]
+            listed: Sequence[Any] = headers  # type: ignore[assignment]
+            if len(listed) == 7 and listed[6][0] == H_FENCE:
+                listed = listed[:6]
+            h_wire, h_type, h_seq, h_kind, h_version, h_hash = listed
             decoder = _FAST_DECODERS.get((h_wire, h_type))
             if (
                 decoder is not None

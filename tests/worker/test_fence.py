@@ -1,0 +1,92 @@
+"""Fences in KafkaEventStore: a writer that lost its partition cannot fork a stream."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from statelog.eventstore import Event, seal
+from statelog.eventstore.kafka import FencedError, KafkaEventStore, encode_record
+from tests.kafka_helpers import produce_raw, read_topic
+
+pytestmark = pytest.mark.kafka
+
+MakeTopic = Callable[..., Awaitable[str]]
+
+
+def ev(app: str, seq: int) -> Event:
+    return Event(
+        partition_key="pk", app_id=app, sequence_id=seq, kind="action_completed", action="step"
+    )
+
+
+async def test_a_zombie_writer_is_fenced_and_readers_skip_its_records(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    topic = await make_topic()
+    old = await KafkaEventStore(kafka_bootstrap, topic).connect()
+    new = await KafkaEventStore(kafka_bootstrap, topic).connect()
+    try:
+        first = await old.claim(0, "old")
+        await old.append([ev("a", 0), ev("a", 1)], expected_sequence=-1)
+        await new.refresh()
+        second = await new.claim(0, "new")
+        assert second.epoch == first.epoch + 1
+        assert await new.last_sequence("pk", "a") == 1  # what came before the fence counts
+        # the zombie wakes and writes the next event: on the topic, but fenced
+        with pytest.raises(FencedError) as caught:
+            await old.append([ev("a", 2)], expected_sequence=1)
+        assert caught.value.current == second
+        assert old.claims == {}
+        written = await new.append([ev("a", 2), ev("a", 3)], expected_sequence=1)
+        assert [r.event.sequence_id for r in written] == [2, 3]
+        async with KafkaEventStore(kafka_bootstrap, topic) as reader:
+            events = await reader.read("pk", "a")
+            assert [e.sequence_id for e in events] == [0, 1, 2, 3]
+            assert events[2].hash == written[0].event.hash
+            assert reader.fenced_records == 1
+            assert [r.event.sequence_id for r in await reader.read_all()] == [0, 1, 2, 3]
+        raw = await read_topic(kafka_bootstrap, topic)
+        assert len(raw) == 2 + 1 + 1 + 1 + 2  # events, fences and the zombie's record
+    finally:
+        await old.aclose()
+        await new.aclose()
+
+
+async def test_a_stale_epoch_record_arriving_first_does_not_win(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    """The zombie's record lands after the fence but before the owner's: still skipped."""
+    topic = await make_topic()
+    owner = await KafkaEventStore(kafka_bootstrap, topic).connect()
+    try:
+        old = await owner.claim(0, "old")
+        await owner.append([ev("b", 0)], expected_sequence=-1)
+        head = (await owner.read("pk", "b"))[-1]
+        await owner.claim(0, "new")
+        stale = Event(partition_key="pk", app_id="b", sequence_id=1, kind="halted", action="step")
+        rec = encode_record(seal([stale], prev_hash=head.hash)[0], fence=old)
+        await produce_raw(kafka_bootstrap, topic, rec.value, key=rec.key, headers=rec.headers)
+        await owner.append([ev("b", 1)], expected_sequence=0)
+        async with KafkaEventStore(kafka_bootstrap, topic) as reader:
+            events = await reader.read("pk", "b")
+            assert [e.kind for e in events] == ["action_completed", "action_completed"]
+            assert reader.fenced_records == 1
+    finally:
+        await owner.aclose()
+
+
+async def test_records_without_a_fence_read_as_before(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    topic = await make_topic()
+    async with KafkaEventStore(kafka_bootstrap, topic) as store:
+        await store.append([ev("c", 0)], expected_sequence=-1)
+        await store.claim(0, "w")
+        await store.append([ev("c", 1)], expected_sequence=0)
+        store.release(0)
+        await store.append([ev("c", 2)], expected_sequence=1)
+    async with KafkaEventStore(kafka_bootstrap, topic) as reader:
+        assert [e.sequence_id for e in await reader.read("pk", "c")] == [0, 1, 2]
+        assert reader.fenced_records == 0
