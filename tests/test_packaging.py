@@ -158,11 +158,12 @@ REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*
 
 
 def _lower_bounds() -> dict[str, str | None]:
-    """name -> the ``>=`` bound of every third-party requirement (package, kafka, dev)."""
+    """name -> the ``>=`` bound of every third-party requirement (package, extras but bench)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     extras = project["optional-dependencies"]
     bounds: dict[str, str | None] = {}
-    for raw in [*project["dependencies"], *extras["kafka"], *extras["dev"]]:
+    tested = [reqs for extra, reqs in extras.items() if extra != "bench"]
+    for raw in [*project["dependencies"], *(req for reqs in tested for req in reqs)]:
         match = REQUIREMENT.match(raw)
         assert match, raw
         name, spec = match.group(1).lower(), match.group(2)
