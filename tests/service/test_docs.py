@@ -31,6 +31,16 @@ def test_client_page_runs(server: ServeProcess, line: int, code: str) -> None:
         asyncio.run(client.aclose())
 
 
+def test_readme_client_block_runs(server: ServeProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = re.findall(
+        r"^```python client\n(.*?)^```", (ROOT / "README.md").read_text(), re.S | re.M
+    )
+    assert len(blocks) == 1
+    code = blocks[0].replace("http://127.0.0.1:8000", server.url)
+    exec(compile(code, "README.md", "exec"), {"__name__": "__doc_block__"})
+    assert capsys.readouterr().out.split() == ["halted", "5"]
+
+
 def test_service_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = _blocks("docs/service.md")
     assert len(blocks) == 2
