@@ -83,6 +83,28 @@ def test_apps_list_shows_seeded_apps_and_filters_narrow_it(ui: Page, seeded: See
     assert shown_apps(page) == {"order-a1", "order-a1-retry"}
 
 
+def test_the_apps_list_pages_through_every_app(ui: Page, seeded: Seeded) -> None:
+    page = open_apps(ui, seeded, "?limit=4")
+    pages = [shown_apps(page)]
+    while page.locator("#apps-next").count():
+        page.click("#apps-next")
+        page.wait_for_function(
+            """(shown) => {
+              const rows = [...document.querySelectorAll('tr.app-row')];
+              return rows.length > 0 && !rows.some(r => shown.includes(r.dataset.appId));
+            }""",
+            arg=sorted(pages[-1]),
+        )
+        pages.append(shown_apps(page))
+    assert len(pages) >= 3 and all(1 <= len(p) <= 4 for p in pages)
+    every = set().union(*pages)
+    assert sum(len(p) for p in pages) == len(every)  # no app on two pages
+    assert set(seeded.apps) <= every
+    page.click("#apps-prev")
+    expect(page.locator("tr.app-row")).to_have_count(len(pages[-2]))
+    assert shown_apps(page) == pages[-2]
+
+
 def test_an_app_shows_its_timeline_failure_diff_and_state(ui: Page, seeded: Seeded) -> None:
     page = open_apps(ui, seeded)
     page.click("tr[data-app-id='payment-7'] a.app-link")

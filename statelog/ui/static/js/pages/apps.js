@@ -5,7 +5,7 @@ import { appPath, get } from "../api.js";
 import { appLink, h, replace, route } from "../dom.js";
 import { STATUSES, time } from "../format.js";
 
-const PAGE = 25;
+const PAGE = 25; // apps per page unless the URL says ?limit=N (1..500)
 const SCAN_PAGES = 20; // a search reads at most this many pages of 500 apps
 
 function statusBadge(status) {
@@ -14,18 +14,18 @@ function statusBadge(status) {
 }
 export { statusBadge };
 
-async function fetchPage(filters, cursor, signal) {
-  const params = { limit: PAGE, cursor, status: filters.status || null, graph: filters.graph || null };
+async function fetchPage(filters, cursor, size, signal) {
+  const params = { limit: size, cursor, status: filters.status || null, graph: filters.graph || null };
   if (filters.partition !== null && filters.partition !== undefined && filters.partition !== "") params.partition_key = filters.partition;
   if (!filters.q) return get("/v1/apps", params, signal);
   // No app_id search on the server yet: read pages of apps and keep the matches.
   const q = filters.q.toLowerCase();
   const found = [];
   let next = cursor;
-  for (let i = 0; i < SCAN_PAGES && next !== null && found.length < PAGE; i++) {
+  for (let i = 0; i < SCAN_PAGES && next !== null && found.length < size; i++) {
     const page = await get("/v1/apps", { ...params, limit: 500, cursor: next }, signal);
     for (const app of page.apps) {
-      if (String(app.app_id).toLowerCase().includes(q) && found.length < PAGE) found.push(app);
+      if (String(app.app_id).toLowerCase().includes(q) && found.length < size) found.push(app);
     }
     next = page.next_cursor;
   }
@@ -59,6 +59,7 @@ export async function appsPage({ params, signal, view }) {
     q: params.get("q") || "",
   };
   const cursor = Number(params.get("cursor") || 0);
+  const size = Math.min(500, Math.max(1, Number(params.get("limit")) || PAGE));
   const back = (params.get("back") || "").split(",").filter((x) => x !== "").map(Number);
 
   const status = h(
@@ -103,7 +104,7 @@ export async function appsPage({ params, signal, view }) {
   const pager = h("nav", { class: "pager", "aria-label": "Apps pages" });
   replace(view, h("h1", null, "Apps"), form, table, pager);
 
-  const page = await fetchPage(filters, cursor, signal);
+  const page = await fetchPage(filters, cursor, size, signal);
   const rows = page.apps.map((app) => {
     const cells = { action: h("td", { class: "last-action" }), updated: h("td", { class: "updated" }) };
     const st = String(app.status);
@@ -123,7 +124,7 @@ export async function appsPage({ params, signal, view }) {
   });
   replace(tbody, rows.length ? rows : h("tr", null, h("td", { colspan: 7, class: "muted", id: "apps-empty" }, "No apps match.")));
 
-  const base = { status: filters.status, graph: filters.graph, partition: filters.partition, q: filters.q };
+  const base = { status: filters.status, graph: filters.graph, partition: filters.partition, q: filters.q, limit: size === PAGE ? null : size };
   const links = [];
   if (cursor > 0) {
     const prev = back.length ? back[back.length - 1] : 0;
