@@ -149,14 +149,14 @@ def check_event(event: Event, stream: StreamId, want: int) -> None:
     if type(kind) is not str and not _is_str(kind):
         raise _wrong_type(stream, want, "$.kind", "a non-empty str", kind)
     if not kind:
-        raise InvalidEventError(f"event {stream}#{want} needs a non-empty kind")
+        raise InvalidEventError(f"event {stream}#{want}: expected a non-empty str at `$.kind`")
     version = event.schema_version
     if version != SCHEMA_VERSION or type(version) is not int:
         if type(version) is not int:
             raise _wrong_type(stream, want, "$.schema_version", "int", version)
         raise InvalidEventError(
-            f"event {stream}#{want} has schema_version {version}; "
-            f"new events are written at {SCHEMA_VERSION}"
+            f"event {stream}#{want}: expected {SCHEMA_VERSION} at `$.schema_version` "
+            f"(new events are written at it), got {version}"
         )
     check_values(event, stream, want)
 
