@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from statelog import __version__
+from statelog.ui import mount_ui
 
 from ._problems import install_problem_handlers, problem_response
 from ._routes import router
@@ -149,6 +150,7 @@ def create_app(config: ServiceConfig) -> FastAPI:
     app.state.service = service
     install_problem_handlers(app)
     app.include_router(router)
+    mount_ui(app)
     app.add_middleware(_Edge, service=service)
     return app
 

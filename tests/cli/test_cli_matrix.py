@@ -139,6 +139,14 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("serve", "--port 70000", ["serve", "--db", "log.db", "--port", "70000"]),
     ("serve", "--max-concurrent-runs 0", ["serve", "--db", "log.db", "--max-concurrent-runs", "0"]),
     ("serve", "--run-timeout -1", ["serve", "--db", "log.db", "--run-timeout", "-1"]),
+    # --- ui (all checked before a server starts)
+    ("ui", "missing --db", ["ui"]),
+    ("ui", "missing file", ["ui", "--db", "missing.db"]),
+    ("ui", "not a log", ["ui", "--db", "other.db"]),
+    ("ui", "text file", ["ui", "--db", "text.db"]),
+    ("ui", "empty file", ["ui", "--db", "empty.db"]),
+    ("ui", "--port 70000", ["ui", "--db", "log.db", "--port", "70000"]),
+    ("ui", "malformed --port", ["ui", "--db", "log.db", "--port", "http"]),
     # --- projections
     ("projections", "no action", ["projections"]),
     ("projections list", "missing --import value", ["projections", "list", "--import"]),
