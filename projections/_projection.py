@@ -66,9 +66,10 @@ class Projection:
 
     A projection whose handler only runs SQL may also implement
     ``handle_batch_sync`` on a stdlib ``sqlite3`` connection. The runner then
-    calls it on its own thread instead of ``handle_batch``: no thread hand-off
-    per statement, which makes bulk rebuilds about twice as fast. It blocks the
-    event loop while it runs, so it must do nothing but SQLite work. A subclass
+    runs the whole batch's transaction (handler and checkpoint) on a worker
+    thread instead of calling ``handle_batch``: one thread hand-off per batch
+    instead of one per statement, which makes bulk rebuilds about twice as
+    fast, and the event loop never waits on it. A subclass
     that overrides ``handle_batch`` (or ``handle``) below the class that defines
     ``handle_batch_sync`` gets its own handler called, as expected.
 

@@ -126,8 +126,9 @@ class ReadModel(AsyncResource):
             # Room for the B-trees a bulk load touches, and sorts for index builds.
             await db.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")
             await db.execute("PRAGMA temp_store = MEMORY")
+            # Used only on worker threads (the runner's sync-handler commits).
             sync_db = sqlite3.connect(
-                path, timeout=0, isolation_level=None, check_same_thread=False
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             sync_db.execute("PRAGMA synchronous = NORMAL")
             sync_db.execute(f"PRAGMA cache_size = {-cache_mib * 1024}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -58,10 +57,6 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
 
 class _RetiredError(Exception):
     """Internal: this generation's row is gone (a newer one was swapped in)."""
-
-
-class _BusyError(Exception):
-    """Internal: the read model is locked by another connection; retry on a thread."""
 
 
 class ProjectionRunner(AsyncResource):
@@ -291,22 +286,19 @@ class ProjectionRunner(AsyncResource):
         self, generation: int, records: Sequence[Recorded], after: Checkpoint
     ) -> None:
         if self._sync is not None:
+            # The sync handler's transaction runs on a worker thread, never on
+            # the event loop. If we are cancelled, the thread still owns the
+            # connection: let it finish (commit or roll back) before the
+            # cancellation goes on to close it.
+            work = asyncio.ensure_future(
+                asyncio.to_thread(self._commit_sync, generation, records, after)
+            )
             try:
-                self._commit_sync(generation, records, after, wait=False)
-            except _BusyError:
-                # Another connection holds the write lock: wait for it on a
-                # thread, never on the event loop. If we are cancelled, the
-                # thread still owns the connection: let it finish (commit or
-                # roll back) before the cancellation goes on to close it.
-                work = asyncio.ensure_future(
-                    asyncio.to_thread(self._commit_sync, generation, records, after, wait=True)
-                )
-                try:
-                    await asyncio.shield(work)
-                except asyncio.CancelledError:
-                    with contextlib.suppress(Exception):
-                        await work
-                    raise
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await work
+                raise
             self._checkpoint = after
             return
         model = self.model
@@ -324,36 +316,27 @@ class ProjectionRunner(AsyncResource):
             raise
         self._checkpoint = after
 
-    def _commit_sync(
-        self, generation: int, records: Sequence[Recorded], after: Checkpoint, *, wait: bool
-    ) -> None:
-        """One batch and its checkpoint in one transaction on the stdlib connection."""
+    def _commit_sync(self, generation: int, records: Sequence[Recorded], after: Checkpoint) -> None:
+        """One batch and its checkpoint in one transaction on the stdlib connection.
+
+        Runs on a worker thread (see ``_commit``); the connection waits out
+        another writer's lock for up to the read model's ``busy_timeout``.
+        """
         model = self.model
         db = model.sync_db
         handler = self._sync
         assert db is not None and handler is not None
-        if wait:
-            db.execute(f"PRAGMA busy_timeout = {int(model.busy_timeout * 1000)}")
+        db.execute("BEGIN IMMEDIATE")
         try:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not wait and exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                    raise _BusyError from exc
-                raise
-            try:
-                if records:
-                    handler(model.sync_context(self.projection, generation), records)
-                if not model.save_checkpoint_sync(self.projection, generation, after):
-                    raise _RetiredError
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        finally:
-            if wait:
-                db.execute("PRAGMA busy_timeout = 0")
+            if records:
+                handler(model.sync_context(self.projection, generation), records)
+            if not model.save_checkpoint_sync(self.projection, generation, after):
+                raise _RetiredError
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def _failed(self, item: Item, exc: BaseException) -> ProjectionError:
         event = item.record.event
