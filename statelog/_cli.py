@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "statelog._cli_projections",
     "statelog._cli_serve",
     "statelog._cli_ui",
+    "statelog._cli_worker",
 ]
 
 
