@@ -7,7 +7,16 @@ The core lives here; each backend is a subpackage that owns its driver:
 
 from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, fold, prepare_append
 from ._chain import BrokenLink, compute_hash, seal, validate_batch, verify_events
-from ._codec import JSON, MSGPACK, Codec, canonical_bytes, register_upcaster, to_plain, upcast
+from ._codec import (
+    JSON,
+    MAX_VALUE_DEPTH,
+    MSGPACK,
+    Codec,
+    canonical_bytes,
+    register_upcaster,
+    to_plain,
+    upcast,
+)
 from ._errors import (
     ConcurrencyError,
     ConfigError,
@@ -43,6 +52,7 @@ __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "EXPORT_FORMAT_VERSION",
     "JSON",
+    "MAX_VALUE_DEPTH",
     "MSGPACK",
     "SCHEMA_VERSION",
     "SNAPSHOT_SCHEMA_VERSION",

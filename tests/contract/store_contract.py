@@ -36,6 +36,7 @@ from uuid import UUID
 import pytest
 
 from statelog.eventstore import (
+    MAX_VALUE_DEPTH,
     ConcurrencyError,
     EncodingError,
     ErrorInfo,
@@ -51,7 +52,6 @@ from statelog.eventstore import (
     fold,
     verify_events,
 )
-from statelog.eventstore._codec import MAX_VALUE_DEPTH
 
 PK = "tenant"
 

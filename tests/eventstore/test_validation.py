@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from statelog.eventstore import (
+    MAX_VALUE_DEPTH,
     EncodingError,
     ErrorInfo,
     Event,
@@ -39,7 +40,6 @@ from statelog.eventstore import (
     to_plain,
     validate_batch,
 )
-from statelog.eventstore._codec import MAX_VALUE_DEPTH
 
 PK = "tenant"
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
