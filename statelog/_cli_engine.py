@@ -19,6 +19,7 @@ from statelog.eventstore import StoreError, load_state
 
 from ._cli_open import check_bodies, open_log, open_snapshots
 from ._cli_types import INT64_MAX, app_id, nonnegative_int, positive_int
+from ._cli_worker import add_kafka_source, open_kafka_log
 
 __all__ = ["register"]
 
@@ -72,6 +73,7 @@ def register(subparsers: Any) -> None:
     )
     history.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
     history.add_argument("--json", action="store_true", help="one JSON event per line")
+    add_kafka_source(history)
     history.set_defaults(handler=_history)
 
     state = subparsers.add_parser(
@@ -150,15 +152,17 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _show_history(args: argparse.Namespace) -> int:
-    store = await open_log(args.db)
+    store = await (open_kafka_log(args) if args.bootstrap else open_log(args.db))
     async with store:
-        await check_bodies(args.db, (args.partition_key, args.app_id))
+        if not args.bootstrap:
+            await check_bodies(args.db, (args.partition_key, args.app_id))
         to = None if args.limit is None else min(args.from_sequence + args.limit - 1, INT64_MAX)
         events = await store.read(
             args.partition_key, args.app_id, from_sequence=args.from_sequence, to_sequence=to
         )
         if not events and await store.last_sequence(args.partition_key, args.app_id) < 0:
-            raise StoreError(f"no app {args.app_id!r} in {args.db!r}")
+            where = args.topic if args.bootstrap else args.db
+            raise StoreError(f"no app {args.app_id!r} in {where!r}")
         if args.json:
             encoder = msgspec.json.Encoder()
             for event in events:

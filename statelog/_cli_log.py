@@ -33,6 +33,7 @@ from statelog.eventstore import (
 from ._cli import fail
 from ._cli_open import check_bodies, open_log
 from ._cli_types import app_id, positive_int
+from ._cli_worker import add_kafka_source, open_kafka_log
 
 DEFAULT_DB = "statelog.db"
 _LOCATE_CHUNK = 1_000
@@ -99,6 +100,7 @@ def register(subparsers: Any) -> None:
     )
     apps.add_argument("--limit", type=positive_int, metavar="N", help="at most N apps")
     apps.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_kafka_source(apps)
     apps.set_defaults(handler=run_apps)
 
 
@@ -240,9 +242,10 @@ async def run_import(args: argparse.Namespace) -> int:
 
 
 async def run_apps(args: argparse.Namespace) -> int:
-    store = await open_log(args.db)
+    store = await (open_kafka_log(args) if args.bootstrap else open_log(args.db))
     try:
-        await check_bodies(args.db)
+        if not args.bootstrap:
+            await check_bodies(args.db)
         shown = 0
         for stream in await store.streams(args.partition_key):
             if args.limit is not None and shown >= args.limit:

@@ -46,6 +46,13 @@ def register(subparsers: Any) -> None:
         help="create the two topics with N partitions if they are missing",
     )
     worker.add_argument(
+        "--replication",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="replication factor of topics --partitions creates",
+    )
+    worker.add_argument(
         "--snapshots",
         metavar="PATH",
         help="a SnapshotStore file all workers share (default: none; resume replays the log)",
@@ -109,6 +116,23 @@ def register(subparsers: Any) -> None:
     submit.set_defaults(handler=_submit)
 
 
+def add_kafka_source(parser: argparse.ArgumentParser) -> None:
+    """``--bootstrap``/``--topic``: read the log from a Kafka topic instead of ``--db``."""
+    parser.add_argument(
+        "--bootstrap", metavar="HOST:PORT", help="read the log from Kafka instead of --db"
+    )
+    parser.add_argument(
+        "--topic", default="statelog.events", metavar="T", help="the events topic (--bootstrap)"
+    )
+
+
+async def open_kafka_log(args: argparse.Namespace) -> Any:
+    """A connected ``KafkaEventStore`` on ``args.topic`` (its index in memory)."""
+    from statelog.eventstore.kafka import KafkaEventStore
+
+    return await KafkaEventStore(args.bootstrap, args.topic).connect()
+
+
 def _workflows(args: argparse.Namespace) -> dict[str, Any]:
     from statelog.service._workflows import demo_workflow, load_workflow
 
@@ -130,7 +154,9 @@ async def _worker(args: argparse.Namespace) -> int:
     if not workflows:
         return fail("worker: no workflow: give --app MODULE:ATTR or --demo")
     if args.partitions is not None:
-        await ensure_topics(args.bootstrap, args.topic_prefix, args.partitions)
+        await ensure_topics(
+            args.bootstrap, args.topic_prefix, args.partitions, replication=args.replication
+        )
     worker = Worker(
         args.bootstrap,
         args.group,

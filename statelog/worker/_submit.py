@@ -74,8 +74,12 @@ class CommandProducer:
         await self.aclose()
 
 
-async def ensure_topics(bootstrap_servers: str, prefix: str, partitions: int) -> int:
+async def ensure_topics(
+    bootstrap_servers: str, prefix: str, partitions: int, *, replication: int = 1
+) -> int:
     """Create ``{prefix}.commands`` and ``{prefix}.events`` with ``partitions`` each if missing.
+
+    The events topic gets ``retention.ms=-1``; use ``replication=3`` on a real cluster.
 
     Returns the partition count; raises ``StoreUnavailableError`` if the two
     topics exist with different counts (a stream's commands and events must
@@ -93,7 +97,13 @@ async def ensure_topics(bootstrap_servers: str, prefix: str, partitions: int) ->
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
-                        NewTopic(name=n, num_partitions=partitions, replication_factor=1)
+                        NewTopic(
+                            name=n,
+                            num_partitions=partitions,
+                            replication_factor=replication,
+                            # the events are the log of record: keep them forever
+                            topic_configs={"retention.ms": "-1"} if n == names[1] else {},
+                        )
                         for n in missing
                     ]
                 )

@@ -133,6 +133,27 @@ CASES: list[tuple[str, str, list[str]]] = [
         "missing file",
         ["relay", "--db", "missing.db", "--bootstrap", "h:9", "--topic", "t"],
     ),
+    # --- worker and submit (nothing here reaches a broker)
+    ("worker", "missing --group", ["worker", "--bootstrap", "h:9", "--demo"]),
+    ("worker", "no workflow", ["worker", "--bootstrap", "h:9", "--group", "g"]),
+    (
+        "worker",
+        "--concurrency 0",
+        ["worker", "--bootstrap", "h:9", "--group", "g", "--concurrency", "0"],
+    ),
+    ("worker", "bad --app", ["worker", "--bootstrap", "h:9", "--group", "g", "--app", "nocolon"]),
+    ("submit", "missing --app-id", ["submit", "--bootstrap", "h:9", "--graph", "demo"]),
+    (
+        "submit",
+        "--inputs not JSON",
+        ["submit", "--bootstrap", "h:9", "--graph", "demo", "--app-id", "a", "--inputs", "{"],
+    ),
+    (
+        "submit",
+        "input without --at-sequence",
+        ["submit", "--bootstrap", "h:9", "--app-id", "a", "--command", "input"],
+    ),
+    ("submit", "start without --graph", ["submit", "--bootstrap", "h:9", "--app-id", "a"]),
     # --- serve (all checked before a server starts)
     ("serve", "missing --port value", ["serve", "--db", "log.db", "--port"]),
     ("serve", "malformed --port", ["serve", "--db", "log.db", "--port", "http"]),

@@ -6,14 +6,18 @@ Every test uses its own topic prefix and group, 3 s sessions and few partitions.
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from statelog.eventstore import StreamId
+from statelog.eventstore import SnapshotStore, StreamId
 from statelog.eventstore.kafka import KafkaEventStore
 from statelog.worker import Command, CommandProducer, ensure_topics
 from tests.worker.harness import TopicAudit, WorkerProcess, covers, wait_for
@@ -79,6 +83,15 @@ async def cluster(kafka_bootstrap: str) -> AsyncIterator[Cluster]:
             worker.stop()
 
 
+def cli(*args: str) -> str:
+    """Run ``statelog ARGS``; its stdout (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "statelog", *args], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def starts(graph: str, count: int, steps: int, prefix: str = "app") -> list[Command]:
     return [
         Command.new("start", f"{prefix}-{n}", partition_key=f"tenant-{n % 4}", graph=graph,
@@ -114,13 +127,26 @@ async def test_three_workers_run_sixty_demo_apps_without_a_fork(cluster: Cluster
     workers = [cluster.start(f"w{n}") for n in range(3)]
     await cluster.settled(workers)
     commands = starts("demo", 60, 12)
-    await cluster.submit(commands)
+    await cluster.submit(commands[1:])
+    one = commands[0]  # and one through the command line
+    out = cli(
+        "submit", "--bootstrap", cluster.bootstrap, "--topic-prefix", cluster.prefix,
+        "--graph", "demo", "--app-id", one.app_id, "--partition-key", one.partition_key,
+        "--max-steps", "12",
+    )  # fmt: skip
+    assert set(json.loads(out)) == {"partition", "offset", "idempotency_key"}
     reader = await KafkaEventStore(cluster.bootstrap, cluster.events_topic).connect()
     try:
         await assert_complete_and_dense(cluster, reader, commands, 12)
         assert reader.fenced_records == 0
+        history = await reader.read(one.partition_key, one.app_id)
     finally:
         await reader.aclose()
+    kafka = ["--bootstrap", cluster.bootstrap, "--topic", cluster.events_topic]
+    listed = [json.loads(line) for line in cli("apps", "--json", *kafka).splitlines()]
+    assert sorted(r["app_id"] for r in listed) == sorted(c.app_id for c in commands)
+    shown = cli("history", one.app_id, "--partition-key", one.partition_key, "--json", *kafka)
+    assert [json.loads(line)["hash"] for line in shown.splitlines()] == [e.hash for e in history]
     audit = await TopicAudit.read(cluster.bootstrap, cluster.events_topic)
     assert audit.forks() == {}
     ran = {w.name: sum(1 for _ in w.events("assigned")) for w in workers}
@@ -128,9 +154,11 @@ async def test_three_workers_run_sixty_demo_apps_without_a_fork(cluster: Cluster
 
 
 async def test_kill_9_one_worker_mid_run_its_apps_finish_on_the_others(
-    cluster: Cluster,
+    cluster: Cluster, tmp_path: Path
 ) -> None:
-    workers = [cluster.start(f"w{n}") for n in range(3)]
+    """With snapshots in a shared file: the new owner loads one and reads the tail."""
+    shared = ("--snapshots", str(tmp_path / "snapshots.db"), "--snapshot-every", "10")
+    workers = [cluster.start(f"w{n}", *shared) for n in range(3)]
     await cluster.settled(workers)
     steps = 40
     commands = starts("paced", 30, steps)
@@ -170,6 +198,9 @@ async def test_kill_9_one_worker_mid_run_its_apps_finish_on_the_others(
                     break
         if resumed:
             print(f"\nkill -9 to first resumed step: {min(resumed) - killed_at:.2f} s")
+        async with SnapshotStore(tmp_path / "snapshots.db") as snapshots:
+            saved = [await snapshots.sequences(s.partition_key, s.app_id) for s in streams]
+        assert all(saved), "every app has snapshots others can load"
     finally:
         await reader.aclose()
     audit = await TopicAudit.read(cluster.bootstrap, cluster.events_topic)
