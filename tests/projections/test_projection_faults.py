@@ -97,7 +97,9 @@ async def test_kill_9_during_a_rebuild_then_resume(tmp_path: Path) -> None:
     args = ("rebuild", "seen", "--from", f"sqlite:{log}", "--into", str(into))
     kills = 0
     for _ in range(4):
-        proc = await spawn(*args, "--batch-size", "17", "--quiet", delay=0.004)
+        # 177 batches of 17 with 12 ms each inside the transaction: ~2 s of work,
+        # so a kill drawn from 0.4-1.6 s lands mid-rebuild however fast the machine.
+        proc = await spawn(*args, "--batch-size", "17", "--quiet", delay=0.012)
         if await kill_at_random(proc, rng):
             kills += 1
         else:
