@@ -37,7 +37,7 @@ from ._errors import (
 )
 from ._event import StreamId, utcnow
 from ._resource import AsyncResource
-from .sqlite._schema import read_only_uri, translate_error
+from .sqlite._schema import file_stamp, read_only_uri, translate_error
 
 __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
@@ -212,6 +212,8 @@ class SnapshotStore(AsyncResource):
         self._conn: aiosqlite.Connection | None = None
         self._has_table = True
         self._closed = False
+        # read-only and immutable: the file as it was opened (reopened once it changes)
+        self._stamp: tuple[int, int, int, int, bool] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "unopened"
@@ -248,7 +250,9 @@ class SnapshotStore(AsyncResource):
 
     async def _connect_read_only(self) -> aiosqlite.Connection:
         """Open through a ``mode=ro`` URI; refuse a file that is not a statelog file."""
-        uri, _ = read_only_uri(self.path)
+        before = file_stamp(self.path)
+        uri, immutable = read_only_uri(self.path)
+        self._stamp = before if immutable else None
         conn = None
         try:
             conn = await aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout)
@@ -302,6 +306,15 @@ class SnapshotStore(AsyncResource):
                 raise StoreClosedError(f"{self!r} is closed")
             raise StoreClosedError(f"{self!r} is not connected; use connect() or async with")
         return self._conn
+
+    async def _reading(self) -> aiosqlite.Connection:
+        """The connection to read through, reopened if an immutable file has changed."""
+        conn = self._connection()
+        if self._stamp is not None and file_stamp(self.path) != self._stamp:
+            self._conn = None
+            await conn.close()
+            conn = self._conn = await self._connect_read_only()
+        return conn
 
     # --- writing
 
@@ -383,7 +396,7 @@ class SnapshotStore(AsyncResource):
         hash of the event at its sequence in ``store``. Unusable snapshots are
         skipped with a ``SnapshotSkippedWarning``.
         """
-        conn = self._connection()
+        conn = await self._reading()
         if not self._has_table:  # a read-only file that has no snapshots yet
             return None
         upper = _MAX_SEQUENCE if max_sequence is None else max_sequence
@@ -415,7 +428,7 @@ class SnapshotStore(AsyncResource):
 
     async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]:
         """``(sequence_id, position)`` of every stored snapshot of a stream, oldest first."""
-        conn = self._connection()
+        conn = await self._reading()
         if not self._has_table:
             return []
         try:

@@ -129,7 +129,8 @@ def read_only_uri(path: str) -> tuple[str, bool]:
     ``-wal`` file beside it (closed cleanly: every commit is in the file
     itself) is opened so, for otherwise SQLite would create ``-wal`` and
     ``-shm`` files next to it to read it, and leave them there. A reader of an
-    immutable file must reopen once a ``-wal`` appears (a writer came). A file
+    immutable file must reopen once the file changes at all (``file_stamp``):
+    SQLite assumes it never does. A file
     with a ``-wal`` is read through it, as SQLite allows (its ``-shm`` must
     exist or be creatable). A missing file is ``StoreUnavailableError``; an
     empty one ``StoreCorruptError``.
@@ -146,6 +147,21 @@ def read_only_uri(path: str) -> tuple[str, bool]:
     uri = f"file:{quote(os.path.abspath(path))}?mode=ro"
     immutable = _wal_mode(path) and not os.path.exists(path + "-wal")
     return (uri + "&immutable=1" if immutable else uri), immutable
+
+
+def file_stamp(path: str) -> tuple[int, int, int, int, bool]:
+    """What changes when any process writes ``path``: its inode, size, mtime, ctime, ``-wal``.
+
+    An ``immutable`` connection (``read_only_uri``) sees none of another
+    process's commits, not even one that opened, appended and closed (so
+    that no ``-wal`` is left): its reader compares this stamp, taken before
+    it opened, before every read, and reopens when it differs.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0, 0, False)
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, os.path.exists(path + "-wal"))
 
 
 def connect_read_only(path: str, *, busy_timeout: float) -> tuple[sqlite3.Connection, bool]:

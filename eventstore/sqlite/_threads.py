@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from ._schema import file_stamp
 
 __all__ = ["Reader", "deliver", "settle"]
 
@@ -42,8 +43,9 @@ class Reader:
     """A daemon thread owning one read connection; ``call`` runs ``fn(db, *args)`` on it.
 
     ``open_db`` makes the connection on the thread at the first call and
-    returns it with whether it must be reopened once a ``-wal`` file appears
-    (an ``immutable`` read-only connection, see ``_schema.connect_read_only``).
+    returns it with whether it is ``immutable`` (``_schema.connect_read_only``):
+    then the thread reopens it before a call once the file has changed
+    (``_schema.file_stamp``), whoever changed it.
     """
 
     def __init__(
@@ -79,16 +81,18 @@ class Reader:
 
     def _run(self) -> None:
         db: sqlite3.Connection | None = None
-        reopen_on_wal = False
+        stamp: tuple[int, int, int, int, bool] | None = None  # an immutable db's file, as opened
         try:
             while (job := self._jobs.get()) is not None:
                 fn, args, future = job
                 try:
-                    if db is not None and reopen_on_wal and os.path.exists(self.path + "-wal"):
-                        db.close()
+                    if db is not None and stamp is not None and file_stamp(self.path) != stamp:
+                        db.close()  # immutable, and another process has changed the file
                         db = None
                     if db is None:
-                        db, reopen_on_wal = self._open_db()
+                        before = file_stamp(self.path)
+                        db, immutable = self._open_db()
+                        stamp = before if immutable else None
                     result, error = fn(db, *args), None
                 except BaseException as exc:
                     result, error = None, exc

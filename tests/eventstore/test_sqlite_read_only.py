@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,59 @@ async def test_a_live_wal_log_is_read_with_its_writer(tmp_path: Path) -> None:
                 await writer.append([ev("a", 6)], expected_sequence=5)
                 assert await second.fold_stream(PK, "a") == ({"count": 6}, 6)
                 assert await second.verify() is None
+
+
+# Another process: opens the log, appends event ``seq`` of app "a", saves a
+# snapshot there, and closes cleanly (so it leaves no -wal behind).
+_WRITER = """
+import asyncio, sys
+from statelog.eventstore import Snapshot, SnapshotStore, SQLiteEventStore
+from tests.eventstore.test_sqlite_store import PK, ev
+
+async def main(path, seq):
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        [last] = await store.append([ev("a", seq)], expected_sequence=seq - 1)
+        await snapshots.save(Snapshot(partition_key=PK, app_id="a", sequence_id=seq,
+            state={"count": seq}, position=last.position, event_hash=last.event.hash))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+async def _append_in_another_process(path: Path, seq: int) -> None:
+    root = Path(__file__).resolve().parents[2]
+    await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", _WRITER, str(path), str(seq)],
+        check=True,
+        cwd=root,
+        timeout=60,
+    )
+
+
+async def test_a_reader_of_a_closed_log_sees_a_writer_that_came_and_went(
+    tmp_path: Path,
+) -> None:
+    # Opened on a cleanly closed log, the readers are immutable (SQLite makes
+    # no -wal or -shm for them): they must still see what another process
+    # appended and closed between two reads, leaving no -wal to notice.
+    path = tmp_path / "log.db"
+    await _log(path)
+    async with (
+        SQLiteEventStore(path, read_only=True) as store,
+        SnapshotStore(path, read_only=True) as snapshots,
+    ):
+        assert await store.last_sequence(PK, "a") == 4
+        assert await snapshots.sequences(PK, "a") == [(4, 5)]
+        for seq in (5, 6):
+            await _append_in_another_process(path, seq)
+            assert not Path(f"{path}-wal").exists()
+            assert await store.last_sequence(PK, "a") == seq
+            assert await store.fold_stream(PK, "a") == ({"count": seq}, seq)
+            snapshot = await snapshots.load(PK, "a", store=store)
+            assert snapshot is not None and snapshot.sequence_id == seq
+        assert await store.verify() is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.db"]
 
 
 async def test_a_log_with_no_snapshots_yet_has_none_to_load(tmp_path: Path) -> None:
