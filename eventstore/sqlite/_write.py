@@ -15,10 +15,18 @@ and writes it in ONE transaction::
     COMMIT
 
 then hands every caller its outcome (its events with their positions, or
-``ConcurrencyError`` if it was behind) in one callback on the loop. A request
-refused for being behind writes nothing; the others of its group commit. If a
-statement fails on a constraint, the group is rolled back and its requests are
-written one per transaction, so only the faulty one fails.
+``ConcurrencyError`` if it was behind) in one callback on the loop.
+
+Appends that come one at a time (the last group was a single append) take a
+shorter road: each is handed over at once rather than at the end of its loop
+turn, and if the writer already knows its stream's head it is written as one
+autocommit ``INSERT`` (no BEGIN, PRAGMA or COMMIT): UNIQUE(stream_id,
+sequence_id) refuses it whole if another connection moved the stream, and then
+it goes through the transaction above. The first crowded group ends the road.
+
+A request refused for being behind writes nothing; the others of its group
+commit. If a statement fails on a constraint, the group is rolled back and its
+requests are written one per transaction, so only the faulty one fails.
 
 A caller cancelled while waiting does not stop the thread: its append is then
 written whole or (if the thread had not taken it yet) not at all, and no
@@ -128,6 +136,8 @@ class Writer:
         # the loop hands the thread batches of appends through _inbox; None: stop
         self._inbox: queue.SimpleQueue[list[Request] | None] = queue.SimpleQueue()
         self._outbox: list[Request] = []  # this loop turn's appends (loop thread only)
+        # the thread's last group was one append: hand the next over at once (no crowd)
+        self._alone = False
         # guards state changes (RLock: __del__ may call stop on any thread, at any time)
         self._lock = threading.RLock()
         self._loop = asyncio.get_running_loop()
@@ -149,10 +159,18 @@ class Writer:
             raise
 
     def submit(self, request: Request) -> None:
-        """Queue an append; this loop turn's appends are handed over together."""
+        """Queue an append; this loop turn's appends are handed over together.
+
+        While appends come one at a time (the last group was a single one), an
+        append is handed over at once instead, a loop turn earlier; the first
+        crowded group turns that off again.
+        """
         self._outbox.append(request)
         if len(self._outbox) == 1:
-            self._loop.call_soon(self._hand_over)
+            if self._alone:  # same-run A/B: see the commit (lone appends)
+                self._hand_over()
+            else:
+                self._loop.call_soon(self._hand_over)
 
     def _hand_over(self) -> None:
         batch, self._outbox = self._outbox, []
@@ -208,14 +226,12 @@ class Writer:
                     batch = self._inbox.get()  # waits for the loop
                     stopping |= batch is None
                     queued += batch or ()
-                while True:  # and whatever else has come meanwhile
-                    try:
-                        batch = self._inbox.get_nowait()
-                    except queue.Empty:
-                        break
+                while not self._inbox.empty():  # and whatever else has come meanwhile
+                    batch = self._inbox.get_nowait()
                     stopping |= batch is None
                     queued += batch or ()
                 group = _take_group(queued)
+                self._alone = len(group) == 1 and not queued
                 if group:
                     self._become(WriterState.WRITING)
                     outcomes = self._commit(db, group)
@@ -255,6 +271,8 @@ class Writer:
     def _commit(self, db: sqlite3.Connection, group: list[Request]) -> list[Outcome]:
         """Commit ``group``; every request gets its outcome. Never raises."""
         try:
+            if len(group) == 1 and (alone := self._insert_alone(db, group[0])) is not None:
+                return [alone]
             return self._transaction(db, group)
         except BaseException as exc:
             self.heads.clear()  # what was read or assumed inside may be rolled back
@@ -270,6 +288,36 @@ class Writer:
                 error = StoreError(f"append to {self.path!r} failed: {exc!r}")
                 error.__cause__ = exc
             return [error] * len(group)
+
+    def _insert_alone(self, db: sqlite3.Connection, request: Request) -> Outcome | None:
+        """One append to a stream whose head the writer knows: one autocommit INSERT.
+
+        No BEGIN, PRAGMA data_version or COMMIT (same-run A/B: see the commit).
+        If another connection has moved the stream, UNIQUE(stream_id,
+        sequence_id) refuses the rows and nothing is written: ``None``, and the
+        transaction finds out how far. ``None`` too if the head is not known.
+        """
+        head = self.heads.get(request.stream)
+        if (
+            head is None
+            or head.db_id is None
+            or head.last != request.expected
+            or head.hash != request.sealed_from
+            or len(request.events) > ROWS_PER_STATEMENT
+        ):
+            return None
+        params: list[Any] = []
+        for event, digest, body in zip(
+            request.events, request.digests, request.bodies, strict=True
+        ):
+            params += (head.db_id, event.sequence_id, digest, body)
+        try:
+            position = _insert_rows(db, params)
+        except sqlite3.IntegrityError:
+            return None
+        last = request.events[-1]
+        self.heads[request.stream] = Head(head.db_id, last.sequence_id, last.hash)
+        return [Recorded(position + j, e) for j, e in enumerate(request.events)]
 
     def _transaction(self, db: sqlite3.Connection, group: list[Request]) -> list[Outcome]:
         db.execute("BEGIN IMMEDIATE")

@@ -43,7 +43,8 @@ async def test_lone_and_grouped_appends_commit(tmp_path: Path, mode: Any) -> Non
 
 async def test_another_handle_writing_makes_the_heads_stale(tmp_path: Path) -> None:
     """The writer caches each stream's head; a commit by another connection
-    (seen through ``PRAGMA data_version``) makes it read them again."""
+    (seen through ``PRAGMA data_version``, or by UNIQUE refusing a lone
+    append's row) makes it read them again."""
     path = tmp_path / "log.db"
     async with SQLiteEventStore(path) as one, SQLiteEventStore(path) as two:
         await append_run(one, "a", 0, 3)
