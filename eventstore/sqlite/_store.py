@@ -36,7 +36,7 @@ from typing import Any, Self, TypeVar
 from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, prepare_one, warn_unclosed
 from .._chain import BrokenLink
 from .._codec import Codec, CodecName, get_codec
-from .._errors import StoreClosedError, StoreCorruptError, UsageError
+from .._errors import ConfigError, StoreClosedError, StoreCorruptError, UsageError
 from .._event import Event, Recorded, StreamId
 from . import _read
 from ._schema import Synchronous, connect, connect_read_only, read_format, translate_error
@@ -80,10 +80,6 @@ class SQLiteEventStore(EventStore):
     opens an existing log without ever writing to it (see the module doc).
     """
 
-    #: There is no inline commit path any more; bench/bench_log.py's ``thread_only``
-    #: still sets this to switch it off (remove both together).
-    _direct: None = None
-
     def __init__(
         self,
         path: str | PathLike[str],
@@ -97,15 +93,24 @@ class SQLiteEventStore(EventStore):
     ) -> None:
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
+            raise ConfigError(f"synchronous must be 'NORMAL' or 'FULL', got {synchronous!r}")
         if hmac_key is not None and not isinstance(hmac_key, bytes):
-            raise TypeError(f"hmac_key must be bytes or None, got {type(hmac_key).__name__}")
-        if max_event_size <= 0:
-            raise ValueError(f"max_event_size must be positive, got {max_event_size}")
+            raise ConfigError(f"hmac_key must be bytes or None, got {type(hmac_key).__name__}")
+        if type(max_event_size) is not int or max_event_size <= 0:
+            raise ConfigError(f"max_event_size must be a positive int, got {max_event_size!r}")
+        if (
+            not isinstance(busy_timeout, int | float)
+            or isinstance(busy_timeout, bool)
+            or not busy_timeout >= 0
+        ):
+            raise ConfigError(f"busy_timeout must be seconds >= 0, got {busy_timeout!r}")
         self.path = fspath(path)
         self.synchronous: Synchronous = "FULL" if sync == "FULL" else "NORMAL"
         self.hmac_key = hmac_key
-        self._codec_asked = None if codec is None else get_codec(codec)
+        try:
+            self._codec_asked = None if codec is None else get_codec(codec)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.codec: Codec = self._codec_asked or get_codec("msgpack")
         self.max_event_size = max_event_size
         self.busy_timeout = busy_timeout
@@ -253,7 +258,12 @@ class SQLiteEventStore(EventStore):
         # caller changes afterwards changes nothing: no copy of it is kept.
         batch = events if isinstance(events, list | tuple) else list(events)
         head = None
-        if batch and isinstance(first := batch[0], Event):
+        if (
+            batch
+            and isinstance(first := batch[0], Event)
+            and type(first.app_id) is str  # (an unhashable id: the validation refuses it)
+            and type(first.partition_key) is str
+        ):
             head = writer.heads.get(StreamId(first.partition_key, first.app_id))
         if (
             head is not None

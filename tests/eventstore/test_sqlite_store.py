@@ -15,7 +15,9 @@ from statelog.eventstore import (
     JSON,
     MSGPACK,
     ConcurrencyError,
+    ConfigError,
     Event,
+    InvalidEventError,
     SQLiteEventStore,
     StoreClosedError,
     StoreCorruptError,
@@ -99,15 +101,37 @@ async def test_a_store_dropped_open_warns(tmp_path: Path) -> None:
     assert not any(t.is_alive() for t in threads)
 
 
-def test_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="synchronous"):
-        SQLiteEventStore("x.db", synchronous="OFF")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="codec"):
-        SQLiteEventStore("x.db", codec="pickle")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_event_size"):
-        SQLiteEventStore("x.db", max_event_size=0)
-    with pytest.raises(TypeError, match="hmac_key"):
-        SQLiteEventStore("x.db", hmac_key="text")  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"synchronous": "OFF"}, "synchronous"),
+        ({"codec": "pickle"}, "codec"),
+        ({"max_event_size": 0}, "max_event_size"),
+        ({"max_event_size": 1.5}, "max_event_size"),
+        ({"hmac_key": "text"}, "hmac_key"),
+        ({"busy_timeout": -1}, "busy_timeout"),
+        ({"busy_timeout": "5"}, "busy_timeout"),
+    ],
+    ids=["synchronous", "codec", "size", "float-size", "hmac-text", "negative-wait", "text-wait"],
+)
+def test_options_are_checked(tmp_path: Path, options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as caught:
+        SQLiteEventStore(tmp_path / "log.db", **options)
+    assert isinstance(caught.value, ValueError)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was opened
+
+
+async def test_an_unhashable_id_is_refused_as_invalid(tmp_path: Path) -> None:
+    async with SQLiteEventStore(tmp_path / "log.db") as store:
+        await store.append([ev("a", 0)], expected_sequence=-1)  # the writer knows a head
+        for bad in ([], {"x": 1}):
+            event = Event(partition_key=PK, app_id=bad, sequence_id=0, kind="k")  # type: ignore[arg-type]
+            with pytest.raises(InvalidEventError, match=r"\$\.app_id"):
+                await store.append([event], expected_sequence=-1)
+            event = Event(partition_key=bad, app_id="a", sequence_id=1, kind="k")  # type: ignore[arg-type]
+            with pytest.raises(InvalidEventError, match=r"\$\.partition_key"):
+                await store.append([event], expected_sequence=0)
+        assert await store.last_sequence(PK, "a") == 0
 
 
 @pytest.mark.parametrize(("mode", "value"), [("NORMAL", 1), ("FULL", 2), ("full", 2)])
