@@ -162,12 +162,19 @@ class Worker:
             committer = asyncio.create_task(self._commit_loop(stop))
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                early = False
                 for tp, records in batches.items():
                     owned = self._owned.get(tp.partition)
                     if owned is None:
+                        # assigned, but its claim is still being written: read these again
+                        if records and tp in consumer.assignment():
+                            consumer.seek(tp, records[0].offset)
+                            early = True
                         continue
                     for record in records:
                         self._dispatch(owned, record)
+                if early:
+                    await asyncio.sleep(0.05)
         finally:
             if committer is not None:
                 committer.cancel()
@@ -271,6 +278,9 @@ class Worker:
                 return
             except ConfigError as exc:
                 self.report("bad_command", stream=str(sid), error=str(exc))
+            except Exception as exc:  # a bug in a workflow or here: reported, not hidden
+                logger.exception("command %s of %s failed", command.idempotency_key, sid)
+                self.report("error", stream=str(sid), error=repr(exc))
             owned.running.discard(offset)
 
     async def _execute(self, command: Command, stream: _Stream) -> None:
