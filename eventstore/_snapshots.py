@@ -17,7 +17,7 @@ import hmac
 import os
 import sqlite3
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -26,7 +26,7 @@ import msgspec
 
 from ._base import EventStore, fold
 from ._chain import hash_bytes
-from ._codec import to_plain
+from ._codec import Codec, to_plain
 from ._errors import (
     EncodingError,
     InvalidEventError,
@@ -37,7 +37,9 @@ from ._errors import (
 )
 from ._event import StreamId, utcnow
 from ._resource import AsyncResource
+from .sqlite import _read
 from .sqlite._schema import file_stamp, read_only_uri, translate_error
+from .sqlite._store import SQLiteEventStore
 
 __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
@@ -512,7 +514,29 @@ async def load_state(
     Loads the newest usable snapshot at or before ``at_sequence`` (checked
     against the chain in ``store``), then folds the events after it. Returns the
     state and the last sequence id folded (``-1`` for an empty stream).
+
+    A ``SQLiteEventStore`` with its snapshots in its own file does all of it
+    in one call on its reader thread, in one read transaction.
     """
+    if (
+        at_sequence is None
+        and snapshots is not None
+        and isinstance(store, SQLiteEventStore)
+        and _same_file(store.path, snapshots.path)
+    ):
+        snapshots._connection()  # (raises if it is closed, as ``load`` does)
+        found: tuple[dict[str, Any], int, list[tuple[int, str]]] = await store._read(
+            _resume_on_reader, store.codec, store.path, partition_key, app_id, snapshots._decode
+        )
+        folded, last, skipped = found
+        for sequence_id, why in skipped:
+            warnings.warn(
+                f"skipping snapshot of {StreamId(partition_key, app_id)} "
+                f"at sequence_id {sequence_id}: {why}",
+                SnapshotSkippedWarning,
+                stacklevel=2,
+            )
+        return folded, last
     snapshot = None
     if snapshots is not None:
         snapshot = await snapshots.load(
@@ -532,3 +556,65 @@ async def load_state(
     )
     last = events[-1].sequence_id if events else start - 1
     return fold(events, state), last
+
+
+def _same_file(one: str, other: str) -> bool:
+    return os.path.abspath(one) == os.path.abspath(other)
+
+
+def _resume_on_reader(
+    db: sqlite3.Connection,
+    codec: Codec,
+    path: str,
+    partition_key: str,
+    app_id: str,
+    decode: Callable[[Any], Snapshot],
+) -> tuple[dict[str, Any], int, list[tuple[int, str]]]:
+    """``load_state`` on the store's reader thread: snapshot, its check, the fold.
+
+    Returns the state, the last sequence id folded and the snapshots skipped
+    (sequence id, why), for the caller to warn about on its own thread.
+    """
+    db.execute("BEGIN")  # one read transaction: the snapshot and the events agree
+    try:
+        snapshot, skipped = _newest_usable(db, partition_key, app_id, decode)
+        state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
+        start = snapshot.sequence_id + 1 if snapshot is not None else 0
+        count = _read.fold_stream(db, codec, path, partition_key, app_id, start, state)
+    finally:
+        db.execute("COMMIT")
+    return state, start + count - 1, skipped
+
+
+def _newest_usable(
+    db: sqlite3.Connection, partition_key: str, app_id: str, decode: Callable[[Any], Snapshot]
+) -> tuple[Snapshot | None, list[tuple[int, str]]]:
+    """What ``SnapshotStore.load(store=...)`` finds, read through the store's connection."""
+    skipped: list[tuple[int, str]] = []
+    upper = _MAX_SEQUENCE
+    while True:
+        try:
+            rows = db.execute(_SELECT, (partition_key, app_id, upper, _PAGE)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None, skipped  # no snapshot was ever saved in this file
+            raise
+        for row in rows:
+            try:
+                snapshot = decode(row)
+                found = db.execute(
+                    "SELECT e.hash FROM events e JOIN streams s ON s.id = e.stream_id "
+                    "WHERE s.partition_key = ? AND s.app_id = ? AND e.sequence_id = ?",
+                    (partition_key, app_id, snapshot.sequence_id),
+                ).fetchone()
+                if found is None:
+                    raise _Skip(f"the log has no event at sequence_id {snapshot.sequence_id}")
+                if not hmac.compare_digest(bytes(found[0]).hex(), snapshot.event_hash):
+                    raise _Skip("event_hash does not match the hash of that event in the log")
+            except _Skip as why:
+                skipped.append((row[2], str(why)))
+                continue
+            return snapshot, skipped
+        if len(rows) < _PAGE:
+            return None, skipped
+        upper = int(rows[-1][2]) - 1
