@@ -27,6 +27,12 @@ The contract (at least once, de-duplicated per process):
 * Records that are not statelog records (no ``statelog-wire`` header, garbled,
   headers disagreeing with the value, an unknown codec) are skipped with a
   ``ForeignRecordWarning`` and committed past; they never stop the consumer.
+* **Fences** (topics written by workers, docs/scale-out.md): fence records are
+  read silently; an event whose ``statelog-fence`` header is not the newest
+  fence seen in its partition is a late write of a writer that lost the
+  partition: it is skipped and counted (``fenced``). The fences seen are part
+  of ``DedupIndex`` (and its dump), so a subscription restarted with its index
+  keeps judging; without it, the first fence it reads opens the epoch.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ import msgspec
 from .._errors import EncodingError, StoreUnavailableError
 from .._event import Event
 from .._resource import AsyncResource
-from ._wire import decode_record
+from ._wire import H_FENCE, Fence, decode_record, fence_claim_of, fence_of
 
 __all__ = ["DedupIndex", "ForeignRecordWarning", "KafkaSubscription"]
 
@@ -59,6 +65,7 @@ class ForeignRecordWarning(UserWarning):
 class _DedupDump(msgspec.Struct, frozen=True):
     version: int
     streams: list[tuple[str, str, int]]
+    fences: list[tuple[str, int, int, str]] = []
 
 
 class DedupIndex:
@@ -66,6 +73,30 @@ class DedupIndex:
 
     def __init__(self) -> None:
         self.last: dict[tuple[str, str], int] = {}  # (partition_key, app_id) -> sequence_id
+        self.fences: dict[tuple[str, int], Fence] = {}  # (topic, partition) -> newest fence
+
+    def fenced(self, record: Any) -> bool | None:
+        """``None`` for an event record without a fence; else whether to skip the record.
+
+        A fence record (always skipped) opens a newer epoch in its partition; an
+        event of another epoch than the partition's newest is fenced.
+        """
+        where = (record.topic, record.partition)
+        if not record.key:
+            claim = fence_claim_of(record.headers)
+            if claim is None:
+                return None
+            current = self.fences.get(where)
+            if current is None or claim.epoch > current.epoch:
+                self.fences[where] = claim
+            return True
+        fence = fence_of(record.headers)
+        if fence is None:
+            return None
+        current = self.fences.get(where)
+        if current is None:
+            self.fences[where] = current = fence
+        return fence != current
 
     def __len__(self) -> int:
         return len(self.last)
@@ -81,7 +112,8 @@ class DedupIndex:
 
     def dumps(self) -> bytes:
         streams = [(pk, app, seq) for (pk, app), seq in self.last.items()]
-        return msgspec.json.encode(_DedupDump(1, streams))
+        fences = [(t, p, f.epoch, f.owner) for (t, p), f in self.fences.items()]
+        return msgspec.json.encode(_DedupDump(1, streams, fences))
 
     @classmethod
     def loads(cls, data: bytes) -> DedupIndex:
@@ -91,6 +123,7 @@ class DedupIndex:
             raise EncodingError(f"not a de-duplication index: {exc}") from exc
         index = cls()
         index.last = {(pk, app): seq for pk, app, seq in dump.streams}
+        index.fences = {(t, p): Fence(e, o) for t, p, e, o in dump.fences}
         return index
 
 
@@ -135,6 +168,7 @@ class KafkaSubscription(AsyncResource):
         self.dedup = dedup if dedup is not None else DedupIndex()
         self.duplicates = 0
         self.foreign = 0
+        self.fenced = 0
         self.delivered = 0
         self._options: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
@@ -242,6 +276,10 @@ class KafkaSubscription(AsyncResource):
         )
 
     def _decode(self, record: Any) -> Event | None:
+        skip = self.dedup.fenced(record)
+        if skip:
+            self.fenced += bool(record.key)
+            return None
         try:
             event = decode_record(record.key, record.value, record.headers)
         except EncodingError as exc:
@@ -276,9 +314,15 @@ class KafkaSubscription(AsyncResource):
         offsets: dict[Any, int] = {}
         append = events.append
         last = self.dedup.last
+        fenced = self.dedup.fenced
         duplicates = 0
         for tp, records in batch.items():
             for record in records:  # the hot loop: decode_record and DedupIndex.seen inlined
+                headers = record.headers
+                maybe_fence = not record.key or (headers and headers[-1][0] == H_FENCE)
+                if maybe_fence and fenced(record):
+                    self.fenced += bool(record.key)
+                    continue
                 try:
                     event = decode_record(record.key, record.value, record.headers)
                 except EncodingError as exc:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from statelog.eventstore import Event, seal
-from statelog.eventstore.kafka import FencedError, KafkaEventStore, encode_record
+from statelog.eventstore.kafka import (
+    DedupIndex,
+    FencedError,
+    KafkaEventStore,
+    KafkaSubscription,
+    encode_record,
+)
+from tests.kafka_broker import FAST_GROUP
 from tests.kafka_helpers import produce_raw, read_topic
 
 pytestmark = pytest.mark.kafka
@@ -90,3 +98,33 @@ async def test_records_without_a_fence_read_as_before(
     async with KafkaEventStore(kafka_bootstrap, topic) as reader:
         assert [e.sequence_id for e in await reader.read("pk", "c")] == [0, 1, 2]
         assert reader.fenced_records == 0
+
+
+async def test_a_subscription_skips_fenced_records_and_fence_records_silently(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    topic = await make_topic()
+    owner = await KafkaEventStore(kafka_bootstrap, topic).connect()
+    try:
+        old = await owner.claim(0, "old")
+        await owner.append([ev("s", 0)], expected_sequence=-1)
+        head = (await owner.read("pk", "s"))[-1]
+        await owner.claim(0, "new")
+        late = seal([ev("s", 1)], prev_hash=head.hash)[0]
+        rec = encode_record(late, fence=old)
+        await produce_raw(kafka_bootstrap, topic, rec.value, key=rec.key, headers=rec.headers)
+        written = await owner.append([ev("s", 1), ev("s", 2)], expected_sequence=0)
+    finally:
+        await owner.aclose()
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    sub = KafkaSubscription(kafka_bootstrap, topic, group, **FAST_GROUP)  # type: ignore[arg-type]
+    got: list[Event] = []
+    async with sub:
+        async for event in sub:
+            got.append(event)
+            if len(got) == 3:
+                break
+    assert [e.hash for e in got[1:]] == [r.event.hash for r in written]
+    assert sub.fenced == 1 and sub.foreign == 0
+    restored = DedupIndex.loads(sub.dedup.dumps())
+    assert restored.fences == sub.dedup.fences and restored.fences
