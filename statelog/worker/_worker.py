@@ -106,6 +106,7 @@ class Worker:
         self._limit = asyncio.Semaphore(concurrency)
         self._owned: dict[int, _Partition] = {}
         self._claims = 0
+        self._background: set[asyncio.Task[None]] = set()
         self._store: Any = None
         self._consumer: Any = None
         self._snapshots: SnapshotStore | None = None
@@ -221,8 +222,9 @@ class Worker:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        if reason == "revoked":
-            await self._commit({partition: owned})
+        if reason in ("revoked", "stopping"):
+            with contextlib.suppress(Exception):  # best effort: redelivery is harmless
+                await self._commit({partition: owned})
         await self._store.forget_partition(partition)
         self.report("released", partition=partition, reason=reason, epoch=owned.fence.epoch)
 
@@ -260,27 +262,35 @@ class Worker:
     async def _drain(self, owned: _Partition, sid: StreamId, stream: _Stream) -> None:
         while not stream.queue.empty():
             offset, command = stream.queue.get_nowait()
-            try:
-                async with self._limit:
-                    await self._execute(command, stream)
-            except FencedError as exc:
-                self.report("fenced", partition=owned.partition, error=str(exc))
-                if self._owned.get(owned.partition) is owned:
-                    asyncio.get_running_loop().create_task(
-                        self._drop(owned.partition, reason="fenced")
-                    )
-                return
-            except ActionError as exc:
-                self.report("action_failed", stream=str(sid), error=str(exc))
-            except StoreError as exc:
-                # not acknowledged: the command is redelivered to the next owner
-                self.report("store_error", stream=str(sid), error=str(exc))
-                return
-            except ConfigError as exc:
-                self.report("bad_command", stream=str(sid), error=str(exc))
-            except Exception as exc:  # a bug in a workflow or here: reported, not hidden
-                logger.exception("command %s of %s failed", command.idempotency_key, sid)
-                self.report("error", stream=str(sid), error=repr(exc))
+            delay = 0.5
+            while True:
+                try:
+                    async with self._limit:
+                        await self._execute(command, stream)
+                except FencedError as exc:
+                    self.report("fenced", partition=owned.partition, error=str(exc))
+                    if self._owned.get(owned.partition) is owned:
+                        task = asyncio.create_task(self._drop(owned.partition, reason="fenced"))
+                        self._background.add(task)
+                        task.add_done_callback(self._background.discard)
+                    return
+                except ActionError as exc:
+                    self.report("action_failed", stream=str(sid), error=str(exc))
+                except StoreError as exc:
+                    # not acknowledged: try again (from what the topic holds) until it
+                    # works or the partition moves; the next owner would redo it anyway
+                    self.report("store_error", stream=str(sid), error=str(exc), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    with contextlib.suppress(StoreError):
+                        await self._store.refresh()
+                    continue
+                except ConfigError as exc:
+                    self.report("bad_command", stream=str(sid), error=str(exc))
+                except Exception as exc:  # a bug in a workflow or here: reported, not hidden
+                    logger.exception("command %s of %s failed", command.idempotency_key, sid)
+                    self.report("error", stream=str(sid), error=repr(exc))
+                break
             owned.running.discard(offset)
 
     async def _execute(self, command: Command, stream: _Stream) -> None:

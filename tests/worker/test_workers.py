@@ -289,3 +289,40 @@ async def test_duplicate_and_reordered_commands_never_run_a_step_twice(
     assert dupes >= 1
     audit = await TopicAudit.read(cluster.bootstrap, cluster.events_topic)
     assert audit.forks() == {}
+
+
+async def test_input_runs_once_at_its_sequence_and_cancel_stops_a_run(cluster: Cluster) -> None:
+    worker = cluster.start("w0")
+    await cluster.settled([worker])
+    (start,) = starts("demo", 1, 5, prefix="in")
+    endless = Command.new("start", "endless", graph="paced", max_steps=1_000_000)
+    await cluster.submit([start, endless])
+    reader = await KafkaEventStore(cluster.bootstrap, cluster.events_topic).connect()
+    try:
+        await assert_complete_and_dense(cluster, reader, [start], 5)
+        last = await reader.last_sequence(start.partition_key, start.app_id)
+        stream = {"partition_key": start.partition_key, "graph": "demo", "inputs": {"note": "hi"}}
+        given = Command.new("input", start.app_id, at_sequence=last, **stream)
+        # the same input again (a new key: a resubmission) and one from a stale view
+        again = Command.new("input", start.app_id, at_sequence=last, **stream)
+        stale = Command.new("input", start.app_id, at_sequence=last - 2, **stream)
+        await cluster.submit([given, again, stale])
+        await wait_for(
+            lambda: len(worker.events("stale_input")) >= 2, "two stale inputs reported", 60
+        )
+        await reader.refresh()
+        events = await reader.read(start.partition_key, start.app_id)
+        after = [e for e in events if e.sequence_id > last and e.kind != "attempt_failed"]
+        assert len(after) == 1, [(e.sequence_id, e.kind, e.action) for e in events]
+        # cancel: the endless run stops growing
+        await cluster.submit([Command.new("cancel", "endless")])
+
+        async def stopped() -> bool:
+            first = (await cluster.lengths(reader, [endless.stream]))["endless"]
+            await asyncio.sleep(0.5)
+            return first == (await cluster.lengths(reader, [endless.stream]))["endless"] > 0
+
+        await wait_for(stopped, "the cancelled run to stop", 60)
+        assert worker.events("cancel")
+    finally:
+        await reader.aclose()
