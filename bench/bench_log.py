@@ -4,7 +4,9 @@ Baselines (WAL, synchronous=NORMAL, one small BLOB row each):
 
 * raw aiosqlite, one row per commit (``execute`` + ``commit``);
 * raw aiosqlite, 100 rows per ``executemany`` + ``commit``;
-* stdlib sqlite3, one row per commit, on the calling thread.
+* stdlib sqlite3, one row per commit, on the calling thread;
+* a bare hand-off from the loop to a thread and back, no SQL (the floor a
+  one-event append pays on top of its INSERT).
 
 Store figures (``SQLiteEventStore``, msgpack, every append awaits its commit):
 
@@ -35,10 +37,12 @@ import io
 import os
 import platform
 import pstats
+import queue
 import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -95,6 +99,32 @@ async def raw_aiosqlite_executemany(path: Path, n: int, per_commit: int = 100) -
             await db.executemany("INSERT INTO t (k, v) VALUES (?, ?)", rows)
             await db.commit()
         return n / (time.perf_counter() - start)
+
+
+async def thread_hand_off(path: Path, n: int) -> float:
+    """Round trips/s of a bare hand-off: loop -> thread -> loop, no SQL (``path`` unused).
+
+    The floor under the store's one-event append, which is this plus an INSERT:
+    a ``SimpleQueue`` wakes the thread, ``call_soon_threadsafe`` wakes the loop.
+    """
+    loop = asyncio.get_running_loop()
+    inbox: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
+
+    def serve() -> None:
+        while (future := inbox.get()) is not None:
+            loop.call_soon_threadsafe(future.set_result, None)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    for _ in range(n):
+        future = loop.create_future()
+        inbox.put(future)
+        await future
+    elapsed = time.perf_counter() - start
+    inbox.put(None)
+    thread.join()
+    return n / elapsed
 
 
 def raw_sqlite3_one_per_commit(path: Path, n: int) -> float:
@@ -254,6 +284,7 @@ def main() -> None:
         "one_per_commit": lambda p: raw_aiosqlite_one_per_commit(p, n),
         "many": lambda p: raw_aiosqlite_executemany(p, 20 * n),
         "sync_one": lambda p: raw_sqlite3_one_per_commit(p, n),
+        "hand_off": lambda p: thread_hand_off(p, n),
         "streams": lambda p: store_many_streams(p, 100, 200),
         "one": lambda p: store_one_stream(p, n),
     }
@@ -277,6 +308,7 @@ def main() -> None:
         print(f"raw aiosqlite, 1 row/commit           {med('one_per_commit'):>10,.0f} rows/s")
         print(f"raw aiosqlite, 100 rows/executemany   {med('many'):>10,.0f} rows/s")
         print(f"stdlib sqlite3, 1 row/commit          {med('sync_one'):>10,.0f} rows/s")
+        print(f"hand-off to a thread and back, no SQL {med('hand_off'):>10,.0f} round trips/s")
         print(
             f"store, 100 streams x 1 event/append   {med('streams'):>10,.0f} events/s  "
             f"= {ratio('streams', 'many'):.2f}x executemany, "
