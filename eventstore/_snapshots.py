@@ -12,12 +12,13 @@ used. State is stored as msgspec msgpack: decoding never runs code.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import os
 import sqlite3
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -216,6 +217,7 @@ class SnapshotStore(AsyncResource):
         self._closed = False
         # read-only and immutable: the file as it was opened (reopened once it changes)
         self._stamp: tuple[int, int, int, int, bool] | None = None
+        self._read_turn: asyncio.Lock | None = None  # read-only: one read at a time
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "unopened"
@@ -309,14 +311,25 @@ class SnapshotStore(AsyncResource):
             raise StoreClosedError(f"{self!r} is not connected; use connect() or async with")
         return self._conn
 
-    async def _reading(self) -> aiosqlite.Connection:
-        """The connection to read through, reopened if an immutable file has changed."""
-        conn = self._connection()
-        if self._stamp is not None and file_stamp(self.path) != self._stamp:
-            self._conn = None
-            await conn.close()
-            conn = self._conn = await self._connect_read_only()
-        return conn
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection to read through.
+
+        Read-only, reads take turns, and an immutable connection is reopened
+        first if the file has changed (so none is closed under another read).
+        """
+        if not self.read_only:
+            yield self._connection()
+            return
+        if self._read_turn is None:
+            self._read_turn = asyncio.Lock()
+        async with self._read_turn:
+            conn = self._connection()
+            if self._stamp is not None and file_stamp(self.path) != self._stamp:
+                self._conn = None
+                await conn.close()
+                conn = self._conn = await self._connect_read_only()
+            yield conn
 
     # --- writing
 
@@ -398,50 +411,50 @@ class SnapshotStore(AsyncResource):
         hash of the event at its sequence in ``store``. Unusable snapshots are
         skipped with a ``SnapshotSkippedWarning``.
         """
-        conn = await self._reading()
-        if not self._has_table:  # a read-only file that has no snapshots yet
-            return None
-        upper = _MAX_SEQUENCE if max_sequence is None else max_sequence
-        while upper >= 0:
-            try:
-                rows = list(
-                    await conn.execute_fetchall(_SELECT, (partition_key, app_id, upper, _PAGE))
-                )
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path, "cannot read snapshots") from exc
-            for row in rows:
+        async with self._reading() as conn:
+            if not self._has_table:  # a read-only file that has no snapshots yet
+                return None
+            upper = _MAX_SEQUENCE if max_sequence is None else max_sequence
+            while upper >= 0:
                 try:
-                    snapshot = self._decode(row)
-                    if store is not None:
-                        await _check_chain(snapshot, store)
-                except _Skip as why:
-                    warnings.warn(
-                        f"skipping snapshot of {StreamId(partition_key, app_id)} "
-                        f"at sequence_id {row[2]}: {why}",
-                        SnapshotSkippedWarning,
-                        stacklevel=2,
+                    rows = list(
+                        await conn.execute_fetchall(_SELECT, (partition_key, app_id, upper, _PAGE))
                     )
-                    continue
-                return snapshot
-            if len(rows) < _PAGE:
-                break
-            upper = int(rows[-1][2]) - 1
-        return None
+                except sqlite3.Error as exc:
+                    raise _translate(exc, self.path, "cannot read snapshots") from exc
+                for row in rows:
+                    try:
+                        snapshot = self._decode(row)
+                        if store is not None:
+                            await _check_chain(snapshot, store)
+                    except _Skip as why:
+                        warnings.warn(
+                            f"skipping snapshot of {StreamId(partition_key, app_id)} "
+                            f"at sequence_id {row[2]}: {why}",
+                            SnapshotSkippedWarning,
+                            stacklevel=2,
+                        )
+                        continue
+                    return snapshot
+                if len(rows) < _PAGE:
+                    break
+                upper = int(rows[-1][2]) - 1
+            return None
 
     async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]:
         """``(sequence_id, position)`` of every stored snapshot of a stream, oldest first."""
-        conn = await self._reading()
-        if not self._has_table:
-            return []
-        try:
-            rows = await conn.execute_fetchall(
-                "SELECT sequence_id, position FROM snapshots "
-                "WHERE partition_key = ? AND app_id = ? ORDER BY sequence_id",
-                (partition_key, app_id),
-            )
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path, "cannot read snapshots") from exc
-        return [(int(r[0]), int(r[1])) for r in rows]
+        async with self._reading() as conn:
+            if not self._has_table:
+                return []
+            try:
+                rows = await conn.execute_fetchall(
+                    "SELECT sequence_id, position FROM snapshots "
+                    "WHERE partition_key = ? AND app_id = ? ORDER BY sequence_id",
+                    (partition_key, app_id),
+                )
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path, "cannot read snapshots") from exc
+            return [(int(r[0]), int(r[1])) for r in rows]
 
     def _decode(self, row: Any) -> Snapshot:
         (

@@ -133,8 +133,15 @@ async def test_a_reader_of_a_closed_log_sees_a_writer_that_came_and_went(
             assert not Path(f"{path}-wal").exists()
             assert await store.last_sequence(PK, "a") == seq
             assert await store.fold_stream(PK, "a") == ({"count": seq}, seq)
-            snapshot = await snapshots.load(PK, "a", store=store)
+            # reads side by side: the one that reopens closes nothing under another
+            snapshot, sequences, again = await asyncio.gather(
+                snapshots.load(PK, "a", store=store),
+                snapshots.sequences(PK, "a"),
+                snapshots.load(PK, "a"),
+            )
             assert snapshot is not None and snapshot.sequence_id == seq
+            assert again == snapshot
+            assert [s for s, _ in sequences] == list(range(4, seq + 1))
         assert await store.verify() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.db"]
 
