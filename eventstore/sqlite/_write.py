@@ -161,13 +161,15 @@ class Writer:
     def submit(self, request: Request) -> None:
         """Queue an append; this loop turn's appends are handed over together.
 
-        While appends come one at a time (the last group was a single one), an
-        append is handed over at once instead, a loop turn earlier; the first
-        crowded group turns that off again.
+        While appends come one at a time (the last group the thread took was
+        a single one), the first append after it is handed over at once
+        instead, a loop turn earlier; the thread turns that on again each time
+        it takes a lone append.
         """
         self._outbox.append(request)
         if len(self._outbox) == 1:
             if self._alone:  # same-run A/B: see the commit (lone appends)
+                self._alone = False  # one: the rest of a burst waits for the turn's end
                 self._hand_over()
             else:
                 self._loop.call_soon(self._hand_over)
