@@ -37,7 +37,7 @@ from statelog.engine import ApplicationBuilder  # noqa: E402
 from statelog.eventstore.kafka import KafkaEventStore  # noqa: E402
 from statelog.worker import Command, CommandProducer, ensure_topics  # noqa: E402
 from tests.kafka_broker import start_tansu  # noqa: E402
-from tests.worker.harness import WorkerProcess, covers, wait_for  # noqa: E402
+from tests.worker.harness import TopicAudit, WorkerProcess, covers, wait_for  # noqa: E402
 
 
 async def in_process(bootstrap: str, steps: int) -> float:
@@ -159,6 +159,17 @@ async def failover(bootstrap: str, args: argparse.Namespace) -> list[float]:
     finally:
         for proc in procs:
             proc.stop()
+    audit = await TopicAudit.read(bootstrap, f"{prefix}.events")
+    async with KafkaEventStore(bootstrap, f"{prefix}.events") as fresh:
+        dense = 0
+        for stream in await fresh.streams():
+            events = await fresh.read(stream.partition_key, stream.app_id)
+            dense += [e.sequence_id for e in events] == list(range(len(events)))
+        print(
+            f"  after the kills: {len(audit.events)} event records, {dense} dense streams "
+            f"of {len(await fresh.streams())}, {len(audit.forks())} (stream, sequence_id) "
+            f"with two hashes on the topic, {fresh.fenced_records} records fenced"
+        )
     return times
 
 

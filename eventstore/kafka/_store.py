@@ -498,8 +498,10 @@ class KafkaEventStore(EventStore):
         async with lock:
             head = self._index.heads.get(stream)
             home = head.partition if head is not None else self._partition_for(record_key(*stream))
-            if home in self._dirty_partitions:
-                # an earlier append to this partition failed: adopt what landed first
+            if home in self._dirty_partitions or (self._claims and home not in self._claims):
+                # an earlier append to this partition failed: adopt what landed first;
+                # or an owner of other partitions writes here (a sub-app's stream whose
+                # parent moved to this owner): read what the partition holds first
                 await self._reconcile(home)
                 head = self._index.heads.get(stream)
             stream, sealed, _ = prepare_append(
