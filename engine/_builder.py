@@ -29,6 +29,7 @@ from statelog.eventstore import (
     EventKind,
     EventStore,
     Lineage,
+    SnapshotBackend,
     SnapshotPolicy,
     SnapshotStore,
     SQLiteEventStore,
@@ -79,7 +80,7 @@ class StreamPosition:
 
 async def load_position(
     store: EventStore,
-    snapshots: SnapshotStore | None,
+    snapshots: SnapshotBackend | None,
     partition_key: str,
     app_id: str,
     *,
@@ -205,7 +206,7 @@ class ApplicationBuilder:
         self,
         store: EventStore | str | os.PathLike[str],
         *,
-        snapshots: SnapshotStore | None = _UNSET,
+        snapshots: SnapshotBackend | None = _UNSET,
     ) -> ApplicationBuilder:
         """Where events go: an open ``EventStore``, or a path for an SQLite file.
 
@@ -218,9 +219,10 @@ class ApplicationBuilder:
                 raise ConfigError("with_store: the path is empty; expected an SQLite file's path")
         elif not isinstance(store, EventStore):
             raise ConfigError("with_store takes an EventStore or a path, got " + _describe(store))
-        if snapshots not in (_UNSET, None) and not isinstance(snapshots, SnapshotStore):
+        if snapshots not in (_UNSET, None) and not isinstance(snapshots, SnapshotBackend):
             raise ConfigError(
-                "with_store: snapshots must be a SnapshotStore or None, got " + _describe(snapshots)
+                "with_store: snapshots must be a SnapshotBackend (SnapshotStore, "
+                "RedisSnapshotStore) or None, got " + _describe(snapshots)
             )
         self._store = store
         self._snapshots = snapshots
@@ -354,7 +356,7 @@ class ApplicationBuilder:
         self._check()
         return await self._abuild(None)
 
-    async def _open_stores(self) -> tuple[EventStore, SnapshotStore | None, list[Any]]:
+    async def _open_stores(self) -> tuple[EventStore, SnapshotBackend | None, list[Any]]:
         store = self._store
         if store is _UNSET and self._init is not None and self._init[0] is not None:
             store = self._init[0]
@@ -396,7 +398,7 @@ class ApplicationBuilder:
     async def _assemble(
         self,
         store: EventStore,
-        snapshots: SnapshotStore | None,
+        snapshots: SnapshotBackend | None,
         owned: list[Any],
         runner: asyncio.Runner | None,
     ) -> Application:

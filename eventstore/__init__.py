@@ -41,6 +41,7 @@ from ._resource import AsyncResource
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
     Snapshot,
+    SnapshotBackend,
     SnapshotPolicy,
     SnapshotSkippedWarning,
     SnapshotStore,
@@ -76,6 +77,7 @@ __all__ = [
     "SQLiteEventStore",
     "SchemaVersionError",
     "Snapshot",
+    "SnapshotBackend",
     "SnapshotPolicy",
     "SnapshotSkippedWarning",
     "SnapshotStore",

@@ -18,6 +18,7 @@ import hmac
 import os
 import sqlite3
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
@@ -47,6 +48,7 @@ __all__ = [
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotSkippedWarning",
+    "SnapshotBackend",
     "SnapshotStore",
     "load_state",
 ]
@@ -173,7 +175,38 @@ def _translate(exc: sqlite3.Error, path: str, what: str) -> StoreError:
     return translate_error(exc, path, doing=f"snapshot store: {what}")
 
 
-class SnapshotStore(AsyncResource):
+class SnapshotBackend(AsyncResource, ABC):
+    """What ``load_state`` and the engine ask of a snapshot store (an ABC).
+
+    ``SnapshotStore`` (SQLite) and ``statelog.eventstore.redis.RedisSnapshotStore``
+    implement it; a new backend subclasses it and passes the same tests.
+    """
+
+    @abstractmethod
+    async def save(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot`` (replacing one at the same sequence)."""
+
+    @abstractmethod
+    async def load(
+        self,
+        partition_key: str,
+        app_id: str,
+        *,
+        max_sequence: int | None = None,
+        store: EventStore | None = None,
+    ) -> Snapshot | None:
+        """The newest usable snapshot at or before ``max_sequence``, checked against ``store``."""
+
+    @abstractmethod
+    async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int:
+        """Keep the newest ``keep_last`` snapshots of a stream; return how many went."""
+
+    @abstractmethod
+    async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]:
+        """``(sequence_id, position)`` of every stored snapshot of a stream, oldest first."""
+
+
+class SnapshotStore(SnapshotBackend):
     """Snapshots in SQLite (aiosqlite, WAL), in table ``snapshots`` of ``path``.
 
     ``path`` may be the event store's own file: the snapshot store keeps its own
@@ -516,7 +549,7 @@ async def _rollback(conn: aiosqlite.Connection) -> None:
 
 async def load_state(
     store: EventStore,
-    snapshots: SnapshotStore | None,
+    snapshots: SnapshotBackend | None,
     partition_key: str,
     app_id: str,
     *,
@@ -535,6 +568,7 @@ async def load_state(
         at_sequence is None
         and snapshots is not None
         and isinstance(store, SQLiteEventStore)
+        and isinstance(snapshots, SnapshotStore)
         and _same_file(store.path, snapshots.path)
     ):
         snapshots._connection()  # (raises if it is closed, as ``load`` does)

@@ -71,6 +71,7 @@ EVENTSTORE = [
     "SchemaVersionError",
     "Snapshot",
     "SnapshotPolicy",
+    "SnapshotBackend",
     "SnapshotSkippedWarning",
     "SnapshotStore",
     "StatelogError",

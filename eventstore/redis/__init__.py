@@ -8,13 +8,12 @@ from SQLite.
 """
 
 from ._client import RedisKeys, translate_error
-from ._snapshots import RedisSnapshotStore, SnapshotBackend
+from ._snapshots import RedisSnapshotStore
 from ._store import RedisEventStore
 
 __all__ = [
     "RedisEventStore",
     "RedisKeys",
     "RedisSnapshotStore",
-    "SnapshotBackend",
     "translate_error",
 ]

@@ -19,7 +19,7 @@ import hmac
 import warnings
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Protocol, Self, runtime_checkable
+from typing import Any, Self
 
 import msgspec
 
@@ -28,41 +28,17 @@ from .._chain import hash_bytes
 from .._codec import to_plain
 from .._errors import ConfigError, EncodingError, InvalidEventError, StoreClosedError
 from .._event import StreamId
-from .._resource import AsyncResource
-from .._snapshots import SNAPSHOT_SCHEMA_VERSION, Snapshot, SnapshotSkippedWarning
+from .._snapshots import (
+    SNAPSHOT_SCHEMA_VERSION,
+    Snapshot,
+    SnapshotBackend,
+    SnapshotSkippedWarning,
+)
 from ._client import RedisKeys, call, open_client
 
-__all__ = ["RedisSnapshotStore", "SnapshotBackend"]
+__all__ = ["RedisSnapshotStore"]
 
 _PAGE = 8
-
-
-@runtime_checkable
-class SnapshotBackend(Protocol):
-    """What ``load_state`` and the engine ask of a snapshot store.
-
-    Both ``statelog.eventstore.SnapshotStore`` (SQLite) and
-    ``RedisSnapshotStore`` have this shape; ``load_state`` and the engine are
-    typed with the SQLite class today (docs/redis.md says what an ABC in
-    ``_snapshots.py`` would need).
-    """
-
-    async def save(self, snapshot: Snapshot) -> None: ...
-
-    async def load(
-        self,
-        partition_key: str,
-        app_id: str,
-        *,
-        max_sequence: int | None = None,
-        store: EventStore | None = None,
-    ) -> Snapshot | None: ...
-
-    async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int: ...
-
-    async def sequences(self, partition_key: str, app_id: str) -> list[tuple[int, int]]: ...
-
-    async def aclose(self) -> None: ...
 
 
 class _Stored(msgspec.Struct, array_like=True, frozen=True):
@@ -92,7 +68,7 @@ class _Skip(Exception):
     """Internal: why one stored snapshot cannot be used."""
 
 
-class RedisSnapshotStore(AsyncResource):
+class RedisSnapshotStore(SnapshotBackend):
     """Snapshots in Redis under ``prefix`` (may be the event store's: the keys differ).
 
     ``keep_last`` prunes each stream to its newest N snapshots on every save;

@@ -21,6 +21,7 @@ from statelog.eventstore import (
     ConcurrencyError,
     EventStore,
     Snapshot,
+    SnapshotBackend,
     SnapshotSkippedWarning,
     StoreCorruptError,
     StoreError,
@@ -34,7 +35,6 @@ from statelog.eventstore.redis import (
     RedisEventStore,
     RedisKeys,
     RedisSnapshotStore,
-    SnapshotBackend,
     translate_error,
 )
 from tests.contract.store_contract import PK, StoreContract, ev, evs
@@ -693,3 +693,54 @@ async def test_a_group_sent_after_the_server_lost_its_scripts(
     group = [_Call([f"k{i}"], [f"v{i}"], loop.create_future()) for i in range(3)]
     await writer._send(group)  # NOSCRIPT for all: loaded, sent again
     assert [call.future.result() for call in group] == [b"v0k0", b"v1k1", b"v2k2"]
+
+
+async def test_an_engine_app_snapshots_to_redis_and_resumes_from_the_snapshot(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """Event log and snapshots both in Redis: the engine takes snapshots and resumes from one."""
+    from statelog.engine import ApplicationBuilder, State, action, default, expr
+
+    @action(reads=["count"], writes=["count"])
+    def tick(state: State) -> State:
+        return state.increment(count=1)
+
+    def builder() -> ApplicationBuilder:
+        return (
+            ApplicationBuilder()
+            .with_actions(tick=tick)
+            .with_transitions(("tick", "tick", expr("count < 50")), ("tick", "tick", default))
+            .with_identifiers(app_id="snap", partition_key="tour")
+            .with_snapshots(every=10)
+        )
+
+    async with (
+        RedisEventStore(redis_url, prefix=redis_prefix) as store,
+        RedisSnapshotStore(redis_url, prefix=redis_prefix) as snapshots,
+    ):
+        app = await (
+            builder()
+            .with_store(store, snapshots=snapshots)
+            .with_state(count=0)
+            .with_entrypoint("tick")
+            .abuild()
+        )
+        async with app:
+            for _ in range(25):
+                await app.astep()
+        taken = await snapshots.sequences("tour", "snap")
+        assert taken and taken[-1][0] >= 20  # every 10 steps, by the engine
+        resumed = await (
+            builder()
+            .with_store(store, snapshots=snapshots)
+            .initialize_from(store, default_state={"count": 0}, default_entrypoint="tick")
+            .abuild()
+        )
+        async with resumed:
+            assert resumed.state["count"] == 25
+            await resumed.astep()
+            assert resumed.state["count"] == 26
+        assert await load_state(store, snapshots, "tour", "snap") == (
+            {"count": 26},
+            await store.last_sequence("tour", "snap"),
+        )
