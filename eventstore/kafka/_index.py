@@ -222,7 +222,8 @@ class KafkaIndex:
                 await self._write_checkpoints(db)
             return
         new_streams, self._new_streams = self._new_streams, []
-        pending, self.pending = self.pending, {}
+        # the rows stay in ``pending`` until committed: a read during the write finds them
+        pending = dict(self.pending)
         dirty, self._dirty_heads = self._dirty_heads, set()
         skipped, self._skipped_rows = self._skipped_rows, []
         fences, self._fence_rows = self._fence_rows, []
@@ -243,10 +244,12 @@ class KafkaIndex:
             await db.executemany("INSERT OR IGNORE INTO fences VALUES (?, ?, ?, ?)", fences)
             await self._write_checkpoints(db, commit=False)
             await db.commit()
+            for key, offset in pending.items():
+                if self.pending.get(key) == offset:
+                    del self.pending[key]
         except BaseException as exc:
             # Keep the rows for the next flush; the topic still has everything.
             self._new_streams = new_streams + self._new_streams
-            self.pending = {**pending, **self.pending}
             self._dirty_heads |= dirty
             self._skipped_rows = skipped + self._skipped_rows
             self._fence_rows = fences + self._fence_rows
