@@ -58,6 +58,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--operations-db", metavar="PATH", help="the operations file (default: DB-service)"
     )
+    serve.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="run on statelog workers: put runs on {prefix}.commands, read {prefix}.events",
+    )
+    serve.add_argument("--topic-prefix", default="statelog", metavar="P", help="with --kafka")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
     serve.set_defaults(handler=_serve)
 
@@ -138,6 +144,8 @@ async def _serve(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         shutdown_grace=args.shutdown_grace,
         operations_db=args.operations_db,
+        kafka=args.kafka,
+        kafka_prefix=args.topic_prefix,
     )
     app = create_app(config)
     service = _service_of(app)

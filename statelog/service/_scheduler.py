@@ -61,7 +61,9 @@ class RunScheduler:
         signals: StreamSignals,
         max_concurrent: int,
         run_timeout: float,
+        remote: Any | None = None,
     ) -> None:
+        self._remote = remote  # statelog.worker.RemoteRuns with serve --kafka
         self._store = store
         self._snapshots = snapshots
         self._ops = operations
@@ -171,6 +173,9 @@ class RunScheduler:
             await self._run(op)
 
     async def _run(self, op: Operation) -> None:
+        if self._remote is not None:
+            await self._run_remote(op)
+            return
         running = _Running(op)
         self._running[op.id] = running  # before any await: a cancel now stops the run
         self._metrics.run_started()
@@ -225,6 +230,45 @@ class RunScheduler:
             if app is not None:
                 with contextlib.suppress(Exception):
                     await app.aclose()
+            self._signals.notify(stream)
+
+    async def _run_remote(self, op: Operation) -> None:
+        """``serve --kafka``: the run goes to the workers; this follows its stream."""
+        running = _Running(op)
+        self._running[op.id] = running
+        self._metrics.run_started()
+        stream = StreamId(op.partition_key, op.app_id)
+        remote: Any = self._remote
+        try:
+            marked = await self._ops.mark_running(
+                op.id, await remote.head(op.partition_key, op.app_id)
+            )
+            if marked is None:
+                return
+            op = running.op = marked
+            if op.cancel_requested or running.cancel.is_set():
+                await self._end(op, "cancelled", None)
+                return
+            try:
+                async with asyncio.timeout(op.request.timeout or self.run_timeout):
+                    how, last = await remote.run(
+                        op, running.cancel, self._stopping, lambda: self._signals.notify(stream)
+                    )
+            except TimeoutError:
+                running.cancel.set()
+                await self._end(op, "timed_out", None)
+                return
+            if how == "stopping":
+                await self._ops.requeue(op.id, resumed=False)
+                return
+            await self._end(op, "cancelled" if how == "cancelled" else "finished", None,
+                            last_event=last)  # fmt: skip
+        except (StatelogError, ValueError, LookupError) as exc:
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            await self._end(op, "failed", None, error=error)
+        finally:
+            self._running.pop(op.id, None)
+            self._metrics.run_stopped()
             self._signals.notify(stream)
 
     async def _build(self, op: Operation) -> Application:

@@ -9,7 +9,7 @@ from typing import Any
 
 import msgspec
 
-from statelog.eventstore import Event, SnapshotStore, SQLiteEventStore, StreamId
+from statelog.eventstore import Event, EventStore, SnapshotStore, SQLiteEventStore, StreamId
 
 from ._auth import TokenTable
 from ._metrics import Metrics
@@ -37,6 +37,10 @@ class ServiceConfig(msgspec.Struct, kw_only=True):
     operations_db: str | None = None
     sse_poll_interval: float = 1.0
     sse_keepalive: float = 15.0
+    #: ``serve --kafka``: runs go to ``statelog worker``s as commands; the log is
+    #: ``{kafka_prefix}.events`` (``db`` keeps only the operations)
+    kafka: str | None = None
+    kafka_prefix: str = "statelog"
 
 
 class Service:
@@ -54,13 +58,14 @@ class Service:
         self.metrics = Metrics()
         self.signals = StreamSignals()
         self.ready = False
-        self._store: SQLiteEventStore | None = None
+        self._store: EventStore | None = None
+        self._closing: list[Any] = []
         self._snapshots: SnapshotStore | None = None
         self._ops: OperationStore | None = None
         self._scheduler: RunScheduler | None = None
 
     @property
-    def store(self) -> SQLiteEventStore:
+    def store(self) -> EventStore:
         assert self._store is not None, "the service is not started"
         return self._store
 
@@ -83,10 +88,23 @@ class Service:
         directory = os.path.dirname(os.path.abspath(config.db))  # noqa: ASYNC240
         if not os.path.isdir(directory):  # noqa: ASYNC240 - one stat at startup
             raise FileNotFoundError(f"no directory for --db {config.db!r}")
-        self._store = await SQLiteEventStore.open(config.db)
-        self._snapshots = await SnapshotStore.open(config.db)
+        remote = None
+        if config.kafka:
+            from statelog.eventstore.kafka import KafkaEventStore
+            from statelog.worker import CommandProducer
+            from statelog.worker._remote import RemoteRuns
+
+            events = f"{config.kafka_prefix}.events"
+            self._store = await KafkaEventStore(config.kafka, events).connect()
+            producer = await CommandProducer(config.kafka, prefix=config.kafka_prefix).start()
+            self._closing.append(producer)
+            remote = RemoteRuns(producer, self._store)
+        else:
+            self._store = await SQLiteEventStore.open(config.db)
+            self._snapshots = await SnapshotStore.open(config.db)
         self._ops = await OperationStore(config.operations_db or service_db_path(config.db)).open()
         self._scheduler = RunScheduler(
+            remote=remote,
             store=self._store,
             snapshots=self._snapshots,
             operations=self._ops,
@@ -112,7 +130,7 @@ class Service:
             if self._scheduler is not None:
                 await self._scheduler.stop(self.config.shutdown_grace)
         finally:
-            for resource in (self._ops, self._snapshots, self._store):
+            for resource in (self._ops, self._snapshots, self._store, *self._closing):
                 if resource is not None:
                     await resource.aclose()
 
