@@ -326,3 +326,6 @@ async def test_input_runs_once_at_its_sequence_and_cancel_stops_a_run(cluster: C
         assert worker.events("cancel")
     finally:
         await reader.aclose()
+    worker.stop()  # SIGTERM: it leaves the group and exits 0
+    assert worker.proc.returncode == 0, worker.tail()
+    assert worker.events("stopped")
