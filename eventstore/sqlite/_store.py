@@ -35,10 +35,12 @@ from typing import Any, Self, TypeVar
 
 from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, prepare_one, warn_unclosed
 from .._chain import BrokenLink
+from .._checkpoints import load_private_key
 from .._codec import Codec, CodecName, get_codec
 from .._errors import ConfigError, StoreClosedError, StoreCorruptError, UsageError
 from .._event import Event, Recorded, StreamId
 from . import _read
+from ._checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL, Checkpointer
 from ._schema import Synchronous, connect, connect_read_only, read_format, translate_error
 from ._threads import Reader
 from ._write import Request, Writer
@@ -90,6 +92,9 @@ class SQLiteEventStore(EventStore):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         busy_timeout: float = 5.0,
         read_only: bool = False,
+        signing_key: Any = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> None:
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL"):
@@ -121,6 +126,12 @@ class SQLiteEventStore(EventStore):
         self._closing = False
         self._signal: _Signal | None = None
         self._subscribers = 0
+        # signed stream heads (``_checkpoints``): a key object or a PEM file's path
+        if isinstance(signing_key, str | PathLike):
+            signing_key = load_private_key(signing_key)
+        self.signing_key = signing_key
+        self._checkpoint_options = (checkpoint_every, checkpoint_interval)
+        self._checkpointer: Checkpointer | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._reader is not None else "new"
@@ -210,9 +221,13 @@ class SQLiteEventStore(EventStore):
         writer, reader = self._writer, self._reader
         if writer is not None:
             await writer.aclose()
-        if reader is not None:
-            await reader.aclose()
-        self._closed = True
+        try:
+            if self._checkpointer is not None:
+                await self._checkpointer.aclose()  # the last checkpoint covers every append
+        finally:
+            if reader is not None:
+                await reader.aclose()
+            self._closed = True
         if self._signal is not None:
             self._signal.fire()  # subscribers wake and raise StoreClosedError
 
@@ -224,6 +239,9 @@ class SQLiteEventStore(EventStore):
                 self._writer.stop()
             if self._reader is not None:
                 self._reader.stop()
+            checkpointer = getattr(self, "_checkpointer", None)
+            if checkpointer is not None:
+                checkpointer.stop()
 
     def _check_open(self) -> None:
         if self._closed or self._closing:
@@ -299,7 +317,30 @@ class SQLiteEventStore(EventStore):
         writer.submit(
             Request(stream, expected_sequence, sealed, bodies, digests, sealed_from, future)
         )
-        return await future
+        recorded = await future
+        if self.signing_key is not None:
+            self._checkpoints().note(len(recorded))
+        return recorded
+
+    def _checkpoints(self) -> Checkpointer:
+        if self._checkpointer is None:
+            every, interval = self._checkpoint_options
+            self._checkpointer = Checkpointer(
+                self.path,
+                self.signing_key,
+                synchronous=self.synchronous,
+                busy_timeout=self.busy_timeout,
+                every=every,
+                interval=interval,
+            )
+        return self._checkpointer
+
+    async def checkpoint(self) -> None:
+        """Write a signed checkpoint of every stream's head now (needs ``signing_key``)."""
+        if self.signing_key is None:
+            raise UsageError(f"{self!r} has no signing_key: it cannot sign checkpoints")
+        self._check_open()
+        await self._checkpoints().flush()
 
     # ------------------------------------------------------------------ reading
 
