@@ -5,8 +5,17 @@ The core lives here; each backend is a subpackage that owns its driver:
 ``statelog.eventstore.kafka`` (imported only when used).
 """
 
+from ._audit import UNKEYED_LIMITS, AuditReport, Finding
 from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, fold, prepare_append
 from ._chain import BrokenLink, compute_hash, seal, validate_batch, verify_events
+from ._checkpoints import (
+    Checkpoint,
+    SignedCheckpoint,
+    generate_key_files,
+    load_private_key,
+    load_public_key,
+    merkle_root,
+)
 from ._codec import (
     JSON,
     MAX_VALUE_DEPTH,
@@ -18,6 +27,7 @@ from ._codec import (
     upcast,
 )
 from ._errors import (
+    CheckpointError,
     ConcurrencyError,
     ConfigError,
     EncodingError,
@@ -25,6 +35,8 @@ from ._errors import (
     FencedError,
     IntegrityError,
     InvalidEventError,
+    KeyFileError,
+    KeyMismatchError,
     SchemaVersionError,
     StatelogError,
     StoreClosedError,
@@ -47,7 +59,7 @@ from ._snapshots import (
     SnapshotStore,
     load_state,
 )
-from .sqlite import SQLiteEventStore
+from .sqlite import SQLiteEventStore, audit_file
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
@@ -57,8 +69,12 @@ __all__ = [
     "MSGPACK",
     "SCHEMA_VERSION",
     "SNAPSHOT_SCHEMA_VERSION",
+    "UNKEYED_LIMITS",
     "AsyncResource",
+    "AuditReport",
     "BrokenLink",
+    "Checkpoint",
+    "CheckpointError",
     "Codec",
     "ConcurrencyError",
     "ConfigError",
@@ -69,13 +85,17 @@ __all__ = [
     "EventStore",
     "EventTooLargeError",
     "FencedError",
+    "Finding",
     "IntegrityError",
     "InvalidEventError",
+    "KeyFileError",
+    "KeyMismatchError",
     "Lineage",
     "MemoryEventStore",
     "Recorded",
     "SQLiteEventStore",
     "SchemaVersionError",
+    "SignedCheckpoint",
     "Snapshot",
     "SnapshotBackend",
     "SnapshotPolicy",
@@ -89,13 +109,18 @@ __all__ = [
     "StreamId",
     "UsageError",
     "apply_event",
+    "audit_file",
     "canonical_bytes",
     "compute_hash",
     "export_streams",
     "fold",
+    "generate_key_files",
     "import_streams",
     "iter_export",
+    "load_private_key",
+    "load_public_key",
     "load_state",
+    "merkle_root",
     "prepare_append",
     "register_upcaster",
     "seal",

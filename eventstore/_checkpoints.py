@@ -49,7 +49,7 @@ from typing import Any
 import msgspec
 
 from ._canonical import canonical_json
-from ._errors import ConfigError, StatelogError
+from ._errors import CheckpointError, ConfigError, KeyFileError, KeyMismatchError
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -76,31 +76,6 @@ CHECKPOINT_VERSION = 1
 
 #: (partition_key, app_id, last_sequence_id, last_hash)
 Head = tuple[str, str, int, str]
-
-
-class KeyFileError(ConfigError):
-    """A key file is missing, unreadable, or not an Ed25519 key of the expected kind."""
-
-
-class KeyMismatchError(ConfigError):
-    """The public key given is not the one the checkpoints were signed with."""
-
-    def __init__(self, expected: str, given: str) -> None:
-        self.expected = expected
-        self.given = given
-        super().__init__(
-            f"a checkpoint is signed by key {expected[:16]}..., the public key given is "
-            f"{given[:16] or 'none'}...: wrong --public-key"
-        )
-
-
-class CheckpointError(StatelogError):
-    """A checkpoint does not verify (signature, numbering, previous digest or root)."""
-
-    def __init__(self, sequence: int, reason: str) -> None:
-        self.sequence = sequence
-        self.reason = reason
-        super().__init__(f"checkpoint #{sequence}: {reason}")
 
 
 class Checkpoint(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,11 +10,14 @@ Every error statelog raises is a ``StatelogError``::
     │   ├── FencedError           (a writer's claim on a Kafka partition is over)
     │   ├── StoreCorruptError     (the file or topic is not a statelog log)
     │   ├── EventTooLargeError    (also a ValueError; stream, sequence_id, size, limit)
-    │   └── IntegrityError        (broken hash chain: stream, sequence_id)
+    │   ├── IntegrityError        (broken hash chain: stream, sequence_id)
+    │   └── CheckpointError       (a signed checkpoint does not verify: sequence)
     ├── EncodingError             (also a ValueError; keeps msgspec's $.path)
     │   └── SchemaVersionError    (an event from a newer statelog)
     ├── InvalidEventError         (also a ValueError; a malformed event or batch)
     ├── ConfigError               (also a ValueError; a bad argument, nothing done)
+    │   ├── KeyFileError          (a key file missing, unreadable, not Ed25519 PEM)
+    │   └── KeyMismatchError      (checkpoints signed by another key than the one given)
     ├── UsageError                (also a RuntimeError; an API called the wrong way)
     ├── ActionError, StateError, TransitionError, HookError   (statelog.engine)
     └── ProjectionError                                       (statelog.projections)
@@ -31,6 +34,7 @@ Messages say what was expected and what came in.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConcurrencyError",
     "ConfigError",
     "EncodingError",
@@ -38,6 +42,8 @@ __all__ = [
     "FencedError",
     "IntegrityError",
     "InvalidEventError",
+    "KeyFileError",
+    "KeyMismatchError",
     "SchemaVersionError",
     "StatelogError",
     "StoreClosedError",
@@ -169,3 +175,28 @@ class ConfigError(StatelogError, ValueError):
 class UsageError(StatelogError, RuntimeError):
     """An API was called the wrong way: a sync call inside a running event loop,
     ``initialize_from`` together with ``with_state``, a method of a closed app."""
+
+
+class KeyFileError(ConfigError):
+    """A key file is missing, unreadable, or not an Ed25519 key of the expected kind."""
+
+
+class KeyMismatchError(ConfigError):
+    """The public key given is not the one the checkpoints were signed with."""
+
+    def __init__(self, expected: str, given: str) -> None:
+        self.expected = expected
+        self.given = given
+        super().__init__(
+            f"a checkpoint is signed by key {expected[:16]}..., the public key given is "
+            f"{given[:16] or 'none'}...: wrong --public-key"
+        )
+
+
+class CheckpointError(StoreError):
+    """A checkpoint does not verify (signature, numbering, previous digest or root)."""
+
+    def __init__(self, sequence: int, reason: str) -> None:
+        self.sequence = sequence
+        self.reason = reason
+        super().__init__(f"checkpoint #{sequence}: {reason}")

@@ -26,6 +26,7 @@ from statelog.engine import (
     when,
 )
 from statelog.eventstore import (
+    CheckpointError,
     ConcurrencyError,
     ConfigError,
     EncodingError,
@@ -33,6 +34,8 @@ from statelog.eventstore import (
     FencedError,
     IntegrityError,
     InvalidEventError,
+    KeyFileError,
+    KeyMismatchError,
     SchemaVersionError,
     StatelogError,
     StoreClosedError,
@@ -50,6 +53,7 @@ __all__ = [
     "AppExistsError",
     "Application",
     "ApplicationBuilder",
+    "CheckpointError",
     "ConcurrencyError",
     "ConfigError",
     "EncodingError",
@@ -58,6 +62,8 @@ __all__ = [
     "HookError",
     "IntegrityError",
     "InvalidEventError",
+    "KeyFileError",
+    "KeyMismatchError",
     "ProjectionError",
     "SchemaVersionError",
     "State",

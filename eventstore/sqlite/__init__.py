@@ -5,7 +5,15 @@ which the store, the snapshot store, the relay checkpoint and the Kafka index
 all use.
 """
 
+from ._audit import audit_file
 from ._schema import FORMAT, FORMAT_VERSION, Synchronous, translate_error
 from ._store import SQLiteEventStore
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "SQLiteEventStore", "Synchronous", "translate_error"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "SQLiteEventStore",
+    "Synchronous",
+    "audit_file",
+    "translate_error",
+]

@@ -1,0 +1,333 @@
+"""``verify`` of a SQLite log: one walk on the reader thread that misses nothing it can know.
+
+* Streams come from the ``streams`` table, not from their first event: a
+  stream whose first event (or every event) was deleted is reported.
+* Every stream's chain is walked page by page (a hole, an edited body or hash,
+  a body that does not decode, swapped rows): each problem is a ``Finding``
+  naming the stream and the sequence id; the walk goes on after it (the next
+  event links to the stored hash), so one edit is one or two findings, not
+  the end of the report.
+* The signed checkpoints (``signed_heads``) are replayed (numbering, previous
+  digest, and with public keys every signature); the heads of the latest
+  one are compared with the log (``check_heads``): truncation, a deleted
+  stream, a rewritten stream.
+* Snapshots (table ``snapshots``, when there is one): the digest (an HMAC
+  with the key), the event hash at their sequence against the chain, and with
+  ``deep`` the state against the fold of the events up to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+import msgspec
+
+from .._audit import AuditReport, Finding, check_heads
+from .._chain import compute_hash
+from .._checkpoints import replay
+from .._codec import Codec
+from .._errors import EncodingError
+from .._event import Event
+from ._checkpoints import read_checkpoints
+from ._schema import connect_read_only, read_format, translate_error
+
+__all__ = ["audit", "audit_file"]
+
+PAGE = 2_000
+#: At most this many findings per stream (a stream rewritten from its start
+#: would otherwise print one line per event).
+MAX_FINDINGS_PER_STREAM = 20
+
+_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def _snapshot_rows(db: sqlite3.Connection) -> dict[tuple[str, str], list[Any]]:
+    exists = db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'"
+    ).fetchone()
+    found: dict[tuple[str, str], list[Any]] = {}
+    if exists is None:
+        return found
+    for row in db.execute(
+        "SELECT partition_key, app_id, sequence_id, position, event_hash, digest, "
+        "CAST(state AS BLOB) FROM snapshots ORDER BY partition_key, app_id, sequence_id"
+    ):
+        found.setdefault((row[0], row[1]), []).append(row)
+    return found
+
+
+def audit(
+    db: sqlite3.Connection,
+    codec: Codec,
+    hmac_key: bytes | None,
+    public_keys: Iterable[Any],
+    partition_key: str | None,
+    app_id: str | None,
+    deep: bool,
+) -> AuditReport:
+    """Walk the log on ``db``; see the module doc. Runs whole on the reader thread."""
+    from .._snapshots import _digest  # (the snapshot table's own checksum)
+
+    keys = list(public_keys)
+    report = AuditReport(signed=bool(keys))
+    replayed = replay(read_checkpoints(db), keys)
+    report.findings += [Finding(stream=None, sequence_id=None, reason=p) for p in replayed.problems]
+    if replayed.latest is not None:
+        report.checkpoint = replayed.latest.sequence
+        report.checkpoint_digest = replayed.latest_digest
+        report.checkpoint_position = replayed.latest.position
+    elif keys:
+        report.findings.append(
+            Finding(
+                stream=None,
+                sequence_id=None,
+                reason="no signed checkpoint in the file, but a public key was given "
+                "(the checkpoints were deleted, or the writer had no signing key)",
+            )
+        )
+    expected = {
+        stream: head
+        for stream, head in replayed.heads.items()
+        if (partition_key is None or stream[0] == partition_key)
+        and (app_id is None or stream[1] == app_id)
+    }
+    snapshots = _snapshot_rows(db)
+    where, params = [], []
+    if partition_key is not None:
+        where.append("partition_key = ?")
+        params.append(partition_key)
+    if app_id is not None:
+        where.append("app_id = ?")
+        params.append(app_id)
+    streams = db.execute(
+        "SELECT id, partition_key, app_id FROM streams"
+        + (f" WHERE {' AND '.join(where)}" if where else "")
+        + " ORDER BY id",
+        params,
+    ).fetchall()
+    found_last: dict[tuple[str, str], int] = {}
+    found_hash_at: dict[tuple[str, str], str] = {}
+    for db_id, pk, app in streams:
+        stream = (str(pk), str(app))
+        report.streams += 1
+        head = expected.get(stream)
+        shots = snapshots.get(stream, [])
+        wanted = {row[2] for row in shots}
+        if head is not None:
+            wanted.add(head[0])
+        last, hashes, folded, findings, count = _walk(
+            db, codec, hmac_key, db_id, stream, wanted, deep and bool(shots)
+        )
+        report.events += count
+        report.findings += findings
+        if last is None:
+            report.findings.append(
+                Finding(
+                    stream=stream,
+                    sequence_id=None,
+                    reason="has no events: every event of the stream was deleted",
+                )
+            )
+            continue
+        found_last[stream] = last
+        if head is not None:
+            if head[0] in hashes:
+                found_hash_at[stream] = hashes[head[0]]
+            report.unsigned_events += max(0, last - head[0])
+        elif replayed.latest is not None:
+            report.unsigned_events += last + 1
+        for row in shots:
+            report.snapshots += 1
+            report.findings += _check_snapshot(row, hashes, folded, hmac_key, _digest, deep)
+    if replayed.latest is not None:
+        report.findings += check_heads(
+            expected, found_last, found_hash_at, replayed.latest.sequence
+        )
+    return report
+
+
+def _check_snapshot(
+    row: Any,
+    hashes: dict[int, str],
+    folded: dict[int, dict[str, Any]],
+    hmac_key: bytes | None,
+    digest_of: Any,
+    deep: bool,
+) -> list[Finding]:
+    pk, app, seq, position, event_hash, digest, blob = row
+    stream = (pk, app)
+
+    def bad(reason: str) -> list[Finding]:
+        return [Finding(stream=stream, sequence_id=seq, reason=f"snapshot: {reason}")]
+
+    expected = digest_of(hmac_key, (pk, app, seq, position, event_hash, blob))
+    if not isinstance(digest, str) or not hmac.compare_digest(expected, digest):
+        return bad("its checksum does not match its state (edited, or another HMAC key)")
+    chain = hashes.get(seq)
+    if chain is None:
+        return bad("the log has no event at its sequence_id")
+    if not hmac.compare_digest(chain, str(event_hash)):
+        return bad("its event_hash is not the hash of the event at its sequence_id")
+    if deep:
+        try:
+            state = _state_decoder.decode(blob)
+        except msgspec.DecodeError as exc:
+            return bad(f"its state does not decode: {exc}")
+        if seq in folded and state != folded[seq]:
+            return bad("its state is not the fold of the events up to it (forged)")
+    return []
+
+
+def _walk(
+    db: sqlite3.Connection,
+    codec: Codec,
+    key: bytes | None,
+    db_id: int,
+    stream: tuple[str, str],
+    wanted: set[int],
+    fold: bool,
+) -> tuple[int | None, dict[int, str], dict[int, dict[str, Any]], list[Finding], int]:
+    """Walk one stream's chain. Returns its last sequence id (``None``: no events),
+    the hashes at the ``wanted`` sequence ids, the fold at each of them (``fold``),
+    the findings and the number of events."""
+    findings: list[Finding] = []
+    hashes: dict[int, str] = {}
+    folded: dict[int, dict[str, Any]] = {}
+    state: dict[str, Any] = {}
+    last_wanted = max(wanted) if wanted else -1
+    pk, app = stream
+    cursor = db.execute(
+        "SELECT body, ?, ?, sequence_id, hash FROM events WHERE stream_id = ? ORDER BY sequence_id",
+        (pk, app, db_id),
+    )
+    want = 0
+    prev = b""
+    count = 0
+    last: int | None = None
+
+    def note(sequence_id: int | None, reason: str) -> None:
+        if len(findings) < MAX_FINDINGS_PER_STREAM:
+            findings.append(Finding(stream=stream, sequence_id=sequence_id, reason=reason))
+        elif len(findings) == MAX_FINDINGS_PER_STREAM:
+            findings.append(
+                Finding(stream=stream, sequence_id=None, reason="more problems not listed")
+            )
+
+    while rows := cursor.fetchmany(PAGE):
+        count += len(rows)
+        prevs: list[bytes] = []
+        known: list[bool] = []  # whether the row's predecessor is the event before it
+        for row in rows:
+            seq = row[3]
+            known.append(seq == want)
+            if seq != want:
+                gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
+                note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
+            prevs.append(prev)
+            prev = row[4] if isinstance(row[4], bytes) else b""
+            want = seq + 1
+        try:
+            events: list[Event | None] = list(codec.decode_rows(rows, prevs))
+        except (EncodingError, TypeError, ValueError):
+            events = [_decode_one(codec, row, p) for row, p in zip(rows, prevs, strict=True)]
+        for i, (row, event) in enumerate(zip(rows, events, strict=True)):
+            seq = row[3]
+            if event is None:
+                note(seq, "its stored body does not decode")
+                continue
+            if known[i] and not _hash_ok(codec, row, event, prevs[i], key):
+                note(seq, "its hash does not match its content and its predecessor's hash")
+            if seq in wanted:
+                hashes[seq] = event.hash
+            if fold and seq <= last_wanted:
+                if event.writes:
+                    state.update(event.writes)
+                for name in event.deletes:
+                    state.pop(name, None)
+                if seq in wanted:
+                    folded[seq] = dict(state)
+        last = rows[-1][3]
+    return last, hashes, folded, findings, count
+
+
+def _decode_one(codec: Codec, row: Any, prev: bytes) -> Event | None:
+    try:
+        return codec.decode_body(
+            row[0],
+            partition_key=row[1],
+            app_id=row[2],
+            sequence_id=row[3],
+            prev_hash=bytes(prev).hex(),
+            hash=bytes(row[4]).hex() if isinstance(row[4], bytes) else str(row[4]),
+            upcast_old=False,
+        )
+    except (EncodingError, TypeError, ValueError):
+        return None
+
+
+def _hash_ok(codec: Codec, row: Any, event: Event, prev: bytes, key: bytes | None) -> bool:
+    if hmac.compare_digest(compute_hash(event, key), event.hash):
+        return True
+    # an older schema_version is hashed as it was written, not as upcast
+    raw = _decode_one(codec, row, prev)
+    return (
+        raw is not None and raw != event and hmac.compare_digest(compute_hash(raw, key), raw.hash)
+    )
+
+
+def _audit_file(
+    path: str,
+    hmac_key: bytes | None,
+    public_keys: list[Any],
+    partition_key: str | None,
+    app_id: str | None,
+    deep: bool,
+    busy_timeout: float,
+) -> AuditReport:
+    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
+    try:
+        codec = read_format(db, path)
+        db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
+        try:
+            return audit(db, codec, hmac_key, public_keys, partition_key, app_id, deep)
+        finally:
+            db.execute("ROLLBACK")
+    finally:
+        db.close()
+
+
+async def audit_file(
+    path: str | os.PathLike[str],
+    *,
+    hmac_key: bytes | None = None,
+    public_keys: Iterable[Any] = (),
+    partition_key: str | None = None,
+    app_id: str | None = None,
+    deep: bool = False,
+    busy_timeout: float = 5.0,
+) -> AuditReport:
+    """Verify the SQLite log at ``path`` (opened read-only, on a worker thread).
+
+    See the module doc for what is checked. ``public_keys``: the Ed25519 public
+    keys the checkpoints are signed with (``load_public_key``); a checkpoint
+    signed by another key raises ``KeyMismatchError``.
+    """
+    name = os.fspath(path)
+    try:
+        return await asyncio.to_thread(
+            _audit_file,
+            name,
+            hmac_key,
+            list(public_keys),
+            partition_key,
+            app_id,
+            deep,
+            busy_timeout,
+        )
+    except sqlite3.Error as exc:
+        raise translate_error(exc, name, doing="cannot verify") from exc
