@@ -34,6 +34,7 @@ from statelog.eventstore import (
     SnapshotStore,
     SQLiteEventStore,
     UsageError,
+    load_private_key,
     load_state,
     to_plain,
     utcnow,
@@ -124,6 +125,7 @@ class ApplicationBuilder:
         self._partition_key = ""
         self._store: Any = _UNSET
         self._snapshots: Any = _UNSET
+        self._store_options: dict[str, Any] = {}  # SQLiteEventStore options (signing_key)
         self._policy = SnapshotPolicy(every=1000)
         self._hooks: list[object] = []
         self._on_hook_error: HookErrorPolicy = "log"
@@ -226,6 +228,39 @@ class ApplicationBuilder:
             )
         self._store = store
         self._snapshots = snapshots
+        return self
+
+    def with_signing_key(
+        self,
+        key: Any,
+        *,
+        every: int | None = None,
+        seconds: float | None = None,
+    ) -> ApplicationBuilder:
+        """Sign checkpoints of the stream heads with this Ed25519 private key.
+
+        ``key`` is an ``Ed25519PrivateKey`` or the path of its PEM file
+        (``statelog keys generate``); a missing or bad file raises
+        ``KeyFileError`` here. Applies when the app opens the SQLite file itself
+        (``with_store(path)``); an open store takes ``signing_key=`` instead.
+        ``every`` events / ``seconds`` override the store's checkpoint period.
+        """
+        if isinstance(key, str | os.PathLike):
+            key = load_private_key(key)
+        elif not hasattr(key, "sign") or not hasattr(key, "public_key"):
+            raise ConfigError(
+                "with_signing_key takes an Ed25519 private key or a path, got " + _describe(key)
+            )
+        if every is not None and (type(every) is not int or every < 1):
+            raise ConfigError(f"with_signing_key: every must be an int >= 1, got {every!r}")
+        if seconds is not None and not (type(seconds) in (int, float) and seconds > 0):
+            raise ConfigError(f"with_signing_key: seconds must be > 0, got {seconds!r}")
+        options: dict[str, Any] = {"signing_key": key}
+        if every is not None:
+            options["checkpoint_every"] = every
+        if seconds is not None:
+            options["checkpoint_interval"] = float(seconds)
+        self._store_options = options
         return self
 
     def with_snapshots(
@@ -368,7 +403,7 @@ class ApplicationBuilder:
         path = os.fspath(store)
         owned: list[Any] = []
         try:
-            event_store = await SQLiteEventStore.open(path)
+            event_store = await SQLiteEventStore.open(path, **self._store_options)
             owned.append(event_store)
             snapshots = self._snapshots
             if snapshots is _UNSET:

@@ -27,6 +27,7 @@ from statelog.eventstore import StatelogError
 #: Modules whose ``register(subparsers)`` adds sub-commands, in help order.
 COMMAND_MODULES = [
     "statelog._cli_log",
+    "statelog._cli_keys",
     "statelog._cli_engine",
     "statelog._cli_kafka",
     "statelog._cli_projections",

@@ -15,8 +15,9 @@ from typing import Any
 
 import msgspec
 
-from statelog.eventstore import StoreError, load_state
+from statelog.eventstore import ConfigError, IntegrityError, StoreError, audit_file, load_state
 
+from ._cli_keys import add_key_options, add_signing_key_option, hmac_key, public_keys
 from ._cli_open import check_bodies, open_log, open_snapshots
 from ._cli_types import INT64_MAX, app_id, nonnegative_int, positive_int
 from ._cli_worker import add_kafka_source, open_kafka_log
@@ -53,6 +54,7 @@ def register(subparsers: Any) -> None:
         help="save a snapshot of the state every N steps",
     )
     demo.add_argument("--quiet", action="store_true", help="only the final summary")
+    add_signing_key_option(demo)
     demo.set_defaults(handler=_demo)
 
     history = subparsers.add_parser(
@@ -74,6 +76,7 @@ def register(subparsers: Any) -> None:
     history.add_argument("--limit", type=positive_int, metavar="N", help="at most N events")
     history.add_argument("--json", action="store_true", help="one JSON event per line")
     add_kafka_source(history)
+    add_key_options(history)
     history.set_defaults(handler=_history)
 
     state = subparsers.add_parser(
@@ -88,6 +91,7 @@ def register(subparsers: Any) -> None:
         "--at", type=nonnegative_int, metavar="SEQ", help="after event SEQ (default: the last)"
     )
     state.add_argument("--json", action="store_true", help="compact JSON")
+    add_key_options(state)
     state.set_defaults(handler=_state)
 
 
@@ -99,9 +103,11 @@ async def _demo(args: argparse.Namespace) -> int:
     from ._demo import DEMO_ENTRYPOINT, demo_builder, demo_initial_state
 
     started = time.perf_counter()
+    builder = demo_builder()
+    if args.signing_key is not None:
+        builder = builder.with_signing_key(args.signing_key)
     app = await (
-        demo_builder()
-        .with_identifiers(app_id=args.app_id)
+        builder.with_identifiers(app_id=args.app_id)
         .with_store(args.db)
         .with_durability(args.durability)
         .with_snapshots(every=args.snapshot_every)
@@ -152,10 +158,17 @@ async def _history(args: argparse.Namespace) -> int:
 
 
 async def _show_history(args: argparse.Namespace) -> int:
-    store = await (open_kafka_log(args) if args.bootstrap else open_log(args.db))
+    if args.bootstrap and (public_keys(args) or args.hmac_key_env is not None):
+        raise ConfigError(
+            "--public-key and --hmac-key-env check a SQLite log (--db), not a Kafka topic"
+        )
+    store = await (
+        open_kafka_log(args) if args.bootstrap else open_log(args.db, hmac_key=hmac_key(args))
+    )
     async with store:
         if not args.bootstrap:
             await check_bodies(args.db, (args.partition_key, args.app_id))
+            await _check_keyed(args)
         to = None if args.limit is None else min(args.from_sequence + args.limit - 1, INT64_MAX)
         events = await store.read(
             args.partition_key, args.app_id, from_sequence=args.from_sequence, to_sequence=to
@@ -188,11 +201,33 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+async def _check_keyed(args: argparse.Namespace) -> None:
+    """With a key option, the app's stream must verify before it is shown."""
+    keys = public_keys(args)
+    if not keys and args.hmac_key_env is None:
+        return
+    report = await audit_file(
+        args.db,
+        hmac_key=hmac_key(args),
+        public_keys=keys,
+        partition_key=args.partition_key,
+        app_id=args.app_id,
+    )
+    problems = [f for f in report.findings if f.stream in (None, (args.partition_key, args.app_id))]
+    if problems:
+        raise IntegrityError(
+            (args.partition_key, args.app_id),
+            problems[0].sequence_id if problems[0].sequence_id is not None else -1,
+            f"{problems[0]} (statelog verify lists every problem; nothing shown)",
+        )
+
+
 async def _state(args: argparse.Namespace) -> int:
-    store = await open_log(args.db)
+    store = await open_log(args.db, hmac_key=hmac_key(args))
     async with store:
         await check_bodies(args.db, (args.partition_key, args.app_id))
-        snapshots = await open_snapshots(args.db)
+        await _check_keyed(args)
+        snapshots = await open_snapshots(args.db, hmac_key=hmac_key(args))
         try:
             last = await store.last_sequence(args.partition_key, args.app_id)
             if last < 0:

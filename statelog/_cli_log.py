@@ -20,34 +20,49 @@ from typing import Any
 
 from statelog import eventstore
 from statelog.eventstore import (
-    BrokenLink,
+    UNKEYED_LIMITS,
+    AuditReport,
     ConfigError,
-    EncodingError,
     EventStore,
+    Finding,
     StreamId,
+    audit_file,
     export_streams,
     import_streams,
-    verify_events,
 )
 
 from ._cli import fail
+from ._cli_keys import add_key_options, add_signing_key_option, hmac_key, public_keys
 from ._cli_open import check_bodies, open_log
 from ._cli_types import app_id, positive_int
 from ._cli_worker import add_kafka_source, open_kafka_log
 
 DEFAULT_DB = "statelog.db"
-_LOCATE_CHUNK = 1_000
 
 
 def register(subparsers: Any) -> None:
     verify = subparsers.add_parser(
         "verify",
-        help="walk the hash chain; exit 1 and name the first broken link",
-        description="Verify the hash chain of every stream (or of one app). Exit 0 when "
-        "intact, 1 at the first broken link (printed as stream, sequence_id and reason), "
-        "2 when the file is not a statelog log. The file is opened read-only.",
+        help="check every stream's chain, the signed checkpoints and the snapshots",
+        description="Verify every stream of the streams table (or of one app): its hash "
+        "chain, its head against the latest signed checkpoint (--public-key), and its "
+        "snapshots. Exit 0 when intact, 1 when anything is wrong (each problem printed as "
+        "stream, sequence_id and reason), 2 on an error (not a statelog log, a bad key). "
+        "The file is opened read-only.",
     )
     _common(verify)
+    add_key_options(verify, hmac=False)
+    verify.add_argument(
+        "--deep",
+        action="store_true",
+        help="also fold each stream up to each snapshot and compare the snapshot's state",
+    )
+    verify.add_argument(
+        "--expect-checkpoint",
+        metavar="SEQ[:DIGEST]",
+        help="the latest checkpoint published elsewhere (the Kafka anchor): fail if the "
+        "file's is older (a rollback) or, at SEQ, has another digest",
+    )
     verify.add_argument(
         "app_id", nargs="?", type=app_id, metavar="APP_ID", help="only streams of this app"
     )
@@ -72,6 +87,7 @@ def register(subparsers: Any) -> None:
     )
     export.add_argument("--partition-key", metavar="K", help="only streams of this partition key")
     export.add_argument("out", metavar="OUT.jsonl", help="the file to write")
+    add_key_options(export, hmac=False)
     export.set_defaults(handler=run_export)
 
     import_ = subparsers.add_parser(
@@ -83,6 +99,8 @@ def register(subparsers: Any) -> None:
     )
     _common(import_)
     import_.add_argument("input", metavar="IN.jsonl", help="the export file to read")
+    add_key_options(import_, hmac=False)
+    add_signing_key_option(import_)
     import_.set_defaults(handler=run_import)
 
     apps = subparsers.add_parser(
@@ -127,73 +145,67 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def run_verify(args: argparse.Namespace) -> int:
-    store = await open_log(args.db, **_store_options(args))
-    try:
-        one = args.app_id is not None and args.partition_key is not None
-        await check_bodies(args.db, (args.partition_key, args.app_id) if one else None)
-        targets = [
-            s
-            for s in await store.streams(args.partition_key)
-            if args.app_id is None or s.app_id == args.app_id
-        ]
-        if args.app_id is not None and not targets:
-            return fail(f"no stream of app {args.app_id!r} in {args.db!r}")
-        events = 0
-        for stream in targets:
-            broken = await _verify_stream(store, stream)
-            if broken is not None:
-                print(
-                    f"broken: stream {str(broken.stream)!r} sequence_id {broken.sequence_id}: "
-                    f"{broken.reason}"
-                )
-                return 1
-            events += await store.last_sequence(*stream) + 1
-        print(f"ok: {len(targets)} streams, {events} events")
-        return 0
-    finally:
-        await store.aclose()
-
-
-async def _verify_stream(store: EventStore, stream: StreamId) -> BrokenLink | None:
-    try:
-        return await store.verify(stream.partition_key, stream.app_id)
-    except EncodingError as exc:
-        # A stored event that no longer decodes is a broken link too: find which one.
-        return await _locate_undecodable(store, stream, exc)
-
-
-async def _locate_undecodable(
-    store: EventStore, stream: StreamId, error: EncodingError
-) -> BrokenLink:
-    last = await store.last_sequence(*stream)
-    prev_hash, start = "", 0
-    while start <= last:
-        stop = min(start + _LOCATE_CHUNK - 1, last)
-        try:
-            chunk = await store.read(*stream, from_sequence=start, to_sequence=stop)
-        except EncodingError:
-            for seq in range(start, stop + 1):
-                try:
-                    await store.read(*stream, from_sequence=seq, to_sequence=seq)
-                except EncodingError as exc:
-                    return _link(stream, seq, f"stored event does not decode: {exc}")
-            chunk = []  # pragma: no cover - the chunk failed, so one event must
-        broken = verify_events(chunk, prev_hash=prev_hash, first_sequence=start, key=store.hmac_key)
-        if broken is not None:
-            return broken
-        if chunk:
-            prev_hash = chunk[-1].hash
-        start = stop + 1
-    return _link(stream, last + 1, f"stream does not decode: {error}")
-
-
-def _link(stream: StreamId, sequence_id: int, reason: str) -> BrokenLink:
-    return BrokenLink(
-        partition_key=stream.partition_key,
-        app_id=stream.app_id,
-        sequence_id=sequence_id,
-        reason=reason,
+    keys = public_keys(args)
+    one = args.app_id is not None and args.partition_key is not None
+    await check_bodies(args.db, (args.partition_key, args.app_id) if one else None)
+    report = await audit_file(
+        args.db,
+        hmac_key=hmac_key(args),
+        public_keys=keys,
+        partition_key=args.partition_key,
+        app_id=args.app_id,
+        deep=args.deep,
     )
+    if args.app_id is not None and report.streams == 0:
+        return fail(f"no stream of app {args.app_id!r} in {args.db!r}")
+    if args.expect_checkpoint is not None:
+        report.findings += _expect(report, args.expect_checkpoint)
+    for finding in report.findings:
+        print(f"broken: {finding}")
+    summary = f"{report.streams} streams, {report.events} events"
+    if report.checkpoint is not None:
+        how = "signature verified" if report.signed else "signature NOT checked: no --public-key"
+        summary += (
+            f"; checkpoint #{report.checkpoint} ({how}), {report.unsigned_events} events after it"
+        )
+    if report.snapshots:
+        summary += f"; {report.snapshots} snapshots"
+    if not report.ok:
+        print(f"failed: {len(report.findings)} problems in {summary}")
+        return 1
+    print(f"ok: {summary}")
+    if report.checkpoint is None and not keys:
+        print(f"note: {UNKEYED_LIMITS}", file=sys.stderr)
+    return 0
+
+
+def _expect(report: AuditReport, expected: str) -> list[Finding]:
+    """``--expect-checkpoint SEQ[:DIGEST]``: the latest checkpoint is at least SEQ
+    (and, with DIGEST, the file's checkpoint SEQ... is this one when SEQ is the latest)."""
+    seq_text, _, digest = expected.partition(":")
+    if not seq_text.isdigit():
+        raise ConfigError(f"--expect-checkpoint wants SEQ or SEQ:DIGEST, got {expected!r}")
+    seq = int(seq_text)
+    latest = report.checkpoint or 0
+    if latest < seq:
+        return [
+            Finding(
+                stream=None,
+                sequence_id=None,
+                reason=f"the latest checkpoint is #{latest}, but #{seq} was published: the "
+                "log was rolled back to an older checkpoint",
+            )
+        ]
+    if digest and latest == seq and digest != report.checkpoint_digest:
+        return [
+            Finding(
+                stream=None,
+                sequence_id=None,
+                reason=f"checkpoint #{seq} has digest {report.checkpoint_digest[:16]}..., "
+                f"the one published is {digest[:16]}...",
+            )
+        ]
+    return []
 
 
 # --------------------------------------------------------------------------- export / import

@@ -13,7 +13,8 @@
   stream, a rewritten stream.
 * Snapshots (table ``snapshots``, when there is one): the digest (an HMAC
   with the key), the event hash at their sequence against the chain, and with
-  ``deep`` the state against the fold of the events up to it.
+  ``deep`` (or public keys: the signed log is then the truth a snapshot is
+  held to) the state against the fold of the events up to it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 import msgspec
 
 from .._audit import AuditReport, Finding, check_heads
+from .._base import apply_event
 from .._chain import compute_hash
 from .._checkpoints import replay
 from .._codec import Codec
@@ -121,7 +123,7 @@ def audit(
         if head is not None:
             wanted.add(head[0])
         last, hashes, folded, findings, count = _walk(
-            db, codec, hmac_key, db_id, stream, wanted, deep and bool(shots)
+            db, codec, hmac_key, db_id, stream, wanted, (deep or bool(keys)) and bool(shots)
         )
         report.events += count
         report.findings += findings
@@ -143,7 +145,9 @@ def audit(
             report.unsigned_events += last + 1
         for row in shots:
             report.snapshots += 1
-            report.findings += _check_snapshot(row, hashes, folded, hmac_key, _digest, deep)
+            report.findings += _check_snapshot(
+                row, hashes, folded, hmac_key, _digest, deep or bool(keys)
+            )
     if replayed.latest is not None:
         report.findings += check_heads(
             expected, found_last, found_hash_at, replayed.latest.sequence
@@ -245,10 +249,7 @@ def _walk(
             if seq in wanted:
                 hashes[seq] = event.hash
             if fold and seq <= last_wanted:
-                if event.writes:
-                    state.update(event.writes)
-                for name in event.deletes:
-                    state.pop(name, None)
+                apply_event(state, event)
                 if seq in wanted:
                     folded[seq] = dict(state)
         last = rows[-1][3]
