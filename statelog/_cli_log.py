@@ -146,6 +146,8 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_verify(args: argparse.Namespace) -> int:
     keys = public_keys(args)
+    store = await open_log(args.db)  # refuses a missing file or one that is not a log
+    await store.aclose()
     one = args.app_id is not None and args.partition_key is not None
     await check_bodies(args.db, (args.partition_key, args.app_id) if one else None)
     report = await audit_file(

@@ -103,7 +103,7 @@ def test_verify_names_a_changed_hash(db: Path) -> None:
     tamper(db, f"UPDATE events SET hash = ? WHERE {row_of('orders', 3)}", bytes(32))
     done = statelog(db.parent, "verify", "--db", str(db))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "stream 't/orders' sequence_id 3" in done.stdout
+    assert "stream ('t', 'orders') sequence_id 3" in done.stdout
     assert "hash does not match" in done.stdout
 
 
@@ -121,14 +121,14 @@ def test_verify_names_a_changed_payload(db: Path) -> None:
     )
     done = statelog(db.parent, "verify", "--db", str(db), "orders")
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "stream 't/orders' sequence_id 7" in done.stdout
+    assert "stream ('t', 'orders') sequence_id 7" in done.stdout
 
 
 def test_verify_names_a_changed_sequence(db: Path) -> None:
     tamper(db, f"UPDATE events SET sequence_id = 99 WHERE {row_of('billing', 2)}")
     done = statelog(db.parent, "verify", "--db", str(db))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "stream 'billing' sequence_id 2" in done.stdout
+    assert "stream ('', 'billing') sequence_id 2" in done.stdout
 
 
 async def test_verify_with_the_hmac_key(tmp_path: Path) -> None:

@@ -45,6 +45,15 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("verify", "TEXT body", ["verify", "--db", "body.db"]),
     ("verify", "unknown app", ["verify", "--db", "log.db", "nope"]),
     ("verify", "unset key variable", ["verify", "--db", "log.db", "--hmac-key-env", "NO_SUCH_V"]),
+    ("verify", "missing public key", ["verify", "--db", "log.db", "--public-key", "no.pub"]),
+    ("verify", "corrupt public key", ["verify", "--db", "log.db", "--public-key", "text.db"]),
+    ("verify", "bad --expect-checkpoint", ["verify", "--db", "log.db", "--expect-checkpoint", "x"]),
+    ("state", "missing public key", ["state", "x", "--db", "log.db", "--public-key", "no.pub"]),
+    ("history", "missing public key", ["history", "x", "--db", "log.db", "--public-key", "n"]),
+    # --- keys
+    ("keys generate", "missing --out", ["keys", "generate"]),
+    ("keys generate", "existing file", ["keys", "generate", "--out", "log.db"]),
+    ("keys generate", "no such directory", ["keys", "generate", "--out", "no/such/dir/k"]),
     # --- export
     ("export", "missing OUT", ["export", "--db", "log.db"]),
     ("export", "empty app id", ["export", "--db", "log.db", "--app-id", "", "out.jsonl"]),
