@@ -47,7 +47,14 @@ from ._errors import (
     stream_name,
 )
 from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
-from ._export import EXPORT_FORMAT_VERSION, export_streams, import_streams, iter_export
+from ._export import (
+    EXPORT_FORMAT_VERSION,
+    audit_export,
+    export_streams,
+    import_streams,
+    iter_checkpoints,
+    iter_export,
+)
 from ._memory import MemoryEventStore
 from ._resource import AsyncResource
 from ._snapshots import (
@@ -109,6 +116,7 @@ __all__ = [
     "StreamId",
     "UsageError",
     "apply_event",
+    "audit_export",
     "audit_file",
     "canonical_bytes",
     "compute_hash",
@@ -116,6 +124,7 @@ __all__ = [
     "fold",
     "generate_key_files",
     "import_streams",
+    "iter_checkpoints",
     "iter_export",
     "load_private_key",
     "load_public_key",

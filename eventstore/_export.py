@@ -7,6 +7,17 @@ The file format (version 1):
   (``JSON.encode_event``), with its ``prev_hash`` and ``hash``;
 * streams follow one another in creation order, each in sequence order.
 
+Version 2 adds the signed checkpoints of the log (``signed_heads``): the
+header is ``{"statelog_export":2,"complete":true}`` (``complete``: every
+stream of the log is in the file), and after the events one line per
+checkpoint, oldest first::
+
+    {"statelog_checkpoint":{"sequence":1,"body":"<canonical JSON>","signature":"<hex>"}}
+
+so the file is verifiable offline with the public key alone
+(``audit_export``; ``statelog verify --export FILE --public-key K.pub``).
+A file without checkpoints is written as version 1, byte for byte as before.
+
 ``iter_export`` also reads files without the header (plain event lines).
 Importing re-seals every event with the target store's key and checks that the
 result equals the file's hashes, so a tampered file, or a file signed with a
@@ -21,22 +32,49 @@ import contextlib
 import hmac
 import os
 from collections.abc import Iterable, Iterator
-from typing import IO
+from typing import IO, Any
 
 import msgspec
 
+from ._audit import AuditReport, Finding, check_heads
 from ._base import EventStore
 from ._chain import compute_hash, validate_batch
+from ._checkpoints import SignedCheckpoint, replay
 from ._codec import JSON, Codec
-from ._errors import ConcurrencyError, EncodingError, EventTooLargeError, IntegrityError
+from ._errors import (
+    CheckpointError,
+    ConcurrencyError,
+    ConfigError,
+    EncodingError,
+    EventTooLargeError,
+    IntegrityError,
+)
 from ._event import Event, StreamId
 
-__all__ = ["EXPORT_FORMAT_VERSION", "export_streams", "import_streams", "iter_export"]
+__all__ = [
+    "EXPORT_FORMAT_VERSION",
+    "audit_export",
+    "export_streams",
+    "import_streams",
+    "iter_checkpoints",
+    "iter_export",
+]
 
-#: The export file format this statelog writes and reads.
-EXPORT_FORMAT_VERSION = 1
+#: The export file format this statelog writes (2 with checkpoints) and reads (1, 2).
+EXPORT_FORMAT_VERSION = 2
+_READS = (1, 2)
 _HEADER_KEY = "statelog_export"
-_HEADER = msgspec.json.encode({_HEADER_KEY: EXPORT_FORMAT_VERSION}) + b"\n"
+_CHECKPOINT_KEY = "statelog_checkpoint"
+_CHECKPOINT_PREFIX = b'{"' + _CHECKPOINT_KEY.encode()
+_HEADER = msgspec.json.encode({_HEADER_KEY: 1}) + b"\n"
+
+
+class _CheckpointLine(msgspec.Struct, frozen=True):
+    sequence: int
+    body: str
+    signature: str
+
+
 _READ_CHUNK = 10_000
 _IMPORT_BATCH = 1_000
 
@@ -46,8 +84,12 @@ async def export_streams(
     path: str | os.PathLike[str],
     *,
     streams: Iterable[tuple[str, str]] | None = None,
+    checkpoints: Iterable[tuple[int, SignedCheckpoint]] | None = None,
 ) -> int:
     """Write streams of ``store`` to ``path`` as JSON lines; return the number of events.
+
+    ``checkpoints``: the log's signed checkpoints, written after the events
+    (format version 2, see the module doc).
 
     ``streams`` limits the export to those ``(partition_key, app_id)`` pairs
     (still in the store's creation order; a pair the store does not hold adds
@@ -55,15 +97,21 @@ async def export_streams(
     crash never leaves half an export under the final name.
     """
     targets = await store.streams()
+    everything = len(targets)
     if streams is not None:
         wanted = {StreamId(pk, app) for pk, app in streams}
         targets = [s for s in targets if s in wanted]
+    signed = list(checkpoints or ())
+    header = _HEADER
+    if signed:
+        complete = len(targets) == everything
+        header = msgspec.json.encode({_HEADER_KEY: 2, "complete": complete}) + b"\n"
     final = os.fspath(path)
     partial = f"{final}.partial"
     count = 0
     out: IO[bytes] = await asyncio.to_thread(open, partial, "wb")
     try:
-        await asyncio.to_thread(out.write, _HEADER)
+        await asyncio.to_thread(out.write, header)
         for stream in targets:
             start = 0
             while True:
@@ -79,6 +127,19 @@ async def export_streams(
                 await asyncio.to_thread(out.write, data)
                 count += len(events)
                 start = events[-1].sequence_id + 1
+        if signed:
+            lines = b"".join(
+                msgspec.json.encode(
+                    {
+                        _CHECKPOINT_KEY: _CheckpointLine(
+                            sequence, item.body.decode(), item.signature.hex()
+                        )
+                    }
+                )
+                + b"\n"
+                for sequence, item in signed
+            )
+            await asyncio.to_thread(out.write, lines)
         await asyncio.to_thread(_sync_close, out)
         await asyncio.to_thread(os.replace, partial, final)
     except BaseException:
@@ -107,7 +168,37 @@ def iter_export(path: str | os.PathLike[str]) -> Iterator[Event]:
         for number, line in enumerate(lines, start=1):
             if number == 1 and _is_header(name, line):
                 continue
+            if line.startswith(_CHECKPOINT_PREFIX):
+                continue
             yield _decode_line(name, number, line)
+
+
+def iter_checkpoints(path: str | os.PathLike[str]) -> Iterator[tuple[int, SignedCheckpoint]]:
+    """Yield the signed checkpoints of an export file ``(sequence, signed)``, oldest first."""
+    name = os.fspath(path)
+    decoder = msgspec.json.Decoder(dict[str, _CheckpointLine])
+    with open(name, "rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.startswith(_CHECKPOINT_PREFIX):
+                continue
+            try:
+                item = decoder.decode(line)[_CHECKPOINT_KEY]
+                signed = SignedCheckpoint(
+                    body=item.body.encode(), signature=bytes.fromhex(item.signature)
+                )
+            except (msgspec.DecodeError, KeyError, ValueError) as exc:
+                raise EncodingError(f"{name}:{number}: malformed checkpoint line: {exc}") from exc
+            yield item.sequence, signed
+
+
+def _is_complete(path: str) -> bool:
+    with open(path, "rb") as lines:
+        first = lines.readline()
+    try:
+        header = msgspec.json.decode(first)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(header, dict) and header.get("complete") is True
 
 
 def _is_header(name: str, line: bytes) -> bool:
@@ -121,10 +212,10 @@ def _is_header(name: str, line: bytes) -> bool:
     if not isinstance(header, dict) or _HEADER_KEY not in header:
         return False
     version = header[_HEADER_KEY]
-    if version != EXPORT_FORMAT_VERSION:
+    if version not in _READS:
         raise EncodingError(
             f"{name}:1: export format version {version!r}, "
-            f"this statelog reads version {EXPORT_FORMAT_VERSION}",
+            f"this statelog reads versions {', '.join(map(str, _READS))}",
             path=f"$.{_HEADER_KEY}",
         )
     return True
@@ -154,7 +245,9 @@ class _Plan:
         self.overlap_hash = ""  # the file's hash at store_last, if the file reaches it
 
 
-async def import_streams(store: EventStore, path: str | os.PathLike[str]) -> int:
+async def import_streams(
+    store: EventStore, path: str | os.PathLike[str], *, public_keys: Iterable[Any] = ()
+) -> int:
     """Append the streams in an export file to ``store``; return the number of events.
 
     The whole file is checked first: each stream must be dense and re-seal under
@@ -165,7 +258,16 @@ async def import_streams(store: EventStore, path: str | os.PathLike[str]) -> int
     resumable; a store whose stream holds *other* events raises
     ``ConcurrencyError``. Then each stream is appended in batches with the right
     ``expected_sequence``.
+
+    Signed checkpoints: with ``public_keys`` (or, when the file carries
+    checkpoints, the public half of the store's ``signing_key``) the file's
+    checkpoints must verify under them and every stream must end exactly at
+    the head the latest one signed, else ``CheckpointError``; a file with
+    checkpoints and no key to check them raises ``ConfigError``. A file with
+    neither checkpoints nor keys is checked by its chain only: an unkeyed
+    chain can be recomputed by anyone (docs/operations.md).
     """
+    await _check_signed(store, os.fspath(path), list(public_keys))
     plans = await _check_file(store, path)
     count = 0
     batch: list[Event] = []
@@ -263,3 +365,108 @@ async def _append_checked(store: EventStore, batch: list[Event]) -> int:
                 "(the file changed during import?)",
             )
     return len(recorded)
+
+
+def _audit_export(path: str, key: bytes | None, public_keys: list[Any]) -> AuditReport:
+    """Runs on a worker thread: see ``audit_export``."""
+    report = AuditReport(signed=bool(public_keys))
+    replayed = replay(iter_checkpoints(path), public_keys)
+    report.findings += [Finding(stream=None, sequence_id=None, reason=p) for p in replayed.problems]
+    if replayed.latest is not None:
+        report.checkpoint = replayed.latest.sequence
+        report.checkpoint_digest = replayed.latest_digest
+        report.checkpoint_position = replayed.latest.position
+    elif public_keys:
+        report.findings.append(
+            Finding(
+                stream=None,
+                sequence_id=None,
+                reason="the file carries no signed checkpoint, but a public key was given",
+            )
+        )
+    last: dict[tuple[str, str], int] = {}
+    prev: dict[tuple[str, str], str] = {}
+    wanted = {stream: seq for stream, (seq, _) in replayed.heads.items()}
+    hash_at: dict[tuple[str, str], str] = {}
+    for event in iter_export(path):
+        stream = (event.partition_key, event.app_id)
+        want = last.get(stream, -1) + 1
+        report.events += 1
+        if stream not in last:
+            report.streams += 1
+        if event.sequence_id != want:
+            report.findings.append(
+                Finding(
+                    stream=stream,
+                    sequence_id=want,
+                    reason=f"is missing: the file goes on at sequence_id {event.sequence_id}",
+                )
+            )
+        elif event.prev_hash != prev.get(stream, ""):
+            report.findings.append(
+                Finding(stream=stream, sequence_id=want, reason="its prev_hash does not link")
+            )
+        elif not hmac.compare_digest(compute_hash(event, key), event.hash):
+            report.findings.append(
+                Finding(
+                    stream=stream,
+                    sequence_id=want,
+                    reason="its hash does not match its content and its predecessor's hash",
+                )
+            )
+        last[stream] = event.sequence_id
+        prev[stream] = event.hash
+        if wanted.get(stream) == event.sequence_id:
+            hash_at[stream] = event.hash
+    if replayed.latest is not None:
+        expected = replayed.heads
+        if not _is_complete(path):  # a partial export: only its own streams are held to it
+            expected = {s: h for s, h in expected.items() if s in last}
+        report.findings += check_heads(expected, last, hash_at, replayed.latest.sequence)
+        report.unsigned_events = sum(
+            max(0, seq - expected[s][0]) if s in expected else seq + 1 for s, seq in last.items()
+        )
+    return report
+
+
+async def audit_export(
+    path: str | os.PathLike[str],
+    *,
+    hmac_key: bytes | None = None,
+    public_keys: Iterable[Any] = (),
+) -> AuditReport:
+    """Verify an export file offline: every stream's chain, and with the checkpoints it
+    carries (signatures checked under ``public_keys``) every stream's head."""
+    return await asyncio.to_thread(_audit_export, os.fspath(path), hmac_key, list(public_keys))
+
+
+async def _check_signed(store: EventStore, path: str, public_keys: list[Any]) -> None:
+    """The import's signature policy (see ``import_streams``)."""
+    has_checkpoints = await asyncio.to_thread(lambda: any(True for _ in iter_checkpoints(path)))
+    keys = list(public_keys)
+    signing_key = getattr(store, "signing_key", None)
+    if not keys and signing_key is not None and has_checkpoints:
+        keys = [signing_key.public_key()]
+    if not keys:
+        if has_checkpoints:
+            raise ConfigError(
+                f"{path!r} carries signed checkpoints: give the public key that signed them "
+                "(--public-key) so they are checked (nothing was imported)"
+            )
+        return
+    report = await audit_export(path, hmac_key=store.hmac_key, public_keys=keys)
+    problems = list(report.findings)
+    if report.unsigned_events:
+        problems.append(
+            Finding(
+                stream=None,
+                sequence_id=None,
+                reason=f"{report.unsigned_events} events of the file are after its latest "
+                "signed checkpoint",
+            )
+        )
+    if problems:
+        raise CheckpointError(
+            report.checkpoint or 0,
+            f"{problems[0]} ({len(problems)} problems; nothing was imported)",
+        )

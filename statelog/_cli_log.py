@@ -26,6 +26,7 @@ from statelog.eventstore import (
     EventStore,
     Finding,
     StreamId,
+    audit_export,
     audit_file,
     export_streams,
     import_streams,
@@ -33,7 +34,7 @@ from statelog.eventstore import (
 
 from ._cli import fail
 from ._cli_keys import add_key_options, add_signing_key_option, hmac_key, public_keys
-from ._cli_open import check_bodies, open_log
+from ._cli_open import check_bodies, open_log, read_file_checkpoints
 from ._cli_types import app_id, positive_int
 from ._cli_worker import add_kafka_source, open_kafka_log
 
@@ -52,6 +53,12 @@ def register(subparsers: Any) -> None:
     )
     _common(verify)
     add_key_options(verify, hmac=False)
+    verify.add_argument(
+        "--export",
+        metavar="FILE.jsonl",
+        help="verify this export file offline instead of --db (its chains, and its "
+        "checkpoints with --public-key)",
+    )
     verify.add_argument(
         "--deep",
         action="store_true",
@@ -146,6 +153,11 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_verify(args: argparse.Namespace) -> int:
     keys = public_keys(args)
+    if args.export is not None:
+        if not await asyncio.to_thread(Path(args.export).is_file):
+            return fail(f"no export file at {args.export!r}")
+        report = await audit_export(args.export, hmac_key=hmac_key(args), public_keys=keys)
+        return _print_report(args, report, keys)
     store = await open_log(args.db)  # refuses a missing file or one that is not a log
     await store.aclose()
     one = args.app_id is not None and args.partition_key is not None
@@ -160,6 +172,10 @@ async def run_verify(args: argparse.Namespace) -> int:
     )
     if args.app_id is not None and report.streams == 0:
         return fail(f"no stream of app {args.app_id!r} in {args.db!r}")
+    return _print_report(args, report, keys)
+
+
+def _print_report(args: argparse.Namespace, report: AuditReport, keys: list[Any]) -> int:
     if args.expect_checkpoint is not None:
         report.findings += _expect(report, args.expect_checkpoint)
     for finding in report.findings:
@@ -226,11 +242,21 @@ async def run_export(args: argparse.Namespace) -> int:
             absent = sorted(set(args.app_ids) - {s.app_id for s in streams})
             if absent:
                 return fail(f"no stream of app {', '.join(map(repr, absent))} in {args.db!r}")
+        keys = public_keys(args)
+        if keys or args.hmac_key_env is not None:
+            report = await audit_file(args.db, hmac_key=hmac_key(args), public_keys=keys)
+            if not report.ok:
+                return fail(
+                    f"{args.db!r} does not verify ({report.findings[0]}; "
+                    f"{len(report.findings)} problems): nothing exported"
+                )
+        checkpoints = await read_file_checkpoints(args.db)
         try:
-            count = await export_streams(store, args.out, streams=streams)
+            count = await export_streams(store, args.out, streams=streams, checkpoints=checkpoints)
         except OSError as exc:
             return fail(f"cannot write {args.out!r}: {exc.strerror or exc}")
-        print(f"exported {count} events of {len(streams)} streams to {args.out}")
+        signed = f" and {len(checkpoints)} signed checkpoints" if checkpoints else ""
+        print(f"exported {count} events of {len(streams)} streams{signed} to {args.out}")
         return 0
     finally:
         await store.aclose()
@@ -240,10 +266,13 @@ async def run_import(args: argparse.Namespace) -> int:
     options = _store_options(args)
     if not await asyncio.to_thread(Path(args.input).is_file):
         return fail(f"no export file at {args.input!r}")
+    if args.signing_key is not None:
+        options["signing_key"] = args.signing_key
+    keys = public_keys(args)
     store = await eventstore.SQLiteEventStore.open(args.db, **options)
     try:
         try:
-            count = await import_streams(store, args.input)
+            count = await import_streams(store, args.input, public_keys=keys)
         except OSError as exc:
             return fail(f"cannot read {args.input!r}: {exc.strerror or exc}")
         print(f"imported {count} events into {args.db}")

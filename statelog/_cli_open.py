@@ -17,11 +17,24 @@ import asyncio
 import sqlite3
 from typing import Any
 
-from statelog.eventstore import EventStore, SnapshotStore, SQLiteEventStore, StoreCorruptError
+from statelog.eventstore import (
+    EventStore,
+    SignedCheckpoint,
+    SnapshotStore,
+    SQLiteEventStore,
+    StoreCorruptError,
+)
+from statelog.eventstore.sqlite._checkpoints import read_checkpoints
 from statelog.eventstore.sqlite._schema import read_only_uri
 from statelog.projections import Source, StoreSource
 
-__all__ = ["check_bodies", "open_log", "open_log_source", "open_snapshots"]
+__all__ = [
+    "check_bodies",
+    "open_log",
+    "open_log_source",
+    "open_snapshots",
+    "read_file_checkpoints",
+]
 
 
 async def open_log(path: str, **options: Any) -> EventStore:
@@ -82,3 +95,20 @@ async def check_bodies(path: str, stream: tuple[str, str] | None = None) -> None
     problem = await asyncio.to_thread(_odd_row, path, stream)
     if problem is not None:
         raise StoreCorruptError(problem)
+
+
+def _read_checkpoints(path: str) -> list[tuple[int, SignedCheckpoint]]:
+    uri, _ = read_only_uri(path)
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            return read_checkpoints(db)
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreCorruptError(f"{path!r} is not a readable statelog log: {exc}") from exc
+
+
+async def read_file_checkpoints(path: str) -> list[tuple[int, SignedCheckpoint]]:
+    """The signed checkpoints stored in the log at ``path`` (read-only; none if unsigned)."""
+    return await asyncio.to_thread(_read_checkpoints, path)

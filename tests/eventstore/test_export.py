@@ -293,7 +293,7 @@ def good_line(seq: int = 0) -> bytes:
         ((b'{"statelog_export":1}', good_line(), b"{not json"), 3, "malformed"),
         ((good_line(), b'{"app_id":"a"}'), 2, "not a statelog event"),
         ((good_line(), b"", good_line(1)), 2, "empty line"),
-        ((b'{"statelog_export":2}', good_line()), 1, "format version 2"),
+        ((b'{"statelog_export":3}', good_line()), 1, "format version 3"),
         ((good_line(), b"[1,2,3]"), 2, "not a statelog event"),
     ],
 )
