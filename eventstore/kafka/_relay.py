@@ -16,6 +16,18 @@ acknowledged every record of the batch. So:
   when the previous one is acknowledged, so a failure can never leave a later
   event of a stream on the topic without the earlier ones before it.
 
+**Anchoring.** When the log is a SQLite file with signed checkpoints
+(``SQLiteEventStore(signing_key=...)``), the relay also publishes each new
+checkpoint, after the batch that covers it, to ``anchor_topic`` (default
+``<topic>.checkpoints``): one record per checkpoint, key
+``statelog-checkpoints`` (so one partition, in order), header
+``kind: checkpoint``, value ``{"sequence":N,"body":"<canonical JSON>",
+"signature":"<hex>"}`` (docs/wire-format.md). Whoever consumes that topic
+holds the heads independently of the writer's file: ``statelog verify
+--expect-checkpoint N:DIGEST`` with the latest one detects a log rolled back
+to an older copy. At least once, like the events (a restart re-publishes
+from checkpoint 1); consumers keep the highest ``sequence``.
+
 While the broker is down the relay waits with bounded exponential backoff and
 the engine keeps appending to SQLite; when the broker is back the relay
 publishes everything pending. Kafka transactions are never needed. The
@@ -76,6 +88,24 @@ RelayState = Literal["new", "connecting", "publishing", "idle", "waiting", "stop
 
 
 # --------------------------------------------------------------------------- checkpoints
+
+#: The key of every record on the anchor topic (one partition, in order).
+ANCHOR_KEY = b"statelog-checkpoints"
+
+
+def _checkpoints_after(path: str, sequence: int) -> list[tuple[int, bytes, bytes]]:
+    """The signed checkpoints of the SQLite log at ``path`` after ``sequence`` (read-only)."""
+    from ..sqlite._checkpoints import read_checkpoints
+    from ..sqlite._schema import read_only_uri
+
+    uri, _ = read_only_uri(path)
+    db = sqlite3.connect(uri, uri=True)
+    try:
+        return [
+            (seq, item.body, item.signature) for seq, item in read_checkpoints(db) if seq > sequence
+        ]
+    finally:
+        db.close()
 
 
 class RelayCheckpoint(ABC):
@@ -286,6 +316,7 @@ class OutboxRelay(AsyncResource):
         acks: int | str = "all",
         producer_options: dict[str, Any] | None = None,
         on_progress: Callable[[RelayStatus], None] | None = None,
+        anchor_topic: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -323,6 +354,8 @@ class OutboxRelay(AsyncResource):
         self._buffer: deque[tuple[Recorded, KafkaRecord, int]] = deque()
         self._cursor = 0  # the last position read into the buffer
         self._key_hashes: dict[bytes, int] = {}
+        self.anchor_topic = anchor_topic or f"{topic}.checkpoints"
+        self._anchored = 0  # the last checkpoint sequence published to anchor_topic
 
     def __repr__(self) -> str:
         return f"OutboxRelay(topic={self.topic!r}, position={self._position}, state={self._state})"
@@ -628,9 +661,31 @@ class OutboxRelay(AsyncResource):
             except BaseException:
                 self._reset_reader()
                 raise
+        await self._anchor()
         if self.on_progress is not None:
             self.on_progress(self.status())
         return len(recorded)
+
+    async def _anchor(self) -> None:
+        """Publish the log's signed checkpoints newer than the last one published."""
+        path = getattr(self.store, "path", None)
+        if not isinstance(path, str) or self._producer is None:
+            return
+        try:
+            fresh = await asyncio.to_thread(_checkpoints_after, path, self._anchored)
+        except sqlite3.Error as exc:
+            raise translate_error(exc, path, doing="cannot read the signed checkpoints") from exc
+        for sequence, body, signature in fresh:
+            value = msgspec.json.encode(
+                {"sequence": sequence, "body": body.decode(), "signature": signature.hex()}
+            )
+            await self._producer.send_and_wait(
+                self.anchor_topic,
+                value,
+                key=ANCHOR_KEY,
+                headers=[("kind", b"checkpoint")],
+            )
+            self._anchored = sequence
 
     async def _refresh_head(self) -> None:
         """Learn the log's last position, for ``lag``: from the store if it can say

@@ -55,8 +55,8 @@ _CREATE = (
 )
 
 
-def read_checkpoints(db: sqlite3.Connection) -> list[tuple[int, SignedCheckpoint]]:
-    """Every stored checkpoint, oldest first (none if the file has no table)."""
+def read_checkpoints(db: sqlite3.Connection, after: int = 0) -> list[tuple[int, SignedCheckpoint]]:
+    """The stored checkpoints after sequence ``after``, oldest first (none if no table)."""
     exists = db.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
     ).fetchone()
@@ -66,7 +66,8 @@ def read_checkpoints(db: sqlite3.Connection) -> list[tuple[int, SignedCheckpoint
         (int(seq), SignedCheckpoint(body=bytes(body), signature=bytes(signature)))
         for seq, body, signature in db.execute(
             f"SELECT sequence, CAST(body AS BLOB), CAST(signature AS BLOB) FROM {TABLE} "
-            "ORDER BY sequence"
+            "WHERE sequence > ? ORDER BY sequence",
+            (after,),
         )
     ]
 

@@ -288,3 +288,40 @@ async def test_plain_confluent_consumer_decodes_the_wire_format(kafka_bootstrap,
         assert raw["writes"] == event.writes
         assert raw["kind"] == event.kind
         assert raw["prev_hash"] == event.prev_hash
+
+
+async def test_the_relay_anchors_the_signed_checkpoints(kafka_bootstrap, make_topic, tmp_path):
+    from statelog.eventstore import SignedCheckpoint, generate_key_files, load_public_key
+    from statelog.eventstore._checkpoints import replay
+
+    private, public = generate_key_files(tmp_path / "key")
+    db = tmp_path / "log.db"
+    async with SQLiteEventStore(db, signing_key=private) as store:
+        await append_workload(store, streams=3, events=5)
+        await store.checkpoint()
+        await append_workload(store, streams=2, events=4, prefix="more")
+    topic = await make_topic(partitions=2)
+    anchor = await make_topic(partitions=1)
+    async with SQLiteEventStore(db) as store:
+        relay = OutboxRelay(
+            store, bootstrap_servers=kafka_bootstrap, topic=topic, anchor_topic=anchor
+        )
+        async with relay:
+            await relay.run(until_caught_up=True)
+    records = await read_topic(kafka_bootstrap, anchor, expect=2)
+    assert [r.key for r in records] == [b"statelog-checkpoints"] * 2
+    assert all(dict(r.headers)["kind"] == b"checkpoint" for r in records)
+    signed = []
+    for record in records:
+        value = json.loads(record.value)
+        signed.append(
+            (
+                value["sequence"],
+                SignedCheckpoint(
+                    body=value["body"].encode(), signature=bytes.fromhex(value["signature"])
+                ),
+            )
+        )
+    replayed = replay(signed, [load_public_key(public)])
+    assert not replayed.problems and replayed.latest is not None
+    assert replayed.latest.sequence == 2 and replayed.latest.streams == 5
