@@ -36,6 +36,7 @@ from statelog.eventstore import (
     UsageError,
     load_private_key,
     load_state,
+    snapshot_mac_key,
     to_plain,
     utcnow,
 )
@@ -244,6 +245,9 @@ class ApplicationBuilder:
         ``KeyFileError`` here. Applies when the app opens the SQLite file itself
         (``with_store(path)``); an open store takes ``signing_key=`` instead.
         ``every`` events / ``seconds`` override the store's checkpoint period.
+        The snapshots the app opens on that file are then sealed with a MAC
+        derived from the key, so a snapshot forged without it is skipped on
+        resume.
         """
         if isinstance(key, str | os.PathLike):
             key = load_private_key(key)
@@ -407,7 +411,10 @@ class ApplicationBuilder:
             owned.append(event_store)
             snapshots = self._snapshots
             if snapshots is _UNSET:
-                snapshots = await SnapshotStore.open(path)
+                signing_key = self._store_options.get("signing_key")
+                # a signing writer seals its snapshots with a key derived from its own
+                mac = snapshot_mac_key(signing_key) if signing_key is not None else None
+                snapshots = await SnapshotStore.open(path, hmac_key=mac)
                 owned.append(snapshots)
         except BaseException:
             for resource in reversed(owned):

@@ -15,6 +15,7 @@ from ._checkpoints import (
     load_private_key,
     load_public_key,
     merkle_root,
+    snapshot_mac_key,
 )
 from ._codec import (
     JSON,
@@ -133,6 +134,7 @@ __all__ = [
     "prepare_append",
     "register_upcaster",
     "seal",
+    "snapshot_mac_key",
     "stream_name",
     "to_plain",
     "upcast",

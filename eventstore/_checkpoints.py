@@ -68,6 +68,7 @@ __all__ = [
     "merkle_root",
     "replay",
     "sign",
+    "snapshot_mac_key",
     "verify_signature",
 ]
 
@@ -270,6 +271,23 @@ def generate_key_files(out: str | os.PathLike[str]) -> tuple[str, str]:
     except OSError as exc:
         raise KeyFileError(f"cannot write key files at {private_path!r}: {exc}") from exc
     return private_path, public_path
+
+
+def snapshot_mac_key(private_key: Any) -> bytes:
+    """The HMAC key a writer with ``private_key`` seals its own snapshots with.
+
+    Derived from the private key (SHA-256 over a label and its raw bytes), so
+    only the writer can make a snapshot its resume will accept: an attacker
+    who edits a snapshot's state and recomputes its digest without it is
+    skipped on load (docs/operations.md, "Snapshots").
+    """
+    serialization, _ = _crypto()
+    raw = private_key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    return hashlib.sha256(b"statelog-snapshot-mac-v1\x00" + raw).digest()
 
 
 def verify_signature(public_key: Any, signed: SignedCheckpoint) -> bool:

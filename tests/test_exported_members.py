@@ -110,6 +110,7 @@ EVENTSTORE = [
     "prepare_append",
     "register_upcaster",
     "seal",
+    "snapshot_mac_key",
     "stream_name",
     "to_plain",
     "upcast",
