@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -224,6 +225,7 @@ def _walk(
             )
 
     while rows := cursor.fetchmany(PAGE):
+        time.sleep(0)  # hand the GIL over between pages: the event loop never waits long
         count += len(rows)
         prevs: list[bytes] = []
         known: list[bool] = []  # whether the row's predecessor is the event before it
