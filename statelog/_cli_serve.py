@@ -20,7 +20,9 @@ import socket
 import sys
 from typing import Any
 
-from statelog.eventstore import ConfigError
+from statelog.eventstore import ConfigError, load_private_key
+
+from ._cli_keys import add_signing_key_option
 
 __all__ = ["register"]
 
@@ -34,6 +36,7 @@ def register(subparsers: Any) -> None:
         "operations survive a restart. Binding a non-loopback address needs --token-file.",
     )
     serve.add_argument("--db", default="statelog.db", help="the SQLite log")
+    add_signing_key_option(serve)
     serve.add_argument(
         "--app",
         action="append",
@@ -146,7 +149,15 @@ async def _serve(args: argparse.Namespace) -> int:
         operations_db=args.operations_db,
         kafka=args.kafka,
         kafka_prefix=args.topic_prefix,
+        signing_key=args.signing_key,
     )
+    if args.signing_key is not None:
+        if args.kafka:
+            raise ConfigError(
+                "--signing-key signs the checkpoints of a SQLite log; with --kafka the log "
+                "is the topic (signed checkpoints are not there yet)"
+            )
+        load_private_key(args.signing_key)  # a bad key file: one line, exit 2, before serving
     app = create_app(config)
     service = _service_of(app)
 

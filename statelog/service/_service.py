@@ -9,7 +9,15 @@ from typing import Any
 
 import msgspec
 
-from statelog.eventstore import Event, EventStore, SnapshotStore, SQLiteEventStore, StreamId
+from statelog.eventstore import (
+    Event,
+    EventStore,
+    SnapshotStore,
+    SQLiteEventStore,
+    StreamId,
+    load_private_key,
+    snapshot_mac_key,
+)
 
 from ._auth import TokenTable
 from ._metrics import Metrics
@@ -41,6 +49,8 @@ class ServiceConfig(msgspec.Struct, kw_only=True):
     #: ``{kafka_prefix}.events`` (``db`` keeps only the operations)
     kafka: str | None = None
     kafka_prefix: str = "statelog"
+    #: an Ed25519 private key's PEM file: the SQLite log signs checkpoints of its heads
+    signing_key: str | None = None
 
 
 class Service:
@@ -100,8 +110,11 @@ class Service:
             self._closing.append(producer)
             remote = RemoteRuns(producer, self._store)
         else:
-            self._store = await SQLiteEventStore.open(config.db)
-            self._snapshots = await SnapshotStore.open(config.db)
+            signing_key = load_private_key(config.signing_key) if config.signing_key else None
+            self._store = await SQLiteEventStore.open(config.db, signing_key=signing_key)
+            self._snapshots = await SnapshotStore.open(
+                config.db, hmac_key=snapshot_mac_key(signing_key) if signing_key else None
+            )
         self._ops = await OperationStore(config.operations_db or service_db_path(config.db)).open()
         self._scheduler = RunScheduler(
             remote=remote,

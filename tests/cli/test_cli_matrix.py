@@ -164,6 +164,13 @@ CASES: list[tuple[str, str, list[str]]] = [
     ),
     ("submit", "start without --graph", ["submit", "--bootstrap", "h:9", "--app-id", "a"]),
     # --- serve (all checked before a server starts)
+    ("serve", "missing --signing-key file", ["serve", "--db", "log.db", "--signing-key", "no.key"]),
+    ("demo", "corrupt --signing-key", ["demo", "--db", "new.db", "--signing-key", "text.db"]),
+    (
+        "import",
+        "missing --public-key",
+        ["import", "--db", "n.db", "log.jsonl", "--public-key", "n"],
+    ),
     ("serve", "missing --port value", ["serve", "--db", "log.db", "--port"]),
     ("serve", "malformed --port", ["serve", "--db", "log.db", "--port", "http"]),
     ("serve", "--port 70000", ["serve", "--db", "log.db", "--port", "70000"]),
