@@ -308,6 +308,8 @@ class Replayed(msgspec.Struct, kw_only=True):
     """What a chain of checkpoints says: the heads of the latest one, and problems."""
 
     heads: dict[tuple[str, str], tuple[int, str]]
+    #: every head any checkpoint signed: stream -> {sequence_id: (hash, checkpoint)}
+    signed: dict[tuple[str, str], dict[int, tuple[str, int]]]
     latest: Checkpoint | None
     latest_digest: str
     problems: list[str]
@@ -327,6 +329,7 @@ def replay(
     """
     keys = {key_id(key): key for key in public_keys}
     heads: dict[tuple[str, str], tuple[int, str]] = {}
+    history: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}
     latest: Checkpoint | None = None
     previous = ""
     problems: list[str] = []
@@ -358,6 +361,7 @@ def replay(
                 break
         for pk, app, seq, head_hash in checkpoint.changed:
             heads[pk, app] = (seq, head_hash)
+            history.setdefault((pk, app), {})[seq] = (head_hash, checkpoint.sequence)
         latest = checkpoint
         previous = digest(item.body)
         expected += 1
@@ -370,7 +374,9 @@ def replay(
             f"checkpoint #{latest.sequence}: its root does not match the heads "
             "the checkpoints before it recorded"
         )
-    return Replayed(heads=heads, latest=latest, latest_digest=previous, problems=problems)
+    return Replayed(
+        heads=heads, signed=history, latest=latest, latest_digest=previous, problems=problems
+    )
 
 
 def sign(private_key: Any, checkpoint: Checkpoint) -> SignedCheckpoint:

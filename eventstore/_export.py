@@ -388,6 +388,7 @@ def _audit_export(path: str, key: bytes | None, public_keys: list[Any]) -> Audit
     prev: dict[tuple[str, str], str] = {}
     wanted = {stream: seq for stream, (seq, _) in replayed.heads.items()}
     hash_at: dict[tuple[str, str], str] = {}
+    seen: dict[tuple[tuple[str, str], int], str] = {}  # at every head a checkpoint signed
     for event in iter_export(path):
         stream = (event.partition_key, event.app_id)
         want = last.get(stream, -1) + 1
@@ -418,11 +419,24 @@ def _audit_export(path: str, key: bytes | None, public_keys: list[Any]) -> Audit
         prev[stream] = event.hash
         if wanted.get(stream) == event.sequence_id:
             hash_at[stream] = event.hash
+        if event.sequence_id in replayed.signed.get(stream, ()):
+            seen[stream, event.sequence_id] = event.hash
     if replayed.latest is not None:
         expected = replayed.heads
         if not _is_complete(path):  # a partial export: only its own streams are held to it
             expected = {s: h for s, h in expected.items() if s in last}
         report.findings += check_heads(expected, last, hash_at, replayed.latest.sequence)
+        for stream in sorted(set(expected) & set(replayed.signed)):
+            for seq, (signed_hash, number) in sorted(replayed.signed[stream].items()):
+                if seq != expected[stream][0] and seen.get((stream, seq)) != signed_hash:
+                    report.findings.append(
+                        Finding(
+                            stream=stream,
+                            sequence_id=seq,
+                            reason=f"is not the event checkpoint #{number} signed (the "
+                            "stream was cut back or rewritten since)",
+                        )
+                    )
         report.unsigned_events = sum(
             max(0, seq - expected[s][0]) if s in expected else seq + 1 for s, seq in last.items()
         )

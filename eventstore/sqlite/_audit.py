@@ -121,7 +121,8 @@ def audit(
         report.streams += 1
         head = expected.get(stream)
         shots = snapshots.get(stream, [])
-        wanted = {row[2] for row in shots}
+        earlier = replayed.signed.get(stream, {})  # every head a checkpoint signed
+        wanted = {row[2] for row in shots} | set(earlier)
         if head is not None:
             wanted.add(head[0])
         last, hashes, folded, findings, count = _walk(
@@ -139,6 +140,16 @@ def audit(
             )
             continue
         found_last[stream] = last
+        for seq, (signed_hash, checkpoint) in sorted(earlier.items()):
+            if (head is None or seq != head[0]) and hashes.get(seq) != signed_hash:
+                report.findings.append(
+                    Finding(
+                        stream=stream,
+                        sequence_id=seq,
+                        reason=f"is not the event checkpoint #{checkpoint} signed (the "
+                        "stream was cut back or rewritten since)",
+                    )
+                )
         if head is not None:
             if head[0] in hashes:
                 found_hash_at[stream] = hashes[head[0]]

@@ -446,3 +446,26 @@ def test_key_errors_are_typed_and_exit_2(
         load_public_key(corrupt)
     with pytest.raises(KeyFileError):
         SQLiteEventStore(path, signing_key=public)  # a public key is not a signing key
+
+
+def test_a_cut_tail_written_over_again_is_caught_by_an_earlier_checkpoint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Cut a signed stream back and let the writer append and sign on: the latest
+    checkpoint then covers the new tail, but an earlier one signed the old events."""
+    private, public = generate_key_files(tmp_path / "key")
+    path = tmp_path / "log.db"
+    asyncio.run(_build(path, Path(private)))
+    stream_id = f"(SELECT id FROM streams WHERE app_id = '{A[1]}')"
+    assert (
+        sql(path, f"DELETE FROM events WHERE stream_id = {stream_id} AND sequence_id >= 70") == 50
+    )
+
+    async def write_on() -> None:
+        async with SQLiteEventStore(path, signing_key=private) as store:
+            await store.append(events(A, 70, 75), expected_sequence=69)
+
+    asyncio.run(write_on())
+    code, out, _ = verify(capsys, path, Path(public))
+    assert code == 1
+    assert "stream ('a', 'b/c') sequence_id 79 is not the event checkpoint #2 signed" in out
