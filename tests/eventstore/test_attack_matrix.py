@@ -469,3 +469,24 @@ def test_a_cut_tail_written_over_again_is_caught_by_an_earlier_checkpoint(
     code, out, _ = verify(capsys, path, Path(public))
     assert code == 1
     assert "stream ('a', 'b/c') sequence_id 79 is not the event checkpoint #2 signed" in out
+
+
+def test_state_and_history_with_a_key_refuse_a_tampered_stream(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    private, public = generate_key_files(tmp_path / "key")
+    path = tmp_path / "log.db"
+    asyncio.run(_build(path, Path(private)))
+    for command in ("state", "history"):
+        argv = [command, A[1], "--partition-key", A[0], "--db", str(path)]
+        assert main([*argv, "--public-key", public]) == 0
+        capsys.readouterr()
+    sql(path, f"DELETE FROM events WHERE {row(A, N_A - 1)}")
+    for command in ("state", "history"):
+        argv = [command, A[1], "--partition-key", A[0], "--db", str(path)]
+        assert main(argv) == 0  # without a key: shown (the documented limit)
+        capsys.readouterr()
+        assert main([*argv, "--public-key", public]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1
+        assert "stream ('a', 'b/c') sequence_id 119 is missing" in err
