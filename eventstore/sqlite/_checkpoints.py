@@ -208,7 +208,7 @@ class Checkpointer:
         except sqlite3.Error as exc:
             self._error = translate_error(exc, self.path, doing="cannot write a checkpoint")
             self._error.__cause__ = exc
-        except CheckpointError as exc:
+        except Exception as exc:  # kept for flush/aclose: a background task must not lose it
             self._error = exc
 
     async def flush(self) -> None:
