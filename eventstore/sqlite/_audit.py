@@ -75,8 +75,6 @@ def audit(
     deep: bool,
 ) -> AuditReport:
     """Walk the log on ``db``; see the module doc. Runs whole on the reader thread."""
-    from .._snapshots import _digest  # (the snapshot table's own checksum)
-
     keys = list(public_keys)
     report = AuditReport(signed=bool(keys))
     replayed = replay(read_checkpoints(db), keys)
@@ -114,24 +112,111 @@ def audit(
         + " ORDER BY id",
         params,
     ).fetchall()
-    found_last: dict[tuple[str, str], int] = {}
-    found_hash_at: dict[tuple[str, str], str] = {}
-    for db_id, pk, app in streams:
-        stream = (str(pk), str(app))
-        report.streams += 1
+    job = Job(
+        path="",
+        hmac_key=hmac_key,
+        streams=[(int(i), str(pk), str(app)) for i, pk, app in streams],
+        expected=[(pk, app, seq, h) for (pk, app), (seq, h) in expected.items()],
+        signed=[
+            (pk, app, seq, h, number)
+            for (pk, app), by_seq in replayed.signed.items()
+            for seq, (h, number) in by_seq.items()
+        ],
+        snapshots=[_snapshot_row(row) for rows in snapshots.values() for row in rows],
+        check_fold=deep or bool(keys),
+        had_checkpoint=replayed.latest is not None,
+    )
+    part = audit_streams(db, codec, job)
+    _merge(report, part)
+    if replayed.latest is not None:
+        report.findings += check_heads(
+            expected,
+            {(pk, app): last for pk, app, last in part.found_last},
+            {(pk, app): h for pk, app, h in part.found_hash_at},
+            replayed.latest.sequence,
+        )
+    return report
+
+
+SnapshotRow = tuple[str, str, int, int, str, str, bytes]
+
+
+def _snapshot_row(row: Any) -> SnapshotRow:
+    """A stored snapshot row with its types made plain (an odd type fails its checksum)."""
+    pk, app, seq, position, event_hash, digest, blob = row
+    return (
+        str(pk),
+        str(app),
+        int(seq),
+        int(position),
+        str(event_hash),
+        digest if isinstance(digest, str) else "",
+        bytes(blob) if isinstance(blob, bytes) else b"",
+    )
+
+
+class Job(msgspec.Struct, kw_only=True):
+    """The streams one walker (this thread, or a worker process) checks."""
+
+    path: str
+    hmac_key: bytes | None
+    streams: list[tuple[int, str, str]]  # (db id, partition_key, app_id)
+    expected: list[tuple[str, str, int, str]]  # the latest checkpoint's heads
+    signed: list[tuple[str, str, int, str, int]]  # every signed head, with its checkpoint
+    snapshots: list[SnapshotRow]
+    check_fold: bool
+    had_checkpoint: bool
+
+
+class Part(msgspec.Struct, kw_only=True):
+    """What one walker found."""
+
+    streams: int = 0
+    events: int = 0
+    snapshots: int = 0
+    unsigned_events: int = 0
+    findings: list[Finding] = msgspec.field(default_factory=list)
+    found_last: list[tuple[str, str, int]] = msgspec.field(default_factory=list)
+    found_hash_at: list[tuple[str, str, str]] = msgspec.field(default_factory=list)
+
+
+def _merge(report: AuditReport, part: Part) -> None:
+    report.streams += part.streams
+    report.events += part.events
+    report.snapshots += part.snapshots
+    report.unsigned_events += part.unsigned_events
+    report.findings += part.findings
+
+
+def audit_streams(db: sqlite3.Connection, codec: Codec, job: Job) -> Part:
+    """Walk the chain of each stream of ``job``: holes, edits, signed heads, snapshots."""
+    from .._snapshots import _digest  # (the snapshot table's own checksum)
+
+    hmac_key = job.hmac_key
+    expected = {(pk, app): (seq, h) for pk, app, seq, h in job.expected}
+    signed: dict[tuple[str, str], dict[int, tuple[str, int]]] = {}
+    for pk, app, seq, h, number in job.signed:
+        signed.setdefault((pk, app), {})[seq] = (h, number)
+    snapshots: dict[tuple[str, str], list[SnapshotRow]] = {}
+    for row in job.snapshots:
+        snapshots.setdefault((row[0], row[1]), []).append(row)
+    part = Part()
+    for db_id, pk, app in job.streams:
+        stream = (pk, app)
+        part.streams += 1
         head = expected.get(stream)
         shots = snapshots.get(stream, [])
-        earlier = replayed.signed.get(stream, {})  # every head a checkpoint signed
+        earlier = signed.get(stream, {})  # every head a checkpoint signed
         wanted = {row[2] for row in shots} | set(earlier)
         if head is not None:
             wanted.add(head[0])
         last, hashes, folded, findings, count = _walk(
-            db, codec, hmac_key, db_id, stream, wanted, (deep or bool(keys)) and bool(shots)
+            db, codec, hmac_key, db_id, stream, wanted, job.check_fold and bool(shots)
         )
-        report.events += count
-        report.findings += findings
+        part.events += count
+        part.findings += findings
         if last is None:
-            report.findings.append(
+            part.findings.append(
                 Finding(
                     stream=stream,
                     sequence_id=None,
@@ -139,10 +224,10 @@ def audit(
                 )
             )
             continue
-        found_last[stream] = last
+        part.found_last.append((pk, app, last))
         for seq, (signed_hash, checkpoint) in sorted(earlier.items()):
             if (head is None or seq != head[0]) and hashes.get(seq) != signed_hash:
-                report.findings.append(
+                part.findings.append(
                     Finding(
                         stream=stream,
                         sequence_id=seq,
@@ -152,20 +237,14 @@ def audit(
                 )
         if head is not None:
             if head[0] in hashes:
-                found_hash_at[stream] = hashes[head[0]]
-            report.unsigned_events += max(0, last - head[0])
-        elif replayed.latest is not None:
-            report.unsigned_events += last + 1
+                part.found_hash_at.append((pk, app, hashes[head[0]]))
+            part.unsigned_events += max(0, last - head[0])
+        elif job.had_checkpoint:
+            part.unsigned_events += last + 1
         for row in shots:
-            report.snapshots += 1
-            report.findings += _check_snapshot(
-                row, hashes, folded, hmac_key, _digest, deep or bool(keys)
-            )
-    if replayed.latest is not None:
-        report.findings += check_heads(
-            expected, found_last, found_hash_at, replayed.latest.sequence
-        )
-    return report
+            part.snapshots += 1
+            part.findings += _check_snapshot(row, hashes, folded, hmac_key, _digest, job.check_fold)
+    return part
 
 
 def _check_snapshot(
