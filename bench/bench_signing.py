@@ -9,7 +9,8 @@
    store's default, and a short 1,000 to show the worst realistic period), on
    the checkpointer's own thread.
 2. ``verify`` (``audit_file``) of a log of N events (1,000,000 by default):
-   events/s, with and without a public key, while a ticker task on the event
+   events/s, with and without a public key, on one thread and split over
+   worker processes (A/B in the same run), while a ticker task on the event
    loop records the longest gap between its ticks (how long verify held the
    loop). Printed, never asserted.
 """
@@ -96,7 +97,9 @@ async def build_log(db: Path, events: int, streams: int, key: str | None) -> Non
                 await store.append(batch, expected_sequence=start - 1)
 
 
-async def timed_verify(db: Path, public: Any | None) -> tuple[float, float, int]:
+async def timed_verify(
+    db: Path, public: Any | None, workers: int | None = None
+) -> tuple[float, float, int]:
     """(events/s, longest loop gap in ms, events) of one verify."""
     gaps: list[float] = []
     stop = asyncio.Event()
@@ -111,7 +114,9 @@ async def timed_verify(db: Path, public: Any | None) -> tuple[float, float, int]
 
     tick = asyncio.create_task(ticker())
     started = time.perf_counter()
-    report = await audit_file(db, public_keys=[public] if public is not None else [])
+    report = await audit_file(
+        db, public_keys=[public] if public is not None else [], workers=workers
+    )
     elapsed = time.perf_counter() - started
     stop.set()
     await tick
@@ -130,21 +135,26 @@ def report_verify(tmp: Path, events: int, streams: int) -> None:
     )
     public = load_public_key(pub)
     for label, key_arg in (("no key", None), ("--public-key", public)):
-        rate, gap, count = asyncio.run(timed_verify(db, key_arg))
-        print(
-            f"  verify {label:<13} {rate:>11,.0f} events/s ({count:,} events); "
-            f"longest event-loop gap {gap:.1f} ms (5 ms ticker)"
-        )
+        for workers, how in ((1, "1 thread"), (None, "processes")):
+            rate, gap, count = asyncio.run(timed_verify(db, key_arg, workers))
+            print(
+                f"  verify {label:<13} {how:<10} {rate:>11,.0f} events/s ({count:,} events); "
+                f"longest event-loop gap {gap:.1f} ms (5 ms ticker)"
+            )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--events", type=int, default=None, help="events in the verify log")
+    parser.add_argument("--verify-only", action="store_true")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        report_durable(tmp, rounds=3 if args.quick else 5, steps=2_000 if args.quick else 10_000)
+        if not args.verify_only:
+            report_durable(
+                tmp, rounds=3 if args.quick else 5, steps=2_000 if args.quick else 10_000
+            )
         events = args.events or (100_000 if args.quick else 1_000_000)
         report_verify(tmp, events, streams=100)
     return 0

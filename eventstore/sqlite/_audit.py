@@ -20,10 +20,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -35,7 +37,7 @@ from .._base import apply_event
 from .._chain import compute_hash
 from .._checkpoints import replay
 from .._codec import Codec, canonical_bytes
-from .._errors import EncodingError
+from .._errors import EncodingError, StoreError
 from .._event import Event
 from ._checkpoints import read_checkpoints
 from ._schema import connect_read_only, read_format, translate_error
@@ -75,7 +77,26 @@ def audit(
     deep: bool,
 ) -> AuditReport:
     """Walk the log on ``db``; see the module doc. Runs whole on the reader thread."""
-    keys = list(public_keys)
+    plan = _plan(db, hmac_key, list(public_keys), partition_key, app_id, deep)
+    return _finish(plan, [audit_streams(db, codec, plan.job)])
+
+
+class _Plan(msgspec.Struct, kw_only=True):
+    report: AuditReport
+    job: Job
+    latest: int | None  # the latest checkpoint's sequence
+    sizes: list[int]  # events per stream of the job (estimated from the last sequence id)
+
+
+def _plan(
+    db: sqlite3.Connection,
+    hmac_key: bytes | None,
+    keys: list[Any],
+    partition_key: str | None,
+    app_id: str | None,
+    deep: bool,
+) -> _Plan:
+    """Replay the checkpoints and list the streams, the heads and the snapshots to check."""
     report = AuditReport(signed=bool(keys))
     replayed = replay(read_checkpoints(db), keys)
     report.findings += [Finding(stream=None, sequence_id=None, reason=p) for p in replayed.problems]
@@ -101,21 +122,22 @@ def audit(
     snapshots = _snapshot_rows(db)
     where, params = [], []
     if partition_key is not None:
-        where.append("partition_key = ?")
+        where.append("s.partition_key = ?")
         params.append(partition_key)
     if app_id is not None:
-        where.append("app_id = ?")
+        where.append("s.app_id = ?")
         params.append(app_id)
     streams = db.execute(
-        "SELECT id, partition_key, app_id FROM streams"
+        "SELECT s.id, s.partition_key, s.app_id, "
+        "(SELECT MAX(sequence_id) FROM events WHERE stream_id = s.id) FROM streams s"
         + (f" WHERE {' AND '.join(where)}" if where else "")
-        + " ORDER BY id",
+        + " ORDER BY s.id",
         params,
     ).fetchall()
     job = Job(
         path="",
         hmac_key=hmac_key,
-        streams=[(int(i), str(pk), str(app)) for i, pk, app in streams],
+        streams=[(int(i), str(pk), str(app)) for i, pk, app, _ in streams],
         expected=[(pk, app, seq, h) for (pk, app), (seq, h) in expected.items()],
         signed=[
             (pk, app, seq, h, number)
@@ -126,16 +148,38 @@ def audit(
         check_fold=deep or bool(keys),
         had_checkpoint=replayed.latest is not None,
     )
-    part = audit_streams(db, codec, job)
-    _merge(report, part)
-    if replayed.latest is not None:
-        report.findings += check_heads(
-            expected,
-            {(pk, app): last for pk, app, last in part.found_last},
-            {(pk, app): h for pk, app, h in part.found_hash_at},
-            replayed.latest.sequence,
-        )
+    latest = replayed.latest.sequence if replayed.latest is not None else None
+    sizes = [0 if last is None else int(last) + 1 for *_, last in streams]
+    return _Plan(report=report, job=job, latest=latest, sizes=sizes)
+
+
+def _finish(plan: _Plan, parts: list[Part]) -> AuditReport:
+    """Merge the walkers' parts and compare the heads with the latest checkpoint."""
+    report = plan.report
+    found_last: dict[tuple[str, str], int] = {}
+    found_hash_at: dict[tuple[str, str], str] = {}
+    for part in parts:
+        _merge(report, part)
+        found_last.update({(pk, app): last for pk, app, last in part.found_last})
+        found_hash_at.update({(pk, app): h for pk, app, h in part.found_hash_at})
+    if plan.latest is not None:
+        expected = {(pk, app): (seq, h) for pk, app, seq, h in plan.job.expected}
+        report.findings += check_heads(expected, found_last, found_hash_at, plan.latest)
     return report
+
+
+def _split(plan: _Plan, workers: int) -> list[Job]:
+    """The plan's job as ``workers`` jobs of about as many events each (whole streams)."""
+    bins: list[list[tuple[int, str, str]]] = [[] for _ in range(workers)]
+    loads = [0] * workers
+    order = sorted(range(len(plan.sizes)), key=lambda i: -plan.sizes[i])
+    for i in order:
+        lightest = loads.index(min(loads))
+        bins[lightest].append(plan.job.streams[i])
+        loads[lightest] += plan.sizes[i] + 1
+    return [
+        msgspec.structs.replace(plan.job, streams=sorted(streams)) for streams in bins if streams
+    ]
 
 
 SnapshotRow = tuple[str, str, int, int, str, str, bytes]
@@ -388,6 +432,10 @@ def _hash_ok(codec: Codec, row: Any, prev: bytes, key: bytes | None) -> bool:
     return hmac.compare_digest(compute_hash(raw, key), stored.hex())
 
 
+#: A log of at least this many events is walked by worker processes (if there are cores).
+PARALLEL_EVENTS = 200_000
+
+
 def _audit_file(
     path: str,
     hmac_key: bytes | None,
@@ -396,17 +444,47 @@ def _audit_file(
     app_id: str | None,
     deep: bool,
     busy_timeout: float,
-) -> AuditReport:
+    workers: int,
+    always_split: bool,
+) -> AuditReport | _Plan:
+    """The whole walk on this thread, or (a large log, ``workers`` > 1) only the plan."""
     db, _ = connect_read_only(path, busy_timeout=busy_timeout)
     try:
         codec = read_format(db, path)
         db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
         try:
-            return audit(db, codec, hmac_key, public_keys, partition_key, app_id, deep)
+            plan = _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
+            if workers > 1 and (always_split or sum(plan.sizes) >= PARALLEL_EVENTS):
+                return plan
+            return _finish(plan, [audit_streams(db, codec, plan.job)])
         finally:
             db.execute("ROLLBACK")
     finally:
         db.close()
+
+
+async def _run_worker(job: Job) -> Part:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "statelog.eventstore.sqlite._audit_worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await process.communicate(msgspec.json.encode(job))
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise StoreError(
+            f"a verify worker on {job.path!r} exited with {process.returncode}: {last[0]}"
+        )
+    return msgspec.json.decode(out, type=Part)
 
 
 async def audit_file(
@@ -418,16 +496,21 @@ async def audit_file(
     app_id: str | None = None,
     deep: bool = False,
     busy_timeout: float = 5.0,
+    workers: int | None = None,
 ) -> AuditReport:
     """Verify the SQLite log at ``path`` (opened read-only, on a worker thread).
 
     See the module doc for what is checked. ``public_keys``: the Ed25519 public
     keys the checkpoints are signed with (``load_public_key``); a checkpoint
-    signed by another key raises ``KeyMismatchError``.
+    signed by another key raises ``KeyMismatchError``. A log of
+    ``PARALLEL_EVENTS`` or more is walked by worker processes (one per core, at
+    most 4), its streams split between them; ``workers=N`` (N > 1) always
+    splits over N processes, ``workers=1`` always walks on one thread.
     """
     name = os.fspath(path)
+    count = workers if workers is not None else min(os.cpu_count() or 1, 4)
     try:
-        return await asyncio.to_thread(
+        result = await asyncio.to_thread(
             _audit_file,
             name,
             hmac_key,
@@ -436,6 +519,13 @@ async def audit_file(
             app_id,
             deep,
             busy_timeout,
+            count,
+            workers is not None,
         )
+        if isinstance(result, AuditReport):
+            return result
+        plan = msgspec.structs.replace(result, job=msgspec.structs.replace(result.job, path=name))
+        parts = await asyncio.gather(*(_run_worker(job) for job in _split(plan, count)))
+        return _finish(plan, list(parts))
     except sqlite3.Error as exc:
         raise translate_error(exc, name, doing="cannot verify") from exc

@@ -1,0 +1,34 @@
+"""A worker process of ``verify``: a ``Job`` (JSON) on stdin, its ``Part`` (JSON) on stdout.
+
+``audit_file`` splits a large log's streams over a few of these
+(``python -m statelog.eventstore.sqlite._audit_worker``), since the walk is
+CPU-bound Python and streams are independent. Only msgspec JSON crosses the
+pipe: nothing is unpickled. Each worker opens the file read-only.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import msgspec
+
+from ._audit import Job, audit_streams
+from ._schema import connect_read_only, read_format
+
+
+def main() -> int:
+    job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
+    db, _ = connect_read_only(job.path, busy_timeout=5.0)
+    try:
+        codec = read_format(db, job.path)
+        db.execute("BEGIN")
+        part = audit_streams(db, codec, job)
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    sys.stdout.buffer.write(msgspec.json.encode(part))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
