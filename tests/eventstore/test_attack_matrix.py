@@ -515,3 +515,27 @@ def test_worker_processes_find_what_one_thread_finds(log: Any) -> None:
         split.snapshots,
         split.unsigned_events,
     )
+
+
+def test_export_with_a_key_refuses_a_tampered_log_and_carries_checkpoints(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    private, public = generate_key_files(tmp_path / "key")
+    path = tmp_path / "log.db"
+    asyncio.run(_build(path, Path(private)))
+    out = tmp_path / "out.jsonl"
+    assert main(["export", "--db", str(path), "--public-key", public, str(out)]) == 0
+    assert "and 4 signed checkpoints" in capsys.readouterr().out
+    code, printed, _ = verify(capsys, path, Path(public), "--export", str(out))
+    assert code == 0 and "signature verified" in printed
+    # the file imports into a new store that signs on, and that store verifies
+    target = tmp_path / "copy.db"
+    argv = ["import", "--db", str(target), str(out), "--public-key", public]
+    assert main([*argv, "--signing-key", private]) == 0
+    capsys.readouterr()
+    assert verify(capsys, target, Path(public))[0] == 0
+    sql(path, f"DELETE FROM events WHERE {row(B, N_B - 1)}")
+    again = tmp_path / "again.jsonl"
+    assert main(["export", "--db", str(path), "--public-key", public, str(again)]) == 2
+    err = capsys.readouterr().err
+    assert "does not verify" in err and "('a/b', 'c')" in err and not again.exists()
