@@ -316,7 +316,10 @@ class Replayed(msgspec.Struct, kw_only=True):
 
 
 def replay(
-    signed: Iterable[tuple[int, SignedCheckpoint]], public_keys: Iterable[Any] = ()
+    signed: Iterable[tuple[int, SignedCheckpoint]],
+    public_keys: Iterable[Any] = (),
+    *,
+    other_keys_ok: bool = False,
 ) -> Replayed:
     """Check a chain of stored checkpoints ``(row sequence, signed)`` oldest first.
 
@@ -324,7 +327,10 @@ def replay(
     previous one's digest; with ``public_keys`` (several after a rotation), each
     must be signed by the key its ``key_id`` names, and a checkpoint naming a
     key that is not given raises ``KeyMismatchError`` (the wrong key was
-    given). The latest checkpoint's root must equal the replayed heads. Replay
+    given), unless ``other_keys_ok`` (a writer after a key rotation: it checks
+    what its own key signed and links to the rest, which verifiers check with
+    the old public key). The latest checkpoint's root must equal the replayed
+    heads. Replay
     stops at the first problem: what follows it is unproven.
     """
     keys = {key_id(key): key for key in public_keys}
@@ -354,9 +360,9 @@ def replay(
             break
         if keys:
             key = keys.get(checkpoint.key_id)
-            if key is None:
+            if key is None and not other_keys_ok:
                 raise KeyMismatchError(checkpoint.key_id, ", ".join(keys))
-            if not verify_signature(key, item):
+            if key is not None and not verify_signature(key, item):
                 problems.append(f"checkpoint #{row_sequence}: signature does not verify")
                 break
         for pk, app, seq, head_hash in checkpoint.changed:

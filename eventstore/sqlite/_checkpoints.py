@@ -83,7 +83,8 @@ class _State:
 
 
 def _load(db: sqlite3.Connection, public_key: Any) -> _State:
-    replayed = replay(read_checkpoints(db), [public_key])
+    # after a key rotation the older checkpoints carry the old key: linked to, not re-checked
+    replayed = replay(read_checkpoints(db), [public_key], other_keys_ok=True)
     if replayed.problems:
         raise CheckpointError(
             replayed.latest.sequence + 1 if replayed.latest else 1,

@@ -539,3 +539,22 @@ def test_export_with_a_key_refuses_a_tampered_log_and_carries_checkpoints(
     assert main(["export", "--db", str(path), "--public-key", public, str(again)]) == 2
     err = capsys.readouterr().err
     assert "does not verify" in err and "('a/b', 'c')" in err and not again.exists()
+
+
+def test_a_key_rotation_continues_the_chain(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    old_private, old_public = generate_key_files(tmp_path / "old")
+    new_private, new_public = generate_key_files(tmp_path / "new")
+    path = tmp_path / "log.db"
+    asyncio.run(_build(path, Path(old_private)))
+
+    async def write_on() -> None:
+        async with SQLiteEventStore(path, signing_key=new_private) as store:
+            await store.append(events(B, N_B, N_B + 5), expected_sequence=N_B - 1)
+
+    asyncio.run(write_on())
+    code, out, _ = verify(capsys, path, Path(old_public), "--public-key", new_public)
+    assert code == 0 and "checkpoint #5 (signature verified), 0 events after it" in out
+    code, _, err = verify(capsys, path, Path(new_public))  # the old key's part is unproven
+    assert code == 2 and "wrong --public-key" in err
