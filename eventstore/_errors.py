@@ -188,8 +188,9 @@ class KeyMismatchError(ConfigError):
         self.expected = expected
         self.given = given
         super().__init__(
-            f"a checkpoint is signed by key {expected[:16]}..., the public key given is "
-            f"{given[:16] or 'none'}...: wrong --public-key"
+            f"a checkpoint is signed by key {expected[:16]}..., none of the public keys "
+            f"given ({given[:16] or 'none'}...): wrong --public-key, an old key missing "
+            "after a rotation, or a forged checkpoint"
         )
 
 
