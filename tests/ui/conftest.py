@@ -207,7 +207,10 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: while sync_playwright() is open its event loop
+# counts as running in this thread, and every async test after tests/ui would
+# fail with "Runner.run() cannot be called from a running event loop".
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
     require_browser()
     from playwright.sync_api import sync_playwright
