@@ -33,6 +33,8 @@ from .._snapshots import (
     Snapshot,
     SnapshotBackend,
     SnapshotSkippedWarning,
+    _check_chain,
+    _Skip,
 )
 from ._client import RedisKeys, call, open_client
 
@@ -62,10 +64,6 @@ _state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
 def _digest(key: bytes | None, identity: tuple[str, str, int, int, str, bytes]) -> str:
     """A checksum over a snapshot's stream, sequence, position, chain link and state."""
     return hash_bytes(_stored_encoder.encode(identity), key)
-
-
-class _Skip(Exception):
-    """Internal: why one stored snapshot cannot be used."""
 
 
 class RedisSnapshotStore(SnapshotBackend):
@@ -299,16 +297,3 @@ class RedisSnapshotStore(SnapshotBackend):
             )
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise _Skip(f"cannot decode: {exc}") from exc
-
-
-async def _check_chain(snapshot: Snapshot, store: EventStore) -> None:
-    events = await store.read(
-        snapshot.partition_key,
-        snapshot.app_id,
-        from_sequence=snapshot.sequence_id,
-        to_sequence=snapshot.sequence_id,
-    )
-    if not events:
-        raise _Skip(f"the log has no event at sequence_id {snapshot.sequence_id}")
-    if not hmac.compare_digest(events[0].hash, snapshot.event_hash):
-        raise _Skip("event_hash does not match the hash of that event in the log")
