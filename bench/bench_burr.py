@@ -18,12 +18,11 @@ disk per step (the database file plus any ``-wal`` after close). Variants run
 interleaved, ``--repeat`` times; the median is printed, then the ratios of
 statelog's persisters to Burr's.
 
-Read the bytes honestly: Burr saves a full copy of the state every step, and
-statelog's event stores the whole new value of each changed key, so a list
-that grows by one message is stored whole on every step by both - the log
-grows with the square of the conversation. Operation deltas (an append
-storing the item) are a planned change to the event; ``burr_state_delta`` is
-the one function that will switch.
+Read the bytes honestly: Burr saves a full copy of the state every step, so
+its log grows with the square of the conversation; statelog's persister
+stores the change between saves as operations (``burr_state_delta``): an
+appended message is an ``append`` op of that message, so its bytes per step
+stay flat.
 
     python bench/bench_burr.py [--steps 1000] [--repeat 3] [--message-bytes 200]
 """

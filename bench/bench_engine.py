@@ -48,6 +48,7 @@ from statelog.eventstore import (  # noqa: E402
     Recorded,
     SnapshotStore,
     SQLiteEventStore,
+    ops_of_delta,
     utcnow,
 )
 
@@ -198,7 +199,7 @@ async def writer_loop(store: Any, app_id: str, steps: int) -> None:
             kind="action_completed",
             action="a",
             next_action="b",
-            writes={"n": seq},
+            ops=ops_of_delta({"n": seq}),
             timestamp=utcnow(),
         )
         await store.append((event,), expected_sequence=seq - 1)
@@ -291,7 +292,7 @@ async def resume_time(db: Path, events: int) -> tuple[float, float]:
                     kind="action_completed",
                     action=name,
                     next_action={"a": "b", "b": "c", "c": "a"}[name],
-                    writes={"n": seq},
+                    ops=ops_of_delta({"n": seq}),
                     timestamp=utcnow(),
                 )
             )

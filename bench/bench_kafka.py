@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.structs import TopicPartition  # noqa: E402
 
-from statelog.eventstore import Event, SQLiteEventStore  # noqa: E402
+from statelog.eventstore import Event, SQLiteEventStore, ops_of_delta  # noqa: E402
 from statelog.eventstore.kafka import (
     KafkaSubscription,
     OutboxRelay,
@@ -64,7 +64,7 @@ async def build_log(path: Path, events: int, streams: int = 100) -> int:
                     sequence_id=seq,
                     kind="action_completed",
                     action="step",
-                    writes={"n": seq},
+                    ops=ops_of_delta({"n": seq}),
                 )
                 for seq in range(start, min(start + chunk, per_stream))
             ]

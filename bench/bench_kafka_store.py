@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 
-from statelog.eventstore import Event, Snapshot, SnapshotStore, fold, load_state, seal  # noqa: E402
+from statelog.eventstore import Event, Snapshot, SnapshotStore, fold, load_state, ops_of_delta, seal  # noqa: E402
 from statelog.eventstore.kafka import KafkaEventStore, encode_record, kafka_position
 from tests.kafka_broker import create_topic, start_tansu  # noqa: E402
 
@@ -52,7 +52,7 @@ def event(app: str, seq: int) -> Event:
         sequence_id=seq,
         kind="action_completed",
         action="step",
-        writes={"n": seq, "app": app},
+        ops=ops_of_delta({"n": seq, "app": app}),
     )
 
 

@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiosqlite  # noqa: E402
 
-from statelog.eventstore import Event, SQLiteEventStore, fold, utcnow  # noqa: E402
+from statelog.eventstore import Event, SQLiteEventStore, fold, ops_of_delta, utcnow  # noqa: E402
 
 PK = "bench"
 ROW = b"x" * 120  # about the size of one stored event body
@@ -65,9 +65,9 @@ def event(app_id: str, seq: int) -> Event:
         kind="action_completed",
         action="step",
         next_action="step",
-        writes={"count": seq},
+        ops=ops_of_delta({"count": seq}),
         timestamp=utcnow(),
-        duration=0.0004,
+        duration_us=400,
     )
 
 

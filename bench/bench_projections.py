@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from statelog.eventstore import Event, EventKind, SQLiteEventStore  # noqa: E402
+from statelog.eventstore import Event, EventKind, SQLiteEventStore, ops_of_delta  # noqa: E402
 from statelog.eventstore.kafka import decode_record, encode_record
 from statelog.projections import (  # noqa: E402
     AuditTrailProjection,
@@ -59,9 +59,9 @@ def make_event(app: int, sequence_id: int, n: int) -> Event:
         action=None if sequence_id == 0 else f"step{sequence_id % 5}",
         next_action=f"step{(sequence_id + 1) % 5}",
         inputs={"n": n, "user": "alice"},
-        writes={"count": sequence_id, "last": f"step{sequence_id % 5}"},
+        ops=ops_of_delta({"count": sequence_id, "last": f"step{sequence_id % 5}"}),
         timestamp=T0 + timedelta(microseconds=n * 1000),
-        duration=0.001,
+        duration_us=1000,
     )
 
 

@@ -54,6 +54,7 @@ from statelog.eventstore import (
     SnapshotStore,
     SQLiteEventStore,
     load_state,
+    ops_of_delta,
 )
 from statelog.eventstore.redis import RedisEventStore, RedisSnapshotStore
 from tests.redis_server import RedisServer, start_server
@@ -68,7 +69,7 @@ def event(app: str, seq: int) -> Event:
         sequence_id=seq,
         kind="action_completed",
         action="step",
-        writes={"n": seq, "app": app},
+        ops=ops_of_delta({"n": seq, "app": app}),
     )
 
 

@@ -41,7 +41,9 @@ from statelog.eventstore import (  # noqa: E402
     Snapshot,
     SnapshotStore,
     SQLiteEventStore,
+    apply_event,
     load_state,
+    ops_of_delta,
 )
 
 PK, APP = "bench", "resume"
@@ -58,7 +60,7 @@ def make_batch(start: int, n: int) -> list[Event]:
             kind="action_completed",
             action="step",
             next_action="step",
-            writes={"counter": seq, f"slot{seq % 16}": f"value-{seq}"},
+            ops=ops_of_delta({"counter": seq, f"slot{seq % 16}": f"value-{seq}"}),
         )
         for seq in range(start, start + n)
     ]
@@ -81,7 +83,7 @@ async def build(store: EventStore, snapshots: SnapshotStore, history: int) -> fl
         recorded = await store.append(make_batch(seq, n), expected_sequence=seq - 1)
         for rec in recorded:
             event = rec.event
-            state.update(event.writes)
+            apply_event(state, event)
             if event.sequence_id % SNAPSHOT_EVERY == 0:
                 await snapshots.save(
                     Snapshot(

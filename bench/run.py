@@ -34,6 +34,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_chat import chat_table, render  # noqa: E402
 from bench.peers._base import DurableConfig, System  # noqa: E402
 from bench.workloads import FULL, QUICK, STATE_BYTES, TINY, NotApplicableError, Sizes  # noqa: E402
 
@@ -615,6 +616,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         default="statelog," + ",".join(PEERS),
         help="comma-separated subset (statelog is always included)",
     )
+    p.add_argument(
+        "--no-chat", action="store_true", help="leave out the chat workload (bench/bench_chat.py)"
+    )
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--markdown", type=Path, help="also write the table as markdown here")
     p.add_argument("--plot", type=Path, help="also draw the PNG plot here (needs matplotlib)")
@@ -690,9 +694,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(render_configs(results))
     print()
     print(f"run took {results.duration_s:.0f} s")
+    chat: list[Any] = []
+    if not args.no_chat:
+        # each step appends one ~200-byte message: statelog at 1,000 and 10,000 steps,
+        # peers that store the whole list per step at sizes they can reach
+        ours, peers = (
+            ([30], [10])
+            if args.tiny
+            else ([1000, 3000], [300, 1000])
+            if args.quick
+            else ([1000, 10000], [500, 2000])
+        )
+        log("chat workload (bench/bench_chat.py)")
+        chat = asyncio.run(chat_table(ours, peers, 1, log))
+        print()
+        print("chat workload: each step appends one ~200-byte message (WAL + NORMAL)")
+        print(render(chat))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results.to_json(), indent=1, default=str))
+        data = results.to_json()
+        data["chat"] = [{"system": n, "steps": k, **v} for n, k, v in chat]
+        args.json.write_text(json.dumps(data, indent=1, default=str))
     if args.markdown:
         args.markdown.write_text(render_markdown(results) + "\n")
     if args.plot and not plot(results, args.plot):

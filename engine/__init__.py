@@ -19,9 +19,20 @@ from ._actions import (
 from ._application import Application, StepResult
 from ._builder import DEFAULT_DB, ApplicationBuilder, StreamPosition, load_position
 from ._durability import Durability
-from ._errors import ActionError, AppExistsError, HookError, StateError, TransitionError
+from ._errors import (
+    ActionError,
+    AppExistsError,
+    GraphChangedError,
+    GraphChangedWarning,
+    HookError,
+    InputError,
+    StateError,
+    TransitionError,
+)
 from ._hooks import HookErrorPolicy, PostStepHook, PostStepHookAsync, PreStepHook, PreStepHookAsync
+from ._input import wait_for_input
 from ._parallel import ParallelMap, parallel_map
+from ._record import Secret
 from ._state import Delta, State
 from ._transitions import Condition, Graph, Transition, default, expr, on, when
 
@@ -38,14 +49,18 @@ __all__ = [
     "Durability",
     "FunctionAction",
     "Graph",
+    "GraphChangedError",
+    "GraphChangedWarning",
     "HookError",
     "HookErrorPolicy",
+    "InputError",
     "Node",
     "ParallelMap",
     "PostStepHook",
     "PostStepHookAsync",
     "PreStepHook",
     "PreStepHookAsync",
+    "Secret",
     "State",
     "StateError",
     "StepOutcome",
@@ -62,5 +77,6 @@ __all__ = [
     "parallel_map",
     "run_action",
     "run_action_sync",
+    "wait_for_input",
     "when",
 ]

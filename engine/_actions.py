@@ -38,14 +38,16 @@ import asyncio
 import copy
 import inspect
 from abc import ABC
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
+from contextvars import ContextVar
 from time import perf_counter
 from typing import Any, NamedTuple, Self
 
 from statelog.eventstore import EncodingError, UsageError, to_plain
 
 from ._errors import ActionError, StateError
+from ._input import InputRequired
 from ._state import State
 
 __all__ = [
@@ -63,8 +65,21 @@ __all__ = [
     "runs_inline",
 ]
 
-#: Errors raised inside an action that are never retried nor wrapped in ActionError.
-_CONTRACT_ERRORS = (StateError, EncodingError)
+#: Errors raised inside an action that are never retried nor wrapped in ActionError
+#: (``InputRequired`` is the signal of ``wait_for_input``).
+_CONTRACT_ERRORS = (StateError, EncodingError, InputRequired)
+
+#: Where a failed attempt that will be retried (or followed by a fallback) is
+#: reported: ``await sink(action_name, attempt, exc, seconds)``. The application
+#: sets it around a step to write an ``attempt_failed`` event; unset, nothing is.
+AttemptSink = Callable[[str, int, BaseException, float], Awaitable[None]]
+attempt_sink: ContextVar[AttemptSink | None] = ContextVar("attempt_sink", default=None)
+
+
+async def _report(name: str, attempt: int, exc: BaseException, started: float) -> None:
+    sink = attempt_sink.get()
+    if sink is not None:
+        await sink(name, attempt, exc, perf_counter() - started)
 
 
 class StepOutcome(NamedTuple):
@@ -301,6 +316,7 @@ class FunctionAction(Action):
         fn = self.fn
         attempt = 1
         while True:
+            started = perf_counter()
             try:
                 out = fn(state, **kwargs)
                 if self.is_async:
@@ -311,6 +327,7 @@ class FunctionAction(Action):
             except Exception as exc:
                 if attempt >= self.max_retries:
                     raise self._failure(exc, attempt, of=self.max_retries) from exc
+                await _report(self.name, attempt, exc, started)
             attempt += 1
             if self.wait:
                 await asyncio.sleep(self.wait)
@@ -429,6 +446,10 @@ class Node(Action):
         """Write the state; return it, or ``(label, state)``."""
         return state
 
+    def _has_fallback(self) -> bool:
+        """True when ``exec_fallback`` is more than the default re-raise."""
+        return type(self).exec_fallback is not Node.exec_fallback
+
     # --- running
 
     def _interpret_post(self, out: Any) -> tuple[str | None, State]:
@@ -461,6 +482,7 @@ class Node(Action):
         tries = self.max_retries
         attempt = 1
         while True:
+            started = perf_counter()
             try:
                 if pool is not None:
                     res = await asyncio.get_running_loop().run_in_executor(
@@ -475,7 +497,11 @@ class Node(Action):
                 raise
             except Exception as exc:
                 if attempt >= tries:
+                    if self._has_fallback():
+                        # a fallback of its own follows: this attempt's error is recorded
+                        await _report(self.name, attempt, exc, started)
                     return await self._afallback(prep_res, exc, attempt, pool), attempt
+                await _report(self.name, attempt, exc, started)
             attempt += 1
             if self.wait:
                 await asyncio.sleep(self.wait)

@@ -10,9 +10,16 @@ is released for its user (at exit, when collected, or when its loop ends; see
 ``_lifecycle``).
 
 Per step the application appends one event with ``expected_sequence``:
-``action_completed`` (the state delta, inputs, result, duration, attempt,
-next_action) or ``action_failed`` (error type and message, attempt; the state
-is unchanged and next_action is the failed action, so a resume re-runs it).
+``action_completed`` (the state change as ops, the action's declared inputs,
+result, duration, attempt, next_action) or ``action_failed`` (error type,
+message and traceback summary, attempt; the state is unchanged and
+next_action is the failed action, so a resume re-runs it). Each failed
+attempt that is retried (or handed to a fallback) is an ``attempt_failed``
+event before it. A run (``arun``/``aiterate``/``astream``) starts with
+``run_started`` (actor, correlation_id, the run's inputs once, the graph
+fingerprint) and ends with ``halted``, ``completed``, ``waiting_for_input``,
+``action_failed`` or ``cancelled``; ``aprovide_input`` records
+``input_received``.
 """
 
 from __future__ import annotations
@@ -36,7 +43,6 @@ from typing import Any, NamedTuple, Self, TypeVar
 from statelog.eventstore import (
     AsyncResource,
     ConfigError,
-    ErrorInfo,
     Event,
     EventKind,
     EventStore,
@@ -49,11 +55,13 @@ from statelog.eventstore import (
     utcnow,
 )
 
-from ._actions import run_action, run_inline, runs_inline
+from ._actions import attempt_sink, run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
-from ._errors import ActionError
+from ._errors import ActionError, InputError
 from ._hooks import HookSet
+from ._input import InputRequired, validate
 from ._lifecycle import Lifeline
+from ._record import error_info, recorded_inputs, split_secrets
 from ._state import State
 from ._transitions import Graph
 
@@ -63,6 +71,7 @@ T = TypeVar("T")
 
 _COMPLETED = EventKind.ACTION_COMPLETED.value
 _FAILED = EventKind.ACTION_FAILED.value
+_EMPTY_SET: frozenset[str] = frozenset()
 _EMPTY: dict[str, Any] = {}
 _now = datetime.now  # _now(UTC) is eventstore.utcnow() without the extra call, once per step
 _tuple_new = tuple.__new__  # StepResult(...) without the Python-level __new__
@@ -106,8 +115,20 @@ class Application(AsyncResource):
         durability: str,
         life: Lifeline,
         runner: asyncio.Runner | None,
+        fingerprint: str = "",
+        redact: frozenset[str] = _EMPTY_SET,
+        pending: tuple[str, dict[str, Any] | None] | None = None,
+        provided: dict[str, Any] | None = None,
     ) -> None:
         self._graph = graph
+        self._fingerprint = fingerprint
+        self._redact = redact
+        self._pending = pending  # (name, schema) of the input the position waits for
+        self._provided: dict[str, Any] = provided or {}  # received inputs for the position
+        self._actor: str | None = None  # of the current run
+        self._correlation_id: str | None = None
+        self._step_inputs: dict[str, Any] = _EMPTY
+        self._record_lock: asyncio.Lock | None = None
         self._actions = graph.actions
         self._state = state
         self._position = position
@@ -185,6 +206,16 @@ class Application(AsyncResource):
     def durability(self) -> str:
         return self._durability
 
+    @property
+    def graph_fingerprint(self) -> str:
+        """``"sha256:..."`` of this app's graph (recorded in ``run_started``)."""
+        return self._fingerprint
+
+    @property
+    def waiting_for(self) -> str | None:
+        """The name of the input the app waits for, or ``None``."""
+        return self._pending[0] if self._pending is not None else None
+
     # --------------------------------------------------------------- stepping
 
     async def astep(self, inputs: Mapping[str, Any] | None = None) -> StepResult | None:
@@ -202,16 +233,19 @@ class Application(AsyncResource):
         name = self._position
         if name is None:
             return None
+        if self._pending is not None:
+            raise InputError(
+                f"action {name!r} waits for input {self._pending[0]!r}: "
+                f"provide it with `await app.aprovide_input({self._pending[0]!r}, value)`"
+            )
         action = self._actions[name]
+        hidden = self._redact
         if inputs:
-            if not isinstance(inputs, Mapping):
-                raise ConfigError(
-                    f"inputs must be a mapping of input names to values, "
-                    f"got {type(inputs).__name__} {inputs!r}"
-                )
-            given: dict[str, Any] = to_plain(dict(inputs), path="$.inputs")
+            given, hidden = self._plain_inputs(inputs)
         else:
             given = _EMPTY
+        if self._provided:
+            given = {**given, **self._provided}
         seq = self._sequence_id + 1
         state = self._state
         hooked = self._hooked
@@ -224,24 +258,34 @@ class Application(AsyncResource):
                 state=state,
                 inputs=given,
             )
+        recorded = recorded_inputs(action, given, hidden) if given else _EMPTY
         try:
             if name in self._inline:
                 outcome = run_inline(action, state, given)
-            elif name in self._parallel:
-                run_children = action.run_children  # type: ignore[attr-defined]
-                outcome = await run_children(self, state, given, self._origin)
             else:
-                outcome = await run_action(action, state, given)
+                self._step_inputs = recorded
+                token = attempt_sink.set(self._attempt_failed)
+                try:
+                    if name in self._parallel:
+                        run_children = action.run_children  # type: ignore[attr-defined]
+                        outcome = await run_children(self, state, given, self._origin)
+                    else:
+                        outcome = await run_action(action, state, given)
+                finally:
+                    attempt_sink.reset(token)
         except ActionError as exc:
-            await self._record_failure(name, seq, given, exc)
+            await self._record_failure(name, recorded, exc)
             raise
+        except InputRequired as ask:
+            await self._record_wait(name, recorded, ask)
+            return None
+        seq = self._sequence_id + 1  # attempt_failed events may have taken sequence ids
         result, new_state, label, attempt, duration = outcome
         fixed = self._fixed
         if name in fixed:
             next_action = fixed[name]
         else:
             next_action = self._graph.next_action(name, new_state, label)
-        writes, deletes = new_state._delta_parts()
         event = Event(
             partition_key=self._partition_key,
             app_id=self._app_id,
@@ -249,13 +293,14 @@ class Application(AsyncResource):
             kind=_COMPLETED,
             action=name,
             next_action=next_action,
-            inputs=given,
-            writes=writes,
-            deletes=deletes,
+            inputs=recorded,
+            ops=new_state._op_list(),
             result=result,
             timestamp=_now(UTC),
-            duration=duration,
+            duration_us=int(duration * 1_000_000),
             attempt=attempt,
+            actor=self._actor,
+            correlation_id=self._correlation_id,
         )
         append = self._append
         if append is not None:  # transactional: straight to the store
@@ -266,6 +311,10 @@ class Application(AsyncResource):
         self._origin = seq + 1
         self._state = new_state.rebase()
         self._position = next_action
+        if self._provided:
+            self._provided = {}
+        if next_action is None:
+            await self._record(EventKind.COMPLETED, action=name)
         if hooked:
             await self._hooks.run_post(
                 partition_key=self._partition_key,
@@ -284,24 +333,90 @@ class Application(AsyncResource):
         self._last_event = event  # no await from here to the caller reading it
         return _tuple_new(StepResult, (name, result, self._state))
 
-    async def _record_failure(
-        self, name: str, seq: int, inputs: Mapping[str, Any], exc: ActionError
-    ) -> None:
-        cause = exc.__cause__ if exc.__cause__ is not None else exc
+    def _plain_inputs(self, inputs: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+        """Run inputs as plain data with ``Secret`` unwrapped, and the names to redact."""
+        if not isinstance(inputs, Mapping):
+            raise ConfigError(
+                f"inputs must be a mapping of input names to values, "
+                f"got {type(inputs).__name__} {inputs!r}"
+            )
+        plain, hidden = split_secrets(inputs, self._redact)
+        return to_plain(plain, path="$.inputs"), hidden
+
+    async def _record(
+        self,
+        kind: str,
+        *,
+        action: str | None = None,
+        next_action: Any = _EMPTY,
+        inputs: dict[str, Any] = _EMPTY,
+        data: dict[str, Any] = _EMPTY,
+        **fields: Any,
+    ) -> Event:
+        """Write one event of ``kind`` at the next sequence (``next_action``: the position).
+
+        Serialised by a lock: the children of a parallel map and the items of a
+        batch may record (``child_completed``, ``attempt_failed``) at once.
+        """
+        lock = self._record_lock
+        if lock is None:
+            lock = self._record_lock = asyncio.Lock()
+        async with lock:
+            return await self._record_now(kind, action, next_action, inputs, data, fields)
+
+    async def _record_now(
+        self,
+        kind: str,
+        action: str | None,
+        next_action: Any,
+        inputs: dict[str, Any],
+        data: dict[str, Any],
+        fields: dict[str, Any],
+    ) -> Event:
+        seq = self._sequence_id + 1
         event = Event(
             partition_key=self._partition_key,
             app_id=self._app_id,
             sequence_id=seq,
-            kind=_FAILED,
-            action=name,
-            next_action=name,
-            inputs=dict(inputs),
-            error=ErrorInfo(type=type(cause).__name__, message=str(cause)),
+            kind=kind,
+            action=action,
+            next_action=self._position if next_action is _EMPTY else next_action,
+            inputs=inputs,
+            data=data,
             timestamp=utcnow(),
-            attempt=int(getattr(exc, "attempt", 1)),
+            actor=self._actor,
+            correlation_id=self._correlation_id,
+            **fields,
         )
         self._last_recorded = await self._writer.write(event)
         self._sequence_id = seq
+        return event
+
+    async def _attempt_failed(
+        self, name: str, attempt: int, exc: BaseException, seconds: float
+    ) -> None:
+        """The attempt sink: one ``attempt_failed`` event per failed attempt that goes on."""
+        await self._record(
+            EventKind.ATTEMPT_FAILED,
+            action=name,
+            next_action=name,
+            inputs=self._step_inputs,
+            error=error_info(exc),
+            attempt=attempt,
+            duration_us=int(seconds * 1_000_000),
+        )
+
+    async def _record_failure(self, name: str, inputs: dict[str, Any], exc: ActionError) -> None:
+        cause = exc.__cause__ if exc.__cause__ is not None else exc
+        await self._record(
+            _FAILED,
+            action=name,
+            next_action=name,
+            inputs=inputs,
+            error=error_info(cause),
+            attempt=int(getattr(exc, "attempt", 1)),
+        )
+        seq = self._sequence_id
         exc.sequence_id = seq
         if self._hooks.active:
             await self._hooks.run_post(
@@ -315,27 +430,95 @@ class Application(AsyncResource):
                 exception=cause,
             )
 
+    async def _record_wait(self, name: str, inputs: dict[str, Any], ask: InputRequired) -> None:
+        data: dict[str, Any] = {"name": ask.name}
+        if ask.schema is not None:
+            data["schema"] = to_plain(ask.schema, path="$.data.schema")
+        await self._record(
+            EventKind.WAITING_FOR_INPUT, action=name, next_action=name, inputs=inputs, data=data
+        )
+        self._pending = (ask.name, ask.schema)
+
+    async def aprovide_input(self, name: str, value: Any) -> None:
+        """Give the waiting action its input ``name``; the next run hands it over.
+
+        The value is checked against the schema the action gave
+        ``wait_for_input`` (``InputError`` naming the path if it does not fit,
+        and nothing is written) and recorded as ``input_received``.
+        """
+        if self._closed:
+            raise UsageError(f"{self!r} is closed")
+        pending = self._pending
+        if pending is None or pending[0] != name:
+            waits = f"it waits for {pending[0]!r}" if pending else "it waits for no input"
+            raise InputError(f"app {self._app_id!r} cannot take input {name!r}: {waits}")
+        plain = to_plain(value, path=f"$.inputs.{name}")
+        validate(pending[1], plain)
+        await self._record(
+            EventKind.INPUT_RECEIVED,
+            action=self._position,
+            inputs={name: plain},
+            data={"name": name},
+        )
+        self._pending = None
+        self._provided = {**self._provided, name: plain}
+
     async def _steps(
         self,
         halt_before: Collection[str],
         halt_after: Collection[str],
         inputs: Mapping[str, Any] | None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
     ) -> AsyncGenerator[tuple[str, Event, Any], None]:
-        """The run loop of arun, aiterate and astream: step until a halt or a
-        terminal action; snapshot at the end."""
+        """The run loop of arun, aiterate and astream: ``run_started``, steps until a
+        halt (``halted``), a terminal action (``completed``), a wait for input or a
+        failure; snapshot at the end. A cancelled run records ``cancelled``."""
         self._check_halts(halt_before, halt_after)
-        step = self.astep
-        while True:
-            position = self._position
-            if position is None or position in halt_before:
-                break
-            done = await step(inputs)
-            if done is None:
-                break
-            yield position, self._last_event, done.result
-            if position in halt_after:
-                break
+        for what, value in (("actor", actor), ("correlation_id", correlation_id)):
+            if value is not None and type(value) is not str:
+                raise ConfigError(f"{what} must be a str or None, got {value!r}")
+        if self._position is None or self._pending is not None:
+            return  # completed, or waiting for input: nothing to run
+        if self._closed:
+            raise UsageError(f"{self!r} is closed")
+        run_inputs: dict[str, Any] = _EMPTY
+        if inputs:
+            plain, hidden = self._plain_inputs(inputs)
+            run_inputs = {k: ("<redacted>" if k in hidden else v) for k, v in plain.items()}
+        self._actor, self._correlation_id = actor, correlation_id
+        try:
+            await self._record(
+                EventKind.RUN_STARTED,
+                inputs=run_inputs,
+                data={"graph": self._fingerprint},
+            )
+            step = self.astep
+            while True:
+                position = self._position
+                if position is None or self._pending is not None:
+                    break
+                if position in halt_before:
+                    await self._record(EventKind.HALTED, action=position, data={"halt": "before"})
+                    break
+                done = await step(inputs)
+                if done is None:
+                    break
+                yield position, self._last_event, done.result
+                if position in halt_after and self._position is not None:
+                    await self._record(EventKind.HALTED, action=position, data={"halt": "after"})
+                    break
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._record_cancelled())
+            raise
+        finally:
+            self._actor = self._correlation_id = None
         await self._maybe_snapshot(halted=True)
+
+    async def _record_cancelled(self) -> None:
+        await self._writer.flush()
+        await self._record(EventKind.CANCELLED, action=self._position)
 
     async def aiterate(
         self,
@@ -343,9 +526,12 @@ class Application(AsyncResource):
         halt_before: Collection[str] = (),
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
     ) -> AsyncGenerator[StepResult, None]:
         """Step until a halt condition or a terminal action, yielding each step."""
-        async for position, _, result in self._steps(halt_before, halt_after, inputs):
+        steps = self._steps(halt_before, halt_after, inputs, actor, correlation_id)
+        async for position, _, result in steps:
             yield StepResult(position, result, self._state)
 
     async def arun(
@@ -354,14 +540,22 @@ class Application(AsyncResource):
         halt_before: Collection[str] = (),
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
     ) -> StepResult:
-        """Run until a halt condition or a terminal action; return the last step.
+        """Run until a halt condition, a terminal action or a wait for input; return
+        the last step.
 
-        ``inputs`` are given to every step (as in Burr). With neither halt set,
-        the app runs until an action with no way out.
+        ``inputs`` are given to every step (as in Burr); each action's event
+        records only the ones it takes, ``run_started`` all of them, once
+        (``Secret`` values and ``with_redaction`` names as ``"<redacted>"``).
+        ``actor`` and ``correlation_id`` (who or what started the run) go on
+        every event of the run. With neither halt set, the app runs until an
+        action with no way out.
         """
         last: tuple[str | None, Any] = (None, None)
-        async for position, _, result in self._steps(halt_before, halt_after, inputs):
+        steps = self._steps(halt_before, halt_after, inputs, actor, correlation_id)
+        async for position, _, result in steps:
             last = (position, result)
         return StepResult(last[0], last[1], self._state)
 
@@ -371,9 +565,12 @@ class Application(AsyncResource):
         halt_before: Collection[str] = (),
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Like ``aiterate``, but yield each step's event as written (for progress, UIs)."""
-        async for _, event, _ in self._steps(halt_before, halt_after, inputs):
+        steps = self._steps(halt_before, halt_after, inputs, actor, correlation_id)
+        async for _, event, _ in steps:
             yield event
 
     def _check_halts(self, halt_before: Collection[str], halt_after: Collection[str]) -> None:
@@ -503,11 +700,24 @@ class Application(AsyncResource):
         halt_before: Collection[str] = (),
         halt_after: Collection[str] = (),
         inputs: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+        correlation_id: str | None = None,
     ) -> StepResult:
         """``arun`` on the app's own loop (an app made by ``build()``)."""
         return self._sync(
-            "run", self.arun(halt_before=halt_before, halt_after=halt_after, inputs=inputs)
+            "run",
+            self.arun(
+                halt_before=halt_before,
+                halt_after=halt_after,
+                inputs=inputs,
+                actor=actor,
+                correlation_id=correlation_id,
+            ),
         )
+
+    def provide_input(self, name: str, value: Any) -> None:
+        """``aprovide_input`` on the app's own loop (an app made by ``build()``)."""
+        self._sync("provide_input", self.aprovide_input(name, value))
 
     def iterate(
         self,

@@ -183,6 +183,11 @@ class _FunctionBatch(BatchNode):
             raise exc
         return self._fallback_fn(prep_res, exc)
 
+    def _has_fallback(self) -> bool:
+        return self._fallback_fn is not None or type(self).exec_fallback is not (
+            BatchNode.exec_fallback
+        )
+
     def post(self, state: State, prep_res: Any, exec_res: Any) -> Any:
         return state.update(**{self._into_key: exec_res})
 

@@ -3,12 +3,16 @@
 Three ways to start, exclusive with each other:
 
 * ``with_state`` / ``with_entrypoint`` - a new app; its first event,
-  ``app_initialized``, carries the initial state as writes. If the stream
+  ``app_initialized``, carries the initial state as ``set`` ops and the graph
+  fingerprint. If the stream
   already exists that append fails with ``AppExistsError`` (a
   ``ConcurrencyError``) and nothing is written.
 * ``initialize_from(store, resume_at_next_action=True, default_state=,
-  default_entrypoint=)`` - resume the stream if it exists (latest snapshot plus
-  the events after it), else start it from the defaults.
+  default_entrypoint=, on_graph_change=)`` - resume the stream if it exists
+  (latest snapshot plus the events after it), else start it from the
+  defaults. A stream recorded under another graph fingerprint warns
+  (``GraphChangedWarning``) and records ``graph_changed``, or with
+  ``on_graph_change="refuse"`` raises ``GraphChangedError``.
 * ``fork_from(app_id=, partition_key=, sequence_id=)`` - a new stream whose
   first event, ``forked``, carries the source's state at ``sequence_id`` and a
   ``Lineage`` pointing back at it.
@@ -19,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from statelog.eventstore import (
     ConcurrencyError,
@@ -44,9 +49,10 @@ from statelog.eventstore import (
 from ._actions import Action
 from ._application import Application
 from ._durability import Durability, make_writer
-from ._errors import AppExistsError, TransitionError
+from ._errors import AppExistsError, GraphChangedError, GraphChangedWarning, TransitionError
 from ._hooks import HookErrorPolicy, HookSet
 from ._lifecycle import Lifeline, watch_async, watch_sync
+from ._record import graph_fingerprint
 from ._state import State
 from ._transitions import Graph
 
@@ -57,19 +63,35 @@ DEFAULT_DB = "statelog.db"
 
 _UNSET: Any = object()
 
+GraphChangePolicy = Literal["warn", "refuse"]
+
 
 class StreamPosition:
     """Where a stored stream stands: its folded state, last sequence and next action."""
 
-    __slots__ = ("last_event", "origin", "sequence_id", "state")
+    __slots__ = ("graph", "last_event", "origin", "pending", "provided", "sequence_id", "state")
 
     def __init__(
-        self, state: dict[str, Any], sequence_id: int, last_event: Event | None, origin: int
+        self,
+        state: dict[str, Any],
+        sequence_id: int,
+        last_event: Event | None,
+        origin: int,
+        *,
+        pending: tuple[str, dict[str, Any] | None] | None = None,
+        provided: dict[str, Any] | None = None,
+        graph: str | None = None,
     ) -> None:
         self.state = state
         self.sequence_id = sequence_id
         self.last_event = last_event
         self.origin = origin
+        #: the input the position waits for: (name, schema), or None
+        self.pending = pending
+        #: inputs received for the position (input_received after its last step)
+        self.provided = provided or {}
+        #: the latest graph fingerprint the log recorded (None: none, e.g. a v1 log)
+        self.graph = graph
 
     @property
     def next_action(self) -> str | None:
@@ -92,26 +114,63 @@ async def load_position(
     state, last = await load_state(store, snapshots, partition_key, app_id, at_sequence=at_sequence)
     if last < 0:
         return StreamPosition(state, -1, None, 0)
-    events = await store.read(partition_key, app_id, from_sequence=last, to_sequence=last)
-    event = events[-1]
-    origin = last + 1
-    if event.kind == EventKind.ACTION_FAILED:
-        # Retries of one position share its first attempt's sequence (parallel map child ids).
-        origin = last
-        while origin > 0:
-            window = await store.read(
-                partition_key, app_id, from_sequence=max(0, origin - 64), to_sequence=origin - 1
-            )
-            stop = False
-            for earlier in reversed(window):
-                if earlier.kind == EventKind.ACTION_FAILED and earlier.action == event.action:
-                    origin = earlier.sequence_id
-                else:
-                    stop = True
-                    break
-            if stop or not window:
+    # The tail after the last state-changing step: where attempts of the
+    # position started (origin), what input it waits for or received; and the
+    # latest graph fingerprint. The last 4 events usually hold the tail (a long
+    # run of failures or lifecycle events reads further, 64 at a time); the
+    # graph, when the tail has none, is the stream's first event's.
+    window = await store.read(
+        partition_key, app_id, from_sequence=max(0, last - 3), to_sequence=last
+    )
+    tail: list[Event] = []
+    graph: str | None = None
+    found_step = False
+    while window:
+        for earlier in reversed(window):
+            if graph is None:
+                graph = _graph_of(earlier)
+            if not found_step:
+                tail.append(earlier)
+                found_step = earlier.kind in _STEP_KINDS
+            if found_step and graph is not None:
                 break
-    return StreamPosition(state, last, event, origin)
+        first = window[0].sequence_id
+        if found_step or first == 0:
+            break
+        window = await store.read(
+            partition_key, app_id, from_sequence=max(0, first - 64), to_sequence=first - 1
+        )
+    tail.reverse()
+    event = tail[-1]
+    origin = tail[0].sequence_id + 1 if tail[0].kind in _STEP_KINDS else 0
+    pending: tuple[str, dict[str, Any] | None] | None = None
+    provided: dict[str, Any] = {}
+    for e in tail:
+        if e.kind == EventKind.WAITING_FOR_INPUT:
+            pending = (e.data.get("name", ""), e.data.get("schema"))
+        elif e.kind == EventKind.INPUT_RECEIVED:
+            pending = None
+            provided.update(e.inputs)
+    if graph is None and window and window[0].sequence_id > 0:
+        # beyond the window: the stream's first event records the graph it started with
+        first_event = await store.read(partition_key, app_id, from_sequence=0, to_sequence=0)
+        if first_event:
+            graph = _graph_of(first_event[0])
+    return StreamPosition(
+        state, last, event, origin, pending=pending, provided=provided, graph=graph
+    )
+
+
+#: Kinds of event that change the state: the position's attempts start after the last.
+_STEP_KINDS = frozenset({EventKind.ACTION_COMPLETED, EventKind.APP_INITIALIZED, EventKind.FORKED})
+
+
+def _graph_of(event: Event) -> str | None:
+    if event.kind == EventKind.GRAPH_CHANGED:
+        value = event.data.get("to")
+    else:
+        value = event.data.get("graph")
+    return value if isinstance(value, str) else None
 
 
 class ApplicationBuilder:
@@ -134,6 +193,8 @@ class ApplicationBuilder:
         self._init: tuple[Any, bool, Mapping[str, Any] | None, str | None] | None = None
         self._fork: tuple[str, str, int | None] | None = None
         self._parent: Lineage | None = None
+        self._redact: frozenset[str] = frozenset()
+        self._on_graph_change: GraphChangePolicy = "warn"
 
     # --------------------------------------------------------------- parts
 
@@ -291,6 +352,15 @@ class ApplicationBuilder:
         self._on_hook_error = on_error
         return self
 
+    def with_redaction(self, *names: str) -> ApplicationBuilder:
+        """Keep the inputs called ``names`` out of the log: the actions receive
+        them, every event records ``"<redacted>"`` in their place (as for a
+        ``Secret`` input)."""
+        for name in names:
+            _check_name("with_redaction", "name", name)
+        self._redact = self._redact | frozenset(names)
+        return self
+
     def with_durability(self, mode: Durability) -> ApplicationBuilder:
         """``"transactional"`` (default) or ``"fire_and_forget"``."""
         if mode not in ("transactional", "fire_and_forget"):
@@ -307,12 +377,22 @@ class ApplicationBuilder:
         resume_at_next_action: bool = True,
         default_state: Mapping[str, Any] | None = None,
         default_entrypoint: str,
+        on_graph_change: GraphChangePolicy = "warn",
     ) -> ApplicationBuilder:
         """Resume the stream from ``store`` (default: the app's store) or start it fresh.
 
         With ``resume_at_next_action=False`` the loaded state starts again at
-        ``default_entrypoint``.
+        ``default_entrypoint``. When the log recorded another graph fingerprint
+        (actions, their code, transitions), ``on_graph_change="warn"`` warns
+        and records a ``graph_changed`` event; ``"refuse"`` raises
+        ``GraphChangedError`` and writes nothing.
         """
+        if on_graph_change not in ("warn", "refuse"):
+            raise ConfigError(
+                f"initialize_from: on_graph_change must be 'warn' or 'refuse', "
+                f"got {on_graph_change!r}"
+            )
+        self._on_graph_change = on_graph_change
         if store is not None and not isinstance(store, EventStore):
             raise ConfigError(
                 "initialize_from: store must be an EventStore or None, got " + _describe(store)
@@ -450,10 +530,17 @@ class ApplicationBuilder:
         if self._init is not None:
             entrypoint = self._init[3]
         graph = Graph(self._actions, self._transitions, entrypoint)
+        fingerprint = graph_fingerprint(graph)
         hooks = HookSet(self._hooks, self._on_hook_error)
         writer = make_writer(self._durability, store)
 
-        def make(state: State, position: str | None, seq: int, origin: int) -> Application:
+        def make(
+            state: State,
+            position: str | None,
+            seq: int,
+            origin: int,
+            found: StreamPosition | None = None,
+        ) -> Application:
             return Application(
                 graph=graph,
                 state=state,
@@ -470,6 +557,10 @@ class ApplicationBuilder:
                 durability=self._durability,
                 life=Lifeline(f"Application(app_id={app_id!r})", writer, owned),
                 runner=runner,
+                fingerprint=fingerprint,
+                redact=self._redact,
+                pending=None if found is None else found.pending,
+                provided=None if found is None else found.provided,
             )
 
         if self._fork is not None:
@@ -487,20 +578,49 @@ class ApplicationBuilder:
             lineage = Lineage(
                 partition_key=src_pk, app_id=src_app, sequence_id=src.sequence_id, relation="fork"
             )
-            state = await _start(store, pk, app_id, src.state, position, EventKind.FORKED, lineage)
+            state = await _start(
+                store, pk, app_id, src.state, position, EventKind.FORKED, lineage, fingerprint
+            )
             return make(state, position, 0, 1)
 
         if self._init is not None:
             _, resume_next, default_state, default_entry = self._init
             found = await load_position(store, snapshots, pk, app_id)
             if found.exists:
+                seq = found.sequence_id
                 if resume_next:
                     position = found.next_action
                     _check_position(graph, position, app_id)
                     origin = found.origin
                 else:
-                    position, origin = default_entry, found.sequence_id + 1
-                return make(State.from_fold(found.state), position, found.sequence_id, origin)
+                    position, origin = default_entry, seq + 1
+                    found.pending, found.provided = None, {}
+                if found.graph is not None and found.graph != fingerprint:
+                    if self._on_graph_change == "refuse":
+                        raise GraphChangedError(app_id, found.graph, fingerprint)
+                    warnings.warn(
+                        f"app {app_id!r} resumes with a changed graph: the log recorded "
+                        f"{found.graph}, this app's graph is {fingerprint} "
+                        "(recorded as a graph_changed event)",
+                        GraphChangedWarning,
+                        stacklevel=4,
+                    )
+                    seq += 1
+                    await store.append(
+                        [
+                            Event(
+                                partition_key=pk,
+                                app_id=app_id,
+                                sequence_id=seq,
+                                kind=EventKind.GRAPH_CHANGED,
+                                next_action=position,
+                                data={"from": found.graph, "to": fingerprint},
+                                timestamp=utcnow(),
+                            )
+                        ],
+                        expected_sequence=seq - 1,
+                    )
+                return make(State.from_fold(found.state), position, seq, origin, found)
             initial, entry = dict(default_state or {}), default_entry
         else:
             initial, entry = dict(self._state or {}), entrypoint
@@ -516,6 +636,7 @@ class ApplicationBuilder:
             entry,
             EventKind.APP_INITIALIZED,
             self._parent,
+            fingerprint,
             exists_error=self._init is None,
         )
         return make(state, entry, 0, 1)
@@ -560,6 +681,7 @@ async def _start(
     entry: str | None,
     kind: str,
     parent: Lineage | None,
+    fingerprint: str,
     *,
     exists_error: bool = True,
 ) -> State:
@@ -575,9 +697,10 @@ async def _start(
         sequence_id=0,
         kind=kind,
         next_action=entry,
-        writes=writes,
+        ops=[{"op": "set", "key": key, "value": value} for key, value in writes.items()],
         timestamp=utcnow(),
         parent=parent,
+        data={"graph": fingerprint},
     )
     try:
         await store.append([event], expected_sequence=-1)

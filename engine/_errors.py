@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from statelog.eventstore import ConcurrencyError, StatelogError, stream_name
 
-__all__ = ["ActionError", "AppExistsError", "HookError", "StateError", "TransitionError"]
+__all__ = [
+    "ActionError",
+    "AppExistsError",
+    "GraphChangedError",
+    "GraphChangedWarning",
+    "HookError",
+    "InputError",
+    "StateError",
+    "TransitionError",
+]
 
 
 class ActionError(StatelogError):
@@ -49,3 +58,25 @@ class AppExistsError(ConcurrencyError):
             f"with initialize_from(default_state=..., default_entrypoint=...) and "
             f"with_identifiers(app_id={app_id!r}{pk}); to start over, give a new app_id",
         )
+
+
+class InputError(StatelogError, ValueError):
+    """Human input is misused: nothing waits for it, or the value does not fit its schema."""
+
+
+class GraphChangedError(StatelogError):
+    """``initialize_from(..., on_graph_change="refuse")`` found a stream recorded
+    under another graph fingerprint; nothing was written."""
+
+    def __init__(self, app_id: str, recorded: str, current: str) -> None:
+        self.app_id = app_id
+        self.recorded = recorded
+        self.current = current
+        super().__init__(
+            f"app {app_id!r} was recorded with graph {recorded}, this app's graph is "
+            f"{current}; refusing to resume (on_graph_change='refuse')"
+        )
+
+
+class GraphChangedWarning(UserWarning):
+    """An app resumed with a graph other than the one its log recorded."""

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from statelog.eventstore import ConfigError, Lineage, StatelogError, to_plain
+from statelog.eventstore import ConfigError, EventKind, Lineage, StatelogError, to_plain
 
 from ._actions import Action, _Signature
 from ._errors import ActionError, StateError
@@ -141,8 +141,15 @@ class ParallelMap(Action):
                     .abuild()
                 )
                 async with child:
+                    was_open = child.position is not None
                     await child.arun(inputs=inputs)
                     final = child.state
+                    if was_open and child.position is None:  # completed by this run
+                        await app._record(
+                            EventKind.CHILD_COMPLETED,
+                            action=self.name,
+                            data={"child": child.app_id, "index": index},
+                        )
                 if self.result_key is None:
                     return final.get_all()
                 return final.get(self.result_key)

@@ -8,8 +8,11 @@ written, so what the application holds equals what a replay of the log yields)
 and are shared between states, which must treat them as read-only.
 
 Each ``State`` knows what changed since its *base* (``State.based``,
-``State.from_fold`` or ``rebase()``): ``state.delta`` gives the keys written
-with their new values and the keys deleted. That delta is what an event stores.
+``State.from_fold`` or ``rebase()``): ``state.delta`` gives the operations
+that turn the base into it (``set``, ``delete``, ``append``, ``extend``,
+``increment``, ``merge``; see ``statelog.eventstore``'s ``_ops``), each with
+only the new part, plus the keys written and deleted. The operations are what
+an event stores: an append costs the size of the item, not of the list.
 
 Cost: a state is a shared, never-mutated ``base`` dict plus a small overlay of
 the keys changed on top of it. An operation copies only the overlay, so it is
@@ -24,7 +27,7 @@ import math
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, Final
 
-from statelog.eventstore import EncodingError, to_plain
+from statelog.eventstore import EncodingError, diff_ops, to_plain
 
 from ._errors import StateError
 
@@ -67,18 +70,26 @@ def _check_key(key: Any) -> str:
 
 
 class Delta:
-    """The changes of a ``State`` since its base: keys written and keys deleted.
+    """The changes of a ``State`` since its base.
 
-    ``writes`` maps each written key to its new value; ``deletes`` lists deleted
-    keys. A key is in at most one of them: writing a key then deleting it ends
-    as a delete, deleting then writing ends as a write.
+    ``ops`` are the operations, in order, that turn the base into the state
+    (what an event records). ``writes`` maps each written key to its new
+    value; ``deletes`` lists deleted keys. A key is in at most one of them:
+    writing a key then deleting it ends as a delete, deleting then writing
+    ends as a write.
     """
 
-    __slots__ = ("deletes", "writes")
+    __slots__ = ("deletes", "ops", "writes")
 
-    def __init__(self, writes: dict[str, Any] | None = None, deletes: list[str] | None = None):
+    def __init__(
+        self,
+        writes: dict[str, Any] | None = None,
+        deletes: list[str] | None = None,
+        ops: list[dict[str, Any]] | None = None,
+    ):
         self.writes: dict[str, Any] = writes if writes is not None else {}
         self.deletes: list[str] = deletes if deletes is not None else []
+        self.ops: list[dict[str, Any]] = ops if ops is not None else []
 
     @property
     def keys(self) -> set[str]:
@@ -96,7 +107,7 @@ class Delta:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"Delta(writes={self.writes!r}, deletes={self.deletes!r})"
+        return f"Delta(writes={self.writes!r}, deletes={self.deletes!r}, ops={self.ops!r})"
 
 
 class State(Mapping[str, Any]):
@@ -107,13 +118,14 @@ class State(Mapping[str, Any]):
     the same with an empty delta. Every other method returns a new ``State``.
     """
 
-    __slots__ = ("_base", "_changed", "_merged", "_over", "_root")
+    __slots__ = ("_base", "_changed", "_merged", "_ops", "_over", "_root")
 
     _base: dict[str, Any]  # shared, never mutated
     _over: dict[str, Any]  # keys changed on top of _base (_DELETED marks a delete)
     _changed: dict[str, Any]  # keys changed since the rebase point (_DELETED: deleted)
     _merged: dict[str, Any] | None  # cached materialisation of _base + _over
     _root: object  # identity of the rebase point: states sharing it have comparable deltas
+    _ops: tuple[dict[str, Any], ...]  # operations since the rebase point, in order
 
     def __init__(self, initial: Mapping[str, Any] | None = None) -> None:
         data = self._normalise(initial)
@@ -122,6 +134,7 @@ class State(Mapping[str, Any]):
         self._changed = dict(data)
         self._merged = data
         self._root = object()
+        self._ops = tuple({"op": "set", "key": k, "value": v} for k, v in data.items())
 
     # ------------------------------------------------------------------ construction
 
@@ -144,6 +157,7 @@ class State(Mapping[str, Any]):
         over: dict[str, Any],
         changed: dict[str, Any],
         root: object,
+        ops: tuple[dict[str, Any], ...] = (),
     ) -> State:
         self = object.__new__(cls)
         self._base = base
@@ -151,6 +165,7 @@ class State(Mapping[str, Any]):
         self._changed = changed
         self._merged = None if over else base
         self._root = root
+        self._ops = ops
         return self
 
     @classmethod
@@ -175,6 +190,7 @@ class State(Mapping[str, Any]):
         new._changed = {}
         new._merged = self._merged
         new._root = object()
+        new._ops = ()
         return new
 
     # ------------------------------------------------------------------ reading
@@ -257,7 +273,25 @@ class State(Mapping[str, Any]):
         """The keys written (with values) and deleted since the rebase point."""
         delta = _new(Delta)
         delta.writes, delta.deletes = self._delta_parts()
+        delta.ops = self._op_list()
         return delta
+
+    def _op_list(self) -> list[dict[str, Any]]:
+        """The operations since the rebase point, without ones a later set/delete voids."""
+        ops = self._ops
+        if len(ops) < 2:
+            return list(ops)
+        voided: set[str] = set()
+        kept: list[dict[str, Any]] = []
+        for op in reversed(ops):
+            key = op["key"]
+            if key in voided:
+                continue
+            if op["op"] == "set" or op["op"] == "delete":
+                voided.add(key)
+            kept.append(op)
+        kept.reverse()
+        return kept
 
     def _delta_parts(self) -> tuple[dict[str, Any], list[str]]:
         """``delta`` as fresh ``(writes, deletes)``, without the ``Delta`` object (per step)."""
@@ -279,8 +313,9 @@ class State(Mapping[str, Any]):
 
     # ------------------------------------------------------------------ writing
 
-    def _apply(self, changes: dict[str, Any]) -> State:
-        """A new state with ``changes`` (a fresh dict: key -> plain value or _DELETED) on top."""
+    def _apply(self, changes: dict[str, Any], ops: tuple[dict[str, Any], ...]) -> State:
+        """A new state with ``changes`` (a fresh dict: key -> plain value or _DELETED) on
+        top, recorded as ``ops``."""
         # dicts are never mutated once a State holds them, so `changes` may be shared
         over = {**self._over, **changes} if self._over else changes
         changed = {**self._changed, **changes} if self._changed else changes
@@ -302,6 +337,7 @@ class State(Mapping[str, Any]):
         new._over = over
         new._changed = changed
         new._root = self._root
+        new._ops = self._ops + ops if self._ops else ops
         return new
 
     def update(self, **updates: Any) -> State:
@@ -310,19 +346,49 @@ class State(Mapping[str, Any]):
             t = type(value)
             if not (t is str or t is int or t is bool or value is None):
                 updates[key] = _plain(key, value)
-        return self._apply(updates)
+        return self._apply(updates, _sets(updates))
 
     def merge(self, other: Mapping[str, Any]) -> State:
         """Set every key of ``other`` (a mapping or a ``State``) to its value."""
         if isinstance(other, State):
-            return self._apply(dict(other._data())) if len(other) else self
+            if not len(other):
+                return self
+            changes = dict(other._data())
+            return self._apply(changes, _sets(changes))
         if not isinstance(other, Mapping):
             raise StateError(f"merge() expects a mapping, got {type(other).__name__}")
-        return self._apply({_check_key(k): _plain(k, v) for k, v in other.items()})
+        changes = {_check_key(k): _plain(k, v) for k, v in other.items()}
+        return self._apply(changes, _sets(changes))
+
+    def merge_into(self, **updates: Mapping[str, Any]) -> State:
+        """Update the dict at each key with a mapping (a missing key starts as ``{}``).
+
+        Recorded as a ``merge`` operation holding only the given members.
+        """
+        changes: dict[str, Any] = {}
+        ops: list[dict[str, Any]] = []
+        for key, members in updates.items():
+            current = self.get(key, _MISSING)
+            if current is _MISSING:
+                current = {}
+            elif type(current) is not dict:
+                raise StateError(
+                    f"cannot merge into state key {key!r}: it holds a "
+                    f"{type(current).__name__}, expected a dict"
+                )
+            if not isinstance(members, Mapping):
+                raise StateError(
+                    f"merge_into({key}=...) expects a mapping, got {type(members).__name__}"
+                )
+            part = {_check_key(k): _plain(f"{key}.{k}", v) for k, v in members.items()}
+            changes[key] = {**current, **part}
+            ops.append({"op": "merge", "key": key, "value": part})
+        return self._apply(changes, tuple(ops))
 
     def append(self, **updates: Any) -> State:
         """Append one value to each list (a missing key starts an empty list)."""
         changes: dict[str, Any] = {}
+        ops: list[dict[str, Any]] = []
         for key, value in updates.items():
             current = self.get(key, _MISSING)
             if current is _MISSING:
@@ -338,11 +404,13 @@ class State(Mapping[str, Any]):
                 else to_plain(value, path=f"$.writes.{key}[{len(current)}]")
             )
             changes[key] = [*current, item]
-        return self._apply(changes)
+            ops.append({"op": "append", "key": key, "value": item})
+        return self._apply(changes, tuple(ops))
 
     def extend(self, **updates: Iterable[Any]) -> State:
         """Extend each list with the values of an iterable (a missing key starts empty)."""
         changes: dict[str, Any] = {}
+        ops: list[dict[str, Any]] = []
         for key, values in updates.items():
             current = self.get(key, _MISSING)
             if current is _MISSING:
@@ -363,11 +431,13 @@ class State(Mapping[str, Any]):
                 for i, v in enumerate(values)
             ]
             changes[key] = [*current, *items]
-        return self._apply(changes)
+            ops.append({"op": "extend", "key": key, "values": items})
+        return self._apply(changes, tuple(ops))
 
     def increment(self, **updates: int | float) -> State:
         """Add a number to each key (a missing key starts at 0)."""
         changes: dict[str, Any] = {}
+        ops: list[dict[str, Any]] = []
         for key, amount in updates.items():
             if not _is_number(amount):
                 raise StateError(
@@ -380,7 +450,8 @@ class State(Mapping[str, Any]):
                     f"{type(current).__name__}, expected a number"
                 )
             changes[key] = _plain(key, current + amount)
-        return self._apply(changes)
+            ops.append({"op": "increment", "key": key, "by": amount})
+        return self._apply(changes, tuple(ops))
 
     def wipe(self, delete: Iterable[str] | None = None, keep: Iterable[str] | None = None) -> State:
         """Delete the keys in ``delete``, or every key not in ``keep``, or (neither) all.
@@ -400,7 +471,9 @@ class State(Mapping[str, Any]):
             doomed = list(self._data())
         if not doomed:
             return self
-        return self._apply(dict.fromkeys(doomed, _DELETED))
+        return self._apply(
+            dict.fromkeys(doomed, _DELETED), tuple({"op": "delete", "key": k} for k in doomed)
+        )
 
     def subset(self, *keys: str, ignore_missing: bool = True) -> State:
         """Only ``keys`` (the other keys are deleted, and the delta says so)."""
@@ -417,22 +490,23 @@ class State(Mapping[str, Any]):
         return self._root is other._root
 
     def diff_from(self, other: State) -> State:
-        """This state's data, rebased on ``other`` with the delta that turns it into this.
+        """This state's data, rebased on ``other`` with the smallest delta that turns it into this.
 
-        Used when an action returns a ``State`` it built from scratch: the delta
-        is computed by comparing the two (O(size of the state)).
+        Used when an action returns a ``State`` it built from scratch: the
+        delta is computed by comparing the two (O(size of the state)). A list
+        that grew at its end becomes an ``append`` or ``extend`` of the new
+        items, a dict that only gained or changed members a ``merge`` of those;
+        anything else a ``set`` or ``delete``.
         """
         mine = self._data()
         theirs = other._data()
-        changes: dict[str, Any] = {}
-        for key, value in mine.items():
-            old = theirs.get(key, _MISSING)
-            if old is _MISSING or type(old) is not type(value) or old != value:
-                changes[key] = value
-        for key in theirs:
-            if key not in mine:
-                changes[key] = _DELETED
-        return State._make(mine, {}, changes, other._root)
+        ops = diff_ops(theirs, mine)
+        changes = {op["key"]: _DELETED if op["op"] == "delete" else mine[op["key"]] for op in ops}
+        return State._make(mine, {}, changes, other._root, tuple(ops))
+
+
+def _sets(changes: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    return tuple([{"op": "set", "key": k, "value": v} for k, v in changes.items()])
 
 
 def _is_scalar(value: Any) -> bool:

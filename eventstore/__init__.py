@@ -7,6 +7,7 @@ The core lives here; each backend is a subpackage that owns its driver:
 
 from ._audit import UNKEYED_LIMITS, AuditReport, Finding
 from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, fold, prepare_append
+from ._canonical import canonical_json
 from ._chain import BrokenLink, compute_hash, seal, validate_batch, verify_events
 from ._checkpoints import (
     Checkpoint,
@@ -47,7 +48,17 @@ from ._errors import (
     UsageError,
     stream_name,
 )
-from ._event import SCHEMA_VERSION, ErrorInfo, Event, EventKind, Lineage, Recorded, StreamId, utcnow
+from ._event import (
+    SCHEMA_VERSION,
+    ErrorInfo,
+    Event,
+    EventKind,
+    LegacyV1,
+    Lineage,
+    Recorded,
+    StreamId,
+    utcnow,
+)
 from ._export import (
     EXPORT_FORMAT_VERSION,
     audit_export,
@@ -57,6 +68,7 @@ from ._export import (
     iter_export,
 )
 from ._memory import MemoryEventStore
+from ._ops import apply_ops, diff_ops, ops_of_delta
 from ._resource import AsyncResource
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
@@ -98,6 +110,7 @@ __all__ = [
     "InvalidEventError",
     "KeyFileError",
     "KeyMismatchError",
+    "LegacyV1",
     "Lineage",
     "MemoryEventStore",
     "Recorded",
@@ -119,8 +132,11 @@ __all__ = [
     "apply_event",
     "audit_export",
     "audit_file",
+    "apply_ops",
     "canonical_bytes",
+    "canonical_json",
     "compute_hash",
+    "diff_ops",
     "export_streams",
     "fold",
     "generate_key_files",
@@ -131,6 +147,7 @@ __all__ = [
     "load_public_key",
     "load_state",
     "merkle_root",
+    "ops_of_delta",
     "prepare_append",
     "register_upcaster",
     "seal",

@@ -1,8 +1,9 @@
 """The hash chain: pure functions to seal a batch and to verify a stream.
 
 Each event's ``hash`` is SHA-256 (or HMAC-SHA-256 with a key) over its
-canonical encoding, which includes ``prev_hash`` - the previous event's hash,
-``""`` for sequence 0. Changing any byte of an event, its sequence, or the order
+canonical encoding (``canonical_bytes``: RFC 8785 JSON of every field but
+``hash``), which includes ``prev_hash`` - the previous event's hash, ``""``
+for sequence 0. Changing any byte of an event, its sequence, or the order
 of events breaks the chain at that event or the next one.
 """
 
@@ -16,15 +17,15 @@ import msgspec
 
 from ._codec import (
     ENCODE_ERRORS,
-    _canonical_encoder,
     _explain,
     _is_str,
     _wrong_type,
     canonical_bytes,
     check_values,
 )
-from ._errors import InvalidEventError
+from ._errors import EncodingError, InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
+from ._ops import check_ops
 
 __all__ = [
     "BrokenLink",
@@ -57,7 +58,7 @@ class BrokenLink(msgspec.Struct, frozen=True, kw_only=True):
 #: ``__new__`` a NamedTuple has (~0.3 us less per append).
 _new_tuple = tuple.__new__
 _sha256 = hashlib.sha256
-_encode_canonical = _canonical_encoder.encode
+_encode_canonical = canonical_bytes
 #: An HMAC-SHA-256 object per key with nothing fed yet: ``copy()`` reuses its
 #: hashed pads instead of ``hmac.new`` deriving them again for every event.
 _HMACS: dict[bytes, hmac.HMAC] = {}
@@ -158,6 +159,8 @@ def check_event(event: Event, stream: StreamId, want: int) -> None:
             f"event {stream}#{want}: expected {SCHEMA_VERSION} at `$.schema_version` "
             f"(new events are written at it), got {version}"
         )
+    if event.ops:
+        check_ops(event.ops, f"event {stream}#{want}")
     check_values(event, stream, want)
 
 
@@ -166,7 +169,7 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
     sealed = []
     replace = msgspec.structs.replace
     set_hash = msgspec.structs.force_setattr
-    encode = _encode_canonical  # canonical_bytes of ``linked``, whose hash is blank
+    encode = _encode_canonical  # canonical_bytes of ``linked`` (never covers ``hash``)
     try:
         for event in events:
             linked = replace(event, prev_hash=prev_hash, hash="")
@@ -179,6 +182,8 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
             set_hash(linked, "hash", digest)
             sealed.append(linked)
             prev_hash = digest
+    except EncodingError:  # no canonical form (an unsafe int, NaN): it names the path
+        raise
     except ENCODE_ERRORS as exc:  # a lone surrogate in the identity, say
         raise _explain(event, exc) from exc
     return sealed
@@ -193,6 +198,8 @@ def seal_one(event: Event, prev_hash: str, key: bytes | None = None) -> tuple[Ev
     linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
     try:
         data = _encode_canonical(linked)
+    except EncodingError:
+        raise
     except ENCODE_ERRORS as exc:
         raise _explain(event, exc) from exc
     raw = bytearray(_sha256(data).digest() if key is None else _keyed(data, key).digest())

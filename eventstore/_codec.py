@@ -1,16 +1,18 @@
 """Encoding events: the canonical form (hashed), the stored body, the wire form.
 
-* The **canonical encoding** is JSON with dict keys sorted (msgspec
-  ``order="deterministic"``) of the whole event with ``hash`` set to ``""``.
-  The hash chain is computed over it, whatever codec stores the event, so an
-  event keeps its hash through export, import and Kafka.
+* The **canonical encoding** (``canonical_bytes``) is the RFC 8785 JSON of
+  ``hash_view(event)``: every field but ``hash``, timestamps as statelog's
+  own RFC 3339 strings. The hash chain is computed over it, whatever codec
+  stores the event, so an event keeps its hash through export, import and
+  Kafka, and any language can recompute it. Events written as schema v1 keep
+  the v1 rule (``_v1``).
 * The **wire encoding** (``Codec.encode_event``) is the full event in JSON (the
   default) or msgpack: what Kafka records and export files carry.
 * The **stored body** is what the SQLite store keeps per row: the event minus
   its identity and chain fields (those are columns), with short keys and
   defaults omitted, in JSON or msgpack.
 
-Values in ``inputs``, ``writes`` and ``result`` must be plain data: ``None``,
+Values in ``inputs``, ``ops``, ``result`` and ``data`` must be plain data: ``None``,
 ``bool``, ``int``, ``float``, ``str``, lists and dicts with ``str`` keys.
 ``to_plain`` turns other msgspec-encodable values (tuples, datetimes, structs)
 into that form, so what an application holds equals what a replay yields.
@@ -33,8 +35,11 @@ from typing import Any, Literal
 
 import msgspec
 
+from ._canonical import canonical_json
 from ._errors import EncodingError, InvalidEventError, SchemaVersionError, stream_name
-from ._event import _EPOCH, SCHEMA_VERSION, ErrorInfo, Event, Lineage
+from ._event import _EPOCH, SCHEMA_VERSION, ErrorInfo, Event, LegacyV1, Lineage
+from ._ops import apply_ops, ops_of_delta
+from ._v1 import upcast_v1_to_v2, v1_canonical_bytes
 
 __all__ = [
     "Codec",
@@ -51,29 +56,256 @@ __all__ = [
 CodecName = Literal["json", "msgpack"]
 
 #: How deep dicts and lists may nest in one value field of an event
-#: (``inputs``, ``writes``, ``result``), counting the field's own dict or list:
-#: ``writes={"a": [1]}`` is two levels deep.
+#: (``inputs``, ``ops``, ``result``, ``data``), counting the field's own dict or
+#: list: ``inputs={"a": [1]}`` is two levels deep (an op's value is two deeper
+#: than the ``ops`` list).
 MAX_VALUE_DEPTH = 64
 
-#: The ints every codec reads back as the same int: msgpack holds -2**63 to
-#: 2**64 - 1 (JSON holds any), and an event may move between codecs (export,
-#: import, a relay to Kafka).
-_INT_MIN = -(2**63)
-_INT_MAX = 2**64 - 1
-_INT_RANGE = "an int from -2**63 to 2**64 - 1"
+#: The ints an event may hold: what a JSON number holds exactly, so every codec
+#: reads them back as the same int and the canonical form (RFC 8785, the hash
+#: input) has them.
+_INT_MIN = -(2**53 - 1)
+_INT_MAX = 2**53 - 1
+_INT_RANGE = "an int within +-(2**53 - 1) (a JSON number holds it exactly)"
 _PLAIN = "JSON data (None, bool, int, float, str, list, dict with str keys)"
 _ZERO = timedelta(0)
 
-_canonical_encoder = msgspec.json.Encoder(order="deterministic")
 _json_encoder = msgspec.json.Encoder()
 _json_decoder = msgspec.json.Decoder()
+_sorted_encode = msgspec.json.Encoder(order="sorted").encode
+
+
+_MAX_INT = 2**53 - 1
+
+
+def _plain_json(value: Any) -> bool:
+    """True when msgspec's sorted JSON of ``value`` is its RFC 8785 form.
+
+    That is: only ``None``, ``bool``, ``str``, ``int`` within +-(2**53 - 1), and
+    lists and dicts of them whose member names are ``str`` below U+E000 (where
+    code-point order is UTF-16 order) - no float. Anything else returns False,
+    and ``canonical_json`` then gives the bytes or raises naming the path. A
+    tight loop without paths: this runs on every append.
+    """
+    t = type(value)
+    if t is str or value is None or t is bool:
+        return True
+    if t is int:
+        return bool(-_MAX_INT <= value <= _MAX_INT)
+    if t is dict:
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and max(key) >= "\ue000"):
+                return False
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if not -_MAX_INT <= item <= _MAX_INT:
+                    return False
+                continue
+            if not _plain_json(item):
+                return False
+        return True
+    if t is list:
+        for item in value:
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if not -_MAX_INT <= item <= _MAX_INT:
+                    return False
+                continue
+            if not _plain_json(item):
+                return False
+        return True
+    return False
+
+
+def _plain_ops(ops: list[dict[str, Any]]) -> bool:
+    """``_plain_json(ops)`` for a list of operations, with the members inlined."""
+    for op in ops:
+        if type(op) is not dict:
+            return False
+        for key, item in op.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if not -_MAX_INT <= item <= _MAX_INT:
+                    return False
+                continue
+            if not _plain_json(item):
+                return False
+    return True
+
+
+def format_timestamp(ts: datetime) -> str:
+    """``ts`` as the canonical form writes it: RFC 3339 UTC, 6 fractional digits, ``Z``.
+
+    The layout is fixed here, not left to a library's defaults: Python's
+    ``isoformat`` with ``timespec="microseconds"`` always writes 4-digit years
+    and 6 fractional digits; a naive datetime is taken as UTC, an aware one is
+    converted to UTC, and the offset is written ``Z``.
+    """
+    tz = ts.tzinfo
+    if tz is UTC:  # what utcnow() and every decoder give: the fast path
+        return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+    if tz is None:
+        return ts.isoformat(timespec="microseconds") + "Z"
+    if ts.utcoffset():
+        ts = ts.astimezone(UTC)
+    # aware UTC: "YYYY-MM-DDTHH:MM:SS.ffffff+00:00", the offset replaced by "Z"
+    return ts.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def hash_view(event: Event) -> dict[str, Any]:
+    """The JSON object a v2 event's hash covers: every field but ``hash`` (and ``legacy``).
+
+    Every field is present, defaults included; ``prev_hash`` is a member like
+    any other; ``timestamp`` is ``format_timestamp``'s string; ``error`` and
+    ``parent`` are objects with all their members.
+    """
+    error = event.error
+    parent = event.parent
+    return {
+        "partition_key": event.partition_key,
+        "app_id": event.app_id,
+        "sequence_id": event.sequence_id,
+        "kind": event.kind,
+        "action": event.action,
+        "next_action": event.next_action,
+        "inputs": event.inputs,
+        "ops": event.ops,
+        "result": event.result,
+        "error": None
+        if error is None
+        else {"type": error.type, "message": error.message, "traceback": error.traceback},
+        "timestamp": format_timestamp(event.timestamp),
+        "duration_us": event.duration_us,
+        "attempt": event.attempt,
+        "parent": None
+        if parent is None
+        else {
+            "partition_key": parent.partition_key,
+            "app_id": parent.app_id,
+            "sequence_id": parent.sequence_id,
+            "relation": parent.relation,
+        },
+        "actor": event.actor,
+        "correlation_id": event.correlation_id,
+        "data": event.data,
+        "schema_version": event.schema_version,
+        "prev_hash": event.prev_hash,
+    }
+
+
+class _HashError(msgspec.Struct, frozen=True, gc=False):
+    """``error`` in the hash view: every member, in name order."""
+
+    message: str
+    traceback: list[str]
+    type: str
+
+
+class _HashParent(msgspec.Struct, frozen=True, gc=False):
+    """``parent`` in the hash view: every member, in name order."""
+
+    app_id: str
+    partition_key: str
+    relation: str
+    sequence_id: int
+
+
+class _HashView(msgspec.Struct, frozen=True, gc=False):
+    """``hash_view`` as a struct: its fields declared in name order, so msgspec's
+    ``order="deterministic"`` (dict keys sorted, struct fields as declared) writes
+    the members sorted, as RFC 8785 does, without building a dict per event."""
+
+    action: str | None
+    actor: str | None
+    app_id: str
+    attempt: int
+    correlation_id: str | None
+    data: dict[str, Any]
+    duration_us: int
+    error: _HashError | None
+    inputs: dict[str, Any]
+    kind: str
+    next_action: str | None
+    ops: list[dict[str, Any]]
+    parent: _HashParent | None
+    partition_key: str
+    prev_hash: str
+    result: Any
+    schema_version: int
+    sequence_id: int
+    timestamp: str
+
+
+_encode_view = msgspec.json.Encoder(order="deterministic").encode
 
 
 def canonical_bytes(event: Event) -> bytes:
-    """The bytes the hash chain covers: the event as sorted-key JSON, ``hash`` blank."""
-    if event.hash:
-        event = msgspec.structs.replace(event, hash="")
-    return _canonical_encoder.encode(event)
+    """The bytes the hash chain covers (``hash`` itself never is).
+
+    A v2 event: the RFC 8785 canonical JSON of ``hash_view(event)``, through
+    msgspec when the user values (``inputs``, ``ops``, ``result``, ``data``,
+    the traceback) hold no float and no member name at or above U+E000 - the
+    fixed fields never do. A v1 event (``legacy`` set): the v1 rule, msgspec's
+    deterministic JSON of the frozen v1 struct. Raises ``EncodingError``
+    (with the path) for a value with no canonical form: an int beyond
+    +-(2**53 - 1), NaN or infinity, a non-str key.
+    """
+    if event.legacy is not None:
+        return v1_canonical_bytes(event)
+    inputs = event.inputs
+    result = event.result
+    data = event.data
+    error = event.error
+    try:
+        # the fixed fields hold no float and ASCII names: only user values are checked
+        if not (
+            (not inputs or _plain_json(inputs))
+            and _plain_ops(event.ops)
+            and (result is None or _plain_json(result))
+            and (not data or _plain_json(data))
+            and (error is None or _plain_json(error.traceback))
+        ):
+            return canonical_json(hash_view(event))  # floats, odd names; or raises
+        parent = event.parent
+        return _encode_view(
+            _HashView(
+                event.action,
+                event.actor,
+                event.app_id,
+                event.attempt,
+                event.correlation_id,
+                data,
+                event.duration_us,
+                None if error is None else _HashError(error.message, error.traceback, error.type),
+                inputs,
+                event.kind,
+                event.next_action,
+                event.ops,
+                None
+                if parent is None
+                else _HashParent(
+                    parent.app_id, parent.partition_key, parent.relation, parent.sequence_id
+                ),
+                event.partition_key,
+                event.prev_hash,
+                result,
+                event.schema_version,
+                event.sequence_id,
+                format_timestamp(event.timestamp),
+            )
+        )
+    except UnicodeEncodeError as exc:
+        raise EncodingError(
+            "a string holds a lone surrogate, which has no UTF-8 form", path="$"
+        ) from exc
 
 
 # --------------------------------------------------------------------------- values
@@ -270,11 +502,12 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
 
     ``InvalidEventError`` for a field of the wrong type, ``EncodingError`` for a
     value no codec reads back as it is: a non-JSON value (set, bytes,
-    datetime, tuple, ...) in ``inputs``/``writes``/``result``, NaN or
-    Infinity, a non-str dict key, an int outside -2**63..2**64 - 1, nesting
+    datetime, tuple, ...) in ``inputs``/``ops``/``result``/``data``, NaN or
+    Infinity, a non-str dict key, an int outside +-(2**53 - 1), nesting
     deeper than ``MAX_VALUE_DEPTH``, a timestamp with a UTC offset other than
-    zero. Both say where (``$.writes.tags[2]``), what was expected and what
-    came in. Lone surrogates in strs are refused by the encoders (``_explain``).
+    zero. Both say where (``$.ops[0].value.tags[2]``), what was expected and
+    what came in. The shape of each op is ``check_ops``'s. Lone surrogates in
+    strs are refused by the encoders (``_explain``).
     The identity, ``sequence_id``, ``kind`` and ``schema_version`` are
     ``check_event``'s. One walk over the values; the fields are plain type
     checks, exact types first.
@@ -288,6 +521,9 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     value = event.correlation_id
     if value is not None and type(value) is not str and not _is_str(value):
         raise _wrong_type(stream, sequence_id, "$.correlation_id", "str or None", value)
+    value = event.actor
+    if value is not None and type(value) is not str and not _is_str(value):
+        raise _wrong_type(stream, sequence_id, "$.actor", "str or None", value)
     value = event.timestamp
     if type(value) is not datetime and not isinstance(value, datetime):
         raise _wrong_type(stream, sequence_id, "$.timestamp", "datetime", value)
@@ -301,23 +537,19 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
             "a datetime in UTC or naive (msgpack keeps no other offset)",
             value.isoformat(),
         )
-    value = event.duration
-    if type(value) is not float:
-        raise _wrong_type(stream, sequence_id, "$.duration", "float", value)
-    if not isfinite(value):
-        raise _refused(stream, sequence_id, "$.duration", "a finite float", repr(value))
+    value = event.duration_us
+    if type(value) is not int:
+        raise _wrong_type(stream, sequence_id, "$.duration_us", "int", value)
+    if not _INT_MIN <= value <= _INT_MAX:
+        raise _refused(stream, sequence_id, "$.duration_us", _INT_RANGE, str(value))
     value = event.attempt
     if type(value) is not int:
         raise _wrong_type(stream, sequence_id, "$.attempt", "int", value)
     if not _INT_MIN <= value <= _INT_MAX:
         raise _refused(stream, sequence_id, "$.attempt", _INT_RANGE, str(value))
-    value = event.deletes
-    if type(value) is not list and (not isinstance(value, list) or isinstance(value, tuple)):
-        raise _wrong_type(stream, sequence_id, "$.deletes", "a list of str", value)
-    if value:
-        for index, key in enumerate(value):
-            if type(key) is not str and not _is_str(key):
-                raise _wrong_type(stream, sequence_id, f"$.deletes[{index}]", "str", key)
+    value = event.legacy
+    if value is not None and not isinstance(value, LegacyV1):
+        raise _wrong_type(stream, sequence_id, "$.legacy", "LegacyV1 or None", value)
     if event.error is not None:
         _check_error(event.error, stream, sequence_id)
     if event.parent is not None:
@@ -325,13 +557,17 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     inputs = event.inputs
     if type(inputs) is not dict and not isinstance(inputs, dict):
         raise _wrong_type(stream, sequence_id, "$.inputs", "dict", inputs)
-    writes = event.writes
-    if type(writes) is not dict and not isinstance(writes, dict):
-        raise _wrong_type(stream, sequence_id, "$.writes", "dict", writes)
+    ops = event.ops
+    if type(ops) is not list:
+        raise _wrong_type(stream, sequence_id, "$.ops", "a list of ops", ops)
+    data = event.data
+    if type(data) is not dict and not isinstance(data, dict):
+        raise _wrong_type(stream, sequence_id, "$.data", "dict", data)
     # the one walk over the values
-    field = "writes"
+    field = "ops"
     try:
-        _check_dict(writes, 1)
+        if ops:
+            _check_list(ops, 1)
         if inputs:
             field = "inputs"
             _check_dict(inputs, 1)
@@ -339,6 +575,9 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
         if value is not None:
             field = "result"
             _check_item(value, type(value), 0)
+        if data:
+            field = "data"
+            _check_dict(data, 1)
     except _Refusal as refusal:
         raise _located(refusal, field, stream, sequence_id) from None
 
@@ -350,6 +589,12 @@ def _check_error(error: Any, stream: tuple[str, str], sequence_id: int) -> None:
         value = getattr(error, name)
         if not _is_str(value):
             raise _wrong_type(stream, sequence_id, f"$.error.{name}", "str", value)
+    frames = error.traceback
+    if type(frames) is not list:
+        raise _wrong_type(stream, sequence_id, "$.error.traceback", "a list of str", frames)
+    for index, line in enumerate(frames):
+        if not _is_str(line):
+            raise _wrong_type(stream, sequence_id, f"$.error.traceback[{index}]", "str", line)
 
 
 def _check_parent(parent: Any, stream: tuple[str, str], sequence_id: int) -> None:
@@ -373,15 +618,17 @@ def _lone_surrogate(event: Event) -> tuple[str, str] | None:
         for name in ("partition_key", "app_id", "kind", "action", "next_action")
     ]
     fields.append(("$.correlation_id", event.correlation_id))
-    fields += [(f"$.deletes[{i}]", key) for i, key in enumerate(event.deletes)]
+    fields.append(("$.actor", event.actor))
     if isinstance(event.error, ErrorInfo):
         fields += [("$.error.type", event.error.type), ("$.error.message", event.error.message)]
+        fields.append(("$.error.traceback", event.error.traceback))
     if isinstance(event.parent, Lineage):
         fields += [
             (f"$.parent.{name}", getattr(event.parent, name))
             for name in ("partition_key", "app_id", "relation")
         ]
-    fields += [("$.inputs", event.inputs), ("$.writes", event.writes), ("$.result", event.result)]
+    fields += [("$.inputs", event.inputs), ("$.ops", event.ops), ("$.result", event.result)]
+    fields.append(("$.data", event.data))
     for path, value in fields:
         found = _surrogate_in(value, path)
         if found is not None:
@@ -416,7 +663,8 @@ def _surrogate_in(value: Any, path: str, depth: int = 0) -> tuple[str, str] | No
 # --------------------------------------------------------------------------- upcasting
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-_UPCASTERS: dict[int, Upcaster] = {}
+#: statelog's own upcasters; v1 -> v2 turns writes/deletes into set/delete ops.
+_UPCASTERS: dict[int, Upcaster] = {1: upcast_v1_to_v2}
 
 
 def register_upcaster(from_version: int, function: Upcaster) -> None:
@@ -464,41 +712,59 @@ def upcast(raw: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- stored body
 
 
+_V1_ONLY = frozenset({"duration"})
+
 # _Body and _Delta (like Event, ErrorInfo and Lineage) opt out of the cyclic GC
 # (gc=False): they hold plain decoded data, which never refers back to them, so
 # no reference cycle passes through one.
 
 
 class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """An event without identity and chain fields, as one SQLite row stores it."""
+    """An event without identity and chain fields, as one SQLite row stores it.
+
+    ``v`` defaults to 1 because v1 left it out; v2 bodies always carry
+    ``"v":2``. ``w`` and ``d`` (``writes``, ``deletes``) are v1's delta; a v2
+    body uses them too, as a compact form of ``ops`` when the ops are only
+    ``set`` ops then ``delete`` ops, each key once (``_as_delta``): the same
+    ops come back in the same order, folding is a ``dict.update``, and the
+    row is as small as before. ``du`` (float seconds) is v1's only.
+    """
 
     kind: str = msgspec.field(name="k")
     action: str | None = msgspec.field(default=None, name="a")
     next_action: str | None = msgspec.field(default=None, name="n")
     inputs: dict[str, Any] = msgspec.field(default_factory=dict, name="i")
-    writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
-    deletes: list[str] = msgspec.field(default_factory=list, name="d")
+    ops: list[dict[str, Any]] = msgspec.field(default_factory=list, name="o")
     result: Any = msgspec.field(default=None, name="r")
     error: ErrorInfo | None = msgspec.field(default=None, name="e")
     timestamp: datetime = msgspec.field(default=_EPOCH, name="t")
-    duration: float = msgspec.field(default=0.0, name="du")
+    duration_us: int = msgspec.field(default=0, name="us")
     attempt: int = msgspec.field(default=1, name="at")
     parent: Lineage | None = msgspec.field(default=None, name="p")
+    actor: str | None = msgspec.field(default=None, name="ac")
     correlation_id: str | None = msgspec.field(default=None, name="c")
-    schema_version: int = msgspec.field(default=SCHEMA_VERSION, name="v")
+    data: dict[str, Any] = msgspec.field(default_factory=dict, name="x")
+    schema_version: int = msgspec.field(default=1, name="v")
+    legacy: LegacyV1 | None = msgspec.field(default=None, name="l")
+    writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
+    deletes: list[str] = msgspec.field(default_factory=list, name="d")
+    duration: float = msgspec.field(default=0.0, name="du")
 
 
 class _Delta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """Just the state delta of a stored body: the fast path for folding."""
+    """Just the state change of a stored body: the fast path for folding."""
 
+    ops: list[dict[str, Any]] = msgspec.field(default_factory=list, name="o")
     writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
     deletes: list[str] = msgspec.field(default_factory=list, name="d")
-    schema_version: int = msgspec.field(default=SCHEMA_VERSION, name="v")
+    schema_version: int = msgspec.field(default=1, name="v")
 
 
-_BODY_KEYS = {f.name: f.encode_name for f in msgspec.structs.fields(_Body)}
+#: The v2 part of ``_Body`` (every field before the v1-only ``w``, ``d``, ``du``).
+_BODY_FIELDS = [f for f in msgspec.structs.fields(_Body) if f.name not in _V1_ONLY]
+_BODY_KEYS = {f.name: f.encode_name for f in _BODY_FIELDS}
 
-#: ``_Body`` for encoding, built positionally (faster than 14 keywords): the same
+#: ``_Body`` for encoding, built positionally (faster than 16 keywords): the v2
 #: fields in the same order, with the same keys and defaults, so the same bytes.
 _BodyOut = msgspec.defstruct(
     "_BodyOut",
@@ -517,7 +783,7 @@ _BodyOut = msgspec.defstruct(
                 ),
             ),
         )
-        for f in msgspec.structs.fields(_Body)
+        for f in _BODY_FIELDS
     ],
     frozen=True,
     omit_defaults=True,
@@ -528,22 +794,59 @@ _BodyOut = msgspec.defstruct(
 
 def _body_of(event: Event) -> Any:
     """The ``_BodyOut`` of an event: what its stored body encodes."""
+    ops = event.ops
+    delta = _as_delta(ops)
+    if delta is None:
+        writes: dict[str, Any] = {}
+        deletes: list[str] = []
+    else:
+        ops = []
+        writes, deletes = delta
     return _BodyOut(
         event.kind,
         event.action,
         event.next_action,
         event.inputs,
-        event.writes,
-        event.deletes,
+        ops,
         event.result,
         event.error,
         event.timestamp,
-        event.duration,
+        event.duration_us,
         event.attempt,
         event.parent,
+        event.actor,
         event.correlation_id,
+        event.data,
         event.schema_version,
+        event.legacy,
+        writes,
+        deletes,
     )
+
+
+def _as_delta(ops: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]] | None:
+    """``(writes, deletes)`` when ``ops`` are ``set`` ops then ``delete`` ops, each key
+    once, so ``ops_of_delta(writes, deletes) == ops``; else ``None``."""
+    if not ops:
+        return None
+    writes: dict[str, Any] = {}
+    deletes: list[str] = []
+    for op in ops:
+        kind = op.get("op")
+        key = op.get("key")
+        if type(key) is not str:
+            return None
+        if kind == "set" and not deletes and len(op) == 3 and "value" in op:
+            if key in writes:
+                return None
+            writes[key] = op["value"]
+        elif kind == "delete" and len(op) == 2:
+            if key in writes or key in deletes:
+                return None
+            deletes.append(key)
+        else:
+            return None
+    return writes, deletes
 
 
 class Codec:
@@ -634,10 +937,16 @@ class Codec:
             raise EncodingError(f"corrupt stored event: {exc}", path=_path_of(exc)) from exc
         except msgspec.DecodeError as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
-        event = _event_from_body(b, partition_key, app_id, sequence_id, prev_hash, hash)
-        if upcast_old and b.schema_version != SCHEMA_VERSION:
-            event = _convert_event(upcast(msgspec.to_builtins(event)))
-        return event
+        if b.schema_version == SCHEMA_VERSION:
+            return _event_from_body(b, partition_key, app_id, sequence_id, prev_hash, hash)
+        if b.schema_version > SCHEMA_VERSION:
+            raise SchemaVersionError(b.schema_version, SCHEMA_VERSION)
+        # An older body is always carried forward, ``upcast_old`` or not: the
+        # v1 -> v2 upcaster keeps the v1 fields in ``legacy``, so the event
+        # still hashes as it was written (the chain is checked on this form).
+        return _convert_event(
+            upcast(_v1_raw(b, partition_key, app_id, sequence_id, prev_hash, hash))
+        )
 
     def decode_rows(self, rows: Sequence[Sequence[Any]], prevs: Sequence[bytes]) -> list[Event]:
         """Decode stored rows ``(body, partition_key, app_id, sequence_id, hash, ...)``.
@@ -692,31 +1001,47 @@ class Codec:
         ]
 
     def fold_deltas(
-        self, rows: Sequence[Sequence[Any]], state: dict[str, Any], start: int = 0
+        self,
+        rows: Sequence[Sequence[Any]],
+        state: dict[str, Any],
+        start: int = 0,
+        owned: set[str] | None = None,
     ) -> int:
         """Fold the deltas of stored bodies ``rows[start:]`` (rows ``(body,)``) onto ``state``.
 
-        The fast fold path: only ``writes`` and ``deletes`` are decoded, in one
-        loop with no call per row. Returns ``len(rows)``, or the index of the
-        first body with an older ``schema_version``, which is not folded: the
-        caller decodes (upcasts) that one fully and goes on after it.
+        The fast fold path: only ``ops`` (v1 bodies: ``writes`` and ``deletes``,
+        which fold as the v1 -> v2 upcaster's ``set`` and ``delete`` ops) are
+        decoded. ``owned`` is ``apply_ops``'s set of keys this fold may grow in
+        place; pass the same set when a caller goes on after an index this
+        returned. Returns ``len(rows)``, or the index of the first body of
+        another ``schema_version`` (not 2 or 1), which is not folded: the caller
+        decodes it (which upcasts or refuses) and goes on after it.
         """
         decode = self._delta_dec.decode
         update = state.update
         pop = state.pop
         current = SCHEMA_VERSION
+        mine: set[str] = set() if owned is None else owned
+        discard = mine.discard
         index = start
         try:
             # unpacking each row in the loop header: ~4% less than rows[index][0]
             for index, (body,) in enumerate(islice(rows, start, None), start):
                 d: _Delta = decode(body)
-                if d.schema_version != current:
+                if d.schema_version == current:
+                    if d.ops:
+                        apply_ops(state, d.ops, mine)
+                        continue
+                    # else the compact form (set ops, then delete ops): as v1 folds
+                elif d.schema_version != 1:  # newer (refused) or older: decoded fully
                     return index
                 if d.writes:
                     update(d.writes)
-                if d.deletes:
-                    for key in d.deletes:
-                        pop(key, None)
+                    for key in d.writes:
+                        discard(key)
+                for key in d.deletes:
+                    pop(key, None)
+                    discard(key)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
         return len(rows)
@@ -734,19 +1059,49 @@ def _event_from_body(
         action=b.action,
         next_action=b.next_action,
         inputs=b.inputs,
-        writes=b.writes,
-        deletes=b.deletes,
+        ops=b.ops if not (b.writes or b.deletes) else ops_of_delta(b.writes, b.deletes),
         result=b.result,
         error=b.error,
         timestamp=b.timestamp,
-        duration=b.duration,
+        duration_us=b.duration_us,
         attempt=b.attempt,
         parent=b.parent,
+        actor=b.actor,
         correlation_id=b.correlation_id,
+        data=b.data,
         schema_version=b.schema_version,
         prev_hash=prev_hash,
         hash=hash,
+        legacy=b.legacy,
     )
+
+
+def _v1_raw(
+    b: _Body, partition_key: str, app_id: str, sequence_id: int, prev_hash: str, hash: str
+) -> dict[str, Any]:
+    """A v1 stored body as the raw v1 event dict the upcasters take."""
+    to_builtins = msgspec.to_builtins
+    return {
+        "partition_key": partition_key,
+        "app_id": app_id,
+        "sequence_id": sequence_id,
+        "kind": b.kind,
+        "action": b.action,
+        "next_action": b.next_action,
+        "inputs": b.inputs,
+        "writes": b.writes,
+        "deletes": b.deletes,
+        "result": b.result,
+        "error": to_builtins(b.error),
+        "timestamp": to_builtins(b.timestamp),
+        "duration": b.duration,
+        "attempt": b.attempt,
+        "parent": to_builtins(b.parent),
+        "correlation_id": b.correlation_id,
+        "schema_version": b.schema_version,
+        "prev_hash": prev_hash,
+        "hash": hash,
+    }
 
 
 def _convert_event(raw: Mapping[str, Any]) -> Event:

@@ -141,7 +141,7 @@ class IntegrityError(StoreError):
 
 
 class EncodingError(StatelogError, ValueError):
-    """A value cannot be encoded or decoded; ``path`` says where (``$.writes.x``)."""
+    """A value cannot be encoded or decoded; ``path`` says where (``$.ops[0].value``)."""
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path

@@ -13,6 +13,7 @@ __all__ = [
     "ErrorInfo",
     "Event",
     "EventKind",
+    "LegacyV1",
     "Lineage",
     "Recorded",
     "StreamId",
@@ -20,7 +21,7 @@ __all__ = [
 ]
 
 #: The schema version this statelog writes. Older versions are upcast on read.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StreamId(NamedTuple):
@@ -34,14 +35,24 @@ class StreamId(NamedTuple):
 
 
 class EventKind(StrEnum):
-    """The kinds of event statelog itself writes. Stores accept any non-empty kind."""
+    """The kinds of event statelog itself writes. Stores accept any non-empty kind.
+
+    docs/wire-format.md lists the fields each kind sets.
+    """
 
     APP_INITIALIZED = "app_initialized"
+    RUN_STARTED = "run_started"
     ACTION_COMPLETED = "action_completed"
+    ATTEMPT_FAILED = "attempt_failed"
     ACTION_FAILED = "action_failed"
-    FORKED = "forked"
     HALTED = "halted"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    INPUT_RECEIVED = "input_received"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FORKED = "forked"
     CHILD_COMPLETED = "child_completed"
+    GRAPH_CHANGED = "graph_changed"
 
 
 # gc=False (Lineage, ErrorInfo, Event): these frozen structs hold plain data -
@@ -63,10 +74,29 @@ class Lineage(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
 
 
 class ErrorInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
-    """What went wrong in a failed action step."""
+    """What went wrong in a failed attempt or action step.
+
+    ``traceback`` is a bounded summary of where it was raised, innermost frame
+    last, each ``"file:line in function"`` (the engine keeps at most 8 frames
+    of at most 200 characters each).
+    """
 
     type: str
     message: str
+    traceback: list[str] = []
+
+
+class LegacyV1(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The fields of a schema v1 event that v2 does not keep as they were.
+
+    Set only on events written as v1 and carried forward by the upcaster: the
+    v1 hash is recomputed from them (``writes``, ``deletes``, ``duration`` in
+    float seconds), while folding uses the event's ``ops``.
+    """
+
+    writes: dict[str, Any] = {}
+    deletes: list[str] = []
+    duration: float = 0.0
 
 
 def utcnow() -> datetime:
@@ -77,12 +107,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """One immutable step of one stream.
+    """One immutable record of one stream (schema v2).
 
-    ``sequence_id`` is the offset in the stream (dense, from 0). ``writes`` and
-    ``deletes`` are the state delta; folding applies them in sequence order.
-    ``prev_hash``/``hash`` form a SHA-256 (or HMAC-SHA-256) chain over the
-    canonical encoding; stores set them on append.
+    ``sequence_id`` is the offset in the stream (dense, from 0). ``ops`` is the
+    state change as operations (``_ops``); folding applies them in sequence
+    order. ``inputs`` holds only what the action declared (``run_started``: the
+    run's inputs, once). ``data`` holds the kind-specific fields
+    (docs/wire-format.md lists them per kind). ``duration_us`` is integer
+    microseconds: no fixed field holds a float, so the canonical form of an
+    event whose user values hold no float is msgspec's sorted JSON.
+    ``prev_hash``/``hash`` form a SHA-256 (or HMAC-SHA-256) chain over the RFC
+    8785 canonical JSON of the event; stores set them on append. ``legacy`` is
+    set only on events written as schema v1 (see ``LegacyV1``).
     """
 
     partition_key: str
@@ -92,18 +128,20 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     action: str | None = None
     next_action: str | None = None
     inputs: dict[str, Any] = {}
-    writes: dict[str, Any] = {}
-    deletes: list[str] = []
+    ops: list[dict[str, Any]] = []
     result: Any = None
     error: ErrorInfo | None = None
     timestamp: datetime = _EPOCH
-    duration: float = 0.0
+    duration_us: int = 0
     attempt: int = 1
     parent: Lineage | None = None
+    actor: str | None = None
     correlation_id: str | None = None
+    data: dict[str, Any] = {}
     schema_version: int = SCHEMA_VERSION
     prev_hash: str = ""
     hash: str = ""
+    legacy: LegacyV1 | None = None
 
     @property
     def stream(self) -> StreamId:

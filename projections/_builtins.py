@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 _json = msgspec.json.Encoder()
+_ATTEMPT_FAILED = EventKind.ATTEMPT_FAILED.value
 _decode = msgspec.json.Decoder(dict[str, Any])
 
 
@@ -58,7 +59,7 @@ class AuditTrailProjection(Projection):
     """One row per event: when, which app, which action, inputs, changes, attempt, error."""
 
     name = "audit_trail"
-    version = 1
+    version = 2
     tables = ("audit_trail",)
 
     async def setup(self, ctx: ProjectionContext) -> None:
@@ -72,13 +73,15 @@ class AuditTrailProjection(Projection):
                 action TEXT,
                 next_action TEXT,
                 timestamp TEXT NOT NULL,
-                duration REAL NOT NULL,
+                duration_us INTEGER NOT NULL,
                 attempt INTEGER NOT NULL,
                 inputs TEXT NOT NULL,
-                writes TEXT NOT NULL,
-                deletes TEXT NOT NULL,
+                ops TEXT NOT NULL,
+                data TEXT NOT NULL,
                 error_type TEXT,
                 error_message TEXT,
+                error_traceback TEXT,
+                actor TEXT,
                 correlation_id TEXT,
                 hash TEXT NOT NULL,
                 PRIMARY KEY (partition_key, app_id, sequence_id)
@@ -102,7 +105,8 @@ def _audit_insert(table: str) -> str:
     # NULLIF(?, 0): audit_rows passes 0 for a missing text value (see there).
     return (
         f"INSERT OR IGNORE INTO {table} VALUES (NULLIF(?, 0), ?, ?, ?, ?, NULLIF(?, 0), "
-        "NULLIF(?, 0), ?, ?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0), ?)"
+        "NULLIF(?, 0), ?, ?, ?, ?, ?, ?, NULLIF(?, 0), NULLIF(?, 0), NULLIF(?, 0), "
+        "NULLIF(?, 0), NULLIF(?, 0), ?)"
     )
 
 
@@ -128,7 +132,8 @@ def audit_rows(records: Sequence[Recorded]) -> list[tuple[Any, ...]]:
         if len(stamp) != 27 or stamp[26] != "Z":
             stamp = iso(e.timestamp)
         error = e.error
-        deletes = e.deletes
+        ops = e.ops
+        data = e.data
         append(
             (
                 position,
@@ -139,13 +144,15 @@ def audit_rows(records: Sequence[Recorded]) -> list[tuple[Any, ...]]:
                 0 if e.action is None else e.action,
                 0 if e.next_action is None else e.next_action,
                 stamp,
-                e.duration,
+                e.duration_us,
                 e.attempt,
-                encode(e.inputs).decode(),
-                encode(e.writes).decode(),
-                encode(deletes).decode() if deletes else "[]",
+                encode(e.inputs).decode() if e.inputs else "{}",
+                encode(ops).decode() if ops else "[]",
+                encode(data).decode() if data else "{}",
                 0 if error is None else error.type,
                 0 if error is None else error.message,
+                0 if error is None or not error.traceback else "\n".join(error.traceback),
+                0 if e.actor is None else e.actor,
                 0 if e.correlation_id is None else e.correlation_id,
                 e.hash,
             )
@@ -212,17 +219,35 @@ class CurrentStateProjection(Projection):
         )
 
 
+#: The status an app is in after an event of each kind (others: "running";
+#: an action_completed with no next action - a v1 log's end - "completed").
 _STATUS = {
     EventKind.ACTION_FAILED.value: "failed",
     EventKind.HALTED.value: "halted",
+    EventKind.WAITING_FOR_INPUT.value: "waiting_for_input",
+    EventKind.COMPLETED.value: "completed",
+    EventKind.CANCELLED.value: "cancelled",
 }
+#: The statuses ``app_index`` uses.
+APP_STATUSES = ("running", "halted", "waiting_for_input", "completed", "failed", "cancelled")
+
+
+def app_status(kind: str, next_action: str | None) -> str:
+    """The ``app_index`` status after an event of ``kind`` that leaves ``next_action``."""
+    status = _STATUS.get(kind)
+    if status is not None:
+        return status
+    if next_action is None and kind == EventKind.ACTION_COMPLETED.value:
+        return "completed"
+    return "running"
 
 
 class AppIndexProjection(Projection):
-    """Per app: status, last sequence, last action, created and updated times, lineage."""
+    """Per app: status (``APP_STATUSES``), last sequence, last action, created and
+    updated times, lineage, and how many attempts failed."""
 
     name = "app_index"
-    version = 1
+    version = 2
     tables = ("app_index",)
 
     async def setup(self, ctx: ProjectionContext) -> None:
@@ -241,6 +266,7 @@ class AppIndexProjection(Projection):
                 parent_app_id TEXT,
                 parent_sequence_id INTEGER,
                 relation TEXT,
+                failed_attempts INTEGER NOT NULL,
                 PRIMARY KEY (partition_key, app_id)
             )"""
         )
@@ -260,7 +286,7 @@ class AppIndexProjection(Projection):
                 (
                     e.partition_key,
                     e.app_id,
-                    _STATUS.get(e.kind, "running"),
+                    app_status(e.kind, e.next_action),
                     e.sequence_id,
                     e.kind,
                     e.action,
@@ -271,13 +297,14 @@ class AppIndexProjection(Projection):
                     None if parent is None else parent.app_id,
                     None if parent is None else parent.sequence_id,
                     None if parent is None else parent.relation,
+                    1 if e.kind == _ATTEMPT_FAILED else 0,
                 )
             )
         # A later event wins; an older or duplicate one changes nothing. The
         # created time is the first event's; lineage is kept once known.
         await ctx.db.executemany(
             f"INSERT INTO {ctx.table('app_index')} AS a VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (partition_key, app_id) DO UPDATE SET "
             "status = excluded.status, last_sequence = excluded.last_sequence, "
             "last_kind = excluded.last_kind, last_action = excluded.last_action, "
@@ -288,7 +315,8 @@ class AppIndexProjection(Projection):
             "excluded.parent_partition_key), "
             "parent_app_id = COALESCE(a.parent_app_id, excluded.parent_app_id), "
             "parent_sequence_id = COALESCE(a.parent_sequence_id, excluded.parent_sequence_id), "
-            "relation = COALESCE(a.relation, excluded.relation) "
+            "relation = COALESCE(a.relation, excluded.relation), "
+            "failed_attempts = a.failed_attempts + excluded.failed_attempts "
             "WHERE excluded.last_sequence > a.last_sequence",
             rows,
         )

@@ -15,7 +15,15 @@ from typing import Any
 
 import msgspec
 
-from statelog.eventstore import ConfigError, IntegrityError, StoreError, audit_file, load_state
+from statelog.eventstore import (
+    ConfigError,
+    Event,
+    EventKind,
+    IntegrityError,
+    StoreError,
+    audit_file,
+    load_state,
+)
 
 from ._cli_keys import add_key_options, add_signing_key_option, hmac_key, public_keys
 from ._cli_open import check_bodies, open_log, open_snapshots
@@ -183,7 +191,7 @@ async def _show_history(args: argparse.Namespace) -> int:
             return 0
         _out(f"{'seq':>7}  {'kind':<16} {'action':<12} {'next':<12} {'att':>3}  changes")
         for e in events:
-            changes = ", ".join([*e.writes, *(f"-{k}" for k in e.deletes)])
+            changes = describe_change(e)
             if e.error is not None:
                 changes = f"{e.error.type}: {e.error.message}"
             if e.parent is not None:
@@ -195,6 +203,19 @@ async def _show_history(args: argparse.Namespace) -> int:
                 f"{e.next_action or '-':<12} {e.attempt:>3}  {_clip(changes, 60)}"
             )
     return 0
+
+
+def describe_change(e: Event) -> str:
+    """One line for ``history``: the keys each op touched (``+`` append, ``-`` delete),
+    the input received, or where the graph changed."""
+    if e.kind == EventKind.GRAPH_CHANGED:
+        return f"graph changed: {e.data.get('from')} -> {e.data.get('to')}"
+    if e.kind == EventKind.WAITING_FOR_INPUT or e.kind == EventKind.INPUT_RECEIVED:
+        return f"input {e.data.get('name')!r}"
+    if e.kind == EventKind.HALTED:
+        return f"halt {e.data.get('halt')}"
+    marks = {"delete": "-", "append": "+", "extend": "+", "increment": "+=", "merge": "|="}
+    return ", ".join(f"{marks.get(op['op'], '')}{op['key']}" for op in e.ops)
 
 
 def _clip(text: str, width: int) -> str:

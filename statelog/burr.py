@@ -66,6 +66,8 @@ from statelog.eventstore import (
     EventStore,
     SQLiteEventStore,
     UsageError,
+    apply_ops,
+    diff_ops,
     fold,
     to_plain,
     utcnow,
@@ -96,6 +98,24 @@ def _same(a: Any, b: Any) -> bool:
     )
 
 
+def _plain_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``_plain_copy`` of operations: their new parts copied and checked."""
+    try:
+        copy: list[dict[str, Any]] = _json_decode(_json_encode(ops))
+        if copy == ops:
+            return copy
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+        pass
+    for op in ops:  # name the bad value by its state key, as Burr users know it
+        key = op["key"]
+        for member in ("value", "values", "by"):
+            if member in op:
+                where = f"$.{key}" if op["op"] in ("set", "merge") else f"$.{key}[+]"
+                op[member] = to_plain(op[member], path=where)
+    plain: list[dict[str, Any]] = _json_decode(_json_encode(ops))
+    return plain
+
+
 def _plain_copy(writes: dict[str, Any]) -> dict[str, Any]:
     """A private copy of ``writes`` as JSON data, or ``EncodingError`` naming the bad value.
 
@@ -116,21 +136,16 @@ def _plain_copy(writes: dict[str, Any]) -> dict[str, Any]:
 
 def burr_state_delta(
     previous: Mapping[str, Any], current: Mapping[str, Any]
-) -> tuple[dict[str, Any], list[str]]:
-    """The change from one saved (serialised) Burr state to the next.
+) -> list[dict[str, Any]]:
+    """The change from one saved (serialised) Burr state to the next, as operations.
 
-    Returns ``(writes, deletes)``: every key that is new or whose value changed,
-    with its whole new value, and every key that is gone. Pure: applying them
-    to ``previous`` gives ``current`` (``statelog.eventstore.apply_event``).
-    A changed list is written whole; an append-only delta is a later change.
+    Pure: applying them to ``previous`` (``statelog.eventstore.apply_ops``)
+    gives ``current``. Burr saves the whole state after every step; the delta
+    holds only the new part: an item appended to a list is an ``append`` op of
+    that item, a dict that gained members a ``merge`` of them, any other
+    change a ``set`` of the new value, a key gone a ``delete``.
     """
-    writes = {
-        key: value
-        for key, value in current.items()
-        if key not in previous or not _same(previous[key], value)
-    }
-    deletes = [key for key in previous if key not in current]
-    return writes, deletes
+    return diff_ops(previous, current)
 
 
 def _kind(status: str) -> str:
@@ -161,11 +176,12 @@ def _holds_data(path: str) -> bool:
 class _Head:
     """What a persister knows of a stream's end: its last sequence id and state."""
 
-    __slots__ = ("last", "state")
+    __slots__ = ("last", "owned", "state")
 
     def __init__(self, last: int, state: dict[str, Any]) -> None:
         self.last = last
         self.state = state
+        self.owned: set[str] = set()  # apply_ops: the containers it may grow in place
 
 
 class AsyncStatelogPersister(AsyncBaseStatePersister):
@@ -250,9 +266,8 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
         current = state.serialize(**self.serde_kwargs)
         for _ in range(_RETRIES):
             head = await self._head(stream)
-            changed, deletes = burr_state_delta(head.state, current)
             try:
-                writes = _plain_copy(changed)
+                ops = _plain_ops(burr_state_delta(head.state, current))
             except EncodingError as exc:
                 raise EncodingError(
                     f"Burr state of {app_id!r} at sequence_id {sequence_id}: {exc}", path=exc.path
@@ -270,8 +285,7 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
                 kind=_kind(status),
                 action=position,
                 next_action=position if status == "failed" else None,
-                writes=writes,
-                deletes=deletes,
+                ops=ops,
                 result=meta or None,
                 timestamp=utcnow(),
             )
@@ -280,9 +294,7 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
             except ConcurrencyError:
                 self._heads.pop(stream, None)  # another writer moved on: fold again
                 continue
-            head.state.update(writes)  # a private copy: Burr's values may be shared
-            for key in deletes:
-                del head.state[key]
+            apply_ops(head.state, ops, head.owned)  # private copies: Burr's may be shared
             head.last = offset
             return
         raise ConcurrencyError(stream, head.last, await self.store.last_sequence(*stream))

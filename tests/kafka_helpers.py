@@ -9,7 +9,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from statelog.eventstore import Event, EventStore, Recorded
+from statelog.eventstore import EventStore, Recorded
+from tests.ops_support import v2
 
 
 async def read_topic(bootstrap: str, topic: str, *, expect: int | None = None) -> list[Any]:
@@ -62,7 +63,7 @@ async def append_workload(
     for seq in range(events):
         for n in range(streams):
             pk = f"tenant/{n % 3}"
-            event = Event(
+            event = v2(
                 partition_key=pk,
                 app_id=f"{prefix}-{n}",
                 sequence_id=seq,

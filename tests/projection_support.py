@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from statelog.eventstore import ErrorInfo, Event, EventKind, EventStore, Lineage, Recorded
 from statelog.projections import Projection, ProjectionContext, register_projection
+from tests.ops_support import v2
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -53,7 +54,7 @@ def make_events(
         sequence_id = first + offset
         clock[0] += 1
         events.append(
-            Event(
+            v2(
                 partition_key=partition_key,
                 app_id=app_id,
                 sequence_id=sequence_id,

@@ -16,6 +16,7 @@ import random
 import sys
 
 from statelog.eventstore import ConcurrencyError, Event, SQLiteEventStore
+from tests.ops_support import v2
 
 PK = "tenant"
 
@@ -26,7 +27,7 @@ def say(**fields: object) -> None:
 
 
 def event(app_id: str, seq: int, **writes: object) -> Event:
-    return Event(
+    return v2(
         partition_key=PK, app_id=app_id, sequence_id=seq, kind="action_completed", writes=writes
     )
 

@@ -205,7 +205,13 @@ class Statelog(System):
         The first event comes from building the real app; the rest have the shape of the
         engine's ``action_completed`` events, with the deltas of the workload.
         """
-        from statelog.eventstore import Event, EventKind, Snapshot, utcnow  # type: ignore[attr-defined]
+        from statelog.eventstore import (  # type: ignore[attr-defined]
+            Event,
+            EventKind,
+            Snapshot,
+            ops_of_delta,
+            utcnow,
+        )
 
         store, snapshots = await _open(path, "NORMAL")
         try:
@@ -231,9 +237,9 @@ class Statelog(System):
                         kind=EventKind.ACTION_COMPLETED,
                         action=name,
                         next_action=ACTIONS[(i + 1) % 3],
-                        writes=delta,
+                        ops=ops_of_delta(delta),
                         timestamp=utcnow(),
-                        duration=2e-6,
+                        duration_us=2,
                     )
                 )
                 if len(batch) == SNAPSHOT_EVERY or i == steps - 1:

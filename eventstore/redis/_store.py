@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
-from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, warn_unclosed
+from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, prepare_batch, warn_unclosed
 from .._chain import BrokenLink, validate_batch, verify_events
 from .._codec import Codec, CodecName, get_codec
 from .._errors import (
@@ -466,10 +466,7 @@ class RedisEventStore(EventStore):
                 prev_hash="",
                 hash="",
             )
-            if event.writes:
-                result.update(event.writes)
-            for key in event.deletes:
-                result.pop(key, None)
+            apply_event(result, event)
             index = codec.fold_deltas(bodies, result, index + 1)
         if not rows:
             return result, from_sequence - 1

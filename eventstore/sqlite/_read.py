@@ -18,6 +18,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from .._base import apply_event
 from .._chain import BrokenLink, verify_events
 from .._codec import Codec
 from .._errors import EncodingError, StoreCorruptError, stream_name
@@ -66,14 +67,9 @@ def read_stream(
         "SELECT e.body, s.partition_key, s.app_id, e.sequence_id, e.hash FROM events e "
         "JOIN streams s ON s.id = e.stream_id "
         "WHERE s.partition_key = ? AND s.app_id = ? AND e.sequence_id >= ? "
-        "AND (? < 0 OR e.sequence_id <= ?) ORDER BY e.sequence_id",
-        (
-            partition_key,
-            app_id,
-            start - 1,
-            -1 if stop is None else stop,
-            -1 if stop is None else stop,
-        ),
+        # a bound the index can use: with an OR it would scan to the stream's end
+        "AND e.sequence_id <= ? ORDER BY e.sequence_id",
+        (partition_key, app_id, start - 1, 2**63 - 1 if stop is None else stop),
     ).fetchall()
     if not rows:
         return []
@@ -210,10 +206,7 @@ def fold_stream(
             prev_hash="",
             hash="",
         )
-        if event.writes:
-            result.update(event.writes)
-        for key in event.deletes:
-            result.pop(key, None)
+        apply_event(result, event)
         index = codec.fold_deltas(rows, result, index + 1)
     return len(rows)
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from burr.core import ApplicationBuilder, State, action, default, expr
 from burr.core.state import FIELD_SERIALIZATION, register_field_serde
@@ -26,9 +27,11 @@ from statelog.eventstore import (
     Event,
     SQLiteEventStore,
     UsageError,
-    apply_event,
+    apply_ops,
     fold,
 )
+from statelog.eventstore._ops import json_equal
+from tests.ops_support import deletes_of, writes_of
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,42 +47,49 @@ def read_events(db: Path, app_id: str, partition_key: str = "") -> list[Event]:
 # --- the delta, a pure function
 
 
+def _set(key: str, value: Any) -> dict[str, Any]:
+    return {"op": "set", "key": key, "value": value}
+
+
 @pytest.mark.parametrize(
-    ("previous", "current", "writes", "deletes"),
+    ("previous", "current", "ops"),
     [
-        ({}, {"a": 1}, {"a": 1}, []),
-        ({"a": 1, "b": [1]}, {"a": 1, "b": [1, 2]}, {"b": [1, 2]}, []),
-        ({"a": 1, "b": 2}, {"a": 1}, {}, ["b"]),
-        ({"a": {"x": [1, {"y": 2}]}}, {"a": {"x": [1, {"y": 2}]}}, {}, []),
-        ({"a": {"x": 1, "y": 2}}, {"a": {"y": 2, "x": 1}}, {}, []),
+        ({}, {"a": 1}, [_set("a", 1)]),
+        # an appended item costs the item, not the list
+        ({"a": 1, "b": [1]}, {"a": 1, "b": [1, 2]}, [{"op": "append", "key": "b", "value": 2}]),
+        ({"b": [1]}, {"b": [1, 2, 3]}, [{"op": "extend", "key": "b", "values": [2, 3]}]),
+        ({"b": [1, 2]}, {"b": [2]}, [_set("b", [2])]),
+        (
+            {"d": {"x": 1, "y": 2}},
+            {"d": {"x": 1, "y": 3}},
+            [{"op": "merge", "key": "d", "value": {"y": 3}}],
+        ),
+        ({"a": 1, "b": 2}, {"a": 1}, [{"op": "delete", "key": "b"}]),
+        ({"a": {"x": [1, {"y": 2}]}}, {"a": {"x": [1, {"y": 2}]}}, []),
+        ({"a": {"x": 1, "y": 2}}, {"a": {"y": 2, "x": 1}}, []),
         # equal in Python, not once stored: 1, 1.0 and True are three values
-        ({"a": 1}, {"a": True}, {"a": True}, []),
-        ({"a": 1}, {"a": 1.0}, {"a": 1.0}, []),
-        ({"a": [1, 0]}, {"a": [True, False]}, {"a": [True, False]}, []),
-        ({"a": {"k": 1}}, {"a": {"k": 1.0}}, {"a": {"k": 1.0}}, []),
-        ({"a": None, "b": "x"}, {"b": "y", "c": None}, {"b": "y", "c": None}, ["a"]),
+        ({"a": 1}, {"a": True}, [_set("a", True)]),
+        ({"a": 1}, {"a": 1.0}, [_set("a", 1.0)]),
+        ({"a": [1, 0]}, {"a": [True, False]}, [_set("a", [True, False])]),
+        ({"a": [1]}, {"a": [True, 2]}, [_set("a", [True, 2])]),
+        ({"a": {"k": 1}}, {"a": {"k": 1.0}}, [_set("a", {"k": 1.0})]),
+        (
+            {"a": None, "b": "x"},
+            {"b": "y", "c": None},
+            [_set("b", "y"), _set("c", None), {"op": "delete", "key": "a"}],
+        ),
     ],
 )
 def test_burr_state_delta(
-    previous: dict[str, Any], current: dict[str, Any], writes: dict[str, Any], deletes: list[str]
+    previous: dict[str, Any], current: dict[str, Any], ops: list[dict[str, Any]]
 ) -> None:
-    got_writes, got_deletes = burr_state_delta(previous, current)
-    assert got_writes == writes
-    assert [type(v) for v in got_writes.values()] == [type(v) for v in writes.values()]
-    assert got_deletes == deletes
+    got = burr_state_delta(previous, current)
+    assert got == ops
+    assert msgspec.json.encode(got) == msgspec.json.encode(ops)  # 1, 1.0 and True kept apart
     state = dict(previous)
-    apply_event(
-        state,
-        Event(
-            partition_key="",
-            app_id="a",
-            sequence_id=0,
-            kind="k",
-            writes=got_writes,
-            deletes=got_deletes,
-        ),
-    )
-    assert state == current
+    apply_ops(state, got, set())
+    assert state.keys() == current.keys()
+    assert all(json_equal(state[key], value) for key, value in current.items())
 
 
 # --- one Burr app, one stream
@@ -141,9 +151,10 @@ def test_each_save_is_one_event_with_the_delta(persister: StatelogPersister, db:
     assert [e.kind for e in events] == ["action_completed"] * 4
     assert all(e.result is None for e in events)  # Burr's ids are the offsets
     # only what changed: the first save carries the whole state, then deltas
-    assert set(events[0].writes) == {"counter", "trail", "__SEQUENCE_ID", "__PRIOR_STEP"}
-    assert set(events[1].writes) == {"counter", "trail", "__SEQUENCE_ID"}
-    assert set(events[3].writes) == {"done", "__SEQUENCE_ID", "__PRIOR_STEP"}
+    assert set(writes_of(events[0])) == {"counter", "trail", "__SEQUENCE_ID", "__PRIOR_STEP"}
+    assert set(writes_of(events[1])) == {"counter", "__SEQUENCE_ID"}
+    assert events[1].ops[1] == {"op": "append", "key": "trail", "value": 1}  # the item only
+    assert set(writes_of(events[3])) == {"done", "__SEQUENCE_ID", "__PRIOR_STEP"}
     assert fold(events) == state.serialize()
     for n in range(4):
         at_n = persister.load("pk", "app", n)
@@ -194,7 +205,7 @@ def test_a_fork_starts_a_dense_stream_that_keeps_burrs_numbers(
     # Burr goes on counting from the parent's step 1; the stream starts at 0
     assert [e.sequence_id for e in events] == [0, 1]
     assert [e.result for e in events] == [{"burr_sequence_id": 2}, {"burr_sequence_id": 3}]
-    assert set(events[0].writes) >= {"counter", "trail"}  # a fork's first event: all of it
+    assert set(writes_of(events[0])) >= {"counter", "trail"}  # a fork's first event: all of it
     loaded = persister.load("pk", "child")
     assert loaded is not None and loaded["sequence_id"] == 3
     at_2 = persister.load("pk", "child", 2)
@@ -228,7 +239,7 @@ def test_two_writers_of_one_app_each_append_a_correct_delta(db: Path) -> None:
         # ``one`` is behind the stream; its delta is taken again from the new head
         one.save("", "app", 2, "c", State({"a": 5}), "completed")
         events = read_events(db, "app")
-        assert [(e.writes, e.deletes) for e in events] == [
+        assert [(writes_of(e), deletes_of(e)) for e in events] == [
             ({"a": 1}, []),
             ({"b": 2}, []),
             ({"a": 5}, ["b"]),
@@ -251,7 +262,7 @@ def test_custom_field_serde_and_serde_kwargs_are_used(db: Path) -> None:
             p.save("", "app", 0, "a", State({"when": moment}), "completed")
             loaded = p.load("", "app")
         assert loaded is not None and loaded["state"]["when"] == moment
-        assert read_events(db, "app")[0].writes == {
+        assert writes_of(read_events(db, "app")[0]) == {
             "when": {"iso": "2024-05-01T12:30:00+00:00", "offset": 7}
         }
     finally:
@@ -301,7 +312,7 @@ def test_an_unclosed_sync_persister_does_not_keep_the_process_alive(db: Path) ->
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == "saved\n"
-    assert [e.writes for e in read_events(db, "app")] == [{"a": 1}]
+    assert [writes_of(e) for e in read_events(db, "app")] == [{"a": 1}]
 
 
 # --- the CLI reads a Burr app's log
@@ -330,7 +341,7 @@ async def test_the_async_persister_writes_the_same_log(db: Path) -> None:
         await p.save(None, "app", 0, "a", State({"a": 1, "b": [1]}), "completed")
         await p.save(None, "app", 1, "b", State({"a": 1, "b": [1, 2]}), "failed")
         events = await p.store.read("", "app")
-        assert [(e.kind, e.writes) for e in events] == [
-            ("action_completed", {"a": 1, "b": [1]}),
-            ("action_failed", {"b": [1, 2]}),
+        assert [(e.kind, e.ops) for e in events] == [
+            ("action_completed", [_set("a", 1), _set("b", [1])]),
+            ("action_failed", [{"op": "append", "key": "b", "value": 2}]),
         ]

@@ -13,6 +13,7 @@ import pytest
 
 from statelog import eventstore
 from statelog.eventstore import Event
+from tests.ops_support import v2
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def statelog(
 
 def events(app_id: str, n: int, partition_key: str = "t") -> list[Event]:
     return [
-        Event(
+        v2(
             partition_key=partition_key,
             app_id=app_id,
             sequence_id=seq,
@@ -196,7 +197,9 @@ def test_import_of_a_tampered_file_writes_nothing(db: Path) -> None:
     tmp = db.parent
     assert statelog(tmp, "export", "all.jsonl").returncode == 0
     text = (tmp / "all.jsonl").read_text()
-    (tmp / "all.jsonl").write_text(text.replace('"count":1004', '"count":1005', 1))
+    (tmp / "all.jsonl").write_text(
+        text.replace('"key":"count","value":1004', '"key":"count","value":1005', 1)
+    )
     done = statelog(tmp, "import", "--db", "target.db", "all.jsonl")
     assert done.returncode == 2
     assert "'t/orders' broken at #4" in done.stderr

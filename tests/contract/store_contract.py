@@ -52,6 +52,7 @@ from statelog.eventstore import (
     fold,
     verify_events,
 )
+from tests.ops_support import v2, writes_of
 
 PK = "tenant"
 
@@ -60,7 +61,7 @@ def ev(app_id: str, seq: int, *, pk: str = PK, **fields: Any) -> Event:
     """A small event; ``writes`` defaults to ``{"n": seq}``."""
     fields.setdefault("writes", {"n": seq})
     fields.setdefault("kind", "action_completed")
-    return Event(partition_key=pk, app_id=app_id, sequence_id=seq, **fields)
+    return v2(partition_key=pk, app_id=app_id, sequence_id=seq, **fields)
 
 
 def evs(app_id: str, start: int, count: int, *, pk: str = PK) -> list[Event]:
@@ -274,7 +275,7 @@ class StoreContract:
         assert await store.verify() is None
 
     async def test_every_field_round_trips(self, store: EventStore) -> None:
-        event = Event(
+        event = v2(
             partition_key="pk ü",
             app_id="app/1 ✓",
             sequence_id=0,
@@ -282,15 +283,23 @@ class StoreContract:
             action="charge",
             next_action="retry",
             inputs={"amount": 12.5, "items": [1, "two", None, True], "nested": {"k": "v"}},
-            writes={"count": 3, "name": "Zoë", "big": 2**60},
+            writes={"count": 3, "name": "Zoë", "big": 2**53 - 1, "small": -(2**53 - 1)},
             deletes=["old", "older"],
+            ops=[
+                {"op": "append", "key": "log", "value": {"m": "hi"}},
+                {"op": "extend", "key": "log", "values": [1, 2.5]},
+                {"op": "increment", "key": "n", "by": 2},
+                {"op": "merge", "key": "cfg", "value": {"a": {"b": None}}},
+            ],
             result={"ok": False},
-            error=ErrorInfo(type="ValueError", message="boom"),
+            error=ErrorInfo(type="ValueError", message="boom", traceback=["x.py:1 in f"]),
             timestamp=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC),
             duration=0.25,
             attempt=3,
             parent=Lineage(partition_key="pk", app_id="parent", sequence_id=7, relation="child"),
+            actor="alice",
             correlation_id="corr-1",
+            data={"graph": "sha256:00", "halt": "after"},
         )
         [rec] = await store.append([event], expected_sequence=-1)
         [back] = await store.read("pk ü", "app/1 ✓")
@@ -489,7 +498,7 @@ class StoreContract:
             if seq < len(events):
                 assert sum(r.endswith(":won") for r in results) == 1
                 winner = next(r for r in results if r.endswith(":won")).split(":")[0]
-                assert events[seq].writes == {"by": winner}
+                assert writes_of(events[seq]) == {"by": winner}
         assert await store.verify() is None
 
     async def test_same_expected_sequence_twice_at_once(self, store: EventStore) -> None:
@@ -573,7 +582,7 @@ class StoreContract:
             (ev("a", 2, kind=""), 1, InvalidEventError, "kind"),
             (ev("a", 2, schema_version=99), 1, InvalidEventError, "schema_version"),
             (ev("a", 2), 1.0, InvalidEventError, "expected_sequence"),
-            (ev("a", 2, writes={"x": _Unencodable()}), 1, EncodingError, "x"),
+            (ev("a", 2, writes={"x": _Unencodable()}), 1, EncodingError, r"\$\.ops\[0\]"),
             (ev("a", 2, writes={"x": "y" * 1_100_000}), 1, EventTooLargeError, "#2 encodes"),
         ],
         ids=["gap", "no-kind", "schema", "float-expected", "unencodable", "too-large"],
@@ -593,14 +602,24 @@ class StoreContract:
         assert [e.sequence_id for e in await store.read(PK, "a")] == [0, 1, 2]
         assert await store.verify() is None
 
+    @pytest.mark.parametrize("big", [2**53, -(2**53), 2**60])
+    async def test_an_int_beyond_the_json_range_is_refused_with_nothing_written(
+        self, store: EventStore, big: int
+    ) -> None:
+        batch = [ev("a", 0), ev("a", 1, writes={"n": {"deep": [big]}}), ev("a", 2)]
+        with pytest.raises(EncodingError) as info:
+            await store.append(batch, expected_sequence=-1)
+        assert info.value.path == "$.ops[0].value.deep[0]"
+        await self._nothing_written(store)
+
     @pytest.mark.parametrize(
         ("fields", "path"),
         [
-            ({"writes": {"bad": _Unencodable()}}, "$.writes.bad"),
-            ({"writes": {"a": {"b": [1, _Unencodable()]}}}, "$.writes.a.b[1]"),
+            ({"writes": {"bad": _Unencodable()}}, "$.ops[0].value"),
+            ({"writes": {"a": {"b": [1, _Unencodable()]}}}, "$.ops[0].value.b[1]"),
             ({"inputs": {"x": _Unencodable()}}, "$.inputs.x"),
             ({"result": _Unencodable()}, "$.result"),
-            ({"writes": {"k": {1: _Unencodable()}}}, "$.writes.k"),
+            ({"writes": {"k": {1: _Unencodable()}}}, "$.ops[0].value"),
         ],
         ids=["writes", "nested", "inputs", "result", "int-key"],
     )

@@ -39,6 +39,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
+from tests.ops_support import writes_of
 
 # --------------------------------------------------------------------------- stores
 
@@ -106,17 +107,20 @@ async def test_run_writes_one_event_per_step_with_only_the_delta(any_store: Any)
     events = await store.read("", "app")
     assert [e.sequence_id for e in events] == list(range(len(events)))
     assert events[0].kind == EventKind.APP_INITIALIZED
-    assert events[0].writes == {"n": 0, "pad": "x" * 1000}
+    assert writes_of(events[0]) == {"n": 0, "pad": "x" * 1000}
     assert events[0].next_action == "count"
-    for event in events[1:]:
+    assert events[1].kind == EventKind.RUN_STARTED
+    assert events[1].data == {"graph": app.graph_fingerprint}
+    assert events[-1].kind == EventKind.COMPLETED
+    for event in events[2:-1]:
         assert event.kind == EventKind.ACTION_COMPLETED
-        assert "pad" not in event.writes  # the delta, never the whole state
-    second = events[2]
+        assert "pad" not in writes_of(event)  # the delta, never the whole state
+    second = events[3]
     assert second.action == "classify"
-    assert second.writes == {"parity": "odd"}
+    assert writes_of(second) == {"parity": "odd"}
     assert second.result == {"parity": "odd"}
     assert second.next_action == "count"
-    assert events[-1].next_action is None
+    assert events[-1].next_action is None and events[-2].next_action is None
     assert app.position is None
     assert app.sequence_id == events[-1].sequence_id
     assert await store.verify() is None
@@ -152,7 +156,8 @@ async def test_aiterate_and_astream() -> None:
         assert [s.action for s in steps] == ["count", "classify"]
         events = [e async for e in app.astream()]
         assert events[-1].next_action is None
-        assert [e.sequence_id for e in events] == list(range(3, 3 + len(events)))
+        # 0 app_initialized, 1 run_started, 2-3 steps, 4 halted, 5 run_started
+        assert [e.sequence_id for e in events] == list(range(6, 6 + len(events)))
 
 
 @action(reads=["n"], writes=["n"])
@@ -275,7 +280,8 @@ async def test_failed_step_writes_action_failed_and_keeps_state(any_store: Any) 
     assert failed.error is not None
     assert failed.error.type == "ConnectionError"
     assert failed.error.message == "upstream is down"
-    assert failed.writes == {}
+    assert failed.ops == []
+    assert failed.error.traceback and "test_application.py" in failed.error.traceback[-1]
     assert failed.next_action == "flaky"
 
     # resume: a failed position re-runs the failed action
@@ -400,7 +406,7 @@ async def test_fork_starts_a_new_stream_with_lineage(any_store: Any) -> None:
             at,
             "fork",
         )
-        assert first.writes == fold(source[: at + 1])
+        assert writes_of(first) == fold(source[: at + 1])
         assert fork.position == source[at].next_action
         assert fork.sequence_id == 0
         await fork.arun()
@@ -574,7 +580,7 @@ def test_sync_face_runs_async_actions_and_hooks_instead_of_skipping_them() -> No
         assert step.action == "count"
         assert [s.action for s in app.iterate()] == ["finish"]
         assert app.run().action is None  # nothing left
-    assert hook.seen == [1, 2]
+    assert hook.seen == [1, 3]  # the iterate run started with run_started at 2
 
 
 # --------------------------------------------------------------------------- hooks

@@ -124,9 +124,10 @@ async def test_new_app_on_an_existing_stream_says_how_to_resume(tmp_path: Path) 
         await counter(db).with_state(n=0).with_entrypoint("count").abuild()
     err = info.value
     assert isinstance(err, ConcurrencyError)
-    assert (err.stream, err.expected, err.actual) == (("", "counter"), -1, 2)
+    # two runs of run_started, the step, halted
+    assert (err.stream, err.expected, err.actual) == (("", "counter"), -1, 6)
     message = str(err)
-    assert "'counter' already exists" in message and "sequence_id 2" in message
+    assert "'counter' already exists" in message and "sequence_id 6" in message
     assert "initialize_from(" in message and "new app_id" in message
     # nothing was written, and the advice works
     resumed = (
@@ -135,14 +136,14 @@ async def test_new_app_on_an_existing_stream_says_how_to_resume(tmp_path: Path) 
         .abuild()
     )
     async with resumed:
-        assert resumed.sequence_id == 2 and resumed.state["n"] == 2
+        assert resumed.sequence_id == 6 and resumed.state["n"] == 2
 
 
 def test_new_app_on_an_existing_stream_sync(tmp_path: Path) -> None:
     db = tmp_path / "tour.db"
     with counter(db).with_state(n=0).with_entrypoint("count").build() as app:
         app.run(halt_after=["count"])
-    with pytest.raises(AppExistsError, match="at sequence_id 1"):
+    with pytest.raises(AppExistsError, match="at sequence_id 3"):
         counter(db).with_state(n=0).with_entrypoint("count").build()
 
 

@@ -68,7 +68,8 @@ def test_sync_app_never_closed_exits_and_keeps_every_step(tmp_path: Path, durabi
         durability,
     )
     acknowledged = out.split()
-    assert acknowledged == ["5", "5"]
+    # each run: run_started, the step, halted
+    assert acknowledged == ["15", "5"]
 
     out, _ = run_script(
         tmp_path,

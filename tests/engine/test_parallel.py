@@ -9,6 +9,7 @@ import pytest
 
 from statelog.engine import ActionError, ApplicationBuilder, State, action, parallel_map
 from statelog.eventstore import EventKind, MemoryEventStore, fold
+from tests.ops_support import writes_of
 
 RUNS: dict[str, int] = {}
 BEHAVIOUR: dict[str, Any] = {}
@@ -82,11 +83,15 @@ async def test_children_are_linked_streams_and_results_are_reduced_in_order() ->
         result = await app.arun()
     assert result.action == "report"
     assert app.state["labels"] == ["#2", "#4", "#6", "#8"]
-    step = (await store.read("tenant", "parent"))[2]
+    parent = await store.read("tenant", "parent")
+    step = [e for e in parent if e.kind == EventKind.ACTION_COMPLETED][1]
     assert step.action == "fan_out"
-    assert step.writes == {"labels": ["#2", "#4", "#6", "#8"]}
+    done = [e for e in parent if e.kind == EventKind.CHILD_COMPLETED]
+    assert sorted(e.data["index"] for e in done) == [0, 1, 2, 3]
+    assert {e.data["child"] for e in done} == set(step.result)
+    assert writes_of(step) == {"labels": ["#2", "#4", "#6", "#8"]}
     children = step.result
-    assert children == [f"parent.fan_out.2.{i}" for i in range(4)]
+    assert children == [f"parent.fan_out.3.{i}" for i in range(4)]
     for index, child in enumerate(children):
         events = await store.read("tenant", child)
         first = events[0]
@@ -94,7 +99,7 @@ async def test_children_are_linked_streams_and_results_are_reduced_in_order() ->
         assert first.parent is not None
         assert (first.parent.app_id, first.parent.sequence_id, first.parent.relation) == (
             "parent",
-            2,
+            3,
             "child",
         )
         assert fold(events)["label"] == f"#{(index + 1) * 2}"
@@ -119,7 +124,10 @@ async def test_resume_after_a_crash_does_not_rerun_completed_children() -> None:
         await app.arun()
     await app.aclose()
     # the parent wrote nothing for the step; child 2 (item 3) stopped after `double`
-    assert await store.last_sequence("tenant", "parent") == 1
+    parent = await store.read("tenant", "parent")
+    # initialized, run_started, load, then a child_completed per child that finished
+    assert [e.kind for e in parent][:3] == ["app_initialized", "run_started", "action_completed"]
+    assert {e.kind for e in parent[3:]} <= {EventKind.CHILD_COMPLETED}
     assert RUNS["double3"] == 1 and RUNS["label3"] == 1
     before = dict(RUNS)
 
@@ -138,7 +146,7 @@ async def test_resume_after_a_crash_does_not_rerun_completed_children() -> None:
     assert RUNS["double3"] == 1
     assert RUNS["label3"] == 2
     streams = {s.app_id for s in await store.streams("tenant")}
-    assert streams == {"parent"} | {f"parent.fan_out.2.{i}" for i in range(4)}
+    assert streams == {"parent"} | {f"parent.fan_out.3.{i}" for i in range(4)}
     assert await store.verify() is None
 
 
@@ -152,13 +160,16 @@ async def test_a_failed_child_fails_the_step_and_the_retry_reuses_the_children()
         assert app.position == "fan_out"
         failed = (await store.read("tenant", "parent"))[-1]
         assert failed.kind == EventKind.ACTION_FAILED
-        assert failed.sequence_id == 2
+        assert failed.attempt == 1
         done_before = dict(RUNS)
         BEHAVIOUR.clear()
         await app.arun()
-    # the retry (sequence 3) used the children of the first attempt (origin 2)
-    step = (await store.read("tenant", "parent"))[3]
-    assert step.result == [f"parent.fan_out.2.{i}" for i in range(4)]
+    # the retry (sequence 5, after run_started) used the children of the first attempt
+    # (origin 3: the sequence after the last completed step)
+    parent = await store.read("tenant", "parent")
+    step = [e for e in parent if e.kind == EventKind.ACTION_COMPLETED][-2]  # then report
+    assert step.action == "fan_out"
+    assert step.result == [f"parent.fan_out.3.{i}" for i in range(4)]
     assert RUNS["double1"] == done_before["double1"] == 1
     assert RUNS["label2"] == 2
     assert app.state["labels"] == ["#2", "#4", "#6", "#8"]
@@ -188,5 +199,6 @@ async def test_a_later_round_gets_fresh_children() -> None:
         for _ in range(4):
             await app.astep()
     events = await store.read("", "loop")
-    assert events[2].result != events[4].result
+    maps = [e for e in events if e.kind == EventKind.ACTION_COMPLETED and e.action == "fan_out"]
+    assert maps[0].result != maps[1].result
     assert RUNS["double1"] == 2

@@ -21,12 +21,13 @@ from statelog.eventstore import (
     seal,
 )
 from statelog.eventstore._chain import seal_one
-from statelog.eventstore._codec import _Body
+from statelog.eventstore._codec import _as_delta, _Body
 from statelog.eventstore._event import ErrorInfo, Lineage
+from tests.ops_support import v2
 
 EVENTS = [
-    Event(partition_key="", app_id="a", sequence_id=0, kind="app_initialized"),
-    Event(
+    v2(partition_key="", app_id="a", sequence_id=0, kind="app_initialized"),
+    v2(
         partition_key="tenant",
         app_id="app-1",
         sequence_id=7,
@@ -37,8 +38,10 @@ EVENTS = [
         writes={"count": 7, "nested": {"a": [1, 2]}},
         deletes=["old"],
         result={"ok": False},
-        error=ErrorInfo(type="ValueError", message="bad"),
+        error=ErrorInfo(type="ValueError", message="bad", traceback=["a/b.py:3 in f"]),
         timestamp=datetime(2026, 11, 22, 17, 0, 0, 123456, tzinfo=UTC),
+        actor="bob",
+        data={"halt": "after"},
         duration=0.25,
         attempt=3,
         parent=Lineage(partition_key="tenant", app_id="root", sequence_id=4, relation="child"),
@@ -46,27 +49,32 @@ EVENTS = [
         prev_hash="ab" * 32,
         hash="cd" * 32,
     ),
-    Event(partition_key="p", app_id="b", sequence_id=1, kind="halted", attempt=1, duration=0.0),
+    v2(partition_key="p", app_id="b", sequence_id=1, kind="halted", attempt=1, duration=0.0),
 ]
 
 
 def _reference_body(codec: Codec, event: Event) -> bytes:
     """The stored body as the keyword-built ``_Body`` encodes it."""
+    delta = _as_delta(event.ops)  # set ops then delete ops are stored as w/d
     body = _Body(
         kind=event.kind,
         action=event.action,
         next_action=event.next_action,
         inputs=event.inputs,
-        writes=event.writes,
-        deletes=event.deletes,
+        ops=event.ops if delta is None else [],
+        writes={} if delta is None else delta[0],
+        deletes=[] if delta is None else delta[1],
         result=event.result,
         error=event.error,
         timestamp=event.timestamp,
-        duration=event.duration,
+        duration_us=event.duration_us,
         attempt=event.attempt,
         parent=event.parent,
+        actor=event.actor,
         correlation_id=event.correlation_id,
+        data=event.data,
         schema_version=event.schema_version,
+        legacy=event.legacy,
     )
     encoder = msgspec.json.Encoder() if codec.name == "json" else msgspec.msgpack.Encoder()
     return encoder.encode(body)
@@ -99,7 +107,7 @@ def test_seal_and_compute_hash_match_hashlib_and_hmac(key: bytes | None) -> None
 
 def test_resealing_sealed_events_equals_sealing_the_originals() -> None:
     events = [
-        Event(partition_key="p", app_id="a", sequence_id=i, kind="k", writes={"i": i})
+        v2(partition_key="p", app_id="a", sequence_id=i, kind="k", writes={"i": i})
         for i in range(3)
     ]
     before = [msgspec.structs.replace(e) for e in events]

@@ -26,6 +26,7 @@ from statelog.eventstore import (
     import_streams,
     iter_export,
 )
+from tests.ops_support import v2
 
 StoreFactory = Callable[..., Awaitable[EventStore]]
 BACKENDS = ["memory-json", "memory-msgpack", "sqlite-json", "sqlite-msgpack"]
@@ -59,7 +60,7 @@ def rich_events(app_id: str, n: int, partition_key: str = "tenant") -> list[Even
     events = []
     for seq in range(n):
         events.append(
-            Event(
+            v2(
                 partition_key=partition_key,
                 app_id=app_id,
                 sequence_id=seq,
@@ -175,7 +176,7 @@ def tamper(path: Path, line_no: int, change: Callable[[dict[str, Any]], None]) -
 @pytest.mark.parametrize(
     ("line_no", "change", "stream", "seq", "reason"),
     [
-        (4, lambda e: e["writes"].update(count=999), ("tenant", "zeta"), 3, "hash in the file"),
+        (4, lambda e: e["ops"][0].update(value=999), ("tenant", "zeta"), 3, "hash in the file"),
         (6, lambda e: e.update(hash="0" * 64), ("tenant", "zeta"), 5, "hash in the file"),
         (14, lambda e: e.update(prev_hash="ab" * 32), ("", "alpha"), 1, "prev_hash"),
         (17, lambda e: e.update(sequence_id=5), ("other", "mid"), 5, "expected sequence_id 1"),
@@ -232,7 +233,8 @@ async def test_import_into_a_stream_with_other_events_is_refused(
     target = await make_store()
     await target.append(rich_events("alpha", 2, partition_key=""), expected_sequence=-1)
     other = [
-        msgspec.structs.replace(e, writes={"other": True}) for e in rich_events("mid", 9, "other")
+        msgspec.structs.replace(e, ops=[{"op": "set", "key": "other", "value": True}])
+        for e in rich_events("mid", 9, "other")
     ]
     await target.append(other, expected_sequence=-1)  # longer than the file's 7, different
     with pytest.raises(ConcurrencyError) as info:
@@ -259,7 +261,7 @@ async def test_import_refuses_a_stream_that_starts_midway(tmp_path: Path) -> Non
 async def test_import_is_batched_for_long_streams(tmp_path: Path) -> None:
     source = MemoryEventStore()
     events = [
-        Event(partition_key="", app_id="long", sequence_id=i, kind="k", writes={"i": i})
+        v2(partition_key="", app_id="long", sequence_id=i, kind="k", writes={"i": i})
         for i in range(2500)
     ]
     await source.append(events, expected_sequence=-1)
@@ -283,7 +285,7 @@ def write_lines(path: Path, *lines: bytes) -> Path:
 def good_line(seq: int = 0) -> bytes:
     from statelog.eventstore import seal
 
-    (event,) = seal([Event(partition_key="", app_id="a", sequence_id=seq, kind="k")], "")
+    (event,) = seal([v2(partition_key="", app_id="a", sequence_id=seq, kind="k")], "")
     return eventstore.JSON.encode_event(event)
 
 
@@ -328,7 +330,7 @@ def test_file_without_header_is_read(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "plain.jsonl", good_line())
     assert [e.app_id for e in iter_export(path)] == ["a"]
     (event,) = eventstore.seal(
-        [Event(partition_key="", app_id="statelog_export", sequence_id=0, kind="k")], ""
+        [v2(partition_key="", app_id="statelog_export", sequence_id=0, kind="k")], ""
     )
     tricky = write_lines(tmp_path / "tricky.jsonl", eventstore.JSON.encode_event(event))
     assert list(iter_export(tricky)) == [event]

@@ -18,6 +18,7 @@ from statelog.eventstore.kafka import KafkaSubscription, SQLiteRelayCheckpoint
 from tests.eventstore.test_kafka_relay import _check_topic
 from tests.kafka_broker import FAST_GROUP
 from tests.kafka_helpers import append_workload, read_topic
+from tests.ops_support import v2
 
 pytestmark = pytest.mark.kafka
 
@@ -62,7 +63,7 @@ async def _append_while(store, stop_at: float, counters: dict[str, int], out: li
     while time.monotonic() < stop_at:
         app = f"live-{n % 5}"
         seq = counters.get(app, -1) + 1
-        event = Event(
+        event = v2(
             partition_key="live",
             app_id=app,
             sequence_id=seq,

@@ -32,12 +32,13 @@ from statelog.eventstore import (
 )
 from statelog.eventstore.kafka import KafkaEventStore, encode_record, kafka_position, split_position
 from tests.contract.store_contract import StoreContract
+from tests.ops_support import v2, writes_of
 
 MakeTopic = Callable[..., Awaitable[str]]
 
 
 def ev(app: str, seq: int, pk: str = "pk", **writes: Any) -> Event:
-    return Event(
+    return v2(
         partition_key=pk,
         app_id=app,
         sequence_id=seq,
@@ -350,7 +351,7 @@ async def test_duplicates_foreign_and_unchained_records_are_skipped(
     assert "foreign record" in caplog.text
     assert "does not chain" in caplog.text
     events = await store.read("pk", "a")
-    assert [e.writes["n"] for e in events] == [0, 1, 20]  # the first chained copy wins
+    assert [writes_of(e)["n"] for e in events] == [0, 1, 20]  # the first chained copy wins
     assert [r.event for r in await store.read_all()] == events
     # the writer adopted the landed prefix: a stale retry is refused
     with pytest.raises(ConcurrencyError):
@@ -401,7 +402,7 @@ async def test_every_range_and_every_snapshot_point_agree_with_a_full_read(
         await store.append([ev(f"noise{start}", 0)], expected_sequence=-1)
         start += size
     full = await store.read("tenant", "law")
-    assert [e.writes for e in full] == [e.writes for e in events]
+    assert [writes_of(e) for e in full] == [writes_of(e) for e in events]
     for _ in range(60):
         lo, hi = sorted(rng.sample(range(-2, 85), 2))
         got = await store.read("tenant", "law", from_sequence=lo, to_sequence=hi)
@@ -469,7 +470,7 @@ def _stepper(app: str) -> list[Event]:
         writes: dict[str, Any] = {"n": seq, f"k{seq % 7}": seq * 3}
         deletes = [f"k{(seq + 3) % 7}"] if seq % 5 == 0 else []
         out.append(
-            Event(
+            v2(
                 partition_key="tenant",
                 app_id=app,
                 sequence_id=seq,
@@ -652,7 +653,8 @@ async def main(bootstrap, topic, index):
             for app in seq:
                 batch = [
                     Event(partition_key="pk", app_id=app, sequence_id=seq[app] + 1 + i,
-                          kind="action_completed", writes={"n": seq[app] + 1 + i})
+                          kind="action_completed",
+                          ops=[{"op": "set", "key": "n", "value": seq[app] + 1 + i}])
                     for i in range(5)
                 ]
                 await store.append(batch, expected_sequence=seq[app])

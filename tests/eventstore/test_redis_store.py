@@ -38,6 +38,7 @@ from statelog.eventstore.redis import (
     translate_error,
 )
 from tests.contract.store_contract import PK, StoreContract, ev, evs
+from tests.ops_support import writes_of
 from tests.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,7 +203,7 @@ async def test_a_stale_head_is_resealed_not_forked(
     [rec] = await store.append([ev("a", 2)], expected_sequence=1)
     events = await store.read(PK, "a")
     assert rec.event.prev_hash == events[1].hash
-    assert events[1].writes == {"other": 1}
+    assert writes_of(events[1]) == {"other": 1}
     assert verify_events(events) is None
 
 
@@ -219,7 +220,7 @@ _RACER = textwrap.dedent(
                 time.sleep(0.001)
             for i in range(int(rounds)):
                 last = await store.last_sequence("pk", "race")
-                event = Event(partition_key="pk", app_id="race", sequence_id=last + 1,
+                event = v2(partition_key="pk", app_id="race", sequence_id=last + 1,
                               kind="action_completed", writes={"by": name, "i": i})
                 try:
                     await store.append([event], expected_sequence=last)
@@ -265,7 +266,7 @@ async def test_two_processes_racing_one_stream(
         assert await store.verify() is None
         assert sorted(acked) == list(range(len(events)))  # every acknowledged append is there
         for seq, (name, i) in acked.items():
-            assert events[seq].writes == {"by": name, "i": i}
+            assert writes_of(events[seq]) == {"by": name, "i": i}
         assert [r.position for r in await store.read_all()] == list(range(1, len(events) + 1))
     winners = {name for name, _ in acked.values()}
     assert len(events) >= 300 and winners == {"one", "two"}
@@ -284,7 +285,7 @@ _WRITER = textwrap.dedent(
         async with RedisEventStore(url, socket_timeout=2) as store:
             seq = -1
             while True:
-                batch = [Event(partition_key="pk", app_id="w", sequence_id=seq + 1 + i,
+                batch = [v2(partition_key="pk", app_id="w", sequence_id=seq + 1 + i,
                                kind="action_completed", writes={"n": seq + 1 + i})
                          for i in range(3)]
                 try:

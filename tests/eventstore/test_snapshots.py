@@ -25,6 +25,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
+from tests.ops_support import v2
 
 PK, APP = "tenant", "app-1"
 
@@ -34,7 +35,7 @@ def make_events(n: int, *, start: int = 0, app_id: str = APP) -> list[Event]:
     for seq in range(start, start + n):
         deletes = ["gone"] if seq % 5 == 4 else []
         events.append(
-            Event(
+            v2(
                 partition_key=PK,
                 app_id=app_id,
                 sequence_id=seq,

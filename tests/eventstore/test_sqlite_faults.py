@@ -29,13 +29,14 @@ from statelog.eventstore import (
     StoreCorruptError,
     verify_events,
 )
+from tests.ops_support import v2, writes_of
 
 PK = "tenant"
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def ev(app_id: str, seq: int, **writes: object) -> Event:
-    return Event(
+    return v2(
         partition_key=PK,
         app_id=app_id,
         sequence_id=seq,
@@ -113,7 +114,7 @@ async def test_two_tasks_race_for_every_sequence(tmp_path: Path) -> None:
     assert all(len(names) == 1 for names in won.values())
     assert sorted(won) == list(range(len(events)))
     for seq, names in won.items():
-        assert events[seq].writes == {"by": names[0]}
+        assert writes_of(events[seq]) == {"by": names[0]}
     await assert_intact(path)
 
 
@@ -150,7 +151,7 @@ def test_two_processes_race_for_every_sequence(tmp_path: Path) -> None:
         async with SQLiteEventStore(path) as store:
             events = await store.read(PK, "race")
         for seq, names in won.items():
-            assert events[seq].writes == {"by": names[0]}
+            assert writes_of(events[seq]) == {"by": names[0]}
 
     asyncio.run(check_writers())
 

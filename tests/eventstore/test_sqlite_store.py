@@ -28,12 +28,13 @@ from statelog.eventstore import (
     register_upcaster,
 )
 from statelog.eventstore.sqlite._schema import translate_error as _translate
+from tests.ops_support import v2
 
 PK = "tenant"
 
 
 def ev(app_id: str, seq: int, **writes: Any) -> Event:
-    return Event(
+    return v2(
         partition_key=PK,
         app_id=app_id,
         sequence_id=seq,
@@ -302,7 +303,7 @@ def test_translate_maps_driver_errors(tmp_path: Path) -> None:
 
 
 async def test_fold_stream_upcasts_old_bodies(tmp_path: Path, monkeypatch: Any) -> None:
-    monkeypatch.setattr(_codec, "_UPCASTERS", {})
+    monkeypatch.setattr(_codec, "_UPCASTERS", dict(_codec._UPCASTERS))
     register_upcaster(0, lambda raw: {**raw, "writes": {"upcast": True}, "schema_version": 1})
     path = tmp_path / "log.db"
     async with SQLiteEventStore(path) as store:

@@ -1,8 +1,13 @@
-"""The upcaster registry: old events are carried forward on read; future ones refused."""
+"""The upcaster registry: v1 events are carried forward on read; future ones refused.
+
+The checked-in v1 log (tests/eventstore/fixtures) is tested in test_v1_log.py;
+these tests cover the registry and hand-made v1 records.
+"""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,117 +19,125 @@ from statelog.eventstore import (
     JSON,
     MSGPACK,
     EncodingError,
-    Event,
     SchemaVersionError,
-    _chain,
     _codec,
     fold,
     iter_export,
     register_upcaster,
 )
+from tests.ops_support import deletes_of, v2
 
 
 @pytest.fixture
 def registry(monkeypatch: pytest.MonkeyPatch) -> dict[int, Any]:
-    """A private, empty upcaster registry for one test."""
-    fresh: dict[int, Any] = {}
+    """A private copy of the upcaster registry for one test (statelog's own v1 -> v2 in it)."""
+    fresh: dict[int, Any] = dict(_codec._UPCASTERS)
     monkeypatch.setattr(_codec, "_UPCASTERS", fresh)
     return fresh
 
 
-def v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
-    """Version 0 called the delta ``changes`` and kept deletes inside it as ``None``s."""
-    changes = raw.pop("changes", {})
-    raw["writes"] = {k: v for k, v in changes.items() if v is not None}
-    raw["deletes"] = sorted(k for k, v in changes.items() if v is None)
-    raw["schema_version"] = 1
-    return raw
-
-
-def old_event(seq: int, changes: dict[str, Any]) -> dict[str, Any]:
+def v1_event(seq: int, writes: dict[str, Any], deletes: list[str]) -> dict[str, Any]:
+    """A v1 wire event as d1425d8 wrote it (every field present)."""
     return {
         "partition_key": "p",
         "app_id": "legacy",
         "sequence_id": seq,
         "kind": "action_completed",
-        "changes": changes,
-        "schema_version": 0,
+        "action": "a",
+        "next_action": "a",
+        "inputs": {},
+        "writes": writes,
+        "deletes": deletes,
+        "result": None,
+        "error": None,
+        "timestamp": "2026-01-02T03:04:05.000006Z",
+        "duration": 0.000123456789,
+        "attempt": 1,
+        "parent": None,
+        "correlation_id": None,
+        "schema_version": 1,
+        "prev_hash": "",
+        "hash": "",
     }
 
 
-def test_old_wire_events_are_upcast(registry: dict[int, Any]) -> None:
-    register_upcaster(0, v0_to_v1)
-    raw = old_event(0, {"a": 1, "b": None})
-    for codec, encode in ((JSON, msgspec.json.encode), (MSGPACK, msgspec.msgpack.encode)):
-        event = codec.decode_event(encode(raw))
-        assert event.schema_version == eventstore.SCHEMA_VERSION
-        assert (event.writes, event.deletes) == ({"a": 1}, ["b"])
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+def test_v1_wire_events_become_set_and_delete_ops(codec: eventstore.Codec) -> None:
+    encode = msgspec.json.encode if codec is JSON else msgspec.msgpack.encode
+    event = codec.decode_event(encode(v1_event(0, {"a": 1, "b": [2]}, ["c"])))
+    assert event.schema_version == eventstore.SCHEMA_VERSION
+    assert event.ops == [
+        {"op": "set", "key": "a", "value": 1},
+        {"op": "set", "key": "b", "value": [2]},
+        {"op": "delete", "key": "c"},
+    ]
+    assert event.duration_us == 123
+    assert event.legacy == eventstore.LegacyV1(
+        writes={"a": 1, "b": [2]}, deletes=["c"], duration=0.000123456789
+    )
+    # the carried-forward event encodes and decodes as itself
+    assert codec.decode_event(codec.encode_event(event)) == event
 
 
-def test_old_stored_bodies_are_upcast(registry: dict[int, Any]) -> None:
-    """A stored body (what a SQLite row holds) of version 0, built by hand."""
-    register_upcaster(0, lambda raw: {**raw, "writes": {"v0": True}, "schema_version": 1})
-    body = msgspec.json.encode({"k": "action_completed", "w": {"old": 1}, "v": 0})
+def test_v1_stored_bodies_are_upcast() -> None:
+    """A v1 SQLite body (short keys, ``v`` left out) decodes as v2 with its v1 fields kept."""
+    body = msgspec.json.encode({"k": "action_completed", "w": {"old": 1}, "d": ["x"], "du": 0.5})
     event = JSON.decode_body(
         body, partition_key="p", app_id="a", sequence_id=3, prev_hash="x", hash="y"
     )
-    assert event.schema_version == 1 and event.writes == {"v0": True}
+    assert event.schema_version == 2
+    assert event.ops == [{"op": "set", "key": "old", "value": 1}, {"op": "delete", "key": "x"}]
+    assert event.duration_us == 500_000 and event.legacy is not None
     assert (event.sequence_id, event.prev_hash, event.hash) == (3, "x", "y")
 
 
-def test_export_file_with_old_events_folds_upcast(registry: dict[int, Any], tmp_path: Path) -> None:
-    register_upcaster(0, v0_to_v1)
+def test_export_file_with_v1_events_folds_upcast(tmp_path: Path) -> None:
     path = tmp_path / "old.jsonl"
-    lines = [
-        old_event(0, {"a": 1, "b": 2}),
-        old_event(1, {"a": None, "c": [3]}),
-    ]
+    lines = [v1_event(0, {"a": 1, "b": 2}, []), v1_event(1, {"c": [3]}, ["a"])]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     events = list(iter_export(path))
-    assert [e.schema_version for e in events] == [1, 1]
+    assert [e.schema_version for e in events] == [2, 2]
+    assert deletes_of(events[1]) == ["a"]
     assert fold(events) == {"b": 2, "c": [3]}
 
 
 def test_missing_upcaster_is_an_encoding_error(registry: dict[int, Any]) -> None:
-    with pytest.raises(EncodingError, match="no upcaster registered from schema_version 0"):
-        JSON.decode_event(msgspec.json.encode(old_event(0, {})))
+    registry.clear()
+    with pytest.raises(EncodingError, match="no upcaster registered from schema_version 1"):
+        JSON.decode_event(msgspec.json.encode(v1_event(0, {}, [])))
 
 
 def test_upcaster_must_step_one_version(registry: dict[int, Any]) -> None:
-    register_upcaster(0, lambda raw: {**raw, "schema_version": 7})
-    with pytest.raises(EncodingError, match="expected 1"):
-        JSON.decode_event(msgspec.json.encode(old_event(0, {})))
+    register_upcaster(1, lambda raw: {**raw, "schema_version": 7})
+    with pytest.raises(EncodingError, match="expected 2"):
+        JSON.decode_event(msgspec.json.encode(v1_event(0, {}, [])))
 
 
 def test_upcasters_start_below_the_current_version(registry: dict[int, Any]) -> None:
     with pytest.raises(ValueError, match="below the current schema_version"):
-        register_upcaster(eventstore.SCHEMA_VERSION, v0_to_v1)
+        register_upcaster(eventstore.SCHEMA_VERSION, lambda raw: raw)
 
 
-def test_a_chain_of_upcasters_in_a_newer_statelog(
-    registry: dict[int, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Pretend this statelog writes version 3: a version-1 event goes 1 -> 2 -> 3."""
-    monkeypatch.setattr(_codec, "SCHEMA_VERSION", 3)
-    monkeypatch.setattr(_chain, "SCHEMA_VERSION", 3)
-    register_upcaster(1, lambda raw: {**raw, "inputs": {"v2": True}, "schema_version": 2})
-    register_upcaster(2, lambda raw: {**raw, "result": "from v2", "schema_version": 3})
-    v1 = Event(partition_key="", app_id="a", sequence_id=0, kind="k", writes={"x": 1})
-    assert v1.schema_version == 1
-    for codec in (JSON, MSGPACK):
-        event = codec.decode_event(codec.encode_event(v1))
-        assert event.schema_version == 3
-        assert (event.inputs, event.result, event.writes) == ({"v2": True}, "from v2", {"x": 1})
-        body = codec.encode_body(v1)
-        stored = codec.decode_body(
-            body, partition_key="", app_id="a", sequence_id=0, prev_hash="", hash=""
-        )
-        assert stored.schema_version == 3 and stored.result == "from v2"
+def test_a_chain_of_upcasters_reaches_the_current_version(registry: dict[int, Any]) -> None:
+    """A version-0 event goes 0 -> 1 (a user's upcaster) -> 2 (statelog's)."""
+
+    def v0_to_v1(raw: dict[str, Any]) -> dict[str, Any]:
+        changes = raw.pop("changes", {})
+        raw["writes"] = {k: v for k, v in changes.items() if v is not None}
+        raw["deletes"] = sorted(k for k, v in changes.items() if v is None)
+        raw["schema_version"] = 1
+        return raw
+
+    register_upcaster(0, v0_to_v1)
+    raw = {"partition_key": "p", "app_id": "a", "sequence_id": 0, "kind": "k"}
+    raw |= {"changes": {"a": 1, "b": None}, "schema_version": 0}
+    event = JSON.decode_event(msgspec.json.encode(raw))
+    assert event.ops == [{"op": "set", "key": "a", "value": 1}, {"op": "delete", "key": "b"}]
 
 
 @pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
 def test_future_schema_version_is_refused(codec: eventstore.Codec) -> None:
-    future = Event(
+    future = v2(
         partition_key="",
         app_id="a",
         sequence_id=0,
@@ -146,24 +159,21 @@ def test_future_schema_version_is_refused(codec: eventstore.Codec) -> None:
         )
 
 
-async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
-    registry: dict[int, Any], tmp_path: Path
-) -> None:
-    """Rewrite stored rows as version-0 bodies by hand; reads and folds see them upcast.
-
-    Pretend version 0 wrote state keys in upper case and version 1 renamed them.
-    """
-    import sqlite3
-
+async def test_v1_rows_in_a_sqlite_file_read_and_fold(tmp_path: Path) -> None:
+    """v1 bodies written over rows by hand read as set/delete ops and fold (fast path too)."""
     path = tmp_path / "old.db"
     async with eventstore.SQLiteEventStore(path, codec="json") as store:
         await store.append(
-            [Event(partition_key="", app_id="a", sequence_id=i, kind="k") for i in range(3)],
+            [v2(partition_key="", app_id="a", sequence_id=i, kind="k") for i in range(4)],
             expected_sequence=-1,
         )
+        await store.append(
+            [v2(partition_key="", app_id="a", sequence_id=4, kind="k", writes={"d": [1]})],
+            expected_sequence=3,
+        )
     old_bodies = [
-        {"k": "action_completed", "w": {"A": 1, "B": 2}, "v": 0},
-        {"k": "action_completed", "w": {"C": 3}, "d": ["A"], "v": 0},
+        {"k": "action_completed", "w": {"a": 1, "b": 2}},
+        {"k": "action_completed", "w": {"c": 3}, "d": ["a"]},
     ]
     conn = sqlite3.connect(path)
     for seq, body in enumerate(old_bodies):
@@ -172,24 +182,11 @@ async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
         )
     conn.commit()
     conn.close()
-
-    def lower_keys(raw: dict[str, Any]) -> dict[str, Any]:
-        return {
-            **raw,
-            "writes": {k.lower(): v for k, v in raw["writes"].items()},
-            "deletes": [k.lower() for k in raw["deletes"]],
-            "schema_version": 1,
-        }
-
-    register_upcaster(0, lower_keys)
     async with eventstore.SQLiteEventStore(path) as store:
         events = await store.read("", "a")
-        assert [e.schema_version for e in events] == [1, 1, 1]
-        assert [(e.writes, e.deletes) for e in events[:2]] == [
-            ({"a": 1, "b": 2}, []),
-            ({"c": 3}, ["a"]),
-        ]
-        assert await store.fold_stream("", "a") == ({"b": 2, "c": 3}, 2)
+        assert [e.legacy is not None for e in events] == [True, True, False, False, False]
+        assert await store.fold_stream("", "a") == ({"b": 2, "c": 3, "d": [1]}, 4)
+        assert fold(events) == {"b": 2, "c": 3, "d": [1]}
         conn = sqlite3.connect(path)
         future = msgspec.json.encode({"k": "k", "v": eventstore.SCHEMA_VERSION + 1})
         conn.execute("UPDATE events SET body = ? WHERE sequence_id = 2", (future,))
@@ -197,54 +194,5 @@ async def test_old_rows_in_a_sqlite_file_read_and_fold_upcast(
         conn.close()
         with pytest.raises(SchemaVersionError):
             await store.read("", "a")
-
-
-async def test_verify_checks_old_events_as_written_while_reads_upcast(
-    registry: dict[int, Any], tmp_path: Path
-) -> None:
-    """The chain covers an event as it was written, so verify must not upcast it."""
-    import sqlite3
-
-    path = tmp_path / "old.db"
-    async with eventstore.SQLiteEventStore(path, codec="json") as store:
-        await store.append(
-            [Event(partition_key="", app_id="a", sequence_id=i, kind="k") for i in range(2)],
-            expected_sequence=-1,
-        )
-    as_written = _chain.seal(
-        [
-            Event(
-                partition_key="",
-                app_id="a",
-                sequence_id=seq,
-                kind="action_completed",
-                writes={key: seq},
-                schema_version=0,
-            )
-            for seq, key in enumerate(["A", "B"])
-        ],
-        "",
-    )
-    conn = sqlite3.connect(path)
-    for event in as_written:
-        conn.execute(
-            "UPDATE events SET body = ?, hash = ? WHERE sequence_id = ?",
-            (JSON.encode_body(event), bytes.fromhex(event.hash), event.sequence_id),
-        )
-    conn.commit()
-    conn.close()
-
-    def lower_keys(raw: dict[str, Any]) -> dict[str, Any]:
-        writes = {k.lower(): v for k, v in raw["writes"].items()}
-        return {**raw, "writes": writes, "schema_version": 1}
-
-    register_upcaster(0, lower_keys)
-    async with eventstore.SQLiteEventStore(path) as store:
-        assert await store.verify() is None
-        assert [e.writes for e in await store.read("", "a")] == [{"a": 0}, {"b": 1}]
-        conn = sqlite3.connect(path)
-        conn.execute("UPDATE events SET body = ? WHERE sequence_id = 1", (b'{"k":"x","v":0}',))
-        conn.commit()
-        conn.close()
-        broken = await store.verify()
-        assert broken is not None and broken.sequence_id == 1
+        with pytest.raises(SchemaVersionError):
+            await store.fold_stream("", "a")

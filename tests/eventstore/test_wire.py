@@ -32,6 +32,7 @@ from statelog.eventstore.kafka import (
     record_key,
 )
 from statelog.eventstore.kafka._wire import schema_text
+from tests.ops_support import v2
 
 GOLDEN = Path(__file__).parent / "golden"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -40,7 +41,7 @@ REGEN = os.environ.get("STATELOG_REGEN_GOLDEN") == "1"
 
 def golden_event() -> Event:
     """A fixed event touching every field; its bytes are pinned in tests/golden/."""
-    first = Event(
+    first = v2(
         partition_key="tenant/eu%1",
         app_id="order-42",
         sequence_id=0,
@@ -49,7 +50,7 @@ def golden_event() -> Event:
         writes={"cart": ["book", "pen"], "total": 12.5},
         timestamp=datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC),
     )
-    second = Event(
+    second = v2(
         partition_key="tenant/eu%1",
         app_id="order-42",
         sequence_id=1,
@@ -60,12 +61,20 @@ def golden_event() -> Event:
         writes={"status": "declined", "nested": {"a": [1, None, True]}},
         deletes=["cart"],
         result={"ok": False},
-        error=ErrorInfo(type="PaymentError", message="card declined"),
+        ops=[
+            {"op": "append", "key": "log", "value": "declined"},
+            {"op": "increment", "key": "tries", "by": 1},
+        ],
+        error=ErrorInfo(
+            type="PaymentError", message="card declined", traceback=["app/pay.py:12 in charge"]
+        ),
         timestamp=datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC),
         duration=0.25,
         attempt=2,
         parent=Lineage(partition_key="tenant/eu%1", app_id="order-41", sequence_id=7),
+        actor="alice",
         correlation_id="req-9",
+        data={"note": "golden"},
     )
     return seal([first, second], "")[1]
 
@@ -101,7 +110,13 @@ def test_golden_json_value_is_plain_json():
     assert data["partition_key"] == "tenant/eu%1"
     assert data["sequence_id"] == 1
     assert data["timestamp"] == "2026-01-02T03:04:06Z"
-    assert data["error"] == {"type": "PaymentError", "message": "card declined"}
+    assert data["error"] == {
+        "type": "PaymentError",
+        "message": "card declined",
+        "traceback": ["app/pay.py:12 in charge"],
+    }
+    assert data["ops"][0] == {"op": "append", "key": "log", "value": "declined"}
+    assert data["duration_us"] == 250_000 and data["schema_version"] == 2
 
 
 #: JSON Schema keywords whose list is a set: the order of its items means nothing.
@@ -156,7 +171,7 @@ def test_record_layout():
         "content-type": b"application/json",
         "sequence_id": b"1",
         "kind": b"action_failed",
-        "schema_version": b"1",
+        "schema_version": b"2",
         "hash": event.hash.encode(),
     }
     assert msgspec.json.decode(value, type=Event) == event

@@ -195,13 +195,13 @@ def test_cli_list_rebuild_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
     asyncio.run(make())
     assert main(["projections", "list"]) == 0
-    assert "audit_trail\tv1" in capsys.readouterr().out
+    assert "audit_trail\tv2" in capsys.readouterr().out
     into = str(tmp_path / "rm.db")
     assert (
         main(["projections", "rebuild", "app_index", "--from", f"sqlite:{log}", "--into", into])
         == 0
     )
     out, err = capsys.readouterr()
-    assert "generation 1 (v1) is live with 20 events" in out and "100%" in err
+    assert "generation 1 (v2) is live with 20 events" in out and "100%" in err
     assert main(["projections", "status", "--into", into]) == 0
-    assert "app_index\tgeneration=1\tv1\tlive\tevents=20\tposition=20" in capsys.readouterr().out
+    assert "app_index\tgeneration=1\tv2\tlive\tevents=20\tposition=20" in capsys.readouterr().out

@@ -53,13 +53,22 @@ events = st.builds(
     action=optional_texts,
     next_action=optional_texts,
     inputs=st.dictionaries(texts, json_values, max_size=3),
-    writes=st.dictionaries(texts, json_values, max_size=3),
-    deletes=st.lists(texts, max_size=2),
-    error=st.one_of(st.none(), st.builds(ErrorInfo, type=texts, message=texts)),
+    ops=st.lists(
+        st.builds(lambda k, v: {"op": "set", "key": k, "value": v}, texts, json_values)
+        | st.builds(lambda k: {"op": "delete", "key": k}, texts)
+        | st.builds(lambda k, v: {"op": "append", "key": k, "value": v}, texts, json_values),
+        max_size=3,
+    ),
+    error=st.one_of(
+        st.none(),
+        st.builds(ErrorInfo, type=texts, message=texts, traceback=st.lists(texts, max_size=2)),
+    ),
     timestamp=stamps,
-    duration=st.floats(0, 10),
+    duration_us=st.integers(0, 10_000_000),
     attempt=st.integers(1, 5),
+    actor=optional_texts,
     correlation_id=optional_texts,
+    data=st.dictionaries(texts, json_values, max_size=2),
     hash=st.text("0123456789abcdef", min_size=64, max_size=64),
 )
 
@@ -79,13 +88,15 @@ def reference_row(position: int, e: Event) -> tuple[Any, ...]:
         e.action,
         e.next_action,
         iso(e.timestamp),
-        e.duration,
+        e.duration_us,
         e.attempt,
         text(e.inputs),
-        text(e.writes),
-        text(e.deletes),
+        text(e.ops),
+        text(e.data),
         None if e.error is None else e.error.type,
         None if e.error is None else e.error.message,
+        None if e.error is None or not e.error.traceback else "\n".join(e.error.traceback),
+        e.actor,
         e.correlation_id,
         e.hash,
     )

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from statelog.eventstore import (
-    Event,
     EventKind,
     MemoryEventStore,
     Recorded,
@@ -31,6 +30,7 @@ from statelog.projections import (
     get_projection,
     open_source,
 )
+from tests.ops_support import v2
 from tests.projection_support import SeenProjection, append_simple, dump, wait_until
 
 
@@ -59,7 +59,7 @@ async def test_audit_trail_has_one_row_per_event_and_is_queryable(tmp_path: Path
     try:
         (count,) = db.execute(
             "SELECT count(*) FROM audit_trail WHERE app_id = 'app-1' AND action = 'step1' "
-            "AND timestamp >= '2026-01-01T00:00:10' AND json_extract(writes, '$.n') >= 0"
+            "AND timestamp >= '2026-01-01T00:00:10' AND json_extract(ops, '$[0].value') >= 0"
         ).fetchone()
         assert count > 0
         plan = " ".join(
@@ -79,8 +79,8 @@ async def test_current_state_and_app_index(tmp_path: Path) -> None:
     base = {"partition_key": "p", "app_id": "a"}
     await store.append(
         [
-            Event(**base, sequence_id=0, kind=EventKind.APP_INITIALIZED, writes={"x": 1, "y": 2}),
-            Event(
+            v2(**base, sequence_id=0, kind=EventKind.APP_INITIALIZED, writes={"x": 1, "y": 2}),
+            v2(
                 **base,
                 sequence_id=1,
                 kind=EventKind.ACTION_COMPLETED,
@@ -88,7 +88,7 @@ async def test_current_state_and_app_index(tmp_path: Path) -> None:
                 writes={"x": {"deep": [1, 2]}},
                 deletes=["y"],
             ),
-            Event(**base, sequence_id=2, kind=EventKind.ACTION_FAILED, action="boom"),
+            v2(**base, sequence_id=2, kind=EventKind.ACTION_FAILED, action="boom"),
         ],
         expected_sequence=-1,
     )
@@ -96,7 +96,7 @@ async def test_current_state_and_app_index(tmp_path: Path) -> None:
 
     await store.append(
         [
-            Event(
+            v2(
                 partition_key="p",
                 app_id="child",
                 sequence_id=0,
@@ -104,7 +104,7 @@ async def test_current_state_and_app_index(tmp_path: Path) -> None:
                 parent=Lineage(partition_key="p", app_id="a", sequence_id=1),
                 writes={"x": 5},
             ),
-            Event(partition_key="p", app_id="child", sequence_id=1, kind=EventKind.HALTED),
+            v2(partition_key="p", app_id="child", sequence_id=1, kind=EventKind.HALTED),
         ],
         expected_sequence=-1,
     )
@@ -163,7 +163,7 @@ async def test_live_run_follows_appends_and_resumes(tmp_path: Path) -> None:
 async def append_simple_more(store: MemoryEventStore, count: int, start: int = 0) -> None:
     last = await store.last_sequence("p", "extra")
     events = [
-        Event(
+        v2(
             partition_key="p",
             app_id="extra",
             sequence_id=last + 1 + i,
@@ -355,7 +355,7 @@ async def test_an_event_with_a_future_schema_version(tmp_path: Path) -> None:
     export = tmp_path / "log.jsonl"
     await export_streams(store, export)
     lines = export.read_bytes().splitlines(keepends=True)
-    lines[30] = lines[30].replace(b'"schema_version":1', b'"schema_version":99')
+    lines[30] = lines[30].replace(b'"schema_version":2', b'"schema_version":99')
     export.write_bytes(b"".join(lines))
     path = tmp_path / "rm.db"
     async with ProjectionRunner(SeenProjection(), path, batch_size=8) as runner:

@@ -1,0 +1,382 @@
+"""The chat workload: each step appends one ~200-byte message to a list in the state.
+
+The shape where a log that stores whole values grows with the square of the
+conversation. Every system writes to SQLite in WAL mode with
+``synchronous=NORMAL`` and persists each step before the next one starts:
+
+- statelog: the engine (``astep``, transactional); each event holds an
+  ``append`` op of the message; a snapshot every 1,000 steps, the newest kept
+  (``SnapshotStore(keep_last=1)``: each snapshot holds the whole state);
+- Burr: ``SQLitePersister`` on a WAL + NORMAL connection (a full state copy per
+  step);
+- LangGraph: ``SqliteSaver`` (WAL + NORMAL connection), ``durability="sync"``,
+  the messages channel with an ``operator.add`` reducer, one ``invoke`` per step
+  (the checkpoint holds the whole channel value);
+- eventsourcing: an aggregate whose ``post`` event carries the message.
+
+Figures per system and size: durable steps/s, bytes on disk per step (used
+pages after a checkpoint, divided by the steps), and resume latency (from an
+open file to the first new durable step) at the largest size. Peers that store
+the whole list per step are measured at up to 2,000 steps: at 10,000 they
+would write ~10 GB (their bytes per step grow linearly with the length).
+
+    python bench/bench_chat.py [--sizes 1000 10000] [--peer-sizes 500 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import operator
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.peers._base import sqlite_bytes  # noqa: E402
+
+MESSAGE_BYTES = 200
+
+
+def message(i: int) -> dict[str, str]:
+    head = f"message {i:06d} "
+    return {"role": "user", "content": head + "x" * (MESSAGE_BYTES - 31 - len(head))}
+
+
+# --------------------------------------------------------------------------- statelog
+
+
+async def statelog_run(path: Path, steps: int) -> float:
+    from statelog import ApplicationBuilder, State, action
+    from statelog.eventstore import SnapshotStore, SQLiteEventStore
+
+    @action(reads=["messages"], writes=["messages"])
+    def chat(state: State) -> State:
+        return state.append(messages=message(len(state["messages"])))
+
+    # snapshots are a cache: keep the newest one (each holds the whole state)
+    async with SQLiteEventStore(path) as store, SnapshotStore(path, keep_last=1) as snaps:
+        app = await (
+            ApplicationBuilder()
+            .with_actions(chat=chat)
+            .with_transitions(("chat", "chat"))
+            .with_state(messages=[])
+            .with_entrypoint("chat")
+            .with_identifiers(app_id="chat")
+            .with_store(store, snapshots=snaps)
+            .abuild()
+        )
+        async with app:
+            step = app.astep
+            start = time.perf_counter()
+            for _ in range(steps):
+                await step()
+            return time.perf_counter() - start
+
+
+async def statelog_resume(path: Path, steps: int) -> float:
+    from statelog import ApplicationBuilder, State, action
+    from statelog.eventstore import SnapshotStore, SQLiteEventStore
+
+    @action(reads=["messages"], writes=["messages"])
+    def chat(state: State) -> State:
+        return state.append(messages=message(len(state["messages"])))
+
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snaps:
+        start = time.perf_counter()
+        app = await (
+            ApplicationBuilder()
+            .with_actions(chat=chat)
+            .with_transitions(("chat", "chat"))
+            .initialize_from(store, default_state={"messages": []}, default_entrypoint="chat")
+            .with_identifiers(app_id="chat")
+            .with_store(store, snapshots=snaps)
+            .with_snapshots(every=None, at_halt=False)
+            .abuild()
+        )
+        async with app:
+            await app.astep()
+            elapsed = time.perf_counter() - start
+            assert len(app.state["messages"]) == steps + 1
+        return elapsed
+
+
+# --------------------------------------------------------------------------- Burr
+
+
+def _burr_connection(path: Path) -> sqlite3.Connection:
+    con = sqlite3.connect(path, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    return con
+
+
+def _burr_app(persister: Any, resume: bool) -> Any:
+    from burr.core import ApplicationBuilder, State, action
+
+    @action(reads=["messages"], writes=["messages"])
+    def chat(state: State) -> State:
+        return state.append(messages=message(len(state["messages"])))
+
+    b = ApplicationBuilder().with_actions(chat=chat).with_transitions(("chat", "chat"))
+    if resume:
+        b = b.initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state={"messages": []},
+            default_entrypoint="chat",
+        )
+    else:
+        b = b.with_state(messages=[]).with_entrypoint("chat")
+    return b.with_state_persister(persister).with_identifiers(app_id="chat").build()
+
+
+async def burr_run(path: Path, steps: int) -> float:
+    from burr.core.persistence import SQLitePersister
+
+    persister = SQLitePersister(str(path), connection=_burr_connection(path))
+    persister.initialize()
+    app = _burr_app(persister, resume=False)
+    start = time.perf_counter()
+    for _ in range(steps):
+        app.step()
+    elapsed = time.perf_counter() - start
+    persister.connection.close()
+    return elapsed
+
+
+async def burr_resume(path: Path, steps: int) -> float:
+    from burr.core.persistence import SQLitePersister
+
+    persister = SQLitePersister(str(path), connection=_burr_connection(path))
+    start = time.perf_counter()
+    app = _burr_app(persister, resume=True)
+    app.step()
+    elapsed = time.perf_counter() - start
+    assert len(app.state["messages"]) == steps + 1
+    persister.connection.close()
+    return elapsed
+
+
+# --------------------------------------------------------------------------- LangGraph
+
+
+class ChatState(TypedDict):
+    messages: Annotated[list[dict[str, str]], operator.add]
+
+
+def _lg_graph(saver: Any) -> Any:
+    from langgraph.graph import END, START, StateGraph
+
+    def chat(s: ChatState) -> dict[str, Any]:
+        return {"messages": [message(len(s["messages"]))]}
+
+    g = StateGraph(ChatState)
+    g.add_node("chat", chat)
+    g.add_edge(START, "chat")
+    g.add_edge("chat", END)
+    return g.compile(checkpointer=saver)
+
+
+def _lg_saver(path: Path) -> Any:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    con = sqlite3.connect(path, check_same_thread=False)
+    con.execute("PRAGMA synchronous=NORMAL")
+    saver = SqliteSaver(con)
+    saver.setup()
+    return saver
+
+
+async def langgraph_run(path: Path, steps: int) -> float:
+    saver = _lg_saver(path)
+    graph = _lg_graph(saver)
+    config = {"configurable": {"thread_id": "chat"}}
+    start = time.perf_counter()
+    for _ in range(steps):
+        graph.invoke({"messages": []}, config, durability="sync")
+    elapsed = time.perf_counter() - start
+    saver.conn.close()
+    return elapsed
+
+
+async def langgraph_resume(path: Path, steps: int) -> float:
+    start = time.perf_counter()
+    saver = _lg_saver(path)
+    graph = _lg_graph(saver)
+    out = graph.invoke({"messages": []}, {"configurable": {"thread_id": "chat"}}, durability="sync")
+    elapsed = time.perf_counter() - start
+    assert len(out["messages"]) == steps + 1
+    saver.conn.close()
+    return elapsed
+
+
+# --------------------------------------------------------------------------- eventsourcing
+
+_ES: dict[str, Any] = {}
+
+
+def _es() -> dict[str, Any]:
+    if _ES:
+        return _ES
+    from uuid import NAMESPACE_URL, uuid5
+
+    from eventsourcing.application import Application
+    from eventsourcing.domain import Aggregate, event
+
+    class Chat(Aggregate):
+        @event("Started")
+        def __init__(self) -> None:
+            self.messages: list[dict[str, str]] = []
+
+        @event("Posted")
+        def post(self, text: dict[str, str]) -> None:
+            self.messages.append(text)
+
+    class ChatApp(Application[Any]):
+        pass
+
+    _ES.update(Chat=Chat, ChatApp=ChatApp, id=uuid5(NAMESPACE_URL, "chat"))
+    return _ES
+
+
+def _es_app(path: Path) -> Any:
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(path),
+        "IS_SNAPSHOTTING_ENABLED": "n",
+    }
+    return _es()["ChatApp"](env=env)
+
+
+async def eventsourcing_run(path: Path, steps: int) -> float:
+    d = _es()
+    app = _es_app(path)
+    chat = d["Chat"]()
+    app.save(chat)
+    d["last_id"] = chat.id
+    start = time.perf_counter()
+    for i in range(steps):
+        chat.post(message(i))
+        app.save(chat)
+    elapsed = time.perf_counter() - start
+    app.close()
+    return elapsed
+
+
+async def eventsourcing_resume(path: Path, steps: int) -> float:
+    d = _es()
+    start = time.perf_counter()
+    app = _es_app(path)
+    chat = app.repository.get(d["last_id"])
+    chat.post(message(steps))
+    app.save(chat)
+    elapsed = time.perf_counter() - start
+    assert len(chat.messages) == steps + 1
+    app.close()
+    return elapsed
+
+
+# --------------------------------------------------------------------------- the run
+
+Runner = Callable[[Path, int], Any]
+SYSTEMS: dict[str, tuple[Runner, Runner]] = {
+    "statelog": (statelog_run, statelog_resume),
+    "burr": (burr_run, burr_resume),
+    "langgraph": (langgraph_run, langgraph_resume),
+    "eventsourcing": (eventsourcing_run, eventsourcing_resume),
+}
+
+
+async def measure(name: str, steps: int, workdir: Path, repeat: int) -> dict[str, float]:
+    run, resume = SYSTEMS[name]
+    rates, sizes, logs, resumes = [], [], [], []
+    for r in range(repeat):
+        path = workdir / f"{name}-{steps}-{r}.db"
+        seconds = await run(path, steps)
+        rates.append(steps / seconds)
+        sizes.append(sqlite_bytes(path) / steps)
+        logs.append(log_bytes(path) / steps)
+        resumes.append(await resume(path, steps) * 1000)
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    return {
+        "steps_per_s": statistics.median(rates),
+        "bytes_per_step": statistics.median(sizes),
+        "log_bytes_per_step": statistics.median(logs),
+        "resume_ms": statistics.median(resumes),
+    }
+
+
+def log_bytes(path: Path) -> int:
+    """Bytes of the database without statelog's snapshot table (a cache of the state).
+
+    From SQLite's ``dbstat`` when it is compiled in; otherwise the whole file.
+    """
+    con = sqlite3.connect(path)
+    try:
+        rows = con.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name").fetchall()
+    except sqlite3.Error:
+        return sqlite_bytes(path)
+    finally:
+        con.close()
+    return sum(size for name, size in rows if not name.startswith("snapshots"))
+
+
+async def chat_table(
+    sizes: Sequence[int], peer_sizes: Sequence[int], repeat: int, log: Callable[[str], None]
+) -> list[tuple[str, int, dict[str, float]]]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in SYSTEMS:
+            for steps in sizes if name in ("statelog", "eventsourcing") else peer_sizes:
+                try:
+                    got = await measure(name, steps, Path(tmp), repeat)
+                except ImportError as exc:
+                    log(f"  {name}: not installed ({exc})")
+                    break
+                log(
+                    f"  {name:<13} {steps:>6} steps  {got['steps_per_s']:>9,.0f} steps/s  "
+                    f"{got['bytes_per_step']:>9,.0f} B/step (log {got['log_bytes_per_step']:,.0f})"
+                    f"  resume {got['resume_ms']:>7.1f} ms"
+                )
+                rows.append((name, steps, got))
+    return rows
+
+
+def render(rows: list[tuple[str, int, dict[str, float]]]) -> str:
+    lines = [
+        "| system | steps | durable steps/s | bytes on disk per step "
+        "| of which the log (no snapshot) | resume latency (ms) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, steps, got in rows:
+        lines.append(
+            f"| {name} | {steps:,} | {got['steps_per_s']:,.0f} | "
+            f"{got['bytes_per_step']:,.0f} | {got['log_bytes_per_step']:,.0f} | "
+            f"{got['resume_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--peer-sizes", type=int, nargs="+", default=[500, 2000])
+    p.add_argument("--repeat", type=int, default=1)
+    args = p.parse_args(argv)
+    rows = asyncio.run(chat_table(args.sizes, args.peer_sizes, args.repeat, print))
+    print()
+    print(render(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

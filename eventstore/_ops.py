@@ -1,0 +1,216 @@
+"""State operations: what a schema v2 event records as its state change.
+
+An operation is a plain JSON object with an ``"op"`` member, the state ``key``
+it changes, and only the new part:
+
+=============  ============================  ==========================================
+``op``         members                       folding ``state`` (a dict)
+=============  ============================  ==========================================
+``set``        ``key``, ``value``            ``state[key] = value``
+``delete``     ``key``                       ``state.pop(key)`` (absent: nothing)
+``append``     ``key``, ``value``            ``state[key].append(value)`` (absent: [])
+``extend``     ``key``, ``values`` (list)    ``state[key].extend(values)`` (absent: [])
+``increment``  ``key``, ``by`` (number)      ``state[key] += by`` (absent: 0)
+``merge``      ``key``, ``value`` (object)   ``state[key].update(value)`` (absent: {})
+=============  ============================  ==========================================
+
+Operations apply in list order, events in sequence order. An append costs the
+size of the item, never the size of the list. These are plain dicts, not
+structs, so the JSON form is exactly what a reader in another language sees
+and the canonical hash covers them as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from ._errors import EncodingError, InvalidEventError
+
+__all__ = [
+    "OP_KINDS",
+    "apply_ops",
+    "check_ops",
+    "diff_ops",
+    "json_equal",
+    "op_between",
+    "ops_of_delta",
+]
+
+_encode = msgspec.json.Encoder(order="sorted").encode
+
+#: The operation kinds, and the member each carries besides ``op`` and ``key``.
+OP_KINDS: Mapping[str, str | None] = {
+    "set": "value",
+    "delete": None,
+    "append": "value",
+    "extend": "values",
+    "increment": "by",
+    "merge": "value",
+}
+
+
+def ops_of_delta(writes: Mapping[str, Any], deletes: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The operations of a v1 delta: a ``set`` per write, then a ``delete`` per delete."""
+    ops: list[dict[str, Any]] = [{"op": "set", "key": k, "value": v} for k, v in writes.items()]
+    ops.extend({"op": "delete", "key": k} for k in deletes)
+    return ops
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equal as stored JSON: ``1``, ``1.0`` and ``True`` differ, as do ``[1]`` and ``[True]``;
+    the order of an object's members does not matter."""
+    if type(a) is not type(b) or a != b:
+        return False
+    if type(a) is list or type(a) is dict:
+        return _encode(a) == _encode(b)
+    return True
+
+
+_NOTHING: Any = object()
+
+
+def op_between(key: str, old: Any, new: Any) -> dict[str, Any]:
+    """The smallest operation that turns ``old`` (``_NOTHING``: absent) into ``new``.
+
+    A list that grew at its end is an ``append`` or ``extend`` of the new
+    items; a dict that only gained or changed members a ``merge`` of those;
+    anything else a ``set``.
+    """
+    if type(old) is list and type(new) is list:
+        n = len(old)
+        if len(new) > n and json_equal(new[:n], old):
+            if len(new) == n + 1:
+                return {"op": "append", "key": key, "value": new[n]}
+            return {"op": "extend", "key": key, "values": new[n:]}
+    elif (
+        type(old) is dict
+        and type(new) is dict
+        and len(new) >= len(old)
+        and all(k in new for k in old)
+    ):
+        part = {k: v for k, v in new.items() if not json_equal(old.get(k, _NOTHING), v)}
+        if len(part) < len(new):
+            return {"op": "merge", "key": key, "value": part}
+    return {"op": "set", "key": key, "value": new}
+
+
+def diff_ops(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The operations that turn the state ``previous`` into ``current`` (pure).
+
+    One per changed key (``op_between``), then a ``delete`` per key gone.
+    """
+    ops = [
+        op_between(key, previous.get(key, _NOTHING), value)
+        for key, value in current.items()
+        if not json_equal(previous.get(key, _NOTHING), value)
+    ]
+    ops.extend({"op": "delete", "key": key} for key in previous if key not in current)
+    return ops
+
+
+def check_ops(ops: Any, where: str) -> None:
+    """Refuse a malformed operation list (``InvalidEventError`` naming ``$.ops[i]``)."""
+    if type(ops) is not list:
+        raise InvalidEventError(f"{where}: ops must be a list, got {type(ops).__name__}")
+    for op in ops:  # the common shapes first, in one cheap test each
+        if (
+            type(op) is dict
+            and len(op) == 3
+            and type(op.get("key")) is str
+            and ((k := op.get("op")) == "set" or k == "append" or k == "merge")
+            and "value" in op
+            and (k != "merge" or type(op["value"]) is dict)
+        ):
+            continue
+        break
+    else:
+        return
+    for i, op in enumerate(ops):
+        if type(op) is not dict:
+            raise InvalidEventError(
+                f"{where}: $.ops[{i}] must be an object, got {type(op).__name__}"
+            )
+        kind: Any = op.get("op")
+        if kind not in OP_KINDS:
+            raise InvalidEventError(
+                f"{where}: $.ops[{i}].op must be one of {sorted(OP_KINDS)}, got {kind!r}"
+            )
+        key = op.get("key")
+        if type(key) is not str:
+            raise InvalidEventError(f"{where}: $.ops[{i}].key must be a str, got {key!r}")
+        member = OP_KINDS[kind]
+        want = 2 if member is None else 3
+        if len(op) != want or (member is not None and member not in op):
+            raise InvalidEventError(
+                f"{where}: $.ops[{i}] ({kind}) takes op, key"
+                f"{', ' + member if member else ''}; got {sorted(op)}"
+            )
+        if kind == "extend" and type(op["values"]) is not list:
+            raise InvalidEventError(f"{where}: $.ops[{i}].values must be a list")
+        elif kind == "merge" and type(op["value"]) is not dict:
+            raise InvalidEventError(f"{where}: $.ops[{i}].value must be an object")
+        elif kind == "increment":
+            by = op["by"]
+            if type(by) is not int and type(by) is not float:
+                raise InvalidEventError(f"{where}: $.ops[{i}].by must be a number, got {by!r}")
+
+
+def _bad(kind: str, key: str, held: Any, want: str) -> EncodingError:
+    return EncodingError(
+        f"cannot {kind} state key {key!r}: it holds a {type(held).__name__}, expected {want}",
+        path=f"$.state.{key}",
+    )
+
+
+def _own(state: dict[str, Any], key: str, kind: str, owned: set[str], container: type) -> Any:
+    """``state[key]`` as a container this fold owns (copied once; absent: empty)."""
+    held: Any = state.get(key, _ABSENT)
+    if key in owned:
+        return held
+    if held is _ABSENT:
+        held = container()
+    elif type(held) is not container:
+        raise _bad(kind, key, held, "a list" if container is list else "an object")
+    else:
+        held = container(held)
+    state[key] = held
+    owned.add(key)
+    return held
+
+
+_ABSENT: Any = object()
+
+
+def apply_ops(state: dict[str, Any], ops: Sequence[Mapping[str, Any]], owned: set[str]) -> None:
+    """Apply ``ops`` to ``state`` in place.
+
+    ``owned`` names the keys whose list or dict this fold made itself and may
+    grow in place; any other container (an event's value, a snapshot's) is
+    copied once before its first append or merge, so an event is never
+    changed by folding it. Pass the same set for every event of one fold.
+    """
+    for op in ops:
+        kind = op["op"]
+        key = op["key"]
+        if kind == "set":
+            state[key] = op["value"]
+            owned.discard(key)
+        elif kind == "append":
+            _own(state, key, kind, owned, list).append(op["value"])
+        elif kind == "delete":
+            state.pop(key, None)
+            owned.discard(key)
+        elif kind == "extend":
+            _own(state, key, kind, owned, list).extend(op["values"])
+        elif kind == "increment":
+            held = state.get(key, 0)
+            if type(held) is not int and type(held) is not float:
+                raise _bad(kind, key, held, "a number")
+            state[key] = held + op["by"]
+        elif kind == "merge":
+            _own(state, key, kind, owned, dict).update(op["value"])
+        else:
+            raise EncodingError(f"unknown state operation {kind!r}", path="$.ops")

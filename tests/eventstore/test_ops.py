@@ -1,0 +1,104 @@
+"""State operations: their shapes are checked at the store boundary; folding applies them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from statelog.eventstore import (
+    EncodingError,
+    Event,
+    InvalidEventError,
+    MemoryEventStore,
+    apply_ops,
+    diff_ops,
+    fold,
+)
+
+
+def ev(ops: Any) -> Event:
+    return Event(partition_key="", app_id="a", sequence_id=0, kind="k", ops=ops)
+
+
+@pytest.mark.parametrize(
+    ("ops", "match"),
+    [
+        ({"op": "set"}, "must be a list"),
+        (["set"], r"\$\.ops\[0\] must be an object"),
+        ([{"op": "zap", "key": "a"}], "must be one of"),
+        ([{"op": "set", "key": 1, "value": 1}], "key must be a str"),
+        ([{"op": "set", "key": "a"}], "takes op, key, value"),
+        ([{"op": "delete", "key": "a", "value": 1}], "takes op, key;"),
+        ([{"op": "extend", "key": "a", "values": 1}], "values must be a list"),
+        ([{"op": "merge", "key": "a", "value": [1]}], "value must be an object"),
+        ([{"op": "increment", "key": "a", "by": "1"}], "by must be a number"),
+    ],
+)
+async def test_malformed_ops_are_refused_with_nothing_written(ops: Any, match: str) -> None:
+    store = MemoryEventStore()
+    with pytest.raises(InvalidEventError, match=match):
+        await store.append([ev(ops)], expected_sequence=-1)
+    assert await store.last_sequence("", "a") == -1
+
+
+def test_folding_applies_each_op_and_never_changes_the_event() -> None:
+    items = [1, 2]
+    cfg = {"a": 1}
+    first = ev(
+        [{"op": "set", "key": "xs", "value": items}, {"op": "set", "key": "cfg", "value": cfg}]
+    )
+    second = ev(
+        [
+            {"op": "append", "key": "xs", "value": 3},
+            {"op": "extend", "key": "xs", "values": [4, 5]},
+            {"op": "merge", "key": "cfg", "value": {"b": 2}},
+            {"op": "increment", "key": "n", "by": 2},
+            {"op": "increment", "key": "n", "by": 0.5},
+            {"op": "append", "key": "new", "value": "x"},
+            {"op": "delete", "key": "missing"},
+        ]
+    )
+    assert fold([first, second]) == {
+        "xs": [1, 2, 3, 4, 5],
+        "cfg": {"a": 1, "b": 2},
+        "n": 2.5,
+        "new": ["x"],
+    }
+    assert items == [1, 2] and cfg == {"a": 1}  # the first event's values are untouched
+    with pytest.raises(EncodingError, match="expected a list"):
+        apply_ops({"xs": 1}, [{"op": "append", "key": "xs", "value": 2}], set())
+
+
+def test_diff_ops_gives_the_smallest_change() -> None:
+    before = {"log": list(range(100)), "cfg": {"a": 1, "b": 2}, "gone": 1, "n": 1}
+    after = {"log": [*range(100), 100], "cfg": {"a": 1, "b": 3, "c": 4}, "n": 2}
+    assert diff_ops(before, after) == [
+        {"op": "append", "key": "log", "value": 100},
+        {"op": "merge", "key": "cfg", "value": {"b": 3, "c": 4}},
+        {"op": "set", "key": "n", "value": 2},
+        {"op": "delete", "key": "gone"},
+    ]
+    state = dict(before)
+    apply_ops(state, diff_ops(before, after), set())
+    assert state == after
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [{"op": "set", "key": "a", "value": 1}, {"op": "delete", "key": "b"}],  # compact w/d
+        [{"op": "delete", "key": "b"}, {"op": "set", "key": "a", "value": 1}],  # order kept
+        [{"op": "set", "key": "a", "value": 1}, {"op": "set", "key": "a", "value": 2}],
+        [{"op": "append", "key": "l", "value": 1}, {"op": "set", "key": "a", "value": [1]}],
+    ],
+)
+async def test_stored_ops_read_back_in_order_and_verify(tmp_path: Any, ops: Any) -> None:
+    from statelog.eventstore import SQLiteEventStore
+
+    async with SQLiteEventStore(tmp_path / "ops.db") as store:
+        await store.append([ev(ops)], expected_sequence=-1)
+        [back] = await store.read("", "a")
+        assert back.ops == ops
+        assert await store.verify() is None
+        assert (await store.fold_stream("", "a"))[0] == fold([ev(ops)])
