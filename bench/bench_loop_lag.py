@@ -93,7 +93,7 @@ def store_writers(path: Path, synchronous: str) -> Callable[[asyncio.Event], Awa
                         app_id=app_id,
                         sequence_id=seq,
                         kind="action_completed",
-                        writes={"n": seq},
+                        ops=[{"op": "set", "key": "n", "value": seq}],
                     )
                     await store.append([event], expected_sequence=seq - 1)
                     seq += 1

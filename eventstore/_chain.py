@@ -182,7 +182,9 @@ def seal(events: Iterable[Event], prev_hash: str, key: bytes | None = None) -> l
             set_hash(linked, "hash", digest)
             sealed.append(linked)
             prev_hash = digest
-    except EncodingError:  # no canonical form (an unsafe int, NaN): it names the path
+    except EncodingError as exc:  # no canonical form (an unsafe int, NaN): named
+        if exc.path in (None, "$"):  # a lone surrogate somewhere: find it
+            raise _explain(event, exc) from exc
         raise
     except ENCODE_ERRORS as exc:  # a lone surrogate in the identity, say
         raise _explain(event, exc) from exc
@@ -198,7 +200,9 @@ def seal_one(event: Event, prev_hash: str, key: bytes | None = None) -> tuple[Ev
     linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
     try:
         data = _encode_canonical(linked)
-    except EncodingError:
+    except EncodingError as exc:
+        if exc.path in (None, "$"):
+            raise _explain(event, exc) from exc
         raise
     except ENCODE_ERRORS as exc:
         raise _explain(event, exc) from exc

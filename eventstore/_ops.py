@@ -114,7 +114,9 @@ def diff_ops(previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[di
 def check_ops(ops: Any, where: str) -> None:
     """Refuse a malformed operation list (``InvalidEventError`` naming ``$.ops[i]``)."""
     if type(ops) is not list:
-        raise InvalidEventError(f"{where}: ops must be a list, got {type(ops).__name__}")
+        raise InvalidEventError(
+            f"{where}: expected a list of ops at `$.ops`, got {type(ops).__name__} {ops!r}"
+        )
     for op in ops:  # the common shapes first, in one cheap test each
         if (
             type(op) is dict
@@ -129,33 +131,45 @@ def check_ops(ops: Any, where: str) -> None:
     else:
         return
     for i, op in enumerate(ops):
+        at = f"$.ops[{i}]"
         if type(op) is not dict:
             raise InvalidEventError(
-                f"{where}: $.ops[{i}] must be an object, got {type(op).__name__}"
+                f"{where}: expected an op object at `{at}`, got {type(op).__name__} {op!r}"
             )
         kind: Any = op.get("op")
         if kind not in OP_KINDS:
             raise InvalidEventError(
-                f"{where}: $.ops[{i}].op must be one of {sorted(OP_KINDS)}, got {kind!r}"
+                f"{where}: expected one of {sorted(OP_KINDS)} at `{at}.op`, "
+                f"got {type(kind).__name__} {kind!r}"
             )
         key = op.get("key")
         if type(key) is not str:
-            raise InvalidEventError(f"{where}: $.ops[{i}].key must be a str, got {key!r}")
+            raise InvalidEventError(
+                f"{where}: expected a str at `{at}.key`, got {type(key).__name__} {key!r}"
+            )
         member = OP_KINDS[kind]
         want = 2 if member is None else 3
         if len(op) != want or (member is not None and member not in op):
+            takes = f"op, key{', ' + member if member else ''}"
             raise InvalidEventError(
-                f"{where}: $.ops[{i}] ({kind}) takes op, key"
-                f"{', ' + member if member else ''}; got {sorted(op)}"
+                f"{where}: expected the members {takes} at `{at}` ({kind}), got {sorted(op)}"
             )
         if kind == "extend" and type(op["values"]) is not list:
-            raise InvalidEventError(f"{where}: $.ops[{i}].values must be a list")
+            got = op["values"]
+            raise InvalidEventError(
+                f"{where}: expected a list at `{at}.values`, got {type(got).__name__} {got!r}"
+            )
         elif kind == "merge" and type(op["value"]) is not dict:
-            raise InvalidEventError(f"{where}: $.ops[{i}].value must be an object")
+            got = op["value"]
+            raise InvalidEventError(
+                f"{where}: expected an object at `{at}.value`, got {type(got).__name__} {got!r}"
+            )
         elif kind == "increment":
             by = op["by"]
             if type(by) is not int and type(by) is not float:
-                raise InvalidEventError(f"{where}: $.ops[{i}].by must be a number, got {by!r}")
+                raise InvalidEventError(
+                    f"{where}: expected a number at `{at}.by`, got {type(by).__name__} {by!r}"
+                )
 
 
 def _bad(kind: str, key: str, held: Any, want: str) -> EncodingError:

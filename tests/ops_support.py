@@ -16,8 +16,9 @@ def v2(
     **fields: Any,
 ) -> Event:
     """An ``Event``; ``writes`` -> ``set`` ops, ``deletes`` -> ``delete`` ops (after ``ops``)."""
-    if writes is not None or deletes:
-        fields["ops"] = [*fields.get("ops", []), *ops_of_delta(writes or {}, list(deletes))]
+    given = fields.get("ops", [])
+    if (writes is not None or deletes) and type(given) is list:  # a wrong ops stays wrong
+        fields["ops"] = [*given, *ops_of_delta(writes or {}, list(deletes))]
     if duration is not None:
         fields["duration_us"] = round(duration * 1_000_000)
     return Event(**fields)

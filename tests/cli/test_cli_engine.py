@@ -44,7 +44,7 @@ def test_demo_runs_on_the_default_file_and_resumes(
     actions = {e.action for e in events}
     assert {"receive", "check", "approve", "charge", "plan_waves", "ship"} <= actions
     assert any(e.action == "charge" and e.attempt == 2 for e in events)  # the retried step
-    ship = next(e for e in events if e.action == "ship")
+    ship = next(e for e in events if e.action == "ship" and e.kind == "action_completed")
     child = asyncio.run(read_events(db, ship.result[0]))
     assert child[0].parent is not None and child[0].parent.relation == "child"
 

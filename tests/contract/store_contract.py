@@ -58,8 +58,9 @@ PK = "tenant"
 
 
 def ev(app_id: str, seq: int, *, pk: str = PK, **fields: Any) -> Event:
-    """A small event; ``writes`` defaults to ``{"n": seq}``."""
-    fields.setdefault("writes", {"n": seq})
+    """A small event; without ``ops`` or ``writes`` it sets ``n`` to ``seq``."""
+    if "ops" not in fields:
+        fields.setdefault("writes", {"n": seq})
     fields.setdefault("kind", "action_completed")
     return v2(partition_key=pk, app_id=app_id, sequence_id=seq, **fields)
 
@@ -114,8 +115,10 @@ BAD_VALUES: dict[str, tuple[Any, type[Exception], str]] = {
     "-inf": (-math.inf, EncodingError, "-inf"),
     "int-key": ({1: "x"}, EncodingError, "int"),
     "none-key": ({None: "x"}, EncodingError, "None"),
-    "int-over": (2**64, EncodingError, str(2**64)),
-    "int-under": (-(2**63) - 1, EncodingError, str(-(2**63) - 1)),
+    # a JSON number holds ints within +-(2**53 - 1) exactly; the hash needs them so
+    "int-over": (2**53, EncodingError, str(2**53)),
+    "int-under": (-(2**53), EncodingError, str(-(2**53))),
+    "int-huge": (2**64, EncodingError, str(2**64)),
     "surrogate": ("ab\ud800", EncodingError, "surrogate"),
     "surrogate-key": ({"k\udc00": 1}, EncodingError, "surrogate"),
     "too-deep": (_deep(MAX_VALUE_DEPTH + 1), EncodingError, str(MAX_VALUE_DEPTH)),
@@ -124,13 +127,26 @@ BAD_VALUES: dict[str, tuple[Any, type[Exception], str]] = {
 
 #: Where a bad value goes: the path the error names, and the event fields.
 PLACES: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
-    "writes": ("$.writes.bad", lambda v: {"writes": {"ok": 1, "bad": v}}),
+    "ops": (
+        "$.ops[1].value",
+        lambda v: {
+            "ops": [
+                {"op": "set", "key": "ok", "value": 1},
+                {"op": "set", "key": "bad", "value": v},
+            ]
+        },
+    ),
     "nested": (
-        "$.writes.profile.tags[2]",
-        lambda v: {"writes": {"profile": {"name": "x", "tags": ["a", "b", v]}}},
+        "$.ops[0].value.tags[2]",
+        lambda v: {
+            "ops": [
+                {"op": "append", "key": "profile", "value": {"name": "x", "tags": ["a", "b", v]}}
+            ]
+        },
     ),
     "inputs": ("$.inputs.x.y[0]", lambda v: {"inputs": {"x": {"y": [v]}}}),
     "result": ("$.result", lambda v: {"result": v}),
+    "data": ("$.data.x", lambda v: {"data": {"x": v}}),
 }
 
 _OFFSET = timezone(timedelta(hours=2))
@@ -144,13 +160,31 @@ _FIELD_CASES: dict[str, tuple[dict[str, Any], type[Exception], str, str]] = {
     "next-action-bytes": ({"next_action": b"x"}, InvalidEventError, "$.next_action", "bytes"),
     "action-surrogate": ({"action": "a\udfff"}, EncodingError, "$.action", "surrogate"),
     "inputs-list": ({"inputs": [1]}, InvalidEventError, "$.inputs", "list"),
-    "writes-str": ({"writes": "x"}, InvalidEventError, "$.writes", "str"),
-    "writes-none": ({"writes": None}, InvalidEventError, "$.writes", "None"),
-    "deletes-int": ({"deletes": [1]}, InvalidEventError, "$.deletes[0]", "int"),
-    "deletes-later": ({"deletes": ["a", None]}, InvalidEventError, "$.deletes[1]", "None"),
-    "deletes-str": ({"deletes": "ab"}, InvalidEventError, "$.deletes", "str"),
-    "deletes-tuple": ({"deletes": ("a",)}, InvalidEventError, "$.deletes", "tuple"),
-    "deletes-surrogate": ({"deletes": ["\ud800"]}, EncodingError, "$.deletes[0]", "surrogate"),
+    "ops-str": ({"ops": "x"}, InvalidEventError, "$.ops", "str"),
+    "ops-none": ({"ops": None}, InvalidEventError, "$.ops", "None"),
+    "ops-tuple": ({"ops": ({"op": "delete", "key": "a"},)}, InvalidEventError, "$.ops", "tuple"),
+    "op-str": ({"ops": ["set"]}, InvalidEventError, "$.ops[0]", "str"),
+    "op-kind": ({"ops": [{"op": "zap", "key": "a"}]}, InvalidEventError, "$.ops[0].op", "zap"),
+    "op-key-int": (
+        {"ops": [{"op": "delete", "key": "a"}, {"op": "delete", "key": 1}]},
+        InvalidEventError,
+        "$.ops[1].key",
+        "int",
+    ),
+    "op-surrogate": (
+        {"ops": [{"op": "delete", "key": "\ud800"}]},
+        EncodingError,
+        "$.ops[0]",
+        "surrogate",
+    ),
+    "data-list": ({"data": [1]}, InvalidEventError, "$.data", "list"),
+    "actor-int": ({"actor": 1}, InvalidEventError, "$.actor", "int"),
+    "traceback-int": (
+        {"error": ErrorInfo(type="T", message="m", traceback=[1])},  # type: ignore[list-item]
+        InvalidEventError,
+        "$.error.traceback[0]",
+        "int",
+    ),
     "error-str": ({"error": "boom"}, InvalidEventError, "$.error", "str"),
     "error-type": (
         {"error": ErrorInfo(type=1, message="m")},  # type: ignore[arg-type]
@@ -166,10 +200,9 @@ _FIELD_CASES: dict[str, tuple[dict[str, Any], type[Exception], str, str]] = {
         "$.timestamp",
         "+02:00",
     ),
-    "duration-str": ({"duration": "x"}, InvalidEventError, "$.duration", "str"),
-    "duration-int": ({"duration": 1}, InvalidEventError, "$.duration", "int"),
-    "duration-nan": ({"duration": math.nan}, EncodingError, "$.duration", "nan"),
-    "duration-inf": ({"duration": math.inf}, EncodingError, "$.duration", "inf"),
+    "duration-str": ({"duration_us": "x"}, InvalidEventError, "$.duration_us", "str"),
+    "duration-float": ({"duration_us": 1.5}, InvalidEventError, "$.duration_us", "float"),
+    "duration-huge": ({"duration_us": 2**64}, EncodingError, "$.duration_us", str(2**64)),
     "attempt-str": ({"attempt": "x"}, InvalidEventError, "$.attempt", "str"),
     "attempt-bool": ({"attempt": True}, InvalidEventError, "$.attempt", "bool"),
     "attempt-float": ({"attempt": 1.0}, InvalidEventError, "$.attempt", "float"),
@@ -720,7 +753,11 @@ class StoreContract:
         and inside batches on both; nothing is written, and the streams go on."""
 
         def bad_event(app_id: str, seq: int) -> Event:
-            fields = {"kind": "action_completed", "writes": {"n": seq}, **bad()}
+            fields = {
+                "kind": "action_completed",
+                "ops": [{"op": "set", "key": "n", "value": seq}],
+                **bad(),
+            }
             return Event(partition_key=PK, app_id=app_id, sequence_id=sequence(seq), **fields)
 
         await store.append(evs("known", 0, known_at + 1), expected_sequence=-1)

@@ -110,7 +110,9 @@ def test_kill_9_transactional_demo_20_times_then_finish(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "resuming" in done.stdout
     seq, folded = asyncio.run(check_stream(db))
-    assert seq == final_steps
+    # demo --steps N stops once the stream reaches N; a step that retried wrote its
+    # attempt_failed events too, so the last one may go a little past N
+    assert final_steps <= seq < final_steps + 4
     assert folded == asyncio.run(reference(asyncio.run(completed_steps(db))))
     probes = sorted(rng.sample(range(final_steps + 1), 15))
 

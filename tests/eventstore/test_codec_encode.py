@@ -151,10 +151,10 @@ def _deep(levels: int) -> Any:
 @pytest.mark.parametrize(
     ("fields", "path"),
     [
-        ({"writes": {"s": ["ok", "x\ud800"]}}, "$.writes.s[1]"),
+        ({"ops": [{"op": "set", "key": "s", "value": ["ok", "x\ud800"]}]}, "$.ops[0].value[1]"),
         ({"inputs": {"k\udfff": 1}}, "$.inputs"),
         ({"action": "\ud800"}, "$.action"),
-        ({"writes": {"o": _Opaque()}}, "$.writes.o"),
+        ({"ops": [{"op": "append", "key": "o", "value": _Opaque()}]}, "$.ops[0].value"),
         ({"result": _deep(2000)}, "$.result"),
     ],
     ids=["surrogate", "surrogate-key", "surrogate-field", "opaque", "recursion"],

@@ -24,15 +24,15 @@ def ev(ops: Any) -> Event:
 @pytest.mark.parametrize(
     ("ops", "match"),
     [
-        ({"op": "set"}, "must be a list"),
-        (["set"], r"\$\.ops\[0\] must be an object"),
-        ([{"op": "zap", "key": "a"}], "must be one of"),
-        ([{"op": "set", "key": 1, "value": 1}], "key must be a str"),
-        ([{"op": "set", "key": "a"}], "takes op, key, value"),
-        ([{"op": "delete", "key": "a", "value": 1}], "takes op, key;"),
-        ([{"op": "extend", "key": "a", "values": 1}], "values must be a list"),
-        ([{"op": "merge", "key": "a", "value": [1]}], "value must be an object"),
-        ([{"op": "increment", "key": "a", "by": "1"}], "by must be a number"),
+        ({"op": "set"}, r"expected a list of ops at `\$\.ops`"),
+        (["set"], r"expected an op object at `\$\.ops\[0\]`, got str"),
+        ([{"op": "zap", "key": "a"}], r"at `\$\.ops\[0\]\.op`, got str 'zap'"),
+        ([{"op": "set", "key": 1, "value": 1}], r"a str at `\$\.ops\[0\]\.key`, got int"),
+        ([{"op": "set", "key": "a"}], "members op, key, value"),
+        ([{"op": "delete", "key": "a", "value": 1}], r"members op, key at"),
+        ([{"op": "extend", "key": "a", "values": 1}], r"a list at `\$\.ops\[0\]\.values`"),
+        ([{"op": "merge", "key": "a", "value": [1]}], r"an object at `\$\.ops\[0\]\.value`"),
+        ([{"op": "increment", "key": "a", "by": "1"}], r"a number at `\$\.ops\[0\]\.by`"),
     ],
 )
 async def test_malformed_ops_are_refused_with_nothing_written(ops: Any, match: str) -> None:

@@ -220,8 +220,10 @@ _RACER = textwrap.dedent(
                 time.sleep(0.001)
             for i in range(int(rounds)):
                 last = await store.last_sequence("pk", "race")
-                event = v2(partition_key="pk", app_id="race", sequence_id=last + 1,
-                              kind="action_completed", writes={"by": name, "i": i})
+                event = Event(partition_key="pk", app_id="race", sequence_id=last + 1,
+                              kind="action_completed",
+                              ops=[{"op": "set", "key": "by", "value": name},
+                                   {"op": "set", "key": "i", "value": i}])
                 try:
                     await store.append([event], expected_sequence=last)
                 except ConcurrencyError:
@@ -285,8 +287,9 @@ _WRITER = textwrap.dedent(
         async with RedisEventStore(url, socket_timeout=2) as store:
             seq = -1
             while True:
-                batch = [v2(partition_key="pk", app_id="w", sequence_id=seq + 1 + i,
-                               kind="action_completed", writes={"n": seq + 1 + i})
+                batch = [Event(partition_key="pk", app_id="w", sequence_id=seq + 1 + i,
+                               kind="action_completed",
+                               ops=[{"op": "set", "key": "n", "value": seq + 1 + i}])
                          for i in range(3)]
                 try:
                     await store.append(batch, expected_sequence=seq)

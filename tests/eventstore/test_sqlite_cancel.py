@@ -28,7 +28,7 @@ def batch(app_id: str, first: int, n: int) -> list[Event]:
             app_id=app_id,
             sequence_id=seq,
             kind="action_completed",
-            writes={"n": seq},
+            ops=[{"op": "set", "key": "n", "value": seq}],
         )
         for seq in range(first, first + n)
     ]

@@ -19,7 +19,7 @@ from statelog.eventstore import Event, SQLiteEventStore
 
 def ev(app_id, seq):
     return Event(partition_key="p", app_id=app_id, sequence_id=seq, kind="action_completed",
-                 writes={"n": seq})
+                 ops=[{"op": "set", "key": "n", "value": seq}])
 
 def fds():
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0

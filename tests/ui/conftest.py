@@ -129,9 +129,12 @@ async def _seed_big(db: Path) -> None:
                     kind="action_completed",
                     action="step",
                     next_action="step",
-                    writes={"n": i, "last": f"item-{i}"},
+                    ops=[
+                        {"op": "set", "key": "n", "value": i},
+                        {"op": "set", "key": "last", "value": f"item-{i}"},
+                    ],
                     timestamp=start + timedelta(milliseconds=i),
-                    duration=0.0005,
+                    duration_us=500,
                 )
                 for i in range(base, min(base + 2000, BIG))
             ]

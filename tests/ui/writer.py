@@ -21,7 +21,7 @@ def events(app_id: str, start: int, count: int) -> list[Event]:
             kind="action_completed",
             action="step",
             next_action="step",
-            writes={"n": i},
+            ops=[{"op": "set", "key": "n", "value": i}],
         )
         for i in range(start, start + count)
     ]

@@ -219,7 +219,7 @@ export async function appPage({ session, params, signal, view }) {
       h("td", null, renderKind(e)),
       h("td", null, renderStep(e), e.parent ? h("div", { class: "small" }, renderLineage(e.parent, (p) => appLink(p))) : null),
       h("td", { class: "num" }, renderAttempt(e)),
-      h("td", { class: "num" }, duration(e.duration)),
+      h("td", { class: "num" }, duration(e.duration_us != null ? e.duration_us / 1e6 : e.duration)),
       h("td", null, renderInputs(e)),
       h("td", { class: "change-cell" }, renderChanges(e), renderError(e)),
       h("td", null, stateButton),
