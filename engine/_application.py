@@ -303,18 +303,20 @@ class Application(AsyncResource):
             correlation_id=self._correlation_id,
         )
         append = self._append
-        if append is not None:  # transactional: straight to the store
+        if next_action is None:
+            # the end: the step and ``completed`` in one append, so a crash between
+            # them cannot leave a finished app without its completed event
+            await self._write_final(event)
+        elif append is not None:  # transactional: straight to the store
             self._last_recorded = (await append((event,), expected_sequence=seq - 1))[-1]
         else:
             await self._writer.write(event)
-        self._sequence_id = seq
+        self._sequence_id = seq if next_action is not None else seq + 1
         self._origin = seq + 1
         self._state = new_state.rebase()
         self._position = next_action
         if self._provided:
             self._provided = {}
-        if next_action is None:
-            await self._record(EventKind.COMPLETED, action=name)
         if hooked:
             await self._hooks.run_post(
                 partition_key=self._partition_key,
@@ -391,6 +393,26 @@ class Application(AsyncResource):
         self._last_recorded = await self._writer.write(event)
         self._sequence_id = seq
         return event
+
+    async def _write_final(self, event: Event) -> None:
+        """Write a terminal step's event and ``completed`` after it, in one append."""
+        seq = event.sequence_id
+        completed = Event(
+            partition_key=self._partition_key,
+            app_id=self._app_id,
+            sequence_id=seq + 1,
+            kind=EventKind.COMPLETED,
+            action=event.action,
+            timestamp=event.timestamp,
+            actor=self._actor,
+            correlation_id=self._correlation_id,
+        )
+        if self._append is not None:
+            recorded = await self._append((event, completed), expected_sequence=seq - 1)
+            self._last_recorded = recorded[-1]
+        else:
+            await self._writer.write(event)
+            await self._writer.write(completed)
 
     async def _attempt_failed(
         self, name: str, attempt: int, exc: BaseException, seconds: float

@@ -290,7 +290,10 @@ class RunScheduler:
         request = op.request
         base = op.base_sequence if op.base_sequence is not None else app.sequence_id
         max_steps = request.max_steps
-        if max_steps is not None and app.sequence_id - base >= max_steps:
+        # steps taken before a restart are counted by sequence (lifecycle events
+        # included: a close upper bound); this attempt counts its steps exactly
+        taken = app.sequence_id - base
+        if max_steps is not None and taken >= max_steps:
             return "max_steps", None
         stream = StreamId(op.partition_key, op.app_id)
         metrics = self._metrics
@@ -309,7 +312,8 @@ class RunScheduler:
                     return "stopping", last
                 if running.cancel.is_set():
                     return "cancelled", last
-                if max_steps is not None and app.sequence_id - base >= max_steps:
+                taken += 1
+                if max_steps is not None and taken >= max_steps:
                     return "max_steps", last
         return "done", last
 

@@ -48,7 +48,8 @@ def derive_status(last_event: Event | None, phase: Phase | None) -> Status:
 
     * an operation that is queued, running, cancelled, timed out or interrupted
       says so (the log has no event for these yet);
-    * otherwise the stream's last event decides: ``action_failed`` -> failed, no
+    * otherwise the stream's last event decides: ``action_failed`` -> failed,
+      ``waiting_for_input`` -> waiting_for_input, ``cancelled`` -> cancelled, no
       next action -> completed, else halted (it can be resumed);
     * a stream with no event and no operation -> unknown.
     """
@@ -58,6 +59,10 @@ def derive_status(last_event: Event | None, phase: Phase | None) -> Status:
         return "unknown"
     if last_event.kind == EventKind.ACTION_FAILED:
         return "failed"
+    if last_event.kind == EventKind.WAITING_FOR_INPUT:
+        return "waiting_for_input"
+    if last_event.kind == EventKind.CANCELLED:
+        return "cancelled"
     if last_event.next_action is None:
         return "completed"
     return "halted"

@@ -122,7 +122,7 @@ async def test_idempotency_keys_prevent_double_starts(server: ServeProcess) -> N
         ops = (await direct.list_operations(limit=1000))["operations"]
         assert [o["id"] for o in ops if o["app_id"] == "cl-idem"] == [op["id"]]
         events = (await direct.get_events("cl-idem"))["events"]
-        assert [e["sequence_id"] for e in events] == list(range(12))
+        assert [e["sequence_id"] for e in events] == list(range(14))
 
 
 async def test_wait_falls_back_to_polling_without_the_stream(server: ServeProcess) -> None:
@@ -150,13 +150,13 @@ async def test_followed_events_resume_after_cut_streams(server: ServeProcess) ->
             seen = []
             async for event in client.events("cl-follow", follow=True):
                 seen.append(event["sequence_id"])
-                if len(seen) == 32:
+                if len(seen) == 34:
                     break
-            assert seen == list(range(32))  # no gap, no repeat across two cut connections
+            assert seen == list(range(34))  # no gap, no repeat across two cut connections
             resumed = [h.get("last-event-id") for _, h in proxy.requests[stream]]
             assert resumed[:3] == [None, "4", "11"]
             paged = [e["sequence_id"] async for e in client.events("cl-follow")]
-            assert paged == list(range(32))
+            assert paged == list(range(34))
 
 
 async def test_every_endpoint_through_the_async_client(server: ServeProcess) -> None:
@@ -164,9 +164,9 @@ async def test_every_endpoint_through_the_async_client(server: ServeProcess) -> 
         op = await client.start_run("counter", app_id="cl-all", partition_key="p1")
         assert (await client.wait(op, timeout=30))["status"] == "completed"
         assert (await client.get_app("cl-all", partition_key="p1"))["status"] == "completed"
-        assert (await client.get_state("cl-all", partition_key="p1", at=2))["state"]["count"] == 2
+        assert (await client.get_state("cl-all", partition_key="p1", at=3))["state"]["count"] == 2
         assert (await client.verify("cl-all", partition_key="p1"))["ok"] is True
-        assert (await client.export("cl-all", partition_key="p1")).count(b"\n") == 13
+        assert (await client.export("cl-all", partition_key="p1")).count(b"\n") == 15
         forked = await client.fork("cl-all", "cl-all-2", partition_key="p1", sequence_id=3)
         assert forked["app_id"] == "cl-all-2" and forked["partition_key"] == "p1"
         apps = await client.list_apps(partition_key="p1")
@@ -191,7 +191,7 @@ def test_the_sync_client_wraps_the_async_one(server: ServeProcess) -> None:
         op = client.start_run("counter", app_id="cl-sync")
         assert client.wait(op, timeout=30)["status"] == "completed"
         assert client.get_state("cl-sync")["state"] == {"count": 10, "done": True}
-        assert [e["sequence_id"] for e in client.events("cl-sync")] == list(range(12))
+        assert [e["sequence_id"] for e in client.events("cl-sync")] == list(range(14))
         followed = client.events("cl-sync", follow=True)
         assert [next(followed)["sequence_id"] for _ in range(3)] == [0, 1, 2]
         followed.close()

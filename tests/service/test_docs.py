@@ -38,7 +38,8 @@ def test_readme_client_block_runs(server: ServeProcess, capsys: pytest.CaptureFi
     assert len(blocks) == 1
     code = blocks[0].replace("http://127.0.0.1:8000", server.url)
     exec(compile(code, "README.md", "exec"), {"__name__": "__doc_block__"})
-    assert capsys.readouterr().out.split() == ["halted", "5"]
+    # app_initialized, run_started, then 5 steps
+    assert capsys.readouterr().out.split() == ["halted", "6"]
 
 
 def test_service_page_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -54,13 +54,15 @@ def test_start_answers_202_then_the_run_completes(http: httpx.Client) -> None:
     assert op["status"] == "queued" and op["app_id"] == "c-complete"
     done = wait_status(http, op["id"], FINAL)
     assert done["status"] == "completed"
-    assert (done["sequence_id"], done["position"], done["error"]) == (11, None, None)
+    # app_initialized, run_started, 10 ticks, finish, completed
+    assert (done["sequence_id"], done["position"], done["error"]) == (13, None, None)
     got = events(http, "c-complete")
-    assert [e["sequence_id"] for e in got] == list(range(12))
-    assert got[0]["kind"] == "app_initialized" and got[-1]["action"] == "finish"
+    assert [e["sequence_id"] for e in got] == list(range(14))
+    assert got[0]["kind"] == "app_initialized" and got[1]["kind"] == "run_started"
+    assert got[-1]["kind"] == "completed" and got[-2]["action"] == "finish"
     state = http.get("/v1/apps/c-complete/state").json()
-    assert state["state"] == {"count": 10, "done": True} and state["sequence_id"] == 11
-    assert http.get("/v1/apps/c-complete/state", params={"at": 3}).json()["state"]["count"] == 3
+    assert state["state"] == {"count": 10, "done": True} and state["sequence_id"] == 13
+    assert http.get("/v1/apps/c-complete/state", params={"at": 4}).json()["state"]["count"] == 3
     app = http.get("/v1/apps/c-complete").json()
     assert (app["status"], app["graph"], app["operation_id"]) == ("completed", "counter", op["id"])
 
@@ -69,16 +71,19 @@ def test_halt_after_then_resume_with_the_same_app_id(http: httpx.Client) -> None
     first = wait_status(
         http, start(http, graph="counter", app_id="c-halt", halt_after=["tick"])["id"], FINAL
     )
-    assert (first["status"], first["sequence_id"], first["position"]) == ("halted", 1, "tick")
+    # app_initialized, run_started, tick, halted
+    assert (first["status"], first["sequence_id"], first["position"]) == ("halted", 3, "tick")
     second = wait_status(
         http, start(http, graph="counter", app_id="c-halt", max_steps=3)["id"], FINAL
     )
-    assert (second["status"], second["sequence_id"]) == ("halted", 4)
+    # run_started, then three steps
+    assert (second["status"], second["sequence_id"]) == ("halted", 7)
     before = start(http, graph="counter", app_id="c-halt", halt_before=["finish"])
     assert wait_status(http, before["id"], FINAL)["position"] == "finish"
     last = wait_status(http, start(http, graph="counter", app_id="c-halt")["id"], FINAL)
-    assert (last["status"], last["sequence_id"]) == ("completed", 11)
-    assert [e["sequence_id"] for e in events(http, "c-halt")] == list(range(12))
+    # halt_before finish: run_started, 6 ticks, halted; then run_started, finish, completed
+    assert (last["status"], last["sequence_id"]) == ("completed", 18)
+    assert [e["sequence_id"] for e in events(http, "c-halt")] == list(range(19))
     assert http.get("/v1/apps/c-halt/verify").json()["ok"] is True
 
 
@@ -96,7 +101,8 @@ def test_cancel_mid_run_stops_at_a_step_boundary(http: httpx.Client) -> None:
     written = events(http, "c-cancel")
     assert 4 <= len(written) < 32  # stopped before the end
     assert done["sequence_id"] == written[-1]["sequence_id"]
-    assert all(e["kind"] == "action_completed" for e in written[1:])
+    assert written[1]["kind"] == "run_started"
+    assert all(e["kind"] == "action_completed" for e in written[2:])
     time.sleep(0.2)
     assert len(events(http, "c-cancel")) == len(written)  # nothing after the cancel
     again = http.delete(f"/v1/operations/{op['id']}")
@@ -106,12 +112,14 @@ def test_cancel_mid_run_stops_at_a_step_boundary(http: httpx.Client) -> None:
     assert app["status"] == "cancelled"
     # a cancelled app resumes with a new run
     resumed = wait_status(http, start(http, graph="long", app_id="c-cancel")["id"], FINAL)
-    assert resumed["status"] == "completed" and resumed["sequence_id"] == 31
+    # two runs: 2 run_started, 31 steps, completed
+    assert resumed["status"] == "completed" and resumed["sequence_id"] == 34
 
 
 def test_fork_from_a_sequence_to_a_new_app(http: httpx.Client) -> None:
     wait_status(http, start(http, graph="counter", app_id="c-src")["id"], FINAL)
-    response = http.post("/v1/apps/c-src/fork", json={"new_app_id": "c-fork", "sequence_id": 5})
+    # sequence 6 of the source is its 5th tick (after app_initialized and run_started)
+    response = http.post("/v1/apps/c-src/fork", json={"new_app_id": "c-fork", "sequence_id": 6})
     assert response.status_code == 201, response.text
     assert response.headers["location"] == "/v1/apps/c-fork"
     assert (response.json()["status"], response.json()["graph"]) == ("halted", "counter")
@@ -120,14 +128,14 @@ def test_fork_from_a_sequence_to_a_new_app(http: httpx.Client) -> None:
     parent = first[0]["parent"]
     assert (parent["app_id"], parent["sequence_id"], parent.get("relation", "fork")) == (
         "c-src",
-        5,
+        6,
         "fork",
     )
     assert http.get("/v1/apps/c-fork/state").json()["state"]["count"] == 5
     done = wait_status(http, start(http, graph="counter", app_id="c-fork")["id"], FINAL)
     assert done["status"] == "completed"
     assert http.get("/v1/apps/c-fork/state").json()["state"]["count"] == 10
-    assert len(events(http, "c-src")) == 12  # the source is untouched
+    assert len(events(http, "c-src")) == 14  # the source is untouched
     clash = http.post("/v1/apps/c-src/fork", json={"new_app_id": "c-fork"})
     assert clash.status_code == 409 and clash.json()["type"].endswith(":app-exists")
     beyond = http.post("/v1/apps/c-src/fork", json={"new_app_id": "c-x", "sequence_id": 99})
@@ -137,7 +145,7 @@ def test_fork_from_a_sequence_to_a_new_app(http: httpx.Client) -> None:
 def test_a_failing_action_ends_the_operation_failed(http: httpx.Client) -> None:
     done = wait_status(http, start(http, graph="failing", app_id="c-fail")["id"], FINAL)
     assert done["status"] == "failed"
-    assert done["error"]["type"] == "ValueError" and done["error"]["sequence_id"] == 2
+    assert done["error"]["type"] == "ValueError" and done["error"]["sequence_id"] == 3
     assert events(http, "c-fail")[-1]["kind"] == "action_failed"
     assert http.get("/v1/apps/c-fail").json()["status"] == "failed"
 
@@ -221,14 +229,14 @@ def test_export_streams_json_lines_that_import_and_verify(http: httpx.Client) ->
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/x-ndjson")
     lines = response.text.splitlines()
-    assert json.loads(lines[0]) == {"statelog_export": 1} and len(lines) == 13
+    assert json.loads(lines[0]) == {"statelog_export": 1} and len(lines) == 15
 
     async def reimport() -> None:
         path = "c-export.jsonl"
         store = MemoryEventStore()
         with open(path, "w") as handle:
             handle.write(response.text)
-        assert await import_streams(store, path) == 12
+        assert await import_streams(store, path) == 14
         assert await store.verify() is None
 
     import os
@@ -243,7 +251,7 @@ def test_export_streams_json_lines_that_import_and_verify(http: httpx.Client) ->
             os.chdir(cwd)
     assert http.get("/v1/apps/c-export/verify").json() == {
         "ok": True,
-        "sequence_id": 11,
+        "sequence_id": 13,
         "broken": None,
     }
 

@@ -53,10 +53,10 @@ def test_sse_sends_every_event_of_a_run_in_order(server: ServeProcess) -> None:
         with http.stream("GET", "/v1/apps/sse-all/events/stream") as response:
             assert response.status_code == 200
             assert response.headers["content-type"].startswith("text/event-stream")
-            messages = read_messages(response, stop_after=32)
+            messages = read_messages(response, stop_after=34)
         events = [(kind, ident, data) for kind, ident, data in messages if ident is not None]
-        assert [ident for _, ident, _ in events] == list(range(32))
-        assert [data["sequence_id"] for _, _, data in events] == list(range(32))
+        assert [ident for _, ident, _ in events] == list(range(34))
+        assert [data["sequence_id"] for _, _, data in events] == list(range(34))
         assert events[0][0] == "app_initialized"
         assert events[-1][2]["action"] == "finish"
         assert all(kind == data["kind"] for kind, _, data in events)
@@ -78,14 +78,14 @@ def test_sse_resumes_after_a_dropped_connection_with_last_event_id(server: Serve
         with http.stream(
             "GET", "/v1/apps/sse-drop/events/stream", headers={"Last-Event-ID": str(seen[-1])}
         ) as response:
-            rest = read_messages(response, stop_after=27)
+            rest = read_messages(response, stop_after=29)
         again = [ident for _, ident, _ in rest if ident is not None]
-        assert seen + again == list(range(32))  # no gap, no repeat
+        assert seen + again == list(range(34))  # no gap, no repeat
         done = wait_status(http, op["id"], FINAL)
         assert done["status"] == "completed"
         # once the run is over the stream says so with a status message
         with http.stream(
-            "GET", "/v1/apps/sse-drop/events/stream", headers={"Last-Event-ID": "31"}
+            "GET", "/v1/apps/sse-drop/events/stream", headers={"Last-Event-ID": "33"}
         ) as response:
             status = read_messages(response, until_kind="status")
         assert status[-1][0] == "status" and status[-1][2]["status"] == "completed"

@@ -109,10 +109,11 @@ def test_an_app_shows_its_timeline_failure_diff_and_state(ui: Page, seeded: Seed
     page = open_apps(ui, seeded)
     page.click("tr[data-app-id='payment-7'] a.app-link")
     page.wait_for_selector("tr.ev")
-    expect(page.locator("tr.ev")).to_have_count(4)
+    # app_initialized, run_started, count, attempt_failed, charge, action_failed
+    expect(page.locator("tr.ev")).to_have_count(6)
     expect(page.locator("#app-status")).to_contain_text("failed")
-    # the failed step: its kind, its error
-    failed = page.locator("tr.ev.ev-fail")
+    # the failed step: its kind, its error (the failed attempt before it is its own row)
+    failed = page.locator("tr.ev.ev-fail[data-kind='action_failed']")
     expect(failed).to_have_count(1)
     expect(failed).to_contain_text("action failed")
     expect(failed).to_contain_text("ValueError: the gauge broke")
@@ -122,21 +123,21 @@ def test_an_app_shows_its_timeline_failure_diff_and_state(ui: Page, seeded: Seed
     expect(retried.locator(".change-cell")).to_contain_text(
         'receipt = {"amount":100,"currency":"EUR"}'
     )
-    expect(page.locator("#chain-status")).to_contain_text("verified: events 0..3")
+    expect(page.locator("#chain-status")).to_contain_text("verified: events 0..5")
     expect(page.locator("#graph-box svg .node.current")).to_have_attribute("data-action", "explode")
 
-    # state after #1: count 1, not charged yet
-    page.fill("#state-at", "1")
+    # state after #2 (count): count 1, not charged yet
+    page.fill("#state-at", "2")
     page.click("#state-show")
-    expect(page.locator("#state-label")).to_have_text("State after event #1")
+    expect(page.locator("#state-label")).to_have_text("State after event #2")
     tree = page.locator("#state-tree")
     expect(tree).to_contain_text("count: 1")
     expect(tree).to_contain_text("charged: false")
     expect(tree).not_to_contain_text("receipt")
 
-    # diff #1 -> #2: charged flips, the receipt appears
-    page.fill("#diff-a", "1")
-    page.fill("#diff-b", "2")
+    # diff #2 -> #4 (charge): charged flips, the receipt appears
+    page.fill("#diff-a", "2")
+    page.fill("#diff-b", "4")
     page.click("#diff-show")
     rows = page.locator("#diff-out table.diff tbody tr")
     expect(rows).to_have_count(2)
@@ -360,7 +361,9 @@ def test_statelog_ui_serves_a_log_read_only(ui: Page, seeded: Seeded) -> None:
         ]:
             assert httpx.request(method, server.url + path, json={}).status_code in (404, 405)
         page.click("tr[data-app-id='payment-7'] a.app-link")
-        expect(page.locator("tr.ev.ev-fail")).to_contain_text("the gauge broke")
+        expect(page.locator("tr.ev.ev-fail[data-kind='action_failed']")).to_contain_text(
+            "the gauge broke"
+        )
         expect(page.locator("#chain-status")).to_contain_text("verified")
         assert page.locator("#cancel-op").count() == 0
         response = page.goto(f"{server.url}/ui/")
