@@ -90,7 +90,10 @@ async def build_log(db: Path, events: int, streams: int, key: str | None) -> Non
                         sequence_id=seq,
                         kind="action_completed",
                         action="step",
-                        writes={"n": seq, "m": seq * 2},
+                        ops=[
+                            {"op": "set", "key": "n", "value": seq},
+                            {"op": "set", "key": "m", "value": seq * 2},
+                        ],
                     )
                     for seq in range(start, min(start + 1000, per))
                 ]

@@ -46,7 +46,10 @@ def events(stream: tuple[str, str], start: int, stop: int) -> list[Event]:
             sequence_id=seq,
             kind="action_completed",
             action="step",
-            writes={"n": seq, "balance": 1000 + seq},
+            ops=[
+                {"op": "set", "key": "n", "value": seq},
+                {"op": "set", "key": "balance", "value": 1000 + seq},
+            ],
         )
         for seq in range(start, stop)
     ]
@@ -258,7 +261,11 @@ def _rewrite(path: Path, stream: tuple[str, str], start: int) -> None:
             return await store.read(*stream)
 
     stored = asyncio.run(read())
-    forged = [msgspec.structs.replace(stored[start], writes={"balance": 10**9})]
+    forged = [
+        msgspec.structs.replace(
+            stored[start], ops=[{"op": "set", "key": "balance", "value": 10**9}]
+        )
+    ]
     forged += stored[start + 1 :]
     resealed = seal(forged, stored[start - 1].hash)
 

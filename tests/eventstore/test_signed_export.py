@@ -35,7 +35,7 @@ def events(app_id: str, start: int, stop: int) -> list[Event]:
             app_id=app_id,
             sequence_id=seq,
             kind="action_completed",
-            writes={"balance": seq},
+            ops=[{"op": "set", "key": "balance", "value": seq}],
         )
         for seq in range(start, stop)
     ]
@@ -64,7 +64,9 @@ def forge_tail(source: Path, target: Path) -> None:
     (forged,) = seal(
         [
             msgspec.structs.replace(
-                last, sequence_id=last.sequence_id + 1, writes={"balance": 10**9}
+                last,
+                sequence_id=last.sequence_id + 1,
+                ops=[{"op": "set", "key": "balance", "value": 10**9}],
             )
         ],
         last.hash,
@@ -120,6 +122,7 @@ async def test_an_unsigned_forged_tail_is_the_documented_limit(tmp_path: Path) -
         forged = tmp_path / "forged.jsonl"
         forge_tail(out, forged)
         assert await import_streams(store, forged) == 1  # accepted: nobody signed anything
-        assert (await store.read("p", "a", from_sequence=20))[0].writes == {"balance": 10**9}
+        forged_back = (await store.read("p", "a", from_sequence=20))[0]
+        assert forged_back.ops == [{"op": "set", "key": "balance", "value": 10**9}]
     text = " ".join(DOCS.read_text().split())
     assert "An unkeyed, unsigned file can still append *valid-looking* forged events" in text
