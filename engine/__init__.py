@@ -30,6 +30,7 @@ from ._errors import (
     TransitionError,
 )
 from ._hooks import HookErrorPolicy, PostStepHook, PostStepHookAsync, PreStepHook, PreStepHookAsync
+from ._input import validate as validate_input
 from ._input import wait_for_input
 from ._parallel import ParallelMap, parallel_map
 from ._record import Secret
@@ -77,6 +78,7 @@ __all__ = [
     "parallel_map",
     "run_action",
     "run_action_sync",
+    "validate_input",
     "wait_for_input",
     "when",
 ]

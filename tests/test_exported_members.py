@@ -201,6 +201,7 @@ ENGINE = [
     "parallel_map",
     "run_action",
     "run_action_sync",
+    "validate_input",
     "wait_for_input",
     "when",
 ]

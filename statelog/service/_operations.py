@@ -97,6 +97,9 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     max_steps: int | None = None
     timeout: float | None = None
     actor: str | None = None
+    #: Human input for the app's waiting action, handed over before the run steps.
+    input_name: str | None = None
+    input_value: Any = None
 
 
 class Operation(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,6 +31,7 @@ PROBLEMS: dict[str, tuple[int, str]] = {
     "app-busy": (409, "The app already has a run queued or running"),
     "app-exists": (409, "An app with this id already exists"),
     "not-waiting-for-input": (409, "The app is not waiting for input"),
+    "invalid-input": (422, "The input does not fit what the app waits for"),
     "operation-finished": (409, "The operation has already ended"),
     "payload-too-large": (413, "Request body too large"),
     "unsupported-media-type": (415, "Send application/json"),

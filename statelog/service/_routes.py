@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from statelog.engine import ApplicationBuilder, TransitionError
+from statelog.engine import ApplicationBuilder, InputError, TransitionError, validate_input
 from statelog.eventstore import (
     JSON,
     ConcurrencyError,
@@ -334,30 +334,65 @@ async def export_app(
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
-@router.post("/v1/apps/{app_id}/input", tags=["apps"])
+@router.post("/v1/apps/{app_id}/input", status_code=202, tags=["apps"])
 async def provide_input(
     app_id: str,
     body: InputRequest,
     service: ServiceDep,
     principal: PrincipalDep,
     partition_key: PartitionKey = "",
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    """Human input for an app waiting for it (``409 not-waiting-for-input`` otherwise)."""
+    """Human input for an app waiting for it: checked now, then the run goes on (202).
+
+    ``inputs`` holds exactly the one input the app waits for (its log's last
+    event, ``waiting_for_input``, names it and may give a JSON Schema). The
+    value is checked against that schema here (``422 invalid-input``, nothing
+    written); the operation then records ``input_received`` and runs the app on
+    like a start. ``409 not-waiting-for-input`` for an app that is not waiting.
+    """
     principal.require(partition_key, write=True)
+    if not service.ready:
+        raise ProblemError("shutting-down", "the service is not accepting runs")
     try:
-        to_plain(body.inputs, path="$.inputs")
+        inputs = to_plain(body.inputs, path="$.inputs")
     except EncodingError as exc:
         raise ProblemError("invalid-request", str(exc)) from exc
     last = await service.require_app(partition_key, app_id)
-    status, _, _ = await service.app_status(partition_key, app_id, last)
-    # Only an app whose log says waiting_for_input takes input; this engine writes no such
-    # event yet (no ctx.wait_for_input / app.aprovide_input), so none ever waits.
-    raise ProblemError(
-        "not-waiting-for-input",
-        f"app {app_id!r} is {status}, not waiting_for_input (this statelog engine cannot "
-        "wait for human input yet)",
-        status=status,
+    status, latest, last_event = await service.app_status(partition_key, app_id, last)
+    if status != "waiting_for_input" or last_event is None or latest is None:
+        raise ProblemError(
+            "not-waiting-for-input",
+            f"app {app_id!r} is {status}, not waiting_for_input",
+            status=status,
+        )
+    name = last_event.data.get("name")
+    if not isinstance(name, str) or set(inputs) != {name}:
+        raise ProblemError(
+            "invalid-input",
+            f"app {app_id!r} waits for input {name!r}: send {{'inputs': {{{name!r}: value}}}}, "
+            f"got the names {sorted(inputs)}",
+        )
+    try:
+        validate_input(last_event.data.get("schema"), inputs[name], f"$.inputs.{name}")
+    except InputError as exc:
+        raise ProblemError("invalid-input", str(exc)) from exc
+    request = RunRequest(input_name=name, input_value=inputs[name], actor=body.actor)
+    op, replayed = await service.operations.create(
+        graph=latest.graph,
+        partition_key=partition_key,
+        app_id=app_id,
+        principal=principal.name,
+        idempotency_key=idempotency_key,
+        request=request,
+        fingerprint=fingerprint(latest.graph, partition_key, app_id, request),
     )
+    if replayed:
+        return _op_response(
+            op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
+        )
+    service.scheduler.submit(op)
+    return _op_response(op, 202)
 
 
 @router.post("/v1/apps/{app_id}/fork", status_code=201, tags=["apps"])

@@ -192,6 +192,11 @@ class RunScheduler:
             if op.cancel_requested or running.cancel.is_set():
                 await self._end(op, "cancelled", app)
                 return
+            request = op.request
+            if request.input_name is not None and app.waiting_for == request.input_name:
+                # (after a restart the input may be in the log already: then it waits no more)
+                await app.aprovide_input(request.input_name, request.input_value)
+                self._signals.notify(stream)
             budget = op.request.timeout or self.run_timeout
             try:
                 async with asyncio.timeout(budget):

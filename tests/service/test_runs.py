@@ -290,3 +290,38 @@ def test_derive_status_reads_the_phase_then_the_last_event() -> None:
     assert derive_status(failed, "finished") == "failed"
     assert derive_status(failed, None) == "failed"
     assert derive_status(completed, None) == "completed"
+
+
+def test_wait_for_input_then_post_input_completes_the_run(http: httpx.Client) -> None:
+    """review waits for `approval`; the input is checked, recorded, and the run goes on."""
+    op = start(http, graph="refund", app_id="r-input")
+    waiting = wait_status(http, op["id"], FINAL | {"waiting_for_input"})
+    assert waiting["status"] == "waiting_for_input"
+    assert http.get("/v1/apps/r-input").json()["status"] == "waiting_for_input"
+    before = events(http, "r-input")
+    assert before[-1]["kind"] == "waiting_for_input"
+    assert before[-1]["data"]["name"] == "approval"
+    # a value that does not fit the schema, or another name: 422 and nothing written
+    misfit = {"inputs": {"approval": {"ok": "yes", "by": "ann"}}}
+    other = {"inputs": {"refund": True}}
+    for body in (misfit, other):
+        refused = http.post("/v1/apps/r-input/input", json=body)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["type"] == "urn:statelog:problem:invalid-input"
+    assert events(http, "r-input") == before
+    given = {"inputs": {"approval": {"ok": True, "by": "ann"}}, "actor": "ann"}
+    accepted = http.post("/v1/apps/r-input/input", json=given)
+    assert accepted.status_code == 202, accepted.text
+    done = wait_status(http, accepted.json()["id"], FINAL)
+    assert done["status"] == "completed"
+    kinds = [e["kind"] for e in events(http, "r-input")]
+    assert (
+        kinds.index("waiting_for_input") < kinds.index("input_received") < kinds.index("completed")
+    )
+    received = next(e for e in events(http, "r-input") if e["kind"] == "input_received")
+    assert received["inputs"] == {"approval": {"ok": True, "by": "ann"}}
+    state = http.get("/v1/apps/r-input/state").json()["state"]
+    assert (state["approved"], state["approver"], state["paid"]) == (True, "ann", True)
+    again = http.post("/v1/apps/r-input/input", json=given)
+    assert again.status_code == 409
+    assert again.json()["type"] == "urn:statelog:problem:not-waiting-for-input"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from statelog.engine import ApplicationBuilder, State, action, default, expr
+from statelog.engine import ApplicationBuilder, State, action, default, expr, wait_for_input
 
 
 @action(reads=["count"], writes=["count"])
@@ -50,9 +50,41 @@ def failing() -> ApplicationBuilder:
     )
 
 
+APPROVAL = {
+    "type": "object",
+    "properties": {"ok": {"type": "boolean"}, "by": {"type": "string"}},
+    "required": ["ok", "by"],
+}
+
+
+@action(reads=["amount"], writes=["approved", "approver"])
+def review(state: State, approval: dict | None = None) -> State:
+    if approval is None:
+        wait_for_input("approval", schema=APPROVAL)  # the app waits here
+    assert approval is not None
+    return state.update(approved=approval["ok"], approver=approval["by"])
+
+
+@action(reads=["approved"], writes=["paid"])
+def pay(state: State) -> State:
+    return state.update(paid=state["approved"])
+
+
+def refund() -> ApplicationBuilder:
+    """``review`` waits for human input ``approval``, then ``pay`` (terminal)."""
+    return (
+        ApplicationBuilder()
+        .with_actions(review=review, pay=pay)
+        .with_transitions(("review", "pay"))
+        .with_state(amount=900)
+        .with_entrypoint("review")
+    )
+
+
 #: ``--app`` specs for every workflow above.
 APPS = [
     "counter=tests.service.workflows:counter",
     "long=tests.service.workflows:long_counter",
     "failing=tests.service.workflows:failing",
+    "refund=tests.service.workflows:refund",
 ]
