@@ -538,6 +538,16 @@ class Application(AsyncResource):
             self._actor = self._correlation_id = None
         await self._maybe_snapshot(halted=True)
 
+    async def acancel(self) -> None:
+        """Record that the current run was cancelled here: a ``cancelled`` event.
+
+        For a caller that stops a run between steps (a service's cancel): the
+        app keeps its position, and a later run resumes from it.
+        """
+        if self._closed:
+            raise UsageError(f"{self!r} is closed")
+        await self._record_cancelled()
+
     async def _record_cancelled(self) -> None:
         await self._writer.flush()
         await self._record(EventKind.CANCELLED, action=self._position)

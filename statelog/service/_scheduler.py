@@ -207,8 +207,11 @@ class RunScheduler:
             if how == "stopping":
                 await self._ops.requeue(op.id, resumed=False)
                 return
-            phase: Phase = "cancelled" if how == "cancelled" else "finished"
-            await self._end(op, phase, app, last_event=last)
+            if how == "cancelled":
+                await app.acancel()  # the log says so too: a `cancelled` event
+                await self._end(op, "cancelled", app)
+                return
+            await self._end(op, "finished", app, last_event=last)
         except ActionError as exc:
             cause = exc.__cause__ or exc
             error = {

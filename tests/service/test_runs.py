@@ -99,10 +99,12 @@ def test_cancel_mid_run_stops_at_a_step_boundary(http: httpx.Client) -> None:
     done = wait_status(http, op["id"], FINAL)
     assert done["status"] == "cancelled"
     written = events(http, "c-cancel")
-    assert 4 <= len(written) < 32  # stopped before the end
+    assert 5 <= len(written) < 33  # stopped before the end
     assert done["sequence_id"] == written[-1]["sequence_id"]
     assert written[1]["kind"] == "run_started"
-    assert all(e["kind"] == "action_completed" for e in written[2:])
+    assert all(e["kind"] == "action_completed" for e in written[2:-1])
+    assert written[-1]["kind"] == "cancelled"  # recorded in the log, at a step boundary
+    assert written[-1]["action"] == written[-2]["next_action"]
     time.sleep(0.2)
     assert len(events(http, "c-cancel")) == len(written)  # nothing after the cancel
     again = http.delete(f"/v1/operations/{op['id']}")
@@ -112,8 +114,8 @@ def test_cancel_mid_run_stops_at_a_step_boundary(http: httpx.Client) -> None:
     assert app["status"] == "cancelled"
     # a cancelled app resumes with a new run
     resumed = wait_status(http, start(http, graph="long", app_id="c-cancel")["id"], FINAL)
-    # two runs: 2 run_started, 31 steps, completed
-    assert resumed["status"] == "completed" and resumed["sequence_id"] == 34
+    # two runs: 2 run_started, 31 steps, cancelled, completed
+    assert resumed["status"] == "completed" and resumed["sequence_id"] == 35
 
 
 def test_fork_from_a_sequence_to_a_new_app(http: httpx.Client) -> None:
