@@ -299,6 +299,40 @@ def test_the_input_form_checks_values_against_the_schema(ui: Page, seeded: Seede
     }
 
 
+def test_a_waiting_apps_input_form_completes_the_run(ui: Page, seeded: Seeded) -> None:
+    """An app waits for `approval`; its page shows the form; sending it completes the run."""
+    op = seeded.run("approval", "needs-approval", "tenant-a")
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{seeded.url}/v1/operations/{op}", timeout=5).json()["status"] != (
+        "waiting_for_input"
+    ):
+        assert time.monotonic() < deadline, "the app never waited for input"
+        time.sleep(0.05)
+    page = open_app(ui, seeded, "needs-approval")
+    expect(page.locator("#app-status")).to_contain_text("waiting")
+    form = page.locator("form.input-form")
+    expect(form).to_be_visible()
+    form.locator("button[type=submit]").click()  # empty: refused in the page, nothing sent
+    expect(page.locator("#input-1-error")).to_have_text("required")
+    page.check("#input-0")
+    page.fill("#input-1", "ann")
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#app-status")).to_contain_text("completed", timeout=20_000)
+    state = httpx.get(
+        f"{seeded.url}/v1/apps/needs-approval/state", params={"partition_key": "tenant-a"}
+    ).json()["state"]
+    assert (state["approved"], state["approver"], state["done"]) == (True, "ann", True)
+    kinds = [
+        e["kind"]
+        for e in httpx.get(
+            f"{seeded.url}/v1/apps/needs-approval/events", params={"partition_key": "tenant-a"}
+        ).json()["events"]
+    ]
+    assert (
+        kinds.index("waiting_for_input") < kinds.index("input_received") < kinds.index("completed")
+    )
+
+
 @pytest.fixture(scope="module")
 def with_tokens(seeded: Seeded) -> Any:
     """A second service over the same log with a token file (read and write tokens)."""

@@ -5,7 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from statelog.engine import ApplicationBuilder, Node, State, action, default, expr
+from statelog.engine import (
+    ApplicationBuilder,
+    Node,
+    State,
+    action,
+    default,
+    expr,
+    wait_for_input,
+)
 
 
 @action(reads=["count"], writes=["count"])
@@ -93,9 +101,36 @@ def noted() -> ApplicationBuilder:
     )
 
 
+APPROVAL = {
+    "type": "object",
+    "required": ["ok", "by"],
+    "properties": {"ok": {"type": "boolean"}, "by": {"type": "string", "minLength": 2}},
+}
+
+
+@action(reads=["count"], writes=["approved", "approver"])
+def review(state: State, approval: dict[str, Any] | None = None) -> State:
+    if approval is None:
+        wait_for_input("approval", schema=APPROVAL)  # the app waits here for a person
+    assert approval is not None
+    return state.update(approved=approval["ok"], approver=approval["by"])
+
+
+def approval() -> ApplicationBuilder:
+    """review (waits for human input ``approval``) then finish."""
+    return (
+        ApplicationBuilder()
+        .with_actions(review=review, finish=finish)
+        .with_transitions(("review", "finish"))
+        .with_state(count=0, done=False)
+        .with_entrypoint("review")
+    )
+
+
 APPS = [
     "counter=tests.ui.workflows:counter",
     "slow=tests.ui.workflows:slow",
     "failing=tests.ui.workflows:failing",
     "noted=tests.ui.workflows:noted",
+    "approval=tests.ui.workflows:approval",
 ]

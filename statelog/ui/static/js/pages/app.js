@@ -91,11 +91,15 @@ export async function appPage({ session, params, signal, view }) {
       replace(inputBox);
       return;
     }
+    // The log's last event, waiting_for_input, names the input (data.name) and
+    // may carry its JSON Schema (data.schema); the answer is {inputs: {name: value}}.
     let schema = {};
+    let name = null;
     try {
       const page = await get(appPath(id, "/events"), { ...qp, from: last, limit: 1 }, signal);
-      const e = page.events[0] || {};
-      schema = e.input_schema ?? e.schema ?? e.inputs_schema ?? {};
+      const data = (page.events[0] || {}).data || {};
+      name = typeof data.name === "string" ? data.name : null;
+      schema = data.schema ?? {};
     } catch {
       /* an empty form still takes JSON */
     }
@@ -104,7 +108,7 @@ export async function appPage({ session, params, signal, view }) {
       return;
     }
     const form = inputForm(schema, async (inputs) => {
-      await post(appPath(id, "/input"), qp, { inputs });
+      await post(appPath(id, "/input"), qp, { inputs: name === null ? inputs : { [name]: inputs } });
       notice.textContent = "Input sent.";
       setFollow(true);
     });
