@@ -207,6 +207,18 @@ async def _app_json(service: Service, partition_key: str, app_id: str) -> dict[s
     }
 
 
+@router.get("/v1/graphs", tags=["graphs"])
+async def list_graphs(service: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """The registered workflows' graphs (entrypoint, actions, transitions)."""
+    return {"graphs": [service.workflows[name].describe() for name in sorted(service.workflows)]}
+
+
+@router.get("/v1/graphs/{name}", tags=["graphs"])
+async def get_graph(name: str, service: ServiceDep, principal: PrincipalDep) -> dict[str, Any]:
+    """One registered graph (``404 unknown-graph`` if none has that name)."""
+    return service.workflow(name).describe()
+
+
 @router.get("/v1/apps", tags=["apps"])
 async def list_apps(
     service: ServiceDep,

@@ -14,7 +14,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from statelog.engine import ApplicationBuilder
+from statelog.engine import ApplicationBuilder, Graph
 from statelog.eventstore import ConfigError
 
 __all__ = ["Workflow", "demo_workflow", "load_workflow", "parse_app_spec"]
@@ -37,6 +37,20 @@ class Workflow:
         self.initial_state: Mapping[str, Any] = dict(state or {})
         self.entrypoint: str = entrypoint
         self.actions: frozenset[str] = frozenset(probe._actions)
+        graph = Graph(probe._actions, probe._transitions, entrypoint)
+        #: ``[source, target, condition]`` of every transition, in declaration order.
+        self.transitions: list[tuple[str, str, str]] = [
+            (t.source, t.target, repr(t.condition)) for t in graph.transitions
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """The graph as JSON: name, entrypoint, actions, transitions (for ``/v1/graphs``)."""
+        return {
+            "name": self.name,
+            "entrypoint": self.entrypoint,
+            "actions": sorted(self.actions),
+            "transitions": [list(t) for t in self.transitions],
+        }
 
     def _fresh(self) -> ApplicationBuilder:
         source = self._source

@@ -327,3 +327,19 @@ def test_wait_for_input_then_post_input_completes_the_run(http: httpx.Client) ->
     again = http.post("/v1/apps/r-input/input", json=given)
     assert again.status_code == 409
     assert again.json()["type"] == "urn:statelog:problem:not-waiting-for-input"
+
+
+def test_graphs_are_served_as_registered(http: httpx.Client) -> None:
+    counter = http.get("/v1/graphs/counter")
+    assert counter.status_code == 200, counter.text
+    assert counter.json() == {
+        "name": "counter",
+        "entrypoint": "tick",
+        "actions": ["finish", "tick"],
+        "transitions": [["tick", "tick", "expr('count < 10')"], ["tick", "finish", "default"]],
+    }
+    names = [g["name"] for g in http.get("/v1/graphs").json()["graphs"]]
+    assert names == sorted(names) and {"counter", "refund", "long"} <= set(names)
+    unknown = http.get("/v1/graphs/nope")
+    assert unknown.status_code == 422  # as for a run of an unknown graph
+    assert unknown.json()["type"] == "urn:statelog:problem:unknown-graph"
