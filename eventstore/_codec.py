@@ -890,7 +890,7 @@ class Codec:
             event: Event = self._event_dec.decode(data)
         except msgspec.ValidationError as exc:
             raise EncodingError(f"not a statelog event: {exc}", path=_path_of(exc)) from exc
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # older msgspec: bad UTF-8
             raise EncodingError(f"malformed {self.name} event: {exc}") from exc
         if event.schema_version != SCHEMA_VERSION:
             raw = upcast(self._raw_dec.decode(data))
@@ -935,7 +935,7 @@ class Codec:
             b: _Body = self._body_dec.decode(data)
         except msgspec.ValidationError as exc:
             raise EncodingError(f"corrupt stored event: {exc}", path=_path_of(exc)) from exc
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # older msgspec: bad UTF-8
             raise EncodingError(f"corrupt stored event: {exc}") from exc
         if b.schema_version == SCHEMA_VERSION:
             return _event_from_body(b, partition_key, app_id, sequence_id, prev_hash, hash)
@@ -973,7 +973,7 @@ class Codec:
                 )
             else:
                 decoded = self._bodies_dec.decode(b"[" + b",".join(bodies) + b"]")
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
             decoded = []
         if len(decoded) != len(rows):  # a body is bad, or several bodies are one's bytes
             return self._decode_each(rows, prevs)
@@ -1042,7 +1042,7 @@ class Codec:
                 for key in d.deletes:
                     pop(key, None)
                     discard(key)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
         return len(rows)
 
