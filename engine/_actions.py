@@ -44,7 +44,7 @@ from contextvars import ContextVar
 from time import perf_counter
 from typing import Any, NamedTuple, Self
 
-from statelog.eventstore import EncodingError, UsageError, to_plain
+from statelog.eventstore import ConfigError, EncodingError, UsageError, to_plain
 
 from ._errors import ActionError, StateError
 from ._input import InputRequired
@@ -109,19 +109,19 @@ class _Signature:
         try:
             params = list(inspect.signature(fn).parameters.values())
         except (TypeError, ValueError) as exc:
-            raise StateError(f"{owner}: cannot read the signature of {fn!r}") from exc
+            raise ConfigError(f"{owner}: cannot read the signature of {fn!r}") from exc
         if len(params) < skip:
-            raise StateError(f"{owner} must take a state parameter, got {fn!r}")
+            raise ConfigError(f"{owner} must take a state parameter, got {fn!r}")
         names = [p.name for p in params[:skip]]
         if "state" in [p.name for p in params] and "state" not in names:
-            raise StateError(f"{owner}: `state` must be the first parameter")
+            raise ConfigError(f"{owner}: `state` must be the first parameter")
         for p in params[skip:]:
             if p.kind is p.VAR_KEYWORD:
                 self.var_kw = True
             elif p.kind is p.VAR_POSITIONAL:
                 continue
             elif p.kind is p.POSITIONAL_ONLY:
-                raise StateError(f"{owner}: input {p.name!r} cannot be positional-only")
+                raise ConfigError(f"{owner}: input {p.name!r} cannot be positional-only")
             elif p.default is p.empty:
                 self.required.append(p.name)
             else:
@@ -230,21 +230,21 @@ class Action(ABC):
 
 def _check_retry_config(owner: str, max_retries: Any, wait: Any) -> None:
     if type(max_retries) is not int or max_retries < 1:
-        raise StateError(
+        raise ConfigError(
             f"{owner}: max_retries is the total number of attempts, an int >= 1; "
             f"got {max_retries!r}"
         )
     if type(wait) not in (int, float) or wait < 0:
-        raise StateError(f"{owner}: wait must be a number of seconds >= 0, got {wait!r}")
+        raise ConfigError(f"{owner}: wait must be a number of seconds >= 0, got {wait!r}")
 
 
 def _key_list(owner: str, what: str, keys: Any) -> list[str]:
     if isinstance(keys, str) or not isinstance(keys, Iterable):
-        raise StateError(f"{owner}: {what} must be a list of state keys, got {keys!r}")
+        raise ConfigError(f"{owner}: {what} must be a list of state keys, got {keys!r}")
     out = list(keys)
     for key in out:
         if type(key) is not str:
-            raise StateError(f"{owner}: {what} must hold str keys, got {key!r}")
+            raise ConfigError(f"{owner}: {what} must hold str keys, got {key!r}")
     return out
 
 
@@ -265,7 +265,7 @@ class FunctionAction(Action):
         wait: float = 0.0,
     ) -> None:
         if not callable(fn):
-            raise StateError(f"@action needs a function, got {fn!r}")
+            raise ConfigError(f"@action needs a function, got {fn!r}")
         self.name = name if name is not None else getattr(fn, "__name__", type(fn).__name__)
         owner = f"action {self.name!r}"
         self.reads = _key_list(owner, "reads", reads)
@@ -290,7 +290,7 @@ class FunctionAction(Action):
         known = set(self._sig.required) | set(self._sig.optional)
         unknown = [k for k in inputs if k not in known]
         if unknown and not self._sig.var_kw:
-            raise StateError(f"action {self.name!r} has no input(s) {unknown} to bind")
+            raise ConfigError(f"action {self.name!r} has no input(s) {unknown} to bind")
         clone = copy.copy(self)
         clone._bound = {**self._bound, **inputs}
         return clone

@@ -22,7 +22,7 @@ from statelog.engine._actions import (
     run_action_sync,
 )
 from statelog.engine._state import Delta, State
-from statelog.eventstore import EncodingError, UsageError
+from statelog.eventstore import ConfigError, EncodingError, UsageError
 
 BASE = State.based({"n": 1, "xs": [1], "name": "ann"})
 
@@ -99,7 +99,7 @@ async def test_var_kwargs_and_bind() -> None:
     assert add.required_inputs == ["amount"]  # the original is untouched
     out = await run_action(bound, BASE, {"amount": 999})
     assert out.state["n"] == 11  # bound inputs win
-    with pytest.raises(StateError, match="no input"):
+    with pytest.raises(ConfigError, match="no input"):
         add.bind(nope=1)
 
 
@@ -276,14 +276,23 @@ async def test_function_action_retries() -> None:
 
 
 async def test_retry_config_is_checked() -> None:
-    with pytest.raises(StateError, match="max_retries"):
+    # Declaring an action wrong is a bad argument: ConfigError, raised at once.
+    with pytest.raises(ConfigError, match="max_retries"):
         action(reads=[], writes=[], max_retries=0)(lambda state: state)
-    with pytest.raises(StateError, match="wait"):
+    with pytest.raises(ConfigError, match="wait"):
         action(reads=[], writes=[], wait=-1)(lambda state: state)
-    with pytest.raises(StateError, match="reads"):
+    with pytest.raises(ConfigError, match="reads"):
         action(reads="n", writes=[])(lambda state: state)
-    with pytest.raises(StateError, match="state"):
+    with pytest.raises(ConfigError, match="str keys"):
+        action(reads=[1], writes=[])(lambda state: state)
+    with pytest.raises(ConfigError, match="state"):
         action(reads=[], writes=[])(lambda: None)
+    with pytest.raises(ConfigError, match="needs a function"):
+        action(reads=[], writes=[])(5)
+    with pytest.raises(ConfigError, match="positional-only"):
+        action(reads=[], writes=[])(lambda state, x, /: state)
+    with pytest.raises(ConfigError, match="no input"):
+        action(reads=[], writes=[])(lambda state: state).bind(nope=1)
 
 
 def test_wait_between_attempts_sync() -> None:
@@ -484,7 +493,7 @@ async def test_node_defaults_and_config() -> None:
     plain = Node()
     out = await both(plain)
     assert out.state == BASE and out.result is None and not out.state.delta
-    with pytest.raises(StateError, match="max_retries"):
+    with pytest.raises(ConfigError, match="max_retries"):
         Node(max_retries=0)
     pocket = Node(3, 0.5)  # PocketFlow's positional Node(max_retries, wait)
     assert (pocket.max_retries, pocket.wait) == (3, 0.5)
@@ -693,5 +702,5 @@ async def test_batch_action_decorator() -> None:
 
 def test_function_action_type() -> None:
     assert isinstance(bump, FunctionAction) and isinstance(bump, Action)
-    with pytest.raises(StateError):
+    with pytest.raises(ConfigError, match="needs a function"):
         FunctionAction(42, reads=[], writes=[])  # type: ignore[arg-type]
