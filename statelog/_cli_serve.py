@@ -22,7 +22,7 @@ from typing import Any
 
 from statelog.eventstore import ConfigError, load_private_key
 
-from ._cli_keys import add_signing_key_option
+from ._cli_keys import add_key_options, add_signing_key_option, public_keys
 
 __all__ = ["register"]
 
@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--db", default="statelog.db", help="the SQLite log")
     add_signing_key_option(serve)
+    add_key_options(serve, hmac=False)  # --public-key: GET .../verify checks signed heads
     serve.add_argument(
         "--app",
         action="append",
@@ -150,7 +151,15 @@ async def _serve(args: argparse.Namespace) -> int:
         kafka=args.kafka,
         kafka_prefix=args.topic_prefix,
         signing_key=args.signing_key,
+        public_keys=args.public_keys or (),
     )
+    if args.public_keys:
+        if args.kafka:
+            raise ConfigError(
+                "--public-key checks the signed checkpoints of a SQLite log; with --kafka "
+                "the log is the topic (signed checkpoints are not there yet)"
+            )
+        public_keys(args)  # a bad key file: one line, exit 2, before serving
     if args.signing_key is not None:
         if args.kafka:
             raise ConfigError(

@@ -28,6 +28,7 @@ from ._models import ForkRequest, InputRequest, StartRunRequest
 from ._operations import Operation, RunRequest
 from ._problems import ProblemError
 from ._service import Service, fingerprint
+from ._signed_head import signed_head
 from ._status import ACTIVE, FINAL
 
 __all__ = ["router"]
@@ -306,14 +307,17 @@ async def get_state(
 async def verify_app(
     app_id: str, service: ServiceDep, principal: PrincipalDep, partition_key: PartitionKey = ""
 ) -> dict[str, Any]:
-    """Walk the app's hash chain; ``ok`` false names the first broken link."""
+    """Walk the app's hash chain (``ok`` false names the first broken link), and check
+    its head against the latest signed checkpoint (``signed_head``; docs/service.md)."""
     principal.require(partition_key, write=False)
     last = await service.require_app(partition_key, app_id)
     broken = await service.store.verify(partition_key, app_id)
+    signed = await signed_head(service.store, service.public_keys, partition_key, app_id)
     return {
         "ok": broken is None,
         "sequence_id": last.sequence_id,
         "broken": None if broken is None else msgspec.to_builtins(broken),
+        "signed_head": signed,
     }
 
 

@@ -25,6 +25,7 @@ from ._operations import Operation, OperationStore, RunRequest, service_db_path
 from ._problems import ProblemError
 from ._scheduler import RunScheduler
 from ._signals import StreamSignals
+from ._signed_head import verifying_keys
 from ._status import Status, derive_status
 from ._workflows import Workflow
 
@@ -51,6 +52,9 @@ class ServiceConfig(msgspec.Struct, kw_only=True):
     kafka_prefix: str = "statelog"
     #: an Ed25519 private key's PEM file: the SQLite log signs checkpoints of its heads
     signing_key: str | None = None
+    #: Ed25519 public keys' PEM files (several after a rotation): ``verify`` checks the
+    #: signed checkpoints with them (and with ``signing_key``'s public half)
+    public_keys: Sequence[str] = ()
 
 
 class Service:
@@ -65,6 +69,7 @@ class Service:
             raise ValueError("max_concurrent_runs must be >= 1")
         self.config = config
         self.workflows = {w.name: w for w in config.workflows}
+        self.public_keys = verifying_keys(config.public_keys, config.signing_key)
         self.metrics = Metrics()
         self.signals = StreamSignals()
         self.ready = False
