@@ -47,7 +47,16 @@ What Kafka gives and what it does not:
   another claimed it) is fenced: its late records are skipped and reported
   (``fenced_records``), and its next append to the partition raises
   ``FencedError`` once it sees the newer epoch. Records without the header
-  read as before. See docs/scale-out.md.
+  read as before. A store made with ``claims_required=True`` (a worker's)
+  writes *only* with a fence: an append to a partition it holds no claim on
+  raises ``FencedError`` (a lost claim) or ``UsageError`` (never claimed).
+  See docs/scale-out.md.
+* **Child streams** (the first event's ``parent`` is a ``Lineage`` with
+  ``relation="child"``, as ``parallel_map`` writes) are created in their
+  parent's partition, not their key's, when the index knows the parent: the
+  parent's owner writes them with the parent partition's fence, so a paused
+  owner's late child records are fenced like the parent's. Readers find a
+  stream's partition where its first event is, so they need no rule for it.
 """
 
 from __future__ import annotations
@@ -138,6 +147,7 @@ class KafkaEventStore(EventStore):
         hmac_key: bytes | None = None,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         client_id: str = "statelog",
+        claims_required: bool = False,
     ) -> None:
         if not topic:
             raise ValueError("topic must be a non-empty string")
@@ -153,6 +163,8 @@ class KafkaEventStore(EventStore):
         self.hmac_key = hmac_key
         self.max_event_size = max_event_size
         self.client_id = client_id
+        #: append only to claimed partitions (with their fence); see ``claim``
+        self.claims_required = claims_required
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._index = KafkaIndex(topic, self.index_path)
@@ -164,6 +176,7 @@ class KafkaEventStore(EventStore):
         self._index_lock = asyncio.Lock()
         self._connected = False
         self._claims: dict[int, Fence] = {}
+        self._lost: dict[int, Fence] = {}  # claims given up or fenced, by partition
         #: how many records of a stale epoch this store has skipped (fenced writes)
         self.fenced_records = 0
 
@@ -471,6 +484,25 @@ class KafkaEventStore(EventStore):
     def _partition_for(self, key: bytes) -> int:
         return int(murmur2(key) & 0x7FFFFFFF) % len(self._tps)
 
+    def _home_of_new(self, first: Event) -> int:
+        """The partition a new stream is created in: its parent's for a child stream."""
+        parent = first.parent
+        if parent is not None and parent.relation == "child":
+            known = self._index.heads.get(StreamId(parent.partition_key, parent.app_id))
+            if known is not None:
+                return known.partition
+        return self._partition_for(record_key(first.partition_key, first.app_id))
+
+    def _not_claimed(self, partition: int) -> FencedError | UsageError:
+        """Why a ``claims_required`` store may not append to ``partition``."""
+        lost = self._lost.get(partition)
+        if lost is not None:
+            return FencedError(partition, lost, self._index.current_fence(partition))
+        return UsageError(
+            f"append to {self.topic}[{partition}], which this store has not claimed: "
+            "a store made with claims_required=True writes only to claimed partitions"
+        )
+
     async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
         """Produce a sealed batch and wait for every acknowledgement.
 
@@ -497,7 +529,9 @@ class KafkaEventStore(EventStore):
             lock = self._locks[stream] = asyncio.Lock()
         async with lock:
             head = self._index.heads.get(stream)
-            home = head.partition if head is not None else self._partition_for(record_key(*stream))
+            home = head.partition if head is not None else self._home_of_new(events[0])
+            if self.claims_required and home not in self._claims:
+                raise self._not_claimed(home)
             if home in self._dirty_partitions or (self._claims and home not in self._claims):
                 # an earlier append to this partition failed: adopt what landed first;
                 # or an owner of other partitions writes here (a sub-app's stream whose
@@ -566,7 +600,7 @@ class KafkaEventStore(EventStore):
             ]
         current = self._index.current_fence(partition)
         if current != claim:
-            self._claims.pop(partition, None)
+            self._give_up(partition)
             raise FencedError(partition, claim, current)
         actual = -1 if head is None else head.last_seq
         raise ConcurrencyError(stream, sealed[0].sequence_id - 1, actual)
@@ -600,6 +634,7 @@ class KafkaEventStore(EventStore):
             await self._reconcile(partition)
             if self._index.current_fence(partition) == fence:
                 self._claims[partition] = fence
+                self._lost.pop(partition, None)
                 return fence
         raise StoreError(
             f"could not claim {self.topic}[{partition}] in {attempts} attempts: "
@@ -608,7 +643,12 @@ class KafkaEventStore(EventStore):
 
     def release(self, partition: int) -> None:
         """Stop writing with this store's fence in ``partition`` (its epoch stays open)."""
-        self._claims.pop(partition, None)
+        self._give_up(partition)
+
+    def _give_up(self, partition: int) -> None:
+        claim = self._claims.pop(partition, None)
+        if claim is not None:
+            self._lost[partition] = claim
 
     async def forget_partition(self, partition: int) -> None:
         """Drop the claim and everything the index knows of ``partition``.
@@ -618,7 +658,7 @@ class KafkaEventStore(EventStore):
         the partition from the topic under the fence rule.
         """
         self._check_ready()
-        self._claims.pop(partition, None)
+        self._give_up(partition)
         async with self._index_lock:
             await self._index.forget_partition(partition)
             self._ahead = []

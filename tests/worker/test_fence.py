@@ -6,15 +6,18 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
+from aiokafka.partitioner import murmur2
 
-from statelog.eventstore import Event, seal
+from statelog.eventstore import Event, Lineage, UsageError, seal
 from statelog.eventstore.kafka import (
     DedupIndex,
     FencedError,
     KafkaEventStore,
     KafkaSubscription,
     encode_record,
+    record_key,
 )
+from statelog.eventstore.kafka._wire import fence_of
 from tests.kafka_broker import FAST_GROUP
 from tests.kafka_helpers import produce_raw, read_topic
 
@@ -128,3 +131,84 @@ async def test_a_subscription_skips_fenced_records_and_fence_records_silently(
     assert sub.fenced == 1 and sub.foreign == 0
     restored = DedupIndex.loads(sub.dedup.dumps())
     assert restored.fences == sub.dedup.fences and restored.fences
+
+
+def child_of(parent: Event, app: str, seq: int) -> Event:
+    lineage = Lineage(
+        partition_key=parent.partition_key,
+        app_id=parent.app_id,
+        sequence_id=parent.sequence_id,
+        relation="child",
+    )
+    return Event(
+        partition_key="pk",
+        app_id=app,
+        sequence_id=seq,
+        kind="action_completed",
+        action="step",
+        parent=lineage if seq == 0 else None,
+    )
+
+
+def other_partition(partitions: int, home: int) -> str:
+    """An app id whose own key hashes to another partition than ``home``."""
+    for n in range(1000):
+        app = f"child-{n}"
+        if (murmur2(record_key("pk", app)) & 0x7FFFFFFF) % partitions != home:
+            return app
+    raise AssertionError("no key hashes elsewhere")
+
+
+async def test_a_child_stream_lives_in_its_parents_partition_under_its_fence(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    """A zombie's late child records are fenced like its parent's."""
+    topic = await make_topic(partitions=3)
+    old = await KafkaEventStore(kafka_bootstrap, topic, claims_required=True).connect()
+    new = await KafkaEventStore(kafka_bootstrap, topic, claims_required=True).connect()
+    try:
+        home = old._partition_for(record_key("pk", "parent"))
+        first = await old.claim(home, "old")
+        (parent,) = await old.append([ev("parent", 0)], expected_sequence=-1)
+        child = other_partition(3, home)
+        await old.append([child_of(parent.event, child, 0)], expected_sequence=-1)
+        await new.refresh()
+        await new.claim(home, "new")
+        with pytest.raises(FencedError) as caught:  # the zombie's next child event
+            await old.append([child_of(parent.event, child, 1)], expected_sequence=0)
+        assert caught.value.ours == first
+        mine = await new.append([child_of(parent.event, child, 1)], expected_sequence=0)
+        raw = [r for r in await read_topic(kafka_bootstrap, topic) if r.key]
+        assert {r.partition for r in raw} == {home}
+        assert all(fence_of(r.headers) is not None for r in raw)
+        async with KafkaEventStore(kafka_bootstrap, topic) as reader:
+            events = await reader.read("pk", child)
+            assert [e.hash for e in events[1:]] == [mine[0].event.hash]
+            assert reader.fenced_records == 1
+    finally:
+        await old.aclose()
+        await new.aclose()
+
+
+async def test_a_store_that_requires_claims_writes_nothing_without_one(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    """After losing a claim (fenced or released), no append goes out without a fence."""
+    topic = await make_topic()
+    store = await KafkaEventStore(kafka_bootstrap, topic, claims_required=True).connect()
+    try:
+        with pytest.raises(UsageError, match="not claimed"):
+            await store.append([ev("u", 0)], expected_sequence=-1)
+        fence = await store.claim(0, "w")
+        await store.append([ev("u", 0)], expected_sequence=-1)
+        store.release(0)
+        with pytest.raises(FencedError) as caught:
+            await store.append([ev("u", 1)], expected_sequence=0)
+        assert caught.value.ours == fence
+        await store.forget_partition(0)
+        with pytest.raises(FencedError):
+            await store.append([ev("v", 0)], expected_sequence=-1)
+        raw = await read_topic(kafka_bootstrap, topic)
+        assert len(raw) == 2  # the fence record and u#0
+    finally:
+        await store.aclose()
