@@ -11,7 +11,10 @@ Every command is idempotent by its meaning, not by a memory of keys:
   or after its work is done, writes nothing.
 * ``input`` runs one step with ``inputs`` only if the stream's last sequence id
   is still ``at_sequence``: a duplicate finds the stream moved on.
-* ``cancel`` stops the stream's run on its owner (at the next step).
+* ``cancel`` stops the stream's commands before it (a running one at its next
+  step, queued ones before they start) and records one ``cancelled`` event
+  whose correlation id is its idempotency key; a redelivered cancel finds that
+  event and records nothing. It is acknowledged only after the event is durable.
 
 The ``idempotency_key`` names the command in logs and lets an owner drop an
 exact duplicate it already handled without building the app.

@@ -13,6 +13,13 @@ side); the offset committed is the lowest one still running, so a command is
 acknowledged only after the events it wrote were acknowledged by Kafka
 (``acks=all``). A command redelivered after a crash is harmless: see
 ``_commands`` for why each kind is idempotent.
+
+A ``cancel`` is a command like the others, acknowledged only once its
+``cancelled`` event is durable: on dispatch it stops every earlier command of
+its stream (the running one at its next step, queued ones before they start);
+in its turn it records ``cancelled`` with its idempotency key as the
+correlation id, unless the stream already holds that event (a redelivery). So
+a cancel whose owner died before acting on it takes effect on the next owner.
 """
 
 from __future__ import annotations
@@ -34,7 +41,16 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from statelog.engine import ActionError
-from statelog.eventstore import ConfigError, FencedError, SnapshotStore, StoreError, StreamId
+from statelog.eventstore import (
+    ConfigError,
+    Event,
+    EventKind,
+    FencedError,
+    SnapshotStore,
+    StoreError,
+    StreamId,
+    utcnow,
+)
 
 from ._commands import Command, decode_command, topic_names
 
@@ -52,7 +68,8 @@ class _Stream:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[tuple[int, Command]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
-        self.cancelled = False
+        #: commands at lower offsets are cancelled (the offset of the newest cancel)
+        self.cancel_before = -1
 
 
 class _Partition:
@@ -128,7 +145,10 @@ class Worker:
 
         stop = stop or asyncio.Event()
         store = KafkaEventStore(
-            self.bootstrap_servers, self.events_topic, client_id=f"statelog-{self.worker_id}"
+            self.bootstrap_servers,
+            self.events_topic,
+            client_id=f"statelog-{self.worker_id}",
+            claims_required=True,  # every record this worker writes carries a fence
         )
         await store.connect()
         self._store = store
@@ -251,9 +271,10 @@ class Worker:
         if stream is None:
             stream = owned.streams[command.stream] = _Stream()
         if command.kind == "cancel":
-            stream.cancelled = True
-            self.report("cancel", partition=owned.partition, stream=str(command.stream))
-            return
+            stream.cancel_before = max(stream.cancel_before, offset)
+            self.report(
+                "cancel", partition=owned.partition, stream=str(command.stream), offset=offset
+            )
         owned.running.add(offset)
         stream.queue.put_nowait((offset, command))
         if stream.task is None or stream.task.done():
@@ -264,12 +285,24 @@ class Worker:
             offset, command = stream.queue.get_nowait()
             delay = 0.5
             while True:
+                if command.kind != "cancel" and offset < stream.cancel_before:
+                    self.report(
+                        "skipped",
+                        stream=str(sid),
+                        offset=offset,
+                        key=command.idempotency_key,
+                        reason="cancelled",
+                    )
+                    break
                 try:
                     async with self._limit:
-                        await self._execute(command, stream)
+                        await self._execute(command, stream, offset)
                 except FencedError as exc:
-                    self.report("fenced", partition=owned.partition, error=str(exc))
-                    if self._owned.get(owned.partition) is owned:
+                    self.report("fenced", partition=exc.partition, error=str(exc))
+                    if exc.partition != owned.partition:
+                        # not this partition's claim (a stream this store never owned)
+                        self.report("error", stream=str(sid), error=str(exc))
+                    elif self._owned.get(owned.partition) is owned:
                         task = asyncio.create_task(self._drop(owned.partition, reason="fenced"))
                         self._background.add(task)
                         task.add_done_callback(self._background.discard)
@@ -293,7 +326,10 @@ class Worker:
                 break
             owned.running.discard(offset)
 
-    async def _execute(self, command: Command, stream: _Stream) -> None:
+    async def _execute(self, command: Command, stream: _Stream, offset: int) -> None:
+        if command.kind == "cancel":
+            await self._cancel(command)
+            return
         workflow = self.workflows.get(command.graph)
         if workflow is None and command.kind in ("start", "resume"):
             raise ConfigError(f"unknown graph {command.graph!r} (known: {sorted(self.workflows)})")
@@ -301,8 +337,6 @@ class Worker:
             workflow = next(iter(self.workflows.values())) if len(self.workflows) == 1 else None
             if workflow is None:
                 raise ConfigError("an input command for a worker with several graphs needs graph")
-        if command.kind in ("start", "resume"):
-            stream.cancelled = False
         builder = (
             workflow.builder()
             .with_identifiers(app_id=command.app_id, partition_key=command.partition_key)
@@ -336,12 +370,47 @@ class Worker:
             async with contextlib.aclosing(events):
                 async for _ in events:
                     self.steps += 1
-                    if stream.cancelled:
+                    if offset < stream.cancel_before:
                         break
                     if target is not None and app.sequence_id + 1 >= target:
                         break
         finally:
             await app.aclose()
+
+    async def _cancel(self, command: Command) -> None:
+        """Record ``cancelled`` once per cancel command (a redelivery finds it recorded).
+
+        The event is the one ``Application.acancel`` writes (``action`` and
+        ``next_action``: the app's position), with the command's key as its
+        correlation id; it needs no graph, so a cancel names none.
+        """
+        key = command.idempotency_key
+        pk, app_id = command.partition_key, command.app_id
+        events = await self._store.read(pk, app_id)
+        position = events[-1].next_action if events else None
+        if position is None:
+            # nothing ever ran, or the app completed: there is no run to cancel
+            self.report("cancel_noop", stream=str(command.stream), key=key, events=len(events))
+            return
+        for event in reversed(events):
+            if key and event.kind == EventKind.CANCELLED and event.correlation_id == key:
+                self.report(
+                    "duplicate", stream=str(command.stream), key=key, recorded=event.sequence_id
+                )
+                return
+        last = events[-1].sequence_id
+        cancelled = Event(
+            partition_key=pk,
+            app_id=app_id,
+            sequence_id=last + 1,
+            kind=EventKind.CANCELLED,
+            action=position,
+            next_action=position,
+            timestamp=utcnow(),
+            correlation_id=key or None,
+        )
+        await self._store.append([cancelled], expected_sequence=last)
+        self.report("cancelled", stream=str(command.stream), key=key, sequence_id=last + 1)
 
     # ------------------------------------------------------------------ offsets
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from statelog.eventstore import Event, StreamId
-from statelog.eventstore.kafka._wire import decode_record, fence_of
+from statelog.eventstore.kafka._wire import Fence, decode_record, fence_claim_of, fence_of
 from tests.kafka_helpers import read_topic
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,19 +118,53 @@ def covers(workers: Iterable[WorkerProcess], partitions: int) -> bool:
 
 
 class TopicAudit:
-    """Every event record of the events topic, decoded, with its fence."""
+    """Every record of the events topic, judged again here by the fence rule.
+
+    Independently of ``KafkaEventStore``: per partition in offset order, a fence
+    record opens a newer epoch; an event record whose ``statelog-fence`` header
+    is not the epoch open at its offset is *stale* (a late write of an owner that
+    lost the partition); of the rest, per stream, the first record of each
+    sequence id that chains onto the one before is *accepted*.
+    """
 
     def __init__(self, records: list[Any]) -> None:
         self.hashes: dict[tuple[StreamId, int], set[str]] = defaultdict(set)
         self.events: list[tuple[Any, Event]] = []
         self.fences = 0
+        self.stale: list[tuple[Any, Event]] = []
+        self.unfenced: list[tuple[Any, Event]] = []
+        self.accepted: dict[StreamId, list[Event]] = {}
+        self.home: dict[StreamId, int] = {}
+        current: dict[int, Fence] = {}
         for record in records:
+            partition = record.partition
             if not record.key:
+                claim = fence_claim_of(record.headers)
+                held = current.get(partition)
+                if claim is not None and (held is None or claim.epoch > held.epoch):
+                    current[partition] = claim
                 self.fences += 1
                 continue
             event = decode_record(record.key, record.value, record.headers)
             self.events.append((record, event))
             self.hashes[(event.stream, event.sequence_id)].add(event.hash)
+            fence = fence_of(record.headers)
+            if fence is None:
+                self.unfenced.append((record, event))
+            elif fence != current.get(partition):
+                self.stale.append((record, event))
+                continue
+            home = self.home.setdefault(event.stream, partition)
+            chain = self.accepted.setdefault(event.stream, [])
+            if home != partition:
+                continue
+            if chain:
+                if event.sequence_id == chain[-1].sequence_id + 1 and (
+                    event.prev_hash == chain[-1].hash
+                ):
+                    chain.append(event)
+            elif event.sequence_id == 0 and not event.prev_hash:
+                chain.append(event)
 
     @classmethod
     async def read(cls, bootstrap: str, topic: str) -> TopicAudit:
@@ -139,6 +173,27 @@ class TopicAudit:
     def forks(self) -> dict[tuple[StreamId, int], set[str]]:
         """``(stream, sequence_id)`` with more than one hash anywhere in the topic."""
         return {k: v for k, v in self.hashes.items() if len(v) > 1}
+
+    def extra_hashes(self) -> int:
+        """Hashes on the topic beyond one per ``(stream, sequence_id)``."""
+        return sum(len(h) - 1 for h in self.forks().values())
+
+    def unexplained(self) -> list[tuple[StreamId, int, str]]:
+        """Hashes on the topic that are neither accepted nor only on stale records.
+
+        Empty when every second hash at a ``(stream, sequence_id)`` is a late write
+        the fence rule skips (nothing else - a duplicate of another epoch, a record
+        without a fence - put one there).
+        """
+        kept = {(s, e.sequence_id): e.hash for s, chain in self.accepted.items() for e in chain}
+        stale = {id(r) for r, _ in self.stale}
+        live = {(e.stream, e.sequence_id, e.hash) for r, e in self.events if id(r) not in stale}
+        return [
+            (stream, seq, digest)
+            for (stream, seq), hashes in self.forks().items()
+            for digest in hashes
+            if digest != kept.get((stream, seq)) and (stream, seq, digest) in live
+        ]
 
     def fenced_owners(self) -> set[str]:
         return {f.owner for r, _ in self.events if (f := fence_of(r.headers)) is not None}
