@@ -16,6 +16,8 @@ from typing import Any
 
 from statelog.eventstore import ConfigError, SQLiteEventStore
 
+from ._cli_keys import add_key_options
+
 __all__ = ["register"]
 
 _HOST = "127.0.0.1"
@@ -31,6 +33,7 @@ def register(subparsers: Any) -> None:
     )
     ui.add_argument("--db", required=True, metavar="FILE", help="the SQLite log to browse")
     ui.add_argument("--port", type=_port, default=8765, help="0 picks a free port")
+    add_key_options(ui, hmac=False)  # --public-key: the chain card checks signed heads
     ui.set_defaults(handler=_ui)
 
 
@@ -59,7 +62,7 @@ async def _ui(args: argparse.Namespace) -> int:
     store = await SQLiteEventStore.open(args.db, read_only=True)
     await store.aclose()
 
-    app = create_read_only_app(args.db)
+    app = create_read_only_app(args.db, public_keys=args.public_keys or ())  # bad key: exit 2
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     uv = logging.getLogger("uvicorn")

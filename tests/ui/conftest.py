@@ -262,11 +262,22 @@ def ui(browser: Any) -> Iterator[Page]:
     assert any("/ui/js/main.js" in u for u in wrapped.requests)
 
 
-def shot(page: Any, name: str, *, full_page: bool = False, height: int | None = None) -> None:
-    """Save docs/ui/NAME.png when STATELOG_UI_SCREENSHOTS=1."""
+def shot(
+    page: Any,
+    name: str,
+    *,
+    full_page: bool = False,
+    height: int | None = None,
+    element: Any = None,
+) -> None:
+    """Save docs/ui/NAME.png when STATELOG_UI_SCREENSHOTS=1 (of ``element``, a locator,
+    when given)."""
     if os.environ.get("STATELOG_UI_SCREENSHOTS") != "1":
         return
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
+    if element is not None:
+        element.screenshot(path=str(path), animations="disabled")
+        return
     clip = None if height is None else {"x": 0, "y": 0, "width": 1280, "height": height}
     page.screenshot(path=str(path), full_page=full_page, clip=clip, animations="disabled")

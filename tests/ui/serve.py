@@ -1,7 +1,7 @@
 """A real uvicorn on 127.0.0.1 for the UI tests: ``python -m tests.ui.serve --db F``.
 
-``statelog serve``'s app (``create_app``) with ``mount_ui`` added, since the
-service does not mount the UI itself yet; prints ``listening on URL`` once up.
+``statelog serve``'s app (``create_app``, which mounts the UI at ``/ui``) with a
+faster SSE poll and a short shutdown grace; prints ``listening on URL`` once up.
 (``statelog ui`` is tested through the real command.)
 """
 
@@ -15,7 +15,6 @@ from typing import Any
 import uvicorn
 
 from statelog.service import ServiceConfig, create_app, load_token_file, load_workflow
-from statelog.ui import mount_ui
 
 from .workflows import APPS
 
@@ -24,6 +23,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", required=True)
     parser.add_argument("--token-file")
+    parser.add_argument("--signing-key")
+    parser.add_argument("--public-key", action="append", default=[])
     args = parser.parse_args()
     config = ServiceConfig(
         db=args.db,
@@ -31,9 +32,10 @@ async def main() -> None:
         tokens=None if args.token_file is None else load_token_file(args.token_file),
         sse_poll_interval=0.2,
         shutdown_grace=2.0,
+        signing_key=args.signing_key,
+        public_keys=args.public_key,
     )
     app = create_app(config)
-    mount_ui(app)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

@@ -12,6 +12,7 @@ from statelog.engine import (
     action,
     default,
     expr,
+    parallel_map,
     wait_for_input,
 )
 
@@ -127,10 +128,41 @@ def approval() -> ApplicationBuilder:
     )
 
 
+@action(reads=["item"], writes=["price"])
+def quote(state: State) -> State:
+    return state.update(price=len(state["item"]) * 10)
+
+
+@action(reads=[], writes=["carriers"])
+def plan(state: State) -> State:
+    return state.update(carriers=["dhl", "ups"])
+
+
+def shipment() -> ApplicationBuilder:
+    """plan, then a parallel map: one child app per carrier (the lineage test)."""
+    quotes = parallel_map(
+        actions={"quote": quote},
+        transitions=[],
+        entrypoint="quote",
+        items="carriers",
+        item_key="item",
+        result_key="price",
+        writes=["prices"],
+    )
+    return (
+        ApplicationBuilder()
+        .with_actions(plan=plan, quotes=quotes)
+        .with_transitions(("plan", "quotes"))
+        .with_state()
+        .with_entrypoint("plan")
+    )
+
+
 APPS = [
     "counter=tests.ui.workflows:counter",
     "slow=tests.ui.workflows:slow",
     "failing=tests.ui.workflows:failing",
     "noted=tests.ui.workflows:noted",
     "approval=tests.ui.workflows:approval",
+    "shipment=tests.ui.workflows:shipment",
 ]

@@ -29,6 +29,47 @@ function setQuery(changes) {
   history.replaceState(null, "", "#" + path + "?" + params.toString());
 }
 
+// GET .../verify's signed_head (docs/service.md): the latest signed checkpoint of the app.
+function renderSignedHead(signed) {
+  if (!signed) return null; // a service from before signed heads
+  const at = (x) => `seq ${x.sequence_id} at ${time(x.created_at)} UTC`;
+  const cp = `checkpoint #${signed.checkpoint}`;
+  let line;
+  switch (signed.status) {
+    case "verified":
+      line = h("span", { class: "chain-ok" }, `✓ signed head: ${at(signed)}`);
+      break;
+    case "unchecked":
+      line = [h("span", null, `signed head: ${at(signed)}`), h("span", { class: "muted small" }, " (signature not checked: the service has no public key)")];
+      break;
+    case "signature-invalid":
+      line = h("span", { class: "chain-broken" }, `✕ signature does not verify (${cp} claims ${at(signed)})`);
+      break;
+    case "key-mismatch":
+      line = h("span", { class: "chain-broken" }, `✕ signature does not verify: ${cp} is signed by another key`);
+      break;
+    case "head-disagrees":
+      line = h("span", { class: "chain-broken" }, `✕ head disagrees: ${cp} signed ${at(signed)}`);
+      break;
+    case "checkpoints-invalid":
+      line = h("span", { class: "chain-broken" }, signed.checkpoint === null ? "✕ the checkpoints do not verify" : `✕ the checkpoints do not verify (${cp} signed ${at(signed)})`);
+      break;
+    case "unsigned":
+      line = [h("span", { class: "muted" }, "not signed"), signed.reason ? h("span", { class: "muted small" }, ` — ${signed.reason}`) : null];
+      break;
+    default:
+      line = h("span", null, `signed head: ${String(signed.status)}`);
+  }
+  const which = signed.checkpoint === null ? null : h("p", { id: "chain-checkpoint", class: "muted small" }, `${cp}, key ${String(signed.key_id).slice(0, 16)}…`);
+  const later = signed.unsigned_events > 0 ? h("span", { class: "muted small" }, ` — ${signed.unsigned_events} later events not signed yet`) : null;
+  const problems = (signed.problems || []).map((p) => h("li", null, String(p)));
+  return [
+    h("p", { id: "chain-signed", dataset: { status: signed.status } }, line, later),
+    which,
+    problems.length ? h("ul", { class: "chain-problems small" }, problems) : null,
+  ];
+}
+
 function numberInput(id, value, max) {
   const input = h("input", { id, type: "number", min: 0, max: max >= 0 ? max : null, step: 1, inputmode: "numeric", class: "seq" });
   if (value !== null && value !== undefined) input.value = String(value);
@@ -121,12 +162,14 @@ export async function appPage({ session, params, signal, view }) {
     replace(chain, h("span", { class: "muted" }, "Verifying…"));
     try {
       const result = await get(appPath(id, "/verify"), qp, signal);
+      let walk;
       if (result.ok) {
-        replace(chain, h("span", { class: "chain-ok" }, `✓ verified: events 0..${result.sequence_id}`));
+        walk = h("p", { id: "chain-walk" }, h("span", { class: "chain-ok" }, `✓ verified: events 0..${result.sequence_id}`));
       } else {
         const b = result.broken || {};
-        replace(chain, h("span", { class: "chain-broken" }, `✕ broken at seq ${b.sequence_id}`), b.reason ? h("p", null, String(b.reason)) : null);
+        walk = h("p", { id: "chain-walk" }, h("span", { class: "chain-broken" }, `✕ broken at seq ${b.sequence_id}`), b.reason ? h("span", { class: "small" }, " — " + String(b.reason)) : null);
       }
+      replace(chain, walk, renderSignedHead(result.signed_head));
     } catch (err) {
       replace(chain, h("span", { class: "error" }, "Not verified: " + err.message));
     }
