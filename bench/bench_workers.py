@@ -168,7 +168,9 @@ async def failover(bootstrap: str, args: argparse.Namespace) -> list[float]:
         print(
             f"  after the kills: {len(audit.events)} event records, {dense} dense streams "
             f"of {len(await fresh.streams())}, {len(audit.forks())} (stream, sequence_id) "
-            f"with two hashes on the topic, {fresh.fenced_records} records fenced"
+            f"with two hashes on the topic, {len(audit.unexplained())} of them not only on "
+            f"stale-epoch records, {len(audit.unfenced)} records without a fence, "
+            f"{len(audit.stale)} stale-epoch records, {fresh.fenced_records} fenced by a reader"
         )
     return times
 
@@ -195,7 +197,10 @@ async def main() -> None:
         broker = start_tansu()
         bootstrap = broker.bootstrap
     try:
-        print(f"broker {bootstrap}; {os.cpu_count()} cores")
+        print(
+            f"broker {bootstrap}; {os.cpu_count()} cores; "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; load {_load()}"
+        )
         solo = await in_process(bootstrap, args.steps * 10)
         print(f"one in-process app on KafkaEventStore: {solo:,.0f} steps/s")
         for workers in (1, 2, 3):
@@ -211,9 +216,14 @@ async def main() -> None:
                 f"p50 {statistics.median(times):.2f} s, p99 {percentile(times, 0.99):.2f} s, "
                 f"max {max(times):.2f} s"
             )
+        print(f"done {time.strftime('%H:%M:%S UTC', time.gmtime())}; load {_load()}")
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
