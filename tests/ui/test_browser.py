@@ -310,6 +310,11 @@ def test_a_waiting_apps_input_form_completes_the_run(ui: Page, seeded: Seeded) -
     ):
         assert time.monotonic() < deadline, "the app never waited for input"
         time.sleep(0.05)
+    # in the apps table a waiting app stands out (a coloured row and a marked badge)
+    apps = open_apps(ui, seeded, "?status=waiting_for_input")
+    row = apps.locator("tr.app-row[data-app-id='needs-approval']")
+    expect(row).to_have_class("app-row row-waiting_for_input")
+    expect(row.locator("span.status")).to_have_text("✋ waiting for input")
     page = open_app(ui, seeded, "needs-approval")
     expect(page.locator("#app-status")).to_contain_text("waiting")
     form = page.locator("form.input-form")
