@@ -514,8 +514,8 @@ class KafkaEventStore(EventStore):
         """
         self._check_ready()
         events = list(events)
-        if not events or not isinstance(events[0], Event):
-            prepare_append(  # raises the same InvalidEventError as every store
+        if not events or not isinstance(events[0], Event) or not _routable(events[0]):
+            prepare_append(  # raises the same typed error as every store, before routing
                 events,
                 expected_sequence,
                 "",
@@ -529,7 +529,20 @@ class KafkaEventStore(EventStore):
             lock = self._locks[stream] = asyncio.Lock()
         async with lock:
             head = self._index.heads.get(stream)
-            home = head.partition if head is not None else self._home_of_new(events[0])
+            if head is None:
+                # a new stream is routed by its identity and parent: a bad batch is
+                # refused (typed, nothing sent) before they pick its partition
+                prepare_append(
+                    events,
+                    expected_sequence,
+                    "",
+                    codec=self.codec,
+                    key=self.hmac_key,
+                    max_size=self.max_event_size,
+                )
+                home = self._home_of_new(events[0])
+            else:
+                home = head.partition
             if self.claims_required and home not in self._claims:
                 raise self._not_claimed(home)
             if home in self._dirty_partitions or (self._claims and home not in self._claims):
@@ -918,3 +931,16 @@ class KafkaEventStore(EventStore):
 
 def _too_large(exc: BaseException) -> bool:
     return "TooLarge" in type(exc).__name__ or "TooLarge" in repr(exc)
+
+
+def _routable(event: Event) -> bool:
+    """Whether ``event``'s identity makes a record key (both parts str, UTF-8 encodable).
+
+    A bad identity must be named by ``prepare_append`` (the typed error every
+    store raises) before the append picks a partition from the key.
+    """
+    try:
+        record_key(event.partition_key, event.app_id)
+    except (TypeError, AttributeError, UnicodeEncodeError):
+        return False
+    return type(event.partition_key) is str and type(event.app_id) is str

@@ -718,13 +718,7 @@ class StoreContract:
         error: type[Exception],
         path: str,
         got: str,
-        request: pytest.FixtureRequest,
     ) -> None:
-        if type(store).__name__ == "KafkaEventStore":
-            # A known gap, strict so it shows when closed: KafkaEventStore.append
-            # builds the record key (record_key) before prepare_append checks the
-            # identity, so a bad one raises TypeError or UnicodeEncodeError there.
-            request.applymarker(pytest.mark.xfail(strict=True, reason="routes before it checks"))
         fields = {"partition_key": PK, "app_id": "a", **identity}
         for batch in (
             [Event(sequence_id=0, kind="k", **fields)],
