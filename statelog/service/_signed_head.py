@@ -25,8 +25,10 @@ is read on a worker thread over a read-only connection of its own.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,7 +40,7 @@ from statelog.eventstore import (
     load_private_key,
     load_public_key,
 )
-from statelog.eventstore._checkpoints import key_id, replay, verify_signature
+from statelog.eventstore._checkpoints import Replayed, key_id, replay, verify_signature
 from statelog.eventstore.sqlite._checkpoints import read_checkpoints
 from statelog.eventstore.sqlite._schema import connect_read_only
 
@@ -110,19 +112,18 @@ def _signed_head(
         if not rows:
             return _unsigned(None, "the log has no signed checkpoint")
         stream = (partition_key, app_id)
-        signed: dict[int, tuple[str, int]] = {}  # every head of it signed: seq -> (hash, cp)
-        covering: tuple[Checkpoint, Any] | None = None
-        for _, item in rows:
-            try:
-                checkpoint = Checkpoint.from_bytes(item.body)
-            except CheckpointError:
-                continue  # replay below names it
-            for pk, app, seq, head_hash in checkpoint.changed:
-                if (pk, app) == stream:
-                    signed[seq] = (head_hash, checkpoint.sequence)
-                    covering = (checkpoint, item)
         latest = rows[-1][0]
-        problems = _replay_problems(rows, public_keys)
+        replayed, problems = _replay(path, rows, public_keys)
+        signed: dict[int, tuple[str, int]]  # every head of it signed: seq -> (hash, cp)
+        covering: tuple[Checkpoint, Any] | None = None
+        if replayed is not None and not problems:  # the whole chain holds: use its heads
+            signed = dict(replayed.signed.get(stream, {}))
+            if signed:
+                number = max(cp for _, cp in signed.values())
+                item = dict(rows)[number]
+                covering = (Checkpoint.from_bytes(item.body), item)
+        else:  # something is wrong: read each checkpoint on its own, whatever its chain
+            signed, covering = _parse_each(rows, stream)
         if covering is None:
             result = _unsigned(
                 latest, f"no checkpoint signed a head of this app yet (latest: #{latest})"
@@ -202,12 +203,55 @@ def _signed_head(
     }
 
 
-def _replay_problems(rows: list[Any], public_keys: list[Any]) -> list[str]:
-    """The chain of checkpoints replayed whole: numbering, links, signatures, the root."""
+def _parse_each(
+    rows: list[Any], stream: tuple[str, str]
+) -> tuple[dict[int, tuple[str, int]], tuple[Checkpoint, Any] | None]:
+    """Every head of ``stream`` any parsable checkpoint signed, and the latest such one."""
+    signed: dict[int, tuple[str, int]] = {}
+    covering: tuple[Checkpoint, Any] | None = None
+    for _, item in rows:
+        try:
+            checkpoint = Checkpoint.from_bytes(item.body)
+        except CheckpointError:
+            continue  # the replay names it
+        for pk, app, seq, head_hash in checkpoint.changed:
+            if (pk, app) == stream:
+                signed[seq] = (head_hash, checkpoint.sequence)
+                covering = (checkpoint, item)
+    return signed, covering
+
+
+#: (path, key ids) -> (digest of every stored checkpoint, its replay, problems): one
+#: replay per change of the table, not one per request (parsing is most of the cost)
+_replays: dict[tuple[str, tuple[str, ...]], tuple[bytes, Replayed | None, list[str]]] = {}
+_replays_lock = threading.Lock()
+
+
+def _replay(
+    path: str, rows: list[Any], public_keys: list[Any]
+) -> tuple[Replayed | None, list[str]]:
+    """The chain of checkpoints replayed whole (numbering, links, signatures, the root)
+    and its problems; ``None`` when a checkpoint names a key the service was not given."""
+    ids = tuple(sorted(key_id(key) for key in public_keys))
+    content = hashlib.sha256()
+    for seq, item in rows:
+        content.update(b"%d:%d:%d:" % (seq, len(item.body), len(item.signature)))
+        content.update(item.body)
+        content.update(item.signature)
+    digest = content.digest()
+    with _replays_lock:
+        cached = _replays.get((path, ids))
+    if cached is not None and cached[0] == digest:
+        return cached[1], list(cached[2])
+    replayed: Replayed | None
     try:
-        return list(replay(rows, public_keys).problems)
+        replayed = replay(rows, public_keys)
+        problems = list(replayed.problems)
     except KeyMismatchError as exc:
-        return [str(exc)]
+        replayed, problems = None, [str(exc)]
+    with _replays_lock:
+        _replays[path, ids] = (digest, replayed, problems)
+    return replayed, list(problems)
 
 
 def _stream_hashes(

@@ -218,3 +218,24 @@ def test_serve_refuses_a_bad_public_key_file(tmp_path: Path, content: bytes | No
     assert len(lines) == 1 and lines[0].startswith("statelog: error:"), done.stderr
     assert str(path) in lines[0]
     assert not (tmp_path / "x.db").exists()  # nothing written
+
+
+def test_a_checkpoint_altered_while_the_service_runs_is_seen_at_once(
+    signed_log: tuple[Path, str, list[dict[str, Any]]], make_server: Any
+) -> None:
+    """The service keeps its last replay of the checkpoints; any change to them is a new
+    one. Altered here: a later checkpoint that signed another app only, so only the
+    replay of the whole chain can tell."""
+    db, key, _ = signed_log
+    writer = make_server("--signing-key", key, db=db)
+    run_counter(writer, app_id="other-app")
+    assert writer.stop() == 0
+    server = make_server("--public-key", key + ".pub", db=db)
+    first = verify(server)["signed_head"]
+    assert first["status"] == "verified" and first["checkpoint"] < first["latest_checkpoint"]
+    assert verify(server)["signed_head"]["status"] == "verified"  # the kept replay
+    latest = first["latest_checkpoint"]
+    assert sql(db, "UPDATE signed_heads SET signature = zeroblob(64) WHERE sequence = ?", latest)
+    head = verify(server)["signed_head"]
+    assert head["status"] == "checkpoints-invalid" and head["signature_ok"] is True
+    assert f"checkpoint #{latest}: signature does not verify" in head["problems"]
