@@ -219,10 +219,25 @@ async def _serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=max(int(args.shutdown_grace), 1),
         )
     )
+    # STATELOG_SERVE_PROFILE=PATH: cProfile the serving thread (the event loop) and
+    # write its stats to PATH at exit (pstats format), for profiling the service under
+    # a bench; STATELOG_SERVE_PROFILE_CLOCK=cpu times the thread's CPU, not wall time
+    profile_path = os.environ.get("STATELOG_SERVE_PROFILE")
+    profiler = None
+    if profile_path:
+        import cProfile
+        import time
+
+        cpu_clock = os.environ.get("STATELOG_SERVE_PROFILE_CLOCK") == "cpu"
+        profiler = cProfile.Profile(time.thread_time) if cpu_clock else cProfile.Profile()
+        profiler.enable()
     try:
         await server.serve(sockets=[sock])
     finally:
         sock.close()
+        if profiler is not None and profile_path:
+            profiler.disable()
+            profiler.dump_stats(profile_path)
     if not server.started:
         raise ConfigError("the service did not start (see the log above)")
     return 0

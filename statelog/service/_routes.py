@@ -27,7 +27,7 @@ from ._auth import ANONYMOUS, Principal
 from ._models import ForkRequest, InputRequest, StartRunRequest
 from ._operations import Operation, RunRequest
 from ._problems import ProblemError
-from ._service import Service, fingerprint
+from ._service import Service, fingerprint, unknown_app
 from ._signed_head import signed_head
 from ._status import ACTIVE, FINAL
 
@@ -255,8 +255,10 @@ async def get_app(
 ) -> dict[str, Any]:
     """An app's status, position and last sequence."""
     principal.require(partition_key, write=False)
-    await service.require_app(partition_key, app_id)
-    return await _app_json(service, partition_key, app_id)
+    found = await _app_json(service, partition_key, app_id)
+    if found["sequence_id"] is None:  # no event in the log: not an app (yet)
+        raise unknown_app(partition_key, app_id)
+    return found
 
 
 @router.get("/v1/apps/{app_id}/events", tags=["apps"])

@@ -76,6 +76,7 @@ class RunScheduler:
         self._running: dict[str, _Running] = {}
         self._skip: set[str] = set()  # queued operations cancelled before a worker took them
         self._workers: list[asyncio.Task[None]] = []
+        self._idle: set[asyncio.Task[Any]] = set()  # workers waiting for an operation
         self._stopping = asyncio.Event()
 
     @property
@@ -142,6 +143,8 @@ class RunScheduler:
     async def stop(self, grace: float) -> None:
         """Stop taking runs; let running ones reach a step boundary (``grace`` seconds)."""
         self._stopping.set()
+        for idle in self._idle:
+            idle.cancel()
         busy = [t for t in self._workers if not t.done()]
         if busy:
             done, pending = await asyncio.wait(busy, timeout=grace)
@@ -154,18 +157,19 @@ class RunScheduler:
     # ------------------------------------------------------------------ workers
 
     async def _work(self) -> None:
+        worker = asyncio.current_task()
+        assert worker is not None
         while not self._stopping.is_set():
-            getter = asyncio.ensure_future(self._queue.get())
-            stopper = asyncio.ensure_future(self._stopping.wait())
+            # ``Queue.get`` takes the operation off the queue only when this task runs
+            # again, and ``_run`` counts it as running before its first await: the
+            # operation is always counted (``/readyz``), queued or running
+            self._idle.add(worker)
             try:
-                await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                op = await self._queue.get()
+            except asyncio.CancelledError:
+                return  # stop() cancels idle workers; the operation stays queued
             finally:
-                stopper.cancel()
-                if not getter.done():
-                    getter.cancel()
-            if not getter.done() or getter.cancelled():
-                return
-            op = getter.result()
+                self._idle.discard(worker)
             self._metrics.queue_depth = self._queue.qsize()
             if op.id in self._skip:  # cancelled while it waited
                 self._skip.discard(op.id)
