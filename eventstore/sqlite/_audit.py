@@ -26,7 +26,6 @@ import hmac
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -36,9 +35,11 @@ from .._audit import AuditReport, Finding, check_heads
 from .._base import apply_event
 from .._chain import compute_hash
 from .._checkpoints import replay
-from .._codec import Codec, canonical_bytes
+from .._codec import Codec
 from .._errors import EncodingError, StoreError
 from .._event import Event
+from .._ops import apply_ops
+from ._audit_hash import VerifyBody, body_decoder, view_bytes
 from ._checkpoints import read_checkpoints
 from ._schema import connect_read_only, read_format, translate_error
 
@@ -334,16 +335,24 @@ def _walk(
 ) -> tuple[int | None, dict[int, str], dict[int, dict[str, Any]], list[Finding], int]:
     """Walk one stream's chain. Returns its last sequence id (``None``: no events),
     the hashes at the ``wanted`` sequence ids, the fold at each of them (``fold``),
-    the findings and the number of events."""
+    the findings and the number of events.
+
+    Each row's hash is first recomputed on the fast path (``_audit_hash``); a
+    row it cannot vouch for, or whose hash it finds wrong, is decoded and
+    hashed the reference way (``compute_hash``) before anything is reported.
+    """
     findings: list[Finding] = []
     hashes: dict[int, str] = {}
     folded: dict[int, dict[str, Any]] = {}
     state: dict[str, Any] = {}
+    owned: set[str] = set()
     last_wanted = max(wanted) if wanted else -1
     pk, app = stream
+    decode = body_decoder(codec.name)
+    sha256 = hashlib.sha256
     cursor = db.execute(
-        "SELECT body, ?, ?, sequence_id, hash FROM events WHERE stream_id = ? ORDER BY sequence_id",
-        (pk, app, db_id),
+        "SELECT body, sequence_id, hash FROM events WHERE stream_id = ? ORDER BY sequence_id",
+        (db_id,),
     )
     want = 0
     prev = b""
@@ -358,46 +367,83 @@ def _walk(
                 Finding(stream=stream, sequence_id=None, reason="more problems not listed")
             )
 
+    # No time.sleep(0) between pages: the interpreter hands the GIL to a waiting
+    # thread (the event loop) every sys.getswitchinterval() (5 ms) anyway, and on
+    # a busy machine each sleep(0) gave the core away for milliseconds.
     while rows := cursor.fetchmany(PAGE):
-        time.sleep(0)  # hand the GIL over between pages: the event loop never waits long
         count += len(rows)
-        prevs: list[bytes] = []
-        known: list[bool] = []  # whether the row's predecessor is the event before it
-        for row in rows:
-            seq = row[3]
-            known.append(seq == want)
+        try:
+            bodies: list[VerifyBody | None] = list(map(decode, [row[0] for row in rows]))
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError):
+            bodies = [_decode_fast(decode, row[0]) for row in rows]
+        for (body, seq, stored), b in zip(rows, bodies, strict=True):
             if seq != want:
                 gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
                 note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
-            prevs.append(prev)
-            prev = row[4] if isinstance(row[4], bytes) else b""
-            want = seq + 1
-        # decoded with a blank hash: exactly the bytes the chain covers, no copy per event
-        blank = [(row[0], row[1], row[2], row[3], b"") for row in rows]
-        try:
-            events: list[Event | None] = list(codec.decode_rows(blank, prevs))
-        except (EncodingError, TypeError, ValueError):
-            events = [_decode_one(codec, row, p) for row, p in zip(blank, prevs, strict=True)]
-        for i, (row, event) in enumerate(zip(rows, events, strict=True)):
-            seq = row[3]
-            if event is None:
-                note(seq, "its stored body does not decode")
-                continue
-            stored = row[4]
-            if (
-                known[i]
-                and digest_of(canonical_bytes(event), key) != stored
-                and not _hash_ok(codec, row, prevs[i], key)
-            ):
-                note(seq, "its hash does not match its content and its predecessor's hash")
+            data = None if b is None else view_bytes(b, pk, app, seq, prev.hex())
+            event: Event | None = None
+            if data is not None:  # the fast path
+                # (a hash it finds wrong is not reported before the reference agrees)
+                if (
+                    seq == want
+                    and (sha256(data).digest() if key is None else hmac.digest(key, data, "sha256"))
+                    != stored
+                    and not _hash_ok(codec, (body, pk, app, seq, stored), prev, key)
+                ):
+                    note(seq, "its hash does not match its content and its predecessor's hash")
+            else:  # the reference path: the whole event, compute_hash
+                event = _decode_one(codec, (body, pk, app, seq, stored), prev)
+                if event is None:
+                    note(seq, "its stored body does not decode")
+                    prev = stored if type(stored) is bytes else b""
+                    want = seq + 1
+                    continue
+                if seq == want and not _matches(event, stored, key):
+                    note(seq, "its hash does not match its content and its predecessor's hash")
             if seq in wanted:
-                hashes[seq] = bytes(stored).hex() if isinstance(stored, bytes) else str(stored)
+                hashes[seq] = stored.hex() if type(stored) is bytes else str(stored)
             if fold and seq <= last_wanted:
-                apply_event(state, event)
+                if event is not None:
+                    apply_event(state, event, owned)
+                elif b is not None:
+                    _fold_body(state, b, owned)
                 if seq in wanted:
                     folded[seq] = dict(state)
-        last = rows[-1][3]
+                    owned.clear()  # the copy shares the containers: grow none in place
+            prev = stored if type(stored) is bytes else b""
+            want = seq + 1
+        last = rows[-1][1]
     return last, hashes, folded, findings, count
+
+
+def _decode_fast(decode: Any, body: Any) -> VerifyBody | None:
+    try:
+        return decode(body)  # type: ignore[no-any-return]
+    except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError):
+        return None
+
+
+def _matches(event: Event, stored: Any, key: bytes | None) -> bool:
+    """``compute_hash`` (the reference) of ``event`` is the stored hash."""
+    if type(stored) is not bytes:
+        return False
+    try:
+        return hmac.compare_digest(compute_hash(event, key), stored.hex())
+    except EncodingError:  # no canonical form (an unsafe integer, NaN): not what was sealed
+        return False
+
+
+def _fold_body(state: dict[str, Any], b: VerifyBody, owned: set[str]) -> None:
+    """``apply_event`` of the v2 event body ``b`` (as ``_event_from_body`` gives its ops)."""
+    if b.writes or b.deletes:
+        for name, value in b.writes.items():
+            state[name] = value
+            owned.discard(name)
+        for name in b.deletes:
+            state.pop(name, None)
+            owned.discard(name)
+    elif b.ops:
+        apply_ops(state, b.ops, owned)
 
 
 def _decode_one(codec: Codec, row: Any, prev: bytes) -> Event | None:
@@ -415,25 +461,59 @@ def _decode_one(codec: Codec, row: Any, prev: bytes) -> Event | None:
         return None
 
 
-def digest_of(data: bytes, key: bytes | None) -> bytes:
-    """The raw SHA-256 (HMAC-SHA-256 with ``key``) of ``data``: the fast path of
-    ``compute_hash``, which ``_hash_ok`` asks before anything is called broken."""
-    if key is None:
-        return hashlib.sha256(data).digest()
-    return hmac.digest(key, data, "sha256")
-
-
 def _hash_ok(codec: Codec, row: Any, prev: bytes, key: bytes | None) -> bool:
     """``compute_hash`` (the reference) of the row as written (not upcast) is its hash."""
     raw = _decode_one(codec, row, prev)
-    stored = row[4]
-    if raw is None or not isinstance(stored, bytes):
-        return False
-    return hmac.compare_digest(compute_hash(raw, key), stored.hex())
+    return raw is not None and _matches(raw, row[4], key)
 
 
 #: A log of at least this many events is walked by worker processes (if there are cores).
 PARALLEL_EVENTS = 200_000
+
+
+def _estimate(path: str, busy_timeout: float) -> int:
+    """About how many events the log holds (its last position): one index lookup."""
+    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
+    try:
+        row = db.execute("SELECT MAX(position) FROM events").fetchone()
+        return 0 if row is None or row[0] is None else int(row[0])
+    finally:
+        db.close()
+
+
+def _plan_file(
+    path: str,
+    hmac_key: bytes | None,
+    public_keys: list[Any],
+    partition_key: str | None,
+    app_id: str | None,
+    deep: bool,
+    busy_timeout: float,
+) -> _Plan:
+    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
+    try:
+        read_format(db, path)
+        db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
+        try:
+            return _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
+        finally:
+            db.execute("ROLLBACK")
+    finally:
+        db.close()
+
+
+def _walk_file(path: str, job: Job, busy_timeout: float) -> Part:
+    """``audit_streams`` of ``job`` on a connection (and read snapshot) of its own."""
+    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
+    try:
+        codec = read_format(db, path)
+        db.execute("BEGIN")
+        try:
+            return audit_streams(db, codec, job)
+        finally:
+            db.execute("ROLLBACK")
+    finally:
+        db.close()
 
 
 def _audit_file(
@@ -444,18 +524,14 @@ def _audit_file(
     app_id: str | None,
     deep: bool,
     busy_timeout: float,
-    workers: int,
-    always_split: bool,
-) -> AuditReport | _Plan:
-    """The whole walk on this thread, or (a large log, ``workers`` > 1) only the plan."""
+) -> AuditReport:
+    """The whole walk on this thread, in one read snapshot."""
     db, _ = connect_read_only(path, busy_timeout=busy_timeout)
     try:
         codec = read_format(db, path)
         db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
         try:
             plan = _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
-            if workers > 1 and (always_split or sum(plan.sizes) >= PARALLEL_EVENTS):
-                return plan
             return _finish(plan, [audit_streams(db, codec, plan.job)])
         finally:
             db.execute("ROLLBACK")
@@ -463,8 +539,9 @@ def _audit_file(
         db.close()
 
 
-async def _run_worker(job: Job) -> Part:
-    process = await asyncio.create_subprocess_exec(
+async def _start_worker() -> asyncio.subprocess.Process:
+    """A worker process, started before its job is known: it imports while the plan is made."""
+    return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "statelog.eventstore.sqlite._audit_worker",
@@ -472,19 +549,24 @@ async def _run_worker(job: Job) -> Part:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    try:
-        out, err = await process.communicate(msgspec.json.encode(job))
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
+
+
+async def _run_worker(process: asyncio.subprocess.Process, job: Job | None) -> Part:
+    """Hand ``job`` to a started worker (``None``: nothing to do, it exits) and read its part."""
+    out, err = await process.communicate(b"" if job is None else msgspec.json.encode(job))
     if process.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise StoreError(
-            f"a verify worker on {job.path!r} exited with {process.returncode}: {last[0]}"
-        )
-    return msgspec.json.decode(out, type=Part)
+        where = "" if job is None else f" on {job.path!r}"
+        raise StoreError(f"a verify worker{where} exited with {process.returncode}: {last[0]}")
+    return Part() if job is None else msgspec.json.decode(out, type=Part)
+
+
+async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 async def audit_file(
@@ -502,30 +584,47 @@ async def audit_file(
 
     See the module doc for what is checked. ``public_keys``: the Ed25519 public
     keys the checkpoints are signed with (``load_public_key``); a checkpoint
-    signed by another key raises ``KeyMismatchError``. A log of
-    ``PARALLEL_EVENTS`` or more is walked by worker processes (one per core, at
-    most 4), its streams split between them; ``workers=N`` (N > 1) always
-    splits over N processes, ``workers=1`` always walks on one thread.
+    signed by another key raises ``KeyMismatchError``.
+
+    A log of ``PARALLEL_EVENTS`` or more is walked on every core (at most 4):
+    its streams are split into as many parts of about equal size, one walked
+    on this process's worker thread and each other by a worker process
+    (started first, so it imports while the plan is made). ``workers=N``
+    (N > 1) always splits N ways, ``workers=1`` always walks on one thread.
+    The event loop is never held: the walk runs off it and hands the GIL over
+    between pages.
     """
     name = os.fspath(path)
     count = workers if workers is not None else min(os.cpu_count() or 1, 4)
+    keys = list(public_keys)
+    processes: list[asyncio.subprocess.Process] = []
     try:
-        result = await asyncio.to_thread(
-            _audit_file,
-            name,
-            hmac_key,
-            list(public_keys),
-            partition_key,
-            app_id,
-            deep,
-            busy_timeout,
-            count,
-            workers is not None,
+        if (
+            count > 1
+            and workers is None
+            and await asyncio.to_thread(_estimate, name, busy_timeout) < PARALLEL_EVENTS
+        ):
+            count = 1
+        if count == 1:
+            return await asyncio.to_thread(
+                _audit_file, name, hmac_key, keys, partition_key, app_id, deep, busy_timeout
+            )
+        processes = [await _start_worker() for _ in range(count - 1)]
+        plan = await asyncio.to_thread(
+            _plan_file, name, hmac_key, keys, partition_key, app_id, deep, busy_timeout
         )
-        if isinstance(result, AuditReport):
-            return result
-        plan = msgspec.structs.replace(result, job=msgspec.structs.replace(result.job, path=name))
-        parts = await asyncio.gather(*(_run_worker(job) for job in _split(plan, count)))
+        plan = msgspec.structs.replace(plan, job=msgspec.structs.replace(plan.job, path=name))
+        jobs: list[Job | None] = [*_split(plan, count)]
+        jobs += [None] * (count - len(jobs))  # fewer streams than parts
+        mine = jobs[0]
+        parts = await asyncio.gather(
+            asyncio.to_thread(_walk_file, name, mine, busy_timeout)
+            if mine is not None
+            else asyncio.sleep(0, Part()),
+            *(_run_worker(process, job) for process, job in zip(processes, jobs[1:], strict=True)),
+        )
         return _finish(plan, list(parts))
     except sqlite3.Error as exc:
         raise translate_error(exc, name, doing="cannot verify") from exc
+    finally:
+        await _stop(processes)

@@ -1,9 +1,10 @@
 """A worker process of ``verify``: a ``Job`` (JSON) on stdin, its ``Part`` (JSON) on stdout.
 
-``audit_file`` splits a large log's streams over a few of these
-(``python -m statelog.eventstore.sqlite._audit_worker``), since the walk is
-CPU-bound Python and streams are independent. Only msgspec JSON crosses the
-pipe: nothing is unpickled. Each worker opens the file read-only.
+``audit_file`` splits a large log's streams between its own thread and a few
+of these (``python -m statelog.eventstore.sqlite._audit_worker``), since the
+walk is CPU-bound Python and streams are independent. A worker is started
+before its job is known (it imports meanwhile); empty stdin: nothing to do.
+Only msgspec JSON crosses the pipe: nothing is unpickled. Each worker opens the file read-only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from ._schema import connect_read_only, read_format
 
 
 def main() -> int:
-    job = msgspec.json.decode(sys.stdin.buffer.read(), type=Job)
+    data = sys.stdin.buffer.read()
+    if not data:  # started ahead, then not needed (fewer streams than workers)
+        return 0
+    job = msgspec.json.decode(data, type=Job)
     db, _ = connect_read_only(job.path, busy_timeout=5.0)
     try:
         codec = read_format(db, job.path)

@@ -1,0 +1,207 @@
+"""How fast ``verify`` (``audit_file``) walks a SQLite log, and how long it holds the loop.
+
+    python bench/bench_verify.py                 # 1,000,000 events, ~2-4 minutes on 2 cores
+    python bench/bench_verify.py --events 200000 --rounds 2
+
+A log of N events (engine-like: a timestamp, ops in the compact ``set`` form
+and as ``append`` ops, ``data``; 100 streams; the default msgpack codec;
+signed checkpoints every 10,000 events) is built once. Then, in rounds
+(modes alternating; the median is printed):
+
+* ``floor``: a bare walk of the same rows with no statelog code: the same
+  per-stream ``SELECT body, sequence_id, hash`` with ``fetchmany`` and a
+  ``hashlib.sha256`` of each body, on one thread. Nothing a verify does can be
+  cheaper than reading each row and hashing some bytes of it.
+* ``verify, 1 thread``: ``audit_file(workers=1)`` with the public key.
+* ``verify, reference path``: the same with the fast path switched off
+  (every row decoded to an ``Event`` and hashed by ``canonical_bytes``): the
+  same-run A/B of ``eventstore/sqlite/_audit_hash.py``.
+* ``verify, all cores``: ``audit_file()`` as ``statelog verify`` runs it (this
+  process's thread plus a worker process per other core).
+
+For each: events/s (wall), the ratio to the floor, and for the verifies the
+longest time the event loop was held: a ticker task sleeps 1 ms in a loop and
+records each oversleep beyond that (so a 0 ms hold means it always woke on
+time). The load average is printed before and after: this machine is shared,
+so only figures of one run compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from statelog.eventstore import (  # noqa: E402
+    Event,
+    SQLiteEventStore,
+    audit_file,
+    generate_key_files,
+    load_public_key,
+)
+from statelog.eventstore.sqlite import _audit  # noqa: E402
+
+T0 = datetime(2026, 12, 7, 6, 0, 0, 123457, tzinfo=UTC)
+
+
+def event(stream: int, seq: int) -> Event:
+    ops: list[dict[str, Any]]
+    if seq % 3:
+        ops = [
+            {"op": "set", "key": "n", "value": seq},
+            {"op": "set", "key": "status", "value": f"step {seq}"},
+        ]
+    else:
+        ops = [{"op": "append", "key": "items", "value": {"sku": "pen", "qty": seq % 7}}]
+    return Event(
+        partition_key="tenant-a",
+        app_id=f"order-{stream}",
+        sequence_id=seq,
+        kind="action_completed",
+        action="step",
+        next_action="step",
+        ops=ops,
+        timestamp=T0 + timedelta(microseconds=seq * 1013 + stream),
+        duration_us=1500 + seq % 100,
+        data={"attempts": 1},
+    )
+
+
+async def build_log(db: Path, events: int, streams: int, key: str) -> None:
+    per = events // streams
+    async with SQLiteEventStore(db, signing_key=key) as store:
+        for s in range(streams):
+            for start in range(0, per, 1000):
+                batch = [event(s, seq) for seq in range(start, min(start + 1000, per))]
+                await store.append(batch, expected_sequence=start - 1)
+
+
+def floor(db: Path) -> tuple[float, int]:
+    """(events/s, events) of the bare walk: every row of every stream read, its body hashed."""
+    started = time.perf_counter()
+    con = sqlite3.connect(db)
+    count = 0
+    sha256 = hashlib.sha256
+    try:
+        for (stream_id,) in con.execute("SELECT id FROM streams ORDER BY id").fetchall():
+            cursor = con.execute(
+                "SELECT body, sequence_id, hash FROM events WHERE stream_id = ? "
+                "ORDER BY sequence_id",
+                (stream_id,),
+            )
+            while rows := cursor.fetchmany(_audit.PAGE):
+                for body, _, stored in rows:
+                    if sha256(body).digest() == stored:
+                        count -= 1  # never: keeps the comparison in the loop
+                count += len(rows)
+    finally:
+        con.close()
+    return count / (time.perf_counter() - started), count
+
+
+async def timed_verify(db: Path, public: Any, workers: int | None) -> tuple[float, float, int]:
+    """(events/s, longest loop hold in ms, events) of one verify."""
+    holds: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.001)
+            holds.append(time.perf_counter() - before - 0.001)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    report = await audit_file(db, public_keys=[public], workers=workers)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await tick
+    assert report.ok, report.findings[:3]
+    return report.events / elapsed, max(holds, default=0.0) * 1000, report.events
+
+
+def reference_only(run: Callable[[], Any]) -> Any:
+    """``run()`` with the fast path off: every row takes the reference path."""
+    fast = _audit.view_bytes
+    _audit.view_bytes = lambda *args: None
+    try:
+        return run()
+    finally:
+        _audit.view_bytes = fast
+
+
+def load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} ({os.cpu_count()} cores)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--streams", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--db", help="reuse (or build once at) this file")
+    args = parser.parse_args(argv)
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        key, pub = generate_key_files(tmp / "verify.key")
+        db = Path(args.db) if args.db else tmp / "verify.db"
+        if args.db and db.exists():
+            pub = f"{db}.pub"
+        else:
+            started = time.perf_counter()
+            asyncio.run(build_log(db, args.events, args.streams, key))
+            if args.db:
+                Path(f"{db}.pub").write_bytes(Path(pub).read_bytes())
+            print(
+                f"built {args.events:,} events in {args.streams} streams in "
+                f"{time.perf_counter() - started:.0f} s"
+            )
+        public = load_public_key(pub)
+        modes: dict[str, Callable[[], tuple[float, float, int]]] = {
+            "floor (SELECT + sha256 of each body)": lambda: (*floor(db)[:1], 0.0, 0),
+            "verify, 1 thread": lambda: asyncio.run(timed_verify(db, public, 1)),
+            "verify, reference path, 1 thread": lambda: reference_only(
+                lambda: asyncio.run(timed_verify(db, public, 1))
+            ),
+            "verify, all cores (default)": lambda: asyncio.run(timed_verify(db, public, None)),
+        }
+        rates: dict[str, list[float]] = {name: [] for name in modes}
+        holds: dict[str, list[float]] = {name: [] for name in modes}
+        events = 0
+        for _ in range(args.rounds):
+            for label, run in modes.items():
+                rate, hold, count = run()
+                rates[label].append(rate)
+                holds[label].append(hold)
+                events = count or events
+        base = statistics.median(rates["floor (SELECT + sha256 of each body)"])
+        print(f"verify of {events:,} events, median of {args.rounds} rounds:")
+        for label in modes:
+            median = statistics.median(rates[label])
+            hold = "" if label.startswith("floor") else f"; loop held <= {max(holds[label]):.1f} ms"
+            print(
+                f"  {label:<38} {median:>10,.0f} events/s  ({median / base:.2f} x floor){hold}"
+                f"  runs: {', '.join(f'{r:,.0f}' for r in rates[label])}"
+            )
+    print(load())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
