@@ -1,6 +1,7 @@
 // An independent verifier of statelog's hash chain, written in JavaScript.
 //
 //   node verify.mjs --export FILE [--hmac-key-env VAR] [--public-key KEY.pub]
+//   node verify.mjs --kafka BOOTSTRAP --topic TOPIC [--hmac-key-env VAR] [--timeout SECONDS]
 //   node verify.mjs --vectors docs/canonical-vectors.json
 //
 // --export re-checks every event of a `statelog export` file (JSON lines) with
@@ -23,10 +24,30 @@
 // signature is checked with Ed25519 (node:crypto) under that key; without it
 // the signatures are not checked and the summary says so.
 //
+// --kafka reads the events topic itself (npm kafkajs; @msgpack/msgpack for
+// msgpack values): every record of every partition from its start to its end
+// offset at start-up, through a fresh consumer group that commits nothing.
+// Each record is decoded as docs/wire-format.md says (key, value, headers; a
+// record whose headers disagree with its value is named) and judged by the
+// rules of statelog's own Kafka readers (eventstore/kafka/_store.py, _learn):
+//   - a fence record (empty key, `statelog-fence-claim: EPOCH:OWNER`) opens a
+//     newer epoch in its partition (an older or equal one is noted as stale);
+//   - an event whose last header is `statelog-fence` naming another epoch than
+//     the one open at its offset is fenced: a zombie writer's late record,
+//     skipped by readers, reported on a `note:` line and counted, not a failure;
+//   - per stream, the first kept record is sequence_id 0 with prev_hash "",
+//     the next one links to the kept head; the same (stream, sequence_id) again
+//     with the same hash is a duplicate (a producer retry or a relay
+//     re-publish: counted, fine), with another hash a fork; a jump is a gap.
+// Every record's hash is recomputed as for --export, duplicates and fenced
+// records included. The relay's checkpoints (topic `<topic>.checkpoints`) are
+// not read here: check them in an export with --public-key.
+//
 // --vectors checks the RFC 8785 test vectors statelog's Python code wrote.
 //
 // Exit 0 when everything holds, 1 when something does not (each problem on a
-// line of its own), 2 for bad usage or an unreadable file.
+// line of its own), 2 for bad usage, an unreadable file, a missing topic, an
+// unreachable broker or a topic not read to its end within --timeout (120 s).
 import { createHash, createHmac, createPublicKey, verify as verifySignature } from "node:crypto";
 import { readFileSync } from "node:fs";
 import canonicalizeModule from "canonicalize";
@@ -286,19 +307,291 @@ function checkVectors(path) {
   return failures === 0 ? 0 : 1;
 }
 
-function main(argv) {
+// ---------------------------------------------------------------------- Kafka
+
+const WIRE_VERSION = "1";
+const CONTENT_TYPES = new Set(["application/json", "application/msgpack"]);
+
+// msgspec writes a datetime as the msgpack timestamp extension (-1); decode it
+// to the RFC 3339 text the JSON wire carries, keeping the microseconds (the
+// library's own decoder would make a millisecond Date of it).
+async function msgpackDecoder() {
+  const { decode, ExtensionCodec } = await import("@msgpack/msgpack");
+  const extensionCodec = new ExtensionCodec();
+  extensionCodec.register({
+    type: -1,
+    encode: () => null,
+    decode: (data) => {
+      const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+      let seconds;
+      let nanos;
+      if (data.byteLength === 4) {
+        [seconds, nanos] = [view.getUint32(0), 0];
+      } else if (data.byteLength === 8) {
+        const high = view.getUint32(0);
+        [seconds, nanos] = [(high & 0x3) * 2 ** 32 + view.getUint32(4), high >>> 2];
+      } else if (data.byteLength === 12) {
+        [seconds, nanos] = [Number(view.getBigInt64(4)), view.getUint32(0)];
+      } else {
+        throw new Error(`a msgpack timestamp of ${data.byteLength} bytes`);
+      }
+      const whole = new Date(seconds * 1000).toISOString().slice(0, 19);
+      return `${whole}.${String(Math.floor(nanos / 1000)).padStart(6, "0")}Z`;
+    },
+  });
+  return (bytes) => decode(bytes, { extensionCodec });
+}
+
+// The record key of a stream: escape(partition_key) + "/" + escape(app_id).
+function recordKey(partitionKey, appId) {
+  const escape = (part) => part.replaceAll("%", "%25").replaceAll("/", "%2F");
+  return Buffer.from(`${escape(partitionKey)}/${escape(appId)}`, "utf8");
+}
+
+// kafkajs gives headers as an object in record order; a repeated name is an array.
+function headerText(headers, name) {
+  const raw = headers[name];
+  if (raw === undefined || raw === null) return undefined;
+  const last = Array.isArray(raw) ? raw[raw.length - 1] : raw;
+  return Buffer.from(last).toString("utf8");
+}
+
+// "<epoch>:<owner>"; a malformed one is the fence (-1, "?"), as statelog reads it.
+function parseFence(text) {
+  const at = text.indexOf(":");
+  const [epoch, owner] = at < 0 ? ["", ""] : [text.slice(0, at), text.slice(at + 1)];
+  if (!/^[0-9]+$/.test(epoch) || owner === "") return { epoch: -1, owner: "?" };
+  return { epoch: Number(epoch), owner };
+}
+
+const fenceText = (fence) => (fence === null ? "no fence" : `epoch ${fence.epoch} (${fence.owner})`);
+const sameFence = (a, b) => a !== null && b !== null && a.epoch === b.epoch && a.owner === b.owner;
+
+// The value of a record as an event, with the checks decode_record makes: the
+// wire version, the content type, and key and headers agreeing with the value.
+function decodeRecord(message, decodeMsgpack) {
+  const headers = message.headers ?? {};
+  const wire = headerText(headers, "statelog-wire");
+  if (wire !== WIRE_VERSION) {
+    throw new Error(wire === undefined ? "no statelog-wire header" : `statelog-wire version ${wire}`);
+  }
+  const type = headerText(headers, "content-type");
+  if (!CONTENT_TYPES.has(type)) throw new Error(`content-type ${JSON.stringify(type)}`);
+  if (!message.value || message.value.length === 0) throw new Error("no value");
+  const headerVersion = headerText(headers, "schema_version") ?? "";
+  if (!/^[0-9]+$/.test(headerVersion)) throw new Error(`schema_version header ${JSON.stringify(headerVersion)}`);
+  if (Number(headerVersion) > 2) throw new Error(`an event of schema_version ${headerVersion}, newer than 2`);
+  const event =
+    type === "application/json"
+      ? JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(message.value))
+      : decodeMsgpack(message.value);
+  if (event === null || typeof event !== "object" || Array.isArray(event)) throw new Error("the value is not an event");
+  for (const [field, kind] of [["partition_key", "string"], ["app_id", "string"], ["kind", "string"], ["hash", "string"]]) {
+    if (typeof event[field] !== kind) throw new Error(`the value has no ${field}`);
+  }
+  if (!Number.isSafeInteger(event.sequence_id) || event.sequence_id < 0) throw new Error("the value has no sequence_id");
+  const disagree = [];
+  if (!message.key || !recordKey(event.partition_key, event.app_id).equals(message.key)) {
+    disagree.push(`key ${JSON.stringify(message.key?.toString("utf8") ?? null)}`);
+  }
+  if (headerText(headers, "sequence_id") !== String(event.sequence_id)) disagree.push("sequence_id header");
+  if (headerText(headers, "kind") !== event.kind) disagree.push("kind header");
+  if (headerText(headers, "hash") !== event.hash) disagree.push("hash header");
+  if (Number(headerVersion) === 2 && (event.schema_version ?? 1) !== 2) disagree.push("schema_version header");
+  if (disagree.length > 0) throw new Error(`the value disagrees with its ${disagree.join(", ")}`);
+  return event;
+}
+
+// Reads every record of the topic, from the start of each partition to its end
+// at start-up, and judges each as statelog's own Kafka readers do
+// (eventstore/kafka/_store.py, _learn): fences first, then the chain.
+async function checkKafka(bootstrap, topic, key, timeoutSeconds) {
+  const { Kafka, logLevel } = await import("kafkajs");
+  const decodeMsgpack = await msgpackDecoder();
+  const kafka = new Kafka({
+    clientId: "statelog-verify-node",
+    brokers: bootstrap.split(","),
+    logLevel: logLevel.NOTHING, // its errors reach the caller, who says them once
+    retry: { retries: 3 },
+  });
+  const admin = kafka.admin();
+  const ends = new Map(); // partition -> the offset to read up to
+  await admin.connect();
+  try {
+    const { topics } = await admin.fetchTopicMetadata({ topics: [topic] });
+    if (topics.length !== 1 || topics[0].partitions.length === 0) throw new Error(`no topic ${topic}`);
+    for (const { partition, high } of await admin.fetchTopicOffsets(topic)) ends.set(partition, Number(high));
+  } finally {
+    await admin.disconnect();
+  }
+
+  const problems = [];
+  const notes = [];
+  const streams = new Map(); // stream -> {partition, hashes: [hash at 0, 1, ...]}
+  const fences = new Map(); // partition -> the newest fence opened in it
+  const counts = { records: 0, events: 0, legacy: 0, duplicates: 0, fenced: 0, fenceRecords: 0 };
+
+  const judge = (partition, message) => {
+    const where = `partition ${partition} offset ${message.offset}`;
+    const headers = message.headers ?? {};
+    counts.records += 1;
+    if (!message.key || message.key.length === 0) {
+      const claim = headers["statelog-fence-claim"];
+      if (claim !== undefined) {
+        counts.fenceRecords += 1;
+        const fence = parseFence(Buffer.from(Array.isArray(claim) ? claim[0] : claim).toString("utf8"));
+        const current = fences.get(partition) ?? null;
+        if (current !== null && fence.epoch <= current.epoch) {
+          notes.push(`${where}: a stale fence record (${fenceText(fence)}, the partition is at ${fenceText(current)})`);
+        } else {
+          fences.set(partition, fence);
+        }
+        return;
+      }
+    }
+    let event;
+    try {
+      event = decodeRecord(message, decodeMsgpack);
+    } catch (error) {
+      problems.push(`${where}: not a statelog record: ${error.message}`);
+      return;
+    }
+    const stream = JSON.stringify([event.partition_key, event.app_id]);
+    const seq = event.sequence_id;
+    const name = `${where}: stream ${stream} sequence_id ${seq}`;
+    // every hash is re-checked, that of a duplicate or a fenced record too
+    if ((event.schema_version ?? 1) < 2) {
+      counts.legacy += 1;
+    } else {
+      counts.events += 1;
+      let expected;
+      try {
+        expected = digest(canonicalize(hashView(event)), key);
+      } catch (error) {
+        problems.push(`${name}: ${error.message}`);
+        return;
+      }
+      if (expected !== event.hash) problems.push(`${name}: hash does not match its content`);
+    }
+    // the fence rule: an event whose statelog-fence header (its last) is not the
+    // epoch open in its partition is a late write of a writer that lost it
+    const names = Object.keys(headers);
+    if (names.length > 0 && names[names.length - 1] === "statelog-fence") {
+      const fence = parseFence(headerText(headers, "statelog-fence"));
+      const current = fences.get(partition) ?? null;
+      if (!sameFence(fence, current)) {
+        counts.fenced += 1;
+        notes.push(
+          `${name}: fenced (skipped by readers, not a failure): written in ${fenceText(fence)}, ` +
+            `the partition is at ${fenceText(current)}`,
+        );
+        return;
+      }
+    }
+    const held = streams.get(stream);
+    if (held === undefined) {
+      if (seq === 0 && (event.prev_hash ?? "") === "") {
+        streams.set(stream, { partition, hashes: [event.hash] });
+      } else {
+        problems.push(`${name}: has no predecessor (a gap: the stream's first record here is not sequence_id 0)`);
+      }
+      return;
+    }
+    const last = held.hashes.length - 1;
+    if (held.partition === partition && seq === last + 1 && (event.prev_hash ?? "") === held.hashes[last]) {
+      held.hashes.push(event.hash);
+    } else if (seq <= last && held.hashes[seq] === event.hash) {
+      counts.duplicates += 1; // a producer retry or a relay re-publish: the first copy wins
+    } else if (held.partition !== partition) {
+      problems.push(`${name}: the stream lives in partition ${held.partition}`);
+    } else if (seq <= last) {
+      problems.push(`${name}: a fork: a second record with another hash, and no newer fence explains it`);
+    } else if (seq === last + 1) {
+      problems.push(`${name}: prev_hash does not link to the event before it`);
+    } else {
+      problems.push(`${name}: expected sequence_id ${last + 1} (a gap)`);
+    }
+  };
+
+  // kafkajs reads through a consumer group (a fresh one, nothing committed).
+  // Tansu lists an end offset that may fall short of the last record of a
+  // partition's last batch, so the end is also raised to the high watermark
+  // of the first fetch of the partition, as statelog's readers probe it.
+  const next = new Map([...ends.keys()].map((p) => [p, 0]));
+  const probed = new Set();
+  const pending = new Set([...ends].filter(([, end]) => end > 0).map(([p]) => p));
+  if (pending.size > 0) {
+    const consumer = kafka.consumer({
+      groupId: `statelog-verify-node-${process.pid}-${Date.now()}`,
+      sessionTimeout: 6000,
+      heartbeatInterval: 500,
+    });
+    await consumer.connect();
+    let timer;
+    try {
+      await consumer.subscribe({ topic, fromBeginning: true });
+      await new Promise((resolve, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`did not reach the end of ${topic} within ${timeoutSeconds} s`)),
+          timeoutSeconds * 1000,
+        );
+        consumer
+          .run({
+            autoCommit: false,
+            eachBatch: async ({ batch }) => {
+              const partition = batch.partition;
+              if (!pending.has(partition)) return;
+              if (!probed.has(partition)) {
+                probed.add(partition);
+                ends.set(partition, Math.max(ends.get(partition), Number(batch.highWatermark)));
+              }
+              for (const message of batch.messages) {
+                const offset = Number(message.offset);
+                if (offset < next.get(partition) || offset >= ends.get(partition)) continue;
+                judge(partition, message);
+                next.set(partition, offset + 1);
+              }
+              if (next.get(partition) >= ends.get(partition)) pending.delete(partition);
+              if (pending.size === 0) resolve();
+            },
+          })
+          .catch(reject);
+      });
+    } finally {
+      clearTimeout(timer);
+      await consumer.disconnect();
+    }
+  }
+
+  for (const note of notes) console.log(`note: ${note}`);
+  for (const problem of problems) console.log(problem);
+  console.log(
+    `${problems.length === 0 ? "ok" : "BROKEN"}: ${counts.events} v2 events checked in ${streams.size} ` +
+      `streams; ${counts.records} records read from ${ends.size} partitions of ${topic}; ` +
+      `${counts.duplicates} duplicates; ${counts.fenced} fenced; ${counts.fenceRecords} fence records; ` +
+      `${counts.legacy} v1 events not re-hashed`,
+  );
+  return problems.length === 0 ? 0 : 1;
+}
+
+async function main(argv) {
   const usage =
-    "usage: node verify.mjs --export FILE [--hmac-key-env VAR] [--public-key KEY.pub] | --vectors FILE";
+    "usage: node verify.mjs --export FILE [--hmac-key-env VAR] [--public-key KEY.pub]\n" +
+    "       node verify.mjs --kafka BOOTSTRAP --topic TOPIC [--hmac-key-env VAR] [--timeout SECONDS]\n" +
+    "       node verify.mjs --vectors FILE";
   const [mode, file, ...rest] = argv;
-  if (!file || !["--export", "--vectors"].includes(mode)) {
+  const allowed = { "--export": ["--hmac-key-env", "--public-key"], "--kafka": ["--hmac-key-env", "--topic", "--timeout"] };
+  if (!file || !["--export", "--vectors", "--kafka"].includes(mode)) {
     console.error(usage);
     return 2;
   }
   let key = null;
   let publicKey = null;
+  let topic = null;
+  let timeout = 120;
   for (let i = 0; i < rest.length; i += 2) {
     const [option, value] = [rest[i], rest[i + 1]];
-    if (mode !== "--export" || !value || !["--hmac-key-env", "--public-key"].includes(option)) {
+    if (!value || !(allowed[mode] ?? []).includes(option)) {
       console.error(usage);
       return 2;
     }
@@ -308,6 +601,14 @@ function main(argv) {
         return 2;
       }
       key = Buffer.from(process.env[value], "utf8");
+    } else if (option === "--topic") {
+      topic = value;
+    } else if (option === "--timeout") {
+      timeout = Number(value);
+      if (!(timeout > 0)) {
+        console.error(`--timeout ${value}: expected a number of seconds > 0`);
+        return 2;
+      }
     } else {
       try {
         publicKey = createPublicKey(readFileSync(value));
@@ -321,6 +622,18 @@ function main(argv) {
       }
     }
   }
+  if (mode === "--kafka") {
+    if (topic === null) {
+      console.error(usage);
+      return 2;
+    }
+    try {
+      return await checkKafka(file, topic, key, timeout);
+    } catch (error) {
+      console.error(`cannot read topic ${topic} from ${file}: ${error.message}`);
+      return 2;
+    }
+  }
   try {
     return mode === "--export" ? checkExport(file, key, publicKey) : checkVectors(file);
   } catch (error) {
@@ -329,4 +642,4 @@ function main(argv) {
   }
 }
 
-process.exit(main(process.argv.slice(2)));
+process.exit(await main(process.argv.slice(2)));

@@ -4,7 +4,8 @@ docs/verify-node/verify.mjs checks the RFC 8785 vectors and whole exports: every
 export of hypothesis-generated runs passes, every tampered variant fails.
 
 Node.js and npm are required (they are on every machine this project runs on);
-the test fails, not skips, without them.
+the test fails, not skips, without them. The ``node_verifier`` fixture (npm
+install, once a session) is in conftest.py; the Kafka half is test_node_kafka.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from datetime import UTC, datetime
@@ -38,26 +38,7 @@ from statelog.eventstore import (
 from statelog.eventstore.sqlite._checkpoints import read_checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
-VERIFIER = ROOT / "docs" / "verify-node"
 VECTORS = ROOT / "docs" / "canonical-vectors.json"
-
-
-@pytest.fixture(scope="session")
-def node_verifier(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    assert node and npm, "Node.js and npm are required for the cross-language verifier"
-    where = tmp_path_factory.mktemp("verify-node")
-    for name in ("package.json", "verify.mjs"):
-        shutil.copy(VERIFIER / name, where / name)
-    done = subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--silent"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    return where / "verify.mjs"
 
 
 def _run(verifier: Path, vectors: Path) -> subprocess.CompletedProcess[str]:
