@@ -11,6 +11,7 @@ streams, let running steps reach a boundary (``--shutdown-grace``), flush, exit 
 from __future__ import annotations
 
 import argparse
+import gc
 import ipaddress
 import logging
 import math
@@ -199,6 +200,11 @@ async def _serve(args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if not self.should_exit:
+                # start-up's objects (FastAPI, pydantic, the workflows) live as long as the
+                # process: frozen, collections walk only what requests and runs allocate
+                # (same-run A/B, 8 alternating rounds: server CPU per run 0.87 -> 0.75 ms)
+                gc.collect()
+                gc.freeze()
                 print(f"statelog serve: listening on http://{shown}:{port}", flush=True)
 
         def handle_exit(self, sig: int, frame: Any) -> None:
