@@ -7,6 +7,12 @@ The file format (version 1):
   (``JSON.encode_event``), with its ``prev_hash`` and ``hash``;
 * streams follow one another in creation order, each in sequence order.
 
+Every stream the store lists (``store.streams()``: the SQLite store's
+``streams`` table, not the streams' first events) is exported whole from
+sequence_id 0, or not at all: a stream whose first events, or all of them,
+were deleted from the store raises ``StoreCorruptError`` naming the stream
+and the missing sequence id, and nothing is left at the path.
+
 Version 2 adds the signed checkpoints of the log (``signed_heads``): the
 header is ``{"statelog_export":2,"complete":true}`` (``complete``: every
 stream of the log is in the file), and after the events one line per
@@ -48,6 +54,7 @@ from ._errors import (
     EncodingError,
     EventTooLargeError,
     IntegrityError,
+    StoreCorruptError,
 )
 from ._event import Event, StreamId
 
@@ -115,18 +122,29 @@ async def export_streams(
         for stream in targets:
             start = 0
             while True:
-                events = await store.read(
-                    stream.partition_key,
-                    stream.app_id,
-                    from_sequence=start,
-                    to_sequence=start + _READ_CHUNK - 1,
-                )
+                try:
+                    events = await store.read(
+                        stream.partition_key,
+                        stream.app_id,
+                        from_sequence=start,
+                        to_sequence=start + _READ_CHUNK - 1,
+                    )
+                except StoreCorruptError as exc:  # a reader that checks density says where
+                    raise StoreCorruptError(
+                        f"cannot export stream {tuple(stream)!r}: {exc} (nothing exported)"
+                    ) from exc
                 if not events:
                     break
+                _check_dense(stream, events, start)
                 data = b"".join(JSON.encode_event(event) + b"\n" for event in events)
                 await asyncio.to_thread(out.write, data)
                 count += len(events)
                 start = events[-1].sequence_id + 1
+            if start == 0:
+                raise StoreCorruptError(
+                    f"cannot export stream {tuple(stream)!r}: the store lists it but holds "
+                    "none of its events (every event was deleted; nothing exported)"
+                )
         if signed:
             lines = b"".join(
                 msgspec.json.encode(
@@ -148,6 +166,23 @@ async def export_streams(
             os.unlink(partial)
         raise
     return count
+
+
+def _check_dense(stream: StreamId, events: list[Event], start: int) -> None:
+    """A chunk read from ``start`` must hold ``start, start + 1, ...``: an export never
+    skips a stream's missing events (its first ones, say) without a word."""
+    first, last = events[0].sequence_id, events[-1].sequence_id
+    if first == start and last == start + len(events) - 1:
+        return
+    want = start
+    for event in events:
+        if event.sequence_id != want:
+            break
+        want += 1
+    raise StoreCorruptError(
+        f"cannot export stream {tuple(stream)!r}: it has no event at sequence_id {want} "
+        f"(the store goes on at {event.sequence_id}: events were deleted; nothing exported)"
+    )
 
 
 def _sync_close(out: IO[bytes]) -> None:

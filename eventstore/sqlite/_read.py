@@ -100,11 +100,15 @@ def last_position(db: sqlite3.Connection) -> int:
 
 
 def streams(db: sqlite3.Connection, partition_key: str | None) -> list[StreamId]:
-    where = "" if partition_key is None else "WHERE s.partition_key = ? "
+    """Every stream of the ``streams`` table, in order of creation (its ``id``).
+
+    Not found through a stream's first event: a stream whose first events (or
+    all of them) were deleted from the file is still listed, so ``export``
+    and ``verify`` name it instead of leaving it out.
+    """
+    where = "" if partition_key is None else "WHERE partition_key = ? "
     rows = db.execute(
-        "SELECT s.partition_key, s.app_id FROM streams s "
-        "JOIN events e ON e.stream_id = s.id AND e.sequence_id = 0 "
-        f"{where}ORDER BY e.position",
+        f"SELECT partition_key, app_id FROM streams {where}ORDER BY id",
         () if partition_key is None else (partition_key,),
     ).fetchall()
     return [StreamId(pk, app) for pk, app in rows]
