@@ -170,6 +170,8 @@ class KafkaEventStore(EventStore):
         self._index = KafkaIndex(topic, self.index_path)
         self._tps: list[TopicPartition] = []
         self._dirty_partitions: set[int] = set()
+        #: per partition, the acknowledgements of cancelled appends still in flight
+        self._in_flight: dict[int, list[asyncio.Future[list[Any]]]] = {}
         self._ahead: list[Event] = []  # events read past the end of the last short read
         self._locks: dict[StreamId, asyncio.Lock] = {}
         self._read_lock = asyncio.Lock()
@@ -297,6 +299,8 @@ class KafkaEventStore(EventStore):
         ``connect`` does this; call it to see events other processes appended.
         """
         self._check_ready()
+        for partition in list(self._in_flight):
+            await self._settle(partition)
         async with self._index_lock:
             ends = await self._end_offsets()
             learned = 0
@@ -681,6 +685,7 @@ class KafkaEventStore(EventStore):
         producer = self._producer
         assert producer is not None
         futures = []
+        acks: asyncio.Future[list[Any]] | None = None
         try:
             async with asyncio.timeout(self.request_timeout_ms / 1000 + 1):
                 for rec in records:
@@ -693,7 +698,14 @@ class KafkaEventStore(EventStore):
                             headers=rec.headers,
                         )
                     )
-                return list(await asyncio.gather(*futures))
+                # shielded: if this append is cancelled, its records are still sent;
+                # the next append here waits for them (``_settle``) before reading
+                acks = asyncio.gather(*futures, return_exceptions=True)
+                metas = list(await asyncio.shield(acks))
+                for meta in metas:
+                    if isinstance(meta, BaseException):
+                        raise meta
+                return metas
         except (KafkaError, OSError, TimeoutError) as exc:
             self._dirty_partitions.add(partition)
             for future in futures:
@@ -712,10 +724,31 @@ class KafkaEventStore(EventStore):
             ) from exc
         except BaseException:
             self._dirty_partitions.add(partition)
+            if acks is None and futures:
+                acks = asyncio.gather(*futures, return_exceptions=True)
+            if acks is not None and not acks.done():
+                self._in_flight.setdefault(partition, []).append(acks)
             raise
+
+    async def _settle(self, partition: int) -> None:
+        """Wait (bounded) until the records of cancelled appends to ``partition`` are
+        acknowledged or failed, so a read of the partition sees those that landed.
+
+        Without it a run cancelled while its event was in flight (the engine then
+        records ``cancelled`` at the same sequence) read the partition before that
+        event landed, and wrote a second record at the sequence.
+        """
+        pending = self._in_flight.get(partition)
+        while pending:
+            with contextlib.suppress(Exception):  # failed or timed out: the read tells
+                async with asyncio.timeout(self.request_timeout_ms / 1000 + 1):
+                    await asyncio.shield(pending[0])
+            pending.pop(0)
+        self._in_flight.pop(partition, None)
 
     async def _reconcile(self, partition: int) -> None:
         """After a failed append: read what landed in ``partition`` and adopt it."""
+        await self._settle(partition)
         async with self._index_lock:
             ends = await self._end_offsets()
             await self._catch_up_partition(partition, ends[partition])

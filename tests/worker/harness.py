@@ -136,6 +136,7 @@ class TopicAudit:
         self.accepted: dict[StreamId, list[Event]] = {}
         self.home: dict[StreamId, int] = {}
         current: dict[int, Fence] = {}
+        self._open: dict[int, Fence | None] = {}  # id(record) -> the epoch open at it
         for record in records:
             partition = record.partition
             if not record.key:
@@ -146,6 +147,7 @@ class TopicAudit:
                 self.fences += 1
                 continue
             event = decode_record(record.key, record.value, record.headers)
+            self._open[id(record)] = current.get(partition)
             self.events.append((record, event))
             self.hashes[(event.stream, event.sequence_id)].add(event.hash)
             fence = fence_of(record.headers)
@@ -194,6 +196,26 @@ class TopicAudit:
             for digest in hashes
             if digest != kept.get((stream, seq)) and (stream, seq, digest) in live
         ]
+
+    def describe(self, keys: list[tuple[StreamId, int, str]]) -> str:
+        """Every record at the ``(stream, sequence_id)`` of ``keys``, for a failure message."""
+        wanted = {(stream, seq) for stream, seq, _ in keys}
+        kept = {(s, e.sequence_id): e.hash for s, chain in self.accepted.items() for e in chain}
+        lines = []
+        for record, event in self.events:
+            if (event.stream, event.sequence_id) in wanted:
+                lines.append(
+                    f"{event.stream}#{event.sequence_id} @{record.partition}:{record.offset} "
+                    f"{event.kind}/{event.action} hash {event.hash[:10]} prev "
+                    f"{event.prev_hash[:10]} fence {fence_of(record.headers)} open "
+                    f"{self._open[id(record)]} t {event.timestamp:%H:%M:%S.%f}"
+                    + (
+                        " ACCEPTED"
+                        if kept.get((event.stream, event.sequence_id)) == event.hash
+                        else ""
+                    )
+                )
+        return "\n".join(lines)
 
     def fenced_owners(self) -> set[str]:
         return {f.owner for r, _ in self.events if (f := fence_of(r.headers)) is not None}

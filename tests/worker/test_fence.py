@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
 from aiokafka.partitioner import murmur2
 
-from statelog.eventstore import Event, Lineage, UsageError, seal
+from statelog.eventstore import ConcurrencyError, Event, Lineage, UsageError, seal
 from statelog.eventstore.kafka import (
     DedupIndex,
     FencedError,
@@ -212,3 +214,36 @@ async def test_a_store_that_requires_claims_writes_nothing_without_one(
         assert len(raw) == 2  # the fence record and u#0
     finally:
         await store.aclose()
+
+
+async def test_an_append_cancelled_in_flight_is_adopted_not_written_twice(
+    kafka_bootstrap: str, make_topic: MakeTopic
+) -> None:
+    """A run cancelled while its event is in flight records ``cancelled`` at the same
+    sequence next (the engine does): the store waits for the first record's
+    acknowledgement before it reads the partition, so the second gets
+    ``ConcurrencyError`` instead of landing as a second record at that sequence."""
+    topic = await make_topic()
+    async with KafkaEventStore(kafka_bootstrap, topic, claims_required=True) as store:
+        await store.claim(0, "w")
+        outcomes = {"landed first": 0, "never sent": 0}
+        for n in range(30):
+            app = f"x{n}"
+            first = asyncio.create_task(store.append([ev(app, 0)], expected_sequence=-1))
+            for _ in range(n % 6 + 1):  # cancel it at different points of the send
+                await asyncio.sleep(0)
+            first.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await first
+            late = Event(partition_key="pk", app_id=app, sequence_id=0, kind="cancelled")
+            try:
+                await store.append([late], expected_sequence=-1)
+                outcomes["never sent"] += 1
+            except ConcurrencyError:
+                outcomes["landed first"] += 1
+    raw = [r for r in await read_topic(kafka_bootstrap, topic) if r.key]
+    per_stream: dict[bytes, int] = {}
+    for record in raw:
+        per_stream[record.key] = per_stream.get(record.key, 0) + 1
+    assert sorted(per_stream.values()) == [1] * 30, outcomes
+    print(outcomes)

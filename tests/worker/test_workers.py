@@ -260,16 +260,24 @@ async def assert_fenced_exactly(cluster: Cluster, audit: TopicAudit) -> None:
     """What the topic holds after a zombie, judged record by record.
 
     Every record a worker writes carries its partition's fence, so every late
-    write of a zombie is a stale-epoch record. (This once failed as "fenced 12 vs
-    18 extra hashes": a zombie whose claim was dropped by one stream's
-    ``FencedError`` went on appending its other streams of that partition
-    *without* a fence header, which readers accept when they chain - or skip as a
-    duplicate, uncounted. Now such an append raises ``FencedError``.) So the
-    only hashes besides the accepted one at a ``(stream, sequence_id)`` are on
-    stale-epoch records, and a fresh reader skips as fenced exactly those.
+    write of a zombie is a stale-epoch record; and a writer never puts two
+    records at one sequence in its own epoch. So the only hashes besides the
+    accepted one at a ``(stream, sequence_id)`` are on stale-epoch records, and
+    a fresh reader skips as fenced exactly those.
+
+    Two bugs made this fail before. "Fenced 12 vs 18 extra hashes": a zombie
+    whose claim was dropped by one stream's ``FencedError`` went on appending
+    its other streams of that partition *without* a fence header (readers
+    accept such a record when it chains, or skip it as a duplicate, uncounted;
+    the code before the fix, run again, left 4 such records: 16 extra hashes, 12
+    fenced); now that append raises ``FencedError``. And a run cancelled by a
+    rebalance while its ``run_started`` was in flight recorded ``cancelled`` at
+    the same sequence (same epoch, second record skipped as a duplicate); now
+    the store waits for a cancelled append's records before it reads on.
     """
     assert audit.unfenced == []
-    assert audit.unexplained() == []
+    unexplained = audit.unexplained()
+    assert unexplained == [], audit.describe(unexplained)
     async with KafkaEventStore(cluster.bootstrap, cluster.events_topic) as fresh:
         for stream, chain in audit.accepted.items():
             kept = await fresh.read(stream.partition_key, stream.app_id)
