@@ -20,7 +20,9 @@ signed checkpoints every 10,000 events) is built once. Then, in rounds
   process's thread plus a worker process per other core).
 
 For each: events/s (wall), the ratio to the floor, and for the verifies the
-longest time the event loop was held: a ticker task sleeps 1 ms in a loop and
+CPU time per event (this process and
+its worker processes: on an idle machine, cores / CPU time is the rate to
+expect), and the longest time the event loop was held: a ticker task sleeps 1 ms in a loop and
 records each oversleep beyond that (so a 0 ms hold means it always woke on
 time). The load average is printed before and after: this machine is shared,
 so only figures of one run compare.
@@ -32,6 +34,7 @@ import argparse
 import asyncio
 import hashlib
 import os
+import resource
 import sqlite3
 import statistics
 import sys
@@ -87,6 +90,13 @@ async def build_log(db: Path, events: int, streams: int, key: str) -> None:
             for start in range(0, per, 1000):
                 batch = [event(s, seq) for seq in range(start, min(start + 1000, per))]
                 await store.append(batch, expected_sequence=start - 1)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children (verify's worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def floor(db: Path) -> tuple[float, int]:
@@ -183,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         }
         rates: dict[str, list[float]] = {name: [] for name in modes}
         holds: dict[str, list[float]] = {name: [] for name in modes}
+        cpu: dict[str, list[float]] = {name: [] for name in modes}
         events = 0
         for _ in range(args.rounds):
             for label, run in modes.items():
+                before = cpu_seconds()
                 rate, hold, count = run()
+                cpu[label].append(cpu_seconds() - before)
                 rates[label].append(rate)
                 holds[label].append(hold)
                 events = count or events
@@ -195,8 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         for label in modes:
             median = statistics.median(rates[label])
             hold = "" if label.startswith("floor") else f"; loop held <= {max(holds[label]):.1f} ms"
+            used = statistics.median(cpu[label]) / events * 1e6
             print(
-                f"  {label:<38} {median:>10,.0f} events/s  ({median / base:.2f} x floor){hold}"
+                f"  {label:<38} {median:>10,.0f} events/s  ({median / base:.2f} x floor); "
+                f"{used:.2f} us CPU/event{hold}"
                 f"  runs: {', '.join(f'{r:,.0f}' for r in rates[label])}"
             )
     print(load())

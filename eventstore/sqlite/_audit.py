@@ -39,7 +39,7 @@ from .._codec import Codec
 from .._errors import EncodingError, StoreError
 from .._event import Event
 from .._ops import apply_ops
-from ._audit_hash import VerifyBody, body_decoder, view_bytes
+from ._audit_hash import EMPTY, VerifyBody, body_decoder, view_bytes
 from ._checkpoints import read_checkpoints
 from ._schema import connect_read_only, read_format, translate_error
 
@@ -435,8 +435,9 @@ def _matches(event: Event, stored: Any, key: bytes | None) -> bool:
 
 def _fold_body(state: dict[str, Any], b: VerifyBody, owned: set[str]) -> None:
     """``apply_event`` of the v2 event body ``b`` (as ``_event_from_body`` gives its ops)."""
-    if b.writes or b.deletes:
-        for name, value in b.writes.items():
+    writes = {} if b.writes is EMPTY else b.writes
+    if writes or b.deletes:
+        for name, value in writes.items():
             state[name] = value
             owned.discard(name)
         for name in b.deletes:

@@ -172,6 +172,12 @@ def _crafted() -> list[tuple[str, str, bytes]]:
             "ops and writes",
             mp({"k": "x", "v": 2, "o": [{"op": "delete", "key": "z"}], "w": {"a": 1}}),
         ),
+        (
+            "msgpack",
+            "empty writes and ops",
+            mp({"k": "x", "v": 2, "w": {}, "d": [], "o": [{"op": "delete", "key": "z"}]}),
+        ),
+        ("json", "empty writes, a delete", b'{"k":"x","v":2,"w":{},"d":["z"],"o":[]}'),
         ("msgpack", "deep", mp({"k": "x", "v": 2, "r": [[[[[[[[1]]]]]]]]})),
         (
             "msgpack",
