@@ -51,12 +51,13 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
 
 import msgspec
+from burr.core import serde
 from burr.core.persistence import (
     AsyncBaseStatePersister,
     BaseStatePersister,
     PersistedStateData,
 )
-from burr.core.state import State
+from burr.core.state import FIELD_SERIALIZATION, State
 
 from statelog.eventstore import (
     ConcurrencyError,
@@ -146,6 +147,94 @@ def burr_state_delta(
     change a ``set`` of the new value, a key gone a ``delete``.
     """
     return diff_ops(previous, current)
+
+
+_PLAIN_TYPES = (bool, int, float, str, dict, list, type(None))
+#: Burr's own serialisers of JSON values: each returns its value or an equal copy.
+_BURR_SERIALIZERS = {
+    bool: serde.serialize_primitive,
+    int: serde.serialize_primitive,
+    float: serde.serialize_primitive,
+    str: serde.serialize_primitive,
+    dict: serde.serialize_dict,
+    list: serde.serialize_list,
+    object: serde.serialize.dispatch(object),  # None stays None (anything else: str)
+}
+_MISSING: Any = object()
+
+
+def _serde_keeps_json() -> bool:
+    """True while Burr's serde turns JSON values (and subclasses) into equal copies.
+
+    It does unless another serialiser was registered for a JSON type or a
+    subclass of one (a per-key field serde is checked key by key).
+    """
+    for cls, fn in serde.serialize.registry.items():
+        if cls in _BURR_SERIALIZERS:
+            if fn is not _BURR_SERIALIZERS[cls]:
+                return False
+        elif issubclass(cls, _PLAIN_TYPES) and not any(
+            fn is burrs and issubclass(cls, base)
+            for base, burrs in _BURR_SERIALIZERS.items()
+            if base is not object
+        ):
+            return False
+    return True
+
+
+def _same_stored(raw: Any, stored: Any) -> bool:
+    """Whether Burr state value ``raw`` serialises to ``stored``, told without serialising.
+
+    Python's ``==`` refuses what Burr's serde would turn into something else
+    (a tuple, a datetime, a dataclass, an object are never equal to JSON
+    data); the JSON bytes refuse the numbers ``==`` confuses (``1``, ``1.0``,
+    ``True``, a ``Decimal``). A false ``False`` only costs a full serialise.
+    """
+    if type(raw) is not type(stored) or raw != stored:
+        return False
+    if type(stored) is list or type(stored) is dict:
+        try:
+            return _json_encode(raw) == _json_encode(stored)
+        except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):
+            return False
+    return True
+
+
+def _serialize(key: str, value: Any, serde_kwargs: Mapping[str, Any]) -> Any:
+    """``value`` as Burr's ``State.serialize`` would give it for ``key``."""
+    return State({key: value}).serialize(**serde_kwargs)[key]
+
+
+def _state_ops(
+    stored: Mapping[str, Any], state: State[Any], serde_kwargs: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """``burr_state_delta(stored, state.serialize(**serde_kwargs))``, without serialising it all.
+
+    Burr's serialise copies the whole state at every save; here a value that
+    still equals its stored form (``_same_stored``) is skipped, and a list
+    that only grew has only its new items serialised. Anything else is
+    serialised by Burr and diffed as before (same-run A/B: see the commit).
+    """
+    keeps_json = _serde_keeps_json()
+    ops: list[dict[str, Any]] = []
+    current = state.get_all()
+    for key, value in current.items():
+        old = stored.get(key, _MISSING)
+        if keeps_json and old is not _MISSING and key not in FIELD_SERIALIZATION:
+            if _same_stored(value, old):
+                continue
+            n = len(old) if type(old) is list else -1
+            if type(value) is list and len(value) > n >= 0 and _same_stored(value[:n], old):
+                new = _serialize(key, value[n:], serde_kwargs)
+                if len(new) == 1:
+                    ops.append({"op": "append", "key": key, "value": new[0]})
+                else:
+                    ops.append({"op": "extend", "key": key, "values": new})
+                continue
+        before = {} if old is _MISSING else {key: old}
+        ops += burr_state_delta(before, _plain_copy({key: _serialize(key, value, serde_kwargs)}))
+    ops.extend({"op": "delete", "key": key} for key in stored if key not in current)
+    return ops
 
 
 def _kind(status: str) -> str:
@@ -263,11 +352,10 @@ class AsyncStatelogPersister(AsyncBaseStatePersister):
     ) -> None:
         """Append Burr's state after step ``sequence_id`` as the delta from the last save."""
         stream = (partition_key if partition_key is not None else PARTITION_KEY_DEFAULT, app_id)
-        current = state.serialize(**self.serde_kwargs)
         for _ in range(_RETRIES):
             head = await self._head(stream)
             try:
-                ops = _plain_ops(burr_state_delta(head.state, current))
+                ops = _plain_ops(_state_ops(head.state, state, self.serde_kwargs))
             except EncodingError as exc:
                 raise EncodingError(
                     f"Burr state of {app_id!r} at sequence_id {sequence_id}: {exc}", path=exc.path
