@@ -27,6 +27,8 @@ POST and the run it queued, from /proc), so it shows which one is the limit.
     from its scheduled time, so waiting for a free connection (the service fell
     behind) is counted, not omitted. This is the figure for the goal
     (p99 <= 10 ms at 64 clients).
+  - the floor: ``GET /healthz`` in the same open loop (no run, no disk, no
+    body), same run: what this machine and the HTTP stack give at best.
   Before the levels, a few requests warm up the routes (FastAPI builds a route's
   state at its first request).
 * Both sides of the runs/s ratio first run N/20 runs unmeasured (the first runs
@@ -232,10 +234,13 @@ async def closed_loop(url: str, clients: int, per_client: int, tag: str) -> dict
     return {"samples": samples, "rate": len(samples) / wall, "cpu": cpu / len(samples)}
 
 
-async def open_loop(url: str, clients: int, rate: float, total: int, tag: str) -> dict[str, Any]:
+async def open_loop(
+    url: str, clients: int, rate: float, total: int, tag: str, floor: bool = False
+) -> dict[str, Any]:
     """Requests sent on a fixed schedule (``rate`` per second) over ``clients``
     connections; each latency counts from its scheduled time, so a request that
-    waits for a free connection (the service fell behind) counts its wait too."""
+    waits for a free connection (the service fell behind) counts its wait too.
+    ``floor``: ``GET /healthz`` instead of a run (the machine's and HTTP's floor)."""
     conns = await _connections(url, clients)
     idle: asyncio.Queue[RawHttp] = asyncio.Queue()
     for conn in conns:
@@ -244,7 +249,10 @@ async def open_loop(url: str, clients: int, rate: float, total: int, tag: str) -
     tasks: list[asyncio.Task[None]] = []
 
     async def one(conn: RawHttp, i: int, due: float) -> None:
-        await _post_run(conn, f"{tag}-{i}")
+        if floor:
+            await conn.request("GET", "/healthz")
+        else:
+            await _post_run(conn, f"{tag}-{i}")
         samples.append(time.perf_counter() - due)
         idle.put_nowait(conn)
 
@@ -413,6 +421,10 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             results[f"latency_{clients}"] = _latency_row(row)
         row = _served(server, kind="open", clients=64, rate=args.rate, total=open_total, tag="open")
         results["latency_open"] = _latency_row(row)
+        row = _served(
+            server, kind="open", clients=64, rate=args.rate, total=open_total, tag="f", floor=True
+        )
+        results["latency_floor"] = _latency_row(row)
     with Server(workdir, "runs") as server:
         loadgen(url=server.url, kind="runs", runs=warm)  # first-run imports and caches
         results["service_runs_per_s"] = _served(server, kind="runs", runs=runs)["rate"]
@@ -462,6 +474,11 @@ def main(argv: list[str] | None = None) -> int:
     for clients in (1, 16, 64):
         print(row_line(f"closed loop, {clients:>2} clients", results[f"latency_{clients}"]))
     print(row_line(f"open loop, {args.rate:,.0f}/s on 64", results["latency_open"]))
+    floor = results["latency_floor"]
+    print(
+        f"  floor, GET /healthz open loop at the same rate: p50 {floor['p50_ms']:7.2f}  "
+        f"p99 {floor['p99_ms']:7.2f}  (this machine and the HTTP stack, no run, no disk)"
+    )
     print("  (goal: p99 <= 10 ms at 64 clients)")
     service, local = results["service_runs_per_s"], results["in_process_runs_per_s"]
     print(
