@@ -25,7 +25,7 @@ from ._codec import (
 )
 from ._errors import EncodingError, InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
-from ._ops import check_ops
+from ._ops import check_ops, common_ops
 
 __all__ = [
     "BrokenLink",
@@ -159,8 +159,11 @@ def check_event(event: Event, stream: StreamId, want: int) -> None:
             f"event {stream}#{want}: expected {SCHEMA_VERSION} at `$.schema_version` "
             f"(new events are written at it), got {version}"
         )
-    if event.ops:
-        check_ops(event.ops, f"event {stream}#{want}")
+    ops = event.ops
+    # the message is built only for ops that may be refused: the f-string (with
+    # StreamId.__str__) cost ~0.3 us per event (same-run A/B: >= 3 % with the rest)
+    if ops and not common_ops(ops):
+        check_ops(ops, f"event {stream}#{want}")
     check_values(event, stream, want)
 
 

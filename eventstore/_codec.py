@@ -76,6 +76,7 @@ _sorted_encode = msgspec.json.Encoder(order="sorted").encode
 
 
 _MAX_INT = 2**53 - 1
+_ABSENT: Any = object()
 
 
 def _plain_json(value: Any) -> bool:
@@ -126,6 +127,21 @@ def _plain_ops(ops: list[dict[str, Any]]) -> bool:
     for op in ops:
         if type(op) is not dict:
             return False
+        # the common op, {"op": str, "key": str, "value": a scalar}, without the
+        # member loop (its names are ASCII) - with the other walks, >= 3 % of a step
+        if len(op) == 3 and type(op.get("op")) is str and type(op.get("key")) is str:
+            item = op.get("value", _ABSENT)
+            ti = type(item)
+            if ti is str or item is None or ti is bool:
+                continue
+            if ti is int:
+                if not -_MAX_INT <= item <= _MAX_INT:
+                    return False
+                continue
+            if item is not _ABSENT:
+                if not _plain_json(item):
+                    return False
+                continue
         for key, item in op.items():
             if type(key) is not str or not key.isascii():
                 return False
@@ -241,7 +257,7 @@ class _HashView(msgspec.Struct, frozen=True, gc=False):
     result: Any
     schema_version: int
     sequence_id: int
-    timestamp: str
+    timestamp: str | datetime  # a datetime only where msgspec writes format_timestamp's string
 
 
 _encode_view = msgspec.json.Encoder(order="deterministic").encode
@@ -275,6 +291,12 @@ def canonical_bytes(event: Event) -> bytes:
         ):
             return canonical_json(hash_view(event))  # floats, odd names; or raises
         parent = event.parent
+        stamp: str | datetime = event.timestamp
+        # msgspec writes an aware-UTC datetime as format_timestamp does ("...ffffffZ")
+        # unless its microsecond is 0 (then it leaves the fraction out): ~1 us less per
+        # event than isoformat (same-run A/B: >= 3 % of an in-memory step)
+        if type(stamp) is not datetime or stamp.tzinfo is not UTC or not stamp.microsecond:
+            stamp = format_timestamp(stamp)  # type: ignore[arg-type]
         return _encode_view(
             _HashView(
                 event.action,
@@ -299,7 +321,7 @@ def canonical_bytes(event: Event) -> bytes:
                 result,
                 event.schema_version,
                 event.sequence_id,
-                format_timestamp(event.timestamp),
+                stamp,
             )
         )
     except UnicodeEncodeError as exc:
@@ -414,6 +436,35 @@ def _check_list(value: list[Any], level: int) -> None:
         except _Refusal as refusal:
             refusal.steps.append(f"[{index}]")
             raise
+
+
+def _check_ops(ops: list[Any]) -> None:
+    """``_check_list(ops, 1)`` with an op dict's members checked in the loop (its
+    keys, values and nested values exactly as ``_check_dict`` does): one call per
+    event instead of three (with the other walks, >= 3 % of a step)."""
+    for index, op in enumerate(ops):
+        if type(op) is not dict:
+            try:
+                _check_item(op, type(op), 1)
+            except _Refusal as refusal:
+                refusal.steps.append(f"[{index}]")
+                raise
+            continue
+        for key, item in op.items():
+            kind = type(item)
+            if (kind is str and type(key) is str) or (
+                kind is int and type(key) is str and _INT_MIN <= item <= _INT_MAX
+            ):
+                continue
+            try:
+                if type(key) is not str and not _is_str(key):
+                    name = "None" if key is None else type(key).__name__
+                    raise _Refusal("str dict keys", f"the {name} key {key!r}")
+                _check_item(item, kind, 2)
+            except _Refusal as refusal:
+                refusal.steps.append(f".{key}")
+                refusal.steps.append(f"[{index}]")
+                raise
 
 
 def _check_item(value: Any, kind: type, level: int) -> None:
@@ -567,7 +618,7 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     field = "ops"
     try:
         if ops:
-            _check_list(ops, 1)
+            _check_ops(ops)
         if inputs:
             field = "inputs"
             _check_dict(inputs, 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+import msgspec
 import pytest
 import rfc8785
 from hypothesis import given, settings
@@ -82,6 +83,60 @@ def test_canonical_bytes_are_rfc8785_of_the_hash_view(event: Event) -> None:
     assert set(view) == set(Event.__struct_fields__) - {"hash", "legacy"}
     assert canonical_bytes(event) == rfc8785.dumps(view)
     assert view["timestamp"].endswith("Z") and len(view["timestamp"]) == 27
+
+
+float_free = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53 - 1), 2**53 - 1) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(names, inner, max_size=3),
+    max_leaves=8,
+)
+timestamps = st.datetimes(
+    min_value=datetime(1, 1, 1),
+    max_value=datetime(9999, 12, 31),
+    timezones=st.sampled_from([UTC, timezone(timedelta(0)), timezone(timedelta(hours=5))])
+    | st.none(),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    events.map(lambda e: msgspec.structs.replace(e, result=None, inputs={}, data={}, error=None)),
+    float_free,
+    timestamps,
+    st.booleans(),
+)
+def test_the_float_free_fast_path_is_rfc8785_at_every_timestamp(
+    event: Event, result: object, timestamp: datetime, whole_second: bool
+) -> None:
+    """No float: the msgspec path, which writes an aware-UTC timestamp itself -
+    also at microsecond 0 (msgspec leaves the fraction out there), naive, or in
+    another zone - gives the rfc8785 bytes."""
+    if whole_second:
+        timestamp = timestamp.replace(microsecond=0)
+    ops = [op for op in event.ops if "by" not in op and not _has_float(op)]
+    event = msgspec.structs.replace(event, ops=ops, result=result, timestamp=timestamp)
+    view = hash_view(event)
+    assert canonical_bytes(event) == rfc8785.dumps(view)
+    assert view["timestamp"].endswith("Z") and len(view["timestamp"]) == 27
+
+
+def _has_float(value: object) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_float(v) for v in value)
+    return False
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 500_000, 999_999])
+def test_a_utc_timestamp_is_written_with_six_digits_and_z(microsecond: int) -> None:
+    stamp = datetime(2026, 12, 7, 8, 9, 10, microsecond, tzinfo=UTC)
+    event = Event(partition_key="", app_id="a", sequence_id=0, kind="k", timestamp=stamp)
+    assert f'"timestamp":"2026-12-07T08:09:10.{microsecond:06d}Z"'.encode() in canonical_bytes(
+        event
+    )
 
 
 @pytest.mark.parametrize("big", [2**53, -(2**53), 10**20])
