@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import os
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -503,20 +504,6 @@ def _plan_file(
         db.close()
 
 
-def _walk_file(path: str, job: Job, busy_timeout: float) -> Part:
-    """``audit_streams`` of ``job`` on a connection (and read snapshot) of its own."""
-    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
-    try:
-        codec = read_format(db, path)
-        db.execute("BEGIN")
-        try:
-            return audit_streams(db, codec, job)
-        finally:
-            db.execute("ROLLBACK")
-    finally:
-        db.close()
-
-
 def _audit_file(
     path: str,
     hmac_key: bytes | None,
@@ -540,21 +527,29 @@ def _audit_file(
         db.close()
 
 
-async def _start_worker() -> asyncio.subprocess.Process:
-    """A worker process, started before its job is known: it imports while the plan is made."""
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "statelog.eventstore.sqlite._audit_worker",
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
+    """Worker processes, started before their jobs are known: they import while the
+    plan is made. Started on a worker thread (a fork and exec in the event loop's
+    thread held it for ~20 ms each on a busy machine)."""
+    command = [sys.executable, "-m", "statelog.eventstore.sqlite._audit_worker"]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(count):
+            processes.append(
+                subprocess.Popen(
+                    command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+                )
+            )
+    except BaseException:
+        _stop(processes)
+        raise
+    return processes
 
 
-async def _run_worker(process: asyncio.subprocess.Process, job: Job | None) -> Part:
+async def _run_worker(process: subprocess.Popen[bytes], job: Job | None) -> Part:
     """Hand ``job`` to a started worker (``None``: nothing to do, it exits) and read its part."""
-    out, err = await process.communicate(b"" if job is None else msgspec.json.encode(job))
+    data = b"" if job is None else msgspec.json.encode(job)
+    out, err = await asyncio.to_thread(process.communicate, data)
     if process.returncode != 0:
         last = err.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         where = "" if job is None else f" on {job.path!r}"
@@ -562,12 +557,13 @@ async def _run_worker(process: asyncio.subprocess.Process, job: Job | None) -> P
     return Part() if job is None else msgspec.json.decode(out, type=Part)
 
 
-async def _stop(processes: list[asyncio.subprocess.Process]) -> None:
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Kill the workers still running (verify failed or was cancelled) and reap them."""
     for process in processes:
-        if process.returncode is None:
+        if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            await process.wait()
+        process.wait()
 
 
 async def audit_file(
@@ -587,18 +583,19 @@ async def audit_file(
     keys the checkpoints are signed with (``load_public_key``); a checkpoint
     signed by another key raises ``KeyMismatchError``.
 
-    A log of ``PARALLEL_EVENTS`` or more is walked on every core (at most 4):
-    its streams are split into as many parts of about equal size, one walked
-    on this process's worker thread and each other by a worker process
-    (started first, so it imports while the plan is made). ``workers=N``
-    (N > 1) always splits N ways, ``workers=1`` always walks on one thread.
-    The event loop is never held: the walk runs off it and hands the GIL over
-    between pages.
+    A log of ``PARALLEL_EVENTS`` or more is walked by worker processes, one
+    per core (at most 4), its streams split into parts of about equal size;
+    the workers are started first, so they import while the plan is made on a
+    worker thread. No walk then runs in this process: a CPU-bound thread here
+    would compete with the event loop for the GIL, and on a busy machine each
+    hand-over can keep the loop waiting for tens of milliseconds. A smaller log
+    (or ``workers=1``) is walked on one worker thread; ``workers=N`` (N > 1)
+    always splits over N processes.
     """
     name = os.fspath(path)
     count = workers if workers is not None else min(os.cpu_count() or 1, 4)
     keys = list(public_keys)
-    processes: list[asyncio.subprocess.Process] = []
+    processes: list[subprocess.Popen[bytes]] = []
     try:
         if (
             count > 1
@@ -610,22 +607,19 @@ async def audit_file(
             return await asyncio.to_thread(
                 _audit_file, name, hmac_key, keys, partition_key, app_id, deep, busy_timeout
             )
-        processes = [await _start_worker() for _ in range(count - 1)]
+        processes = await asyncio.to_thread(_start_workers, count)
         plan = await asyncio.to_thread(
             _plan_file, name, hmac_key, keys, partition_key, app_id, deep, busy_timeout
         )
         plan = msgspec.structs.replace(plan, job=msgspec.structs.replace(plan.job, path=name))
         jobs: list[Job | None] = [*_split(plan, count)]
-        jobs += [None] * (count - len(jobs))  # fewer streams than parts
-        mine = jobs[0]
+        jobs += [None] * (count - len(jobs))  # fewer streams than workers
         parts = await asyncio.gather(
-            asyncio.to_thread(_walk_file, name, mine, busy_timeout)
-            if mine is not None
-            else asyncio.sleep(0, Part()),
-            *(_run_worker(process, job) for process, job in zip(processes, jobs[1:], strict=True)),
+            *(_run_worker(process, job) for process, job in zip(processes, jobs, strict=True))
         )
         return _finish(plan, list(parts))
     except sqlite3.Error as exc:
         raise translate_error(exc, name, doing="cannot verify") from exc
     finally:
-        await _stop(processes)
+        if processes:
+            await asyncio.to_thread(_stop, processes)
