@@ -584,26 +584,25 @@ async def audit_file(
     signed by another key raises ``KeyMismatchError``.
 
     A log of ``PARALLEL_EVENTS`` or more is walked by worker processes, one
-    per core (at most 4), its streams split into parts of about equal size;
-    the workers are started first, so they import while the plan is made on a
-    worker thread. No walk then runs in this process: a CPU-bound thread here
-    would compete with the event loop for the GIL, and on a busy machine each
-    hand-over can keep the loop waiting for tens of milliseconds. A smaller log
-    (or ``workers=1``) is walked on one worker thread; ``workers=N`` (N > 1)
-    always splits over N processes.
+    per core (at most 4; one on a single core), its streams split into parts
+    of about equal size; the workers are started first, so they import while
+    the plan is made on a worker thread. No walk then runs in this process: a
+    CPU-bound thread here would compete with the event loop for the GIL, and
+    on a busy machine each hand-over can keep the loop waiting for tens of
+    milliseconds. A smaller log (or ``workers=1``) is walked on one worker
+    thread; ``workers=N`` (N > 1) always splits over N processes.
     """
     name = os.fspath(path)
-    count = workers if workers is not None else min(os.cpu_count() or 1, 4)
     keys = list(public_keys)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        if (
-            count > 1
-            and workers is None
-            and await asyncio.to_thread(_estimate, name, busy_timeout) < PARALLEL_EVENTS
-        ):
-            count = 1
-        if count == 1:
+        count = 0  # worker processes (0: walk on a worker thread of this process)
+        if workers is None:
+            if await asyncio.to_thread(_estimate, name, busy_timeout) >= PARALLEL_EVENTS:
+                count = min(os.cpu_count() or 1, 4)  # one core: still off this process
+        elif workers > 1:
+            count = workers
+        if count == 0:
             return await asyncio.to_thread(
                 _audit_file, name, hmac_key, keys, partition_key, app_id, deep, busy_timeout
             )
