@@ -43,7 +43,7 @@ from . import _read
 from ._checkpoints import DEFAULT_CHECKPOINT_EVERY, DEFAULT_CHECKPOINT_INTERVAL, Checkpointer
 from ._schema import Synchronous, connect, connect_read_only, read_format, translate_error
 from ._threads import Reader
-from ._write import Request, Writer
+from ._write import Head, Request, Writer
 
 __all__ = ["SQLiteEventStore"]
 
@@ -132,6 +132,8 @@ class SQLiteEventStore(EventStore):
         self.signing_key = signing_key
         self._checkpoint_options = (checkpoint_every, checkpoint_interval)
         self._checkpointer: Checkpointer | None = None
+        # heads a read found for streams the writer has not written yet (``note_head``)
+        self._hints: dict[StreamId, Head] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._reader is not None else "new"
@@ -275,14 +277,17 @@ class SQLiteEventStore(EventStore):
         # Validated, encoded and sealed before anything else runs, so a list the
         # caller changes afterwards changes nothing: no copy of it is kept.
         batch = events if isinstance(events, list | tuple) else list(events)
-        head = None
+        head = hint = None
         if (
             batch
             and isinstance(first := batch[0], Event)
             and type(first.app_id) is str  # (an unhashable id: the validation refuses it)
             and type(first.partition_key) is str
         ):
-            head = writer.heads.get(StreamId(first.partition_key, first.app_id))
+            stream = StreamId(first.partition_key, first.app_id)
+            head = writer.heads.get(stream)
+            if head is None and self._hints:
+                head = hint = self._hints.pop(stream, None)
         if (
             head is not None
             and head.last == expected_sequence
@@ -290,7 +295,6 @@ class SQLiteEventStore(EventStore):
             and type(expected_sequence) is int  # prepare_one checks no more than that
         ):
             # the common case: one event for a stream the writer knows, sealed from its head
-            stream = StreamId(first.partition_key, first.app_id)
             event, body, digest = prepare_one(
                 first,
                 stream,
@@ -315,12 +319,26 @@ class SQLiteEventStore(EventStore):
             digests = [bytearray.fromhex(event.hash) for event in sealed]
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
         writer.submit(
-            Request(stream, expected_sequence, sealed, bodies, digests, sealed_from, future)
+            Request(stream, expected_sequence, sealed, bodies, digests, sealed_from, future, hint)
         )
         recorded = await future
         if self.signing_key is not None:
             self._checkpoints().note(len(recorded))
         return recorded
+
+    def note_head(self, stream: StreamId, db_id: int, last: int, hash: str) -> None:
+        """Remember a stream's head that a read just found (``load_stream``, a resume).
+
+        The next append to that stream, if the writer does not know the stream
+        yet, is sealed from it and handed to the writer with it, so a resumed
+        app's first step can be a single INSERT (``Writer._insert_alone``).
+        Only a hint: the writer's own heads win, and UNIQUE refuses a stale one.
+        """
+        if self.read_only or (self._writer is not None and stream in self._writer.heads):
+            return  # nothing to write, or the writer knows better
+        if len(self._hints) >= 64:  # a bound: hints of streams nobody appends to
+            del self._hints[next(iter(self._hints))]
+        self._hints[stream] = Head(db_id, last, hash)
 
     def _checkpoints(self) -> Checkpointer:
         if self._checkpointer is None:

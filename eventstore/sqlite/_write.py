@@ -80,9 +80,22 @@ class Head(NamedTuple):
 
 
 class Request:
-    """One caller's append: sealed events, their stored bodies and digests, a future."""
+    """One caller's append: sealed events, their stored bodies and digests, a future.
 
-    __slots__ = ("stream", "expected", "events", "bodies", "digests", "sealed_from", "future")
+    ``hint`` is a head the loop read from the log (a resume's read), for a
+    stream the writer does not know yet: see ``Writer._insert_alone``.
+    """
+
+    __slots__ = (
+        "stream",
+        "expected",
+        "events",
+        "bodies",
+        "digests",
+        "sealed_from",
+        "future",
+        "hint",
+    )
 
     def __init__(
         self,
@@ -93,6 +106,7 @@ class Request:
         digests: list[bytearray],
         sealed_from: str,
         future: asyncio.Future[list[Recorded]],
+        hint: Head | None = None,
     ) -> None:
         self.stream = stream
         self.expected = expected
@@ -101,6 +115,7 @@ class Request:
         self.digests = digests
         self.sealed_from = sealed_from
         self.future = future
+        self.hint = hint
 
 
 Outcome = list[Recorded] | BaseException
@@ -298,8 +313,14 @@ class Writer:
         If another connection has moved the stream, UNIQUE(stream_id,
         sequence_id) refuses the rows and nothing is written: ``None``, and the
         transaction finds out how far. ``None`` too if the head is not known.
+
+        A stream the writer has not written yet may come with the head a read
+        found (``request.hint``): as safe, since rows never change once
+        written: if the stream has moved since that read, UNIQUE refuses the
+        INSERT just the same (same-run A/B: see the commit; a resume's first
+        step).
         """
-        head = self.heads.get(request.stream)
+        head = self.heads.get(request.stream) or request.hint
         if (
             head is None
             or head.db_id is None

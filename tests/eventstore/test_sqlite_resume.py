@@ -14,6 +14,7 @@ import msgspec
 import pytest
 
 from statelog.eventstore import (
+    ConcurrencyError,
     Snapshot,
     SnapshotSkippedWarning,
     SnapshotStore,
@@ -21,6 +22,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
+from statelog.eventstore._snapshots import load_stream
 from tests.eventstore.test_sqlite_store import PK, ev
 
 
@@ -90,3 +92,87 @@ async def test_a_file_that_never_had_snapshots(tmp_path: Path) -> None:
         SnapshotStore(path, read_only=True) as snapshots,  # no table: none to load
     ):
         assert await load_state(store, snapshots, PK, "a") == ({"count": 2}, 2)
+
+
+async def test_load_stream_reads_the_tail_and_the_first_event_in_the_same_call(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        recorded = await store.append([ev("a", s) for s in range(12)], expected_sequence=-1)
+        await snapshots.save(_snapshot(recorded, 9))
+        every = [r.event for r in recorded]
+        loaded = await load_stream(store, snapshots, PK, "a", tail=4)
+        assert (loaded.state, loaded.last) == (fold(every), 11)
+        assert loaded.tail == every[8:] and loaded.first == every[0]
+        assert await load_state(store, snapshots, PK, "a") == (loaded.state, 11)
+        # a tail longer than the stream, none at all, an empty stream
+        assert (await load_stream(store, snapshots, PK, "a", tail=50)).tail == every
+        short = await load_stream(store, snapshots, PK, "a", tail=0)
+        assert (short.tail, short.first) == ([], None)
+        assert await load_stream(store, snapshots, PK, "none") == ({}, -1, [], None)
+    # snapshots in another file: the calls any store has, and no first event
+    async with (
+        SQLiteEventStore(path) as store,
+        SnapshotStore(tmp_path / "other.db") as elsewhere,
+    ):
+        loaded = await load_stream(store, elsewhere, PK, "a", tail=4)
+        assert (loaded.state, loaded.last, loaded.tail, loaded.first) == (
+            fold(every),
+            11,
+            every[8:],
+            None,
+        )
+
+
+async def test_a_resumed_stream_is_appended_to_from_the_head_the_read_found(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append([ev("a", s) for s in range(5)], expected_sequence=-1)
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        assert (await load_state(store, snapshots, PK, "a"))[1] == 4
+        assert store._hints  # the head the read found, for the writer that never wrote "a"
+        recorded = await store.append([ev("a", 5)], expected_sequence=4)
+        assert not store._hints
+        assert recorded[0].event.prev_hash == (await store.read(PK, "a"))[4].hash
+        await store.append([ev("a", 6)], expected_sequence=5)
+        assert await store.verify(PK, "a") is None
+    async with SQLiteEventStore(path) as store:
+        assert [e.sequence_id for e in await store.read(PK, "a")] == list(range(7))
+        assert await store.verify() is None
+
+
+async def test_a_head_that_moved_since_the_read_is_refused_whole(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store:
+        await store.append([ev("a", s) for s in range(3)], expected_sequence=-1)
+    async with (
+        SQLiteEventStore(path) as store,
+        SnapshotStore(path) as snapshots,
+        SQLiteEventStore(path) as other,
+    ):
+        assert (await load_state(store, snapshots, PK, "a"))[1] == 2
+        moved = await other.append([ev("a", 3, by="other")], expected_sequence=2)
+        # sealed from the head the read found (2): another connection has written 3
+        with pytest.raises(ConcurrencyError):
+            await store.append([ev("a", 3, by="store")], expected_sequence=2)
+        assert await store.read(PK, "a", from_sequence=3) == [moved[0].event]
+        # and an append that knows the new head chains onto the other's event
+        await store.append([ev("a", 4)], expected_sequence=3)
+        await load_state(store, snapshots, PK, "a")  # a hint behind the writer: ignored
+        await store.append([ev("a", 5)], expected_sequence=4)
+        assert await store.verify(PK, "a") is None
+        assert (await store.read(PK, "a"))[4].prev_hash == moved[0].event.hash
+    # the head moved, and the caller knows it: the hint is dropped, the writer reseals
+    async with (
+        SQLiteEventStore(path) as store,
+        SnapshotStore(path) as snapshots,
+        SQLiteEventStore(path) as other,
+    ):
+        await load_state(store, snapshots, PK, "a")
+        await other.append([ev("a", 6)], expected_sequence=5)
+        await store.append([ev("a", 7)], expected_sequence=6)
+        assert await store.verify(PK, "a") is None
+        assert [e.sequence_id for e in await store.read(PK, "a")] == list(range(8))
