@@ -20,6 +20,14 @@ Store figures (``SQLiteEventStore``, msgpack, every append awaits its commit):
   100 interleaved streams (``--reads-only`` runs just the reads);
 * bytes on disk per event, for events whose delta is one small field.
 
+``--full`` measures instead what one fsync'd commit per append costs at
+``synchronous=FULL``: stdlib sqlite3 committing on the calling thread (the
+floor), the same commit on a thread the loop hands it to and waits for (the
+floor of any store that keeps commits off the loop), and the store's
+one-event appends. The three take turns in chunks of ``--chunk`` commits in
+one process, each on its own file, so a slow moment of the shared disk hits
+all three alike.
+
 Each figure is the median of ``--runs`` runs, interleaved (baselines and
 store alternate, so load spikes hit both); a ratio is the median of the
 per-run ratios to the baseline of the same run. ``--profile`` prints a
@@ -243,6 +251,129 @@ async def bytes_per_event(path: Path, n: int, codec: str) -> float:
     return path.stat().st_size / n
 
 
+# ---------------------------------------------------------------- synchronous=FULL
+
+
+class FullSqlite3:
+    """stdlib sqlite3 at FULL: one row per ``BEGIN IMMEDIATE`` + INSERT + COMMIT."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, v BLOB)")
+        self.i = 0
+
+    def commit_one(self) -> None:
+        self.i += 1
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("INSERT INTO t (k, v) VALUES (?, ?)", (self.i, ROW))
+        self.db.execute("COMMIT")
+
+    async def run(self, n: int) -> None:
+        for _ in range(n):
+            self.commit_one()
+
+    async def aclose(self) -> None:
+        self.db.close()
+
+
+class FullHandOff(FullSqlite3):
+    """The same commit on a thread: the loop hands it over and awaits it."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.loop = asyncio.get_running_loop()
+        self.inbox: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while (future := self.inbox.get()) is not None:
+            self.commit_one()
+            self.loop.call_soon_threadsafe(future.set_result, None)
+
+    async def run(self, n: int) -> None:
+        for _ in range(n):
+            future = self.loop.create_future()
+            self.inbox.put(future)
+            await future
+
+    async def aclose(self) -> None:
+        self.inbox.put(None)
+        self.thread.join()
+        self.db.close()
+
+
+class FullStore:
+    """``SQLiteEventStore(synchronous="FULL")``, one stream, one event per append."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = SQLiteEventStore(path, synchronous="FULL")
+        self.seq = -1
+
+    async def run(self, n: int) -> None:
+        for _ in range(n):
+            self.seq += 1
+            await self.store.append([event("one", self.seq)], expected_sequence=self.seq - 1)
+
+    async def aclose(self) -> None:
+        await self.store.aclose()
+
+
+async def full_turns(tmp: Path, n: int, chunk: int) -> dict[str, list[float]]:
+    """Seconds per chunk of ``chunk`` commits, for each case, the cases taking turns."""
+    cases = {
+        "sqlite3": FullSqlite3(tmp / "sqlite3.db"),
+        "hand_off": FullHandOff(tmp / "hand_off.db"),
+        "store": FullStore(tmp / "store.db"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    try:
+        for case in cases.values():
+            await case.run(chunk)  # warm up: the files, the WAL, the threads
+        for turn in range(n // chunk):
+            names = list(cases)
+            names = names[turn % 3 :] + names[: turn % 3]  # the order rotates
+            for name in names:
+                start = time.perf_counter()
+                await cases[name].run(chunk)
+                times[name].append(time.perf_counter() - start)
+    finally:
+        for case in cases.values():
+            await case.aclose()
+    return times
+
+
+def main_full(n: int, chunk: int) -> None:
+    print(
+        f"# bench_log --full  Python {platform.python_version()}  SQLite "
+        f"{sqlite3.sqlite_version}  {os.cpu_count()} CPUs  {n:,} commits per case in chunks "
+        f"of {chunk}, taking turns  load average {os.getloadavg()[0]:.1f}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        times = asyncio.run(full_turns(Path(tmp), n, chunk))
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+    def per_commit(name: str) -> float:
+        return statistics.median(times[name]) / chunk * 1e6
+
+    def ratio(name: str, base: str) -> float:
+        return statistics.median(b / a for a, b in zip(times[name], times[base], strict=True))
+
+    labels = {
+        "sqlite3": "stdlib sqlite3 on the calling thread ",
+        "hand_off": "same commit on a thread, loop awaits ",
+        "store": "store, 1 stream x 1 event/append    ",
+    }
+    for name, label in labels.items():
+        us = per_commit(name)
+        print(
+            f"FULL {label} {us:8.0f} us/commit {1e6 / us:>8,.0f}/s  "
+            f"= {ratio(name, 'sqlite3'):.2f}x sqlite3, {ratio(name, 'hand_off'):.2f}x hand-off"
+        )
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -272,7 +403,14 @@ def main() -> None:
     parser.add_argument("--replay", type=int, default=100_000)
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--reads-only", action="store_true", help="only replay and read_all")
+    parser.add_argument(
+        "--full", type=int, metavar="N", help="only the synchronous=FULL cases, N commits each"
+    )
+    parser.add_argument("--chunk", type=int, default=50, help="commits per turn with --full")
     args = parser.parse_args()
+    if args.full:
+        main_full(args.full, args.chunk)
+        return
     n, runs = args.n, args.runs
 
     print(
