@@ -269,3 +269,16 @@ def test_a_body_that_spills_into_the_next_row_is_not_decoded_with_it(
     found = {(f.sequence_id, f.reason) for f in report.findings}
     assert (2, "its stored body does not decode") in found, report.findings
     assert (3, "its stored body does not decode") in found, report.findings
+
+
+def test_more_workers_than_streams(tmp_path: Path) -> None:
+    """Workers started ahead with nothing to do exit quietly; the report is the same."""
+    path = tmp_path / "log.db"
+    _log(path, "msgpack")
+    one = asyncio.run(audit_file(path, workers=1))
+    four = asyncio.run(audit_file(path, workers=4))
+    assert one.ok and four.ok
+    assert (four.streams, four.events) == (one.streams, one.events) == (1, 6)
+    _set(path, 3, b"\x00", b"\x00")
+    broken = asyncio.run(audit_file(path, workers=3))
+    assert {f.sequence_id for f in broken.findings} == {3, 4}, broken.findings
