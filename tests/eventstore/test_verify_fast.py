@@ -282,3 +282,25 @@ def test_more_workers_than_streams(tmp_path: Path) -> None:
     _set(path, 3, b"\x00", b"\x00")
     broken = asyncio.run(audit_file(path, workers=3))
     assert {f.sequence_id for f in broken.findings} == {3, 4}, broken.findings
+
+
+def test_the_fast_structs_follow_the_codecs() -> None:
+    """``VerifyBody`` mirrors ``_Body`` member for member and ``HashView`` the codec's
+    hash view: a field added there and not here fails this test, not a verify."""
+    from statelog.eventstore._codec import _Body, _HashView
+    from statelog.eventstore.sqlite._audit_hash import HashView, VerifyBody
+
+    body = {f.name: f for f in msgspec.structs.fields(_Body)}
+    fast_body = {f.name: f for f in msgspec.structs.fields(VerifyBody)}
+    assert body.keys() == fast_body.keys()
+    for name, field in body.items():
+        mine = fast_body[name]
+        assert mine.encode_name == field.encode_name, name
+        assert mine.required == field.required, name
+        if field.default is not msgspec.NODEFAULT:  # plain defaults are the same value
+            assert mine.default == field.default, name
+        elif field.default_factory is not msgspec.NODEFAULT:
+            # a factory's value: an empty dict or list there, an empty one here
+            assert not field.default_factory() and not msgspec.json.encode(mine.default)[1:-1]
+    assert HashView.__struct_fields__ == _HashView.__struct_fields__
+    assert list(HashView.__struct_fields__) == sorted(HashView.__struct_fields__)
