@@ -624,7 +624,7 @@ async def load_stream(
         )
         loaded, head, skipped = found
         if head is not None:  # the writer's first append to it can be one INSERT
-            store.note_head(StreamId(partition_key, app_id), *head)
+            store._note_head(StreamId(partition_key, app_id), *head)
         for sequence_id, why in skipped:
             warnings.warn(
                 f"skipping snapshot of {StreamId(partition_key, app_id)} "
@@ -687,7 +687,7 @@ def _resume_on_reader(
     """``load_stream`` on the store's reader thread: snapshot, its check, the fold, the tail.
 
     Returns what was loaded, the stream's head (its id in the file, last
-    sequence id and hash: ``SQLiteEventStore.note_head``) and the snapshots
+    sequence id and hash: ``SQLiteEventStore._note_head``) and the snapshots
     skipped (sequence id, why), for the caller to warn about on its own thread.
     """
     db.execute("BEGIN")  # one read transaction: the snapshot and the events agree

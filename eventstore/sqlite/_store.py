@@ -132,7 +132,7 @@ class SQLiteEventStore(EventStore):
         self.signing_key = signing_key
         self._checkpoint_options = (checkpoint_every, checkpoint_interval)
         self._checkpointer: Checkpointer | None = None
-        # heads a read found for streams the writer has not written yet (``note_head``)
+        # heads a read found for streams the writer has not written yet (``_note_head``)
         self._hints: dict[StreamId, Head] = {}
 
     def __repr__(self) -> str:
@@ -326,7 +326,7 @@ class SQLiteEventStore(EventStore):
             self._checkpoints().note(len(recorded))
         return recorded
 
-    def note_head(self, stream: StreamId, db_id: int, last: int, hash: str) -> None:
+    def _note_head(self, stream: StreamId, db_id: int, last: int, hash: str) -> None:
         """Remember a stream's head that a read just found (``load_stream``, a resume).
 
         The next append to that stream, if the writer does not know the stream
