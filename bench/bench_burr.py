@@ -189,6 +189,13 @@ async def check_log(db: Path, steps: int) -> None:
         assert len(state["messages"]) == steps
 
 
+def load_line(when: str) -> str:
+    """The time and load average: the machine is shared, so figures move with its load."""
+    one, five, fifteen = os.getloadavg()
+    now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"{when}: {now}, load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     global MESSAGE_BYTES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}, "
         f"{os.cpu_count()} CPUs"
     )
+    print(load_line("start"))
     variants = {
         name: fn
         for name, fn in VARIANTS.items()
@@ -243,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(
             f"  {ours} vs {theirs}: steps/s x{rate[ours] / rate[theirs]:.2f}, "
-            f"bytes/step x{per_step[ours] / per_step[theirs]:.2f}"
+            f"bytes/step x{per_step[ours] / per_step[theirs]:.3f}"
         )
+    print(load_line("end"))
     return 0
 
 

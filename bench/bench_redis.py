@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -95,6 +96,13 @@ async def many_streams(store: EventStore, appends: int, tag: str, streams: int =
 
 
 Opener = Callable[[], Awaitable[EventStore]]
+
+
+def load_line(when: str) -> str:
+    """The time and load average: the machine is shared, so figures move with its load."""
+    one, five, fifteen = os.getloadavg()
+    now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"{when}: {now}, load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 async def appends(openers: dict[str, Opener], count: int, rounds: int) -> dict[str, list[float]]:
@@ -198,6 +206,7 @@ async def main() -> None:
                 f"redis-py {redis_py.__version__}, hiredis parser: {HIREDIS_AVAILABLE}; "
                 f"redis-server {always.binary}"
             )
+            print(load_line("start"))
             print(f"appends: {args.appends} one-event appends per workload, {args.rounds} rounds")
             rates = await appends(openers, args.appends, args.rounds)
             median = {name: statistics.median(values) for name, values in rates.items()}
@@ -239,6 +248,7 @@ async def main() -> None:
             print(
                 f"  redis / sqlite: full fold {full_ratio:.2f}x, snapshot + tail {tail_ratio:.2f}x"
             )
+            print(load_line("end"))
         finally:
             for server in servers:
                 server.stop()
