@@ -10,6 +10,7 @@ Only msgspec JSON crosses the pipe: nothing is unpickled. Each worker opens the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 
@@ -28,6 +29,10 @@ NICE = 10
 def main() -> int:
     with contextlib.suppress(OSError):
         os.nice(NICE)
+    # The walk builds no reference cycles and this process exits after it: the
+    # cyclic GC only rescans the decoded values (same-run A/B, 200,000 events:
+    # 3.35 -> 3.11 and 3.29 -> 3.06 us of CPU per event with it off).
+    gc.disable()
     data = sys.stdin.buffer.read()
     if not data:  # started ahead, then not needed (fewer streams than workers)
         return 0
