@@ -14,8 +14,10 @@ import argparse
 import gc
 import ipaddress
 import logging
+import logging.handlers
 import math
 import os
+import queue
 import signal
 import socket
 import sys
@@ -172,8 +174,15 @@ async def _serve(args: argparse.Namespace) -> int:
     service = _service_of(app)
 
     level = getattr(logging, args.log_level.upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    # The event loop only queues a record (the access log writes one per request); a
+    # thread writes them, so a slow or full stderr (a pipe to a log collector, a
+    # disk) never stalls the loop. Stopping the listener writes what is queued.
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, stream)
+    listener.start()
+    handler = logging.handlers.QueueHandler(records)
     root = logging.getLogger("statelog")
     root.addHandler(handler)
     root.setLevel(level)
@@ -190,6 +199,7 @@ async def _serve(args: argparse.Namespace) -> int:
         sock.bind((args.host, args.port))
     except OSError as exc:
         sock.close()
+        listener.stop()
         raise ConfigError(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
         ) from exc
@@ -241,6 +251,7 @@ async def _serve(args: argparse.Namespace) -> int:
         await server.serve(sockets=[sock])
     finally:
         sock.close()
+        listener.stop()
         if profiler is not None and profile_path:
             profiler.disable()
             profiler.dump_stats(profile_path)
