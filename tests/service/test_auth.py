@@ -170,6 +170,9 @@ def test_the_right_tokens_are_let_in(secured: ServeProcess) -> None:
         headers=_bearer(TENANT_A),
     )
     assert start.status_code == 202
+    with httpx.Client(base_url=secured.url, headers=_bearer(TENANT_A)) as http:
+        # an app is listed once its first event is in the log: wait for the run
+        wait_status(http, start.json()["id"], FINAL)
     listing = httpx.get(secured.url + "/v1/apps", headers=_bearer(TENANT_A)).json()["apps"]
     assert {a["partition_key"] for a in listing} == {"tenant-a1"}  # tenant-b is not shown
     ops = httpx.get(secured.url + "/v1/operations", headers=_bearer(TENANT_A)).json()
