@@ -473,11 +473,26 @@ def _hash_ok(codec: Codec, row: Any, prev: bytes, key: bytes | None) -> bool:
 PARALLEL_EVENTS = 200_000
 
 
-def _estimate(path: str, busy_timeout: float) -> int:
-    """About how many events the log holds (its last position): one index lookup."""
+def _estimate(path: str, busy_timeout: float, partition_key: str | None, app_id: str | None) -> int:
+    """About how many events the walk will see: the log's last position, or (one
+    app or partition key) the last sequence ids of its streams: index lookups."""
     db, _ = connect_read_only(path, busy_timeout=busy_timeout)
     try:
-        row = db.execute("SELECT MAX(position) FROM events").fetchone()
+        if partition_key is None and app_id is None:
+            row = db.execute("SELECT MAX(position) FROM events").fetchone()
+        else:
+            where, params = [], []
+            if partition_key is not None:
+                where.append("partition_key = ?")
+                params.append(partition_key)
+            if app_id is not None:
+                where.append("app_id = ?")
+                params.append(app_id)
+            row = db.execute(
+                "SELECT SUM((SELECT MAX(sequence_id) + 1 FROM events WHERE stream_id = s.id)) "
+                f"FROM streams s WHERE {' AND '.join(where)}",
+                params,
+            ).fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
     finally:
         db.close()
@@ -598,7 +613,8 @@ async def audit_file(
     try:
         count = 0  # worker processes (0: walk on a worker thread of this process)
         if workers is None:
-            if await asyncio.to_thread(_estimate, name, busy_timeout) >= PARALLEL_EVENTS:
+            size = await asyncio.to_thread(_estimate, name, busy_timeout, partition_key, app_id)
+            if size >= PARALLEL_EVENTS:
                 count = min(os.cpu_count() or 1, 4)  # one core: still off this process
         elif workers > 1:
             count = workers
