@@ -337,13 +337,16 @@ def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
     """Find where in ``value`` a non-plain item sits; return (path, what)."""
     if depth > 200:
         return path, "nesting deeper than 200 levels"
-    if value is None or isinstance(value, bool | int | str):
+    # exact types: a subclass (an enum, a str subclass msgspec cannot write, an
+    # OrderedDict) is not plain as it is and goes through msgspec in ``to_plain``
+    kind = type(value)
+    if value is None or kind is bool or kind is int or kind is str:
         return None
-    if isinstance(value, float):
+    if kind is float:
         if math.isfinite(value):
             return None
         return path, f"non-finite float {value!r} (JSON has no NaN or Infinity)"
-    if isinstance(value, dict):
+    if kind is dict:
         for key, item in value.items():
             if not isinstance(key, str):
                 return path, f"dict key {key!r} of type {type(key).__name__} (keys must be str)"
@@ -351,7 +354,7 @@ def _bad_path(value: Any, path: str, depth: int = 0) -> tuple[str, str] | None:
             if found:
                 return found
         return None
-    if isinstance(value, list):
+    if kind is list:
         for index, item in enumerate(value):
             found = _bad_path(item, f"{path}[{index}]", depth + 1)
             if found:

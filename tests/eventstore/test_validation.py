@@ -16,6 +16,8 @@ and the SQLite store in both codecs:
 from __future__ import annotations
 
 import asyncio
+import collections
+import enum
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -363,6 +365,44 @@ def test_what_to_plain_returns_the_store_accepts(runner: StoreRunner, value: Any
     # the engine converts values with to_plain before it builds an event
     plain = to_plain(value, path="$.writes.v")
     assert append_and_check(runner, ev(runner.new_app(), writes={"v": plain}))
+
+
+class _Label(str):
+    """A str subclass msgspec cannot write as it is."""
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+@pytest.mark.parametrize(
+    ("value", "plain"),
+    [
+        (_Colour.RED, "red"),
+        ([_Level.HIGH], [3]),
+        (collections.OrderedDict(b=1), {"b": 1}),
+    ],
+    ids=["enum", "int-enum", "ordered-dict"],
+)
+def test_to_plain_turns_subclasses_into_their_json_form(
+    runner: StoreRunner, value: Any, plain: Any
+) -> None:
+    # a subclass of a plain type is converted, not passed on as it is
+    got = to_plain(value, path="$.writes.v")
+    assert got == plain and type(got) is type(plain)
+    assert append_and_check(runner, ev(runner.new_app(), writes={"v": got}))
+
+
+@pytest.mark.parametrize("value", [_Label("x"), {"k": [_Label("x")]}], ids=["top", "nested"])
+def test_to_plain_names_a_str_subclass_it_cannot_write(value: Any) -> None:
+    # it used to pass through to_plain and fail later with msgspec's TypeError
+    with pytest.raises(EncodingError, match="_Label") as info:
+        to_plain(value, path="$.writes.v")
+    assert info.value.path is not None and info.value.path.startswith("$.writes.v")
 
 
 # ---------------------------------------------------------------- the laws
