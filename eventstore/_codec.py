@@ -911,7 +911,6 @@ class Codec:
             self._enc: Any = msgspec.json.Encoder()
             self._event_dec: Any = msgspec.json.Decoder(Event)
             self._body_dec: Any = msgspec.json.Decoder(_Body)
-            self._bodies_dec: Any = msgspec.json.Decoder(list[_Body])
             self._delta_dec: Any = msgspec.json.Decoder(_Delta)
             self._raw_dec: Any = msgspec.json.Decoder()
             self.content_type = "application/json"
@@ -919,7 +918,6 @@ class Codec:
             self._enc = msgspec.msgpack.Encoder()
             self._event_dec = msgspec.msgpack.Decoder(Event)
             self._body_dec = msgspec.msgpack.Decoder(_Body)
-            self._bodies_dec = msgspec.msgpack.Decoder(list[_Body])
             self._delta_dec = msgspec.msgpack.Decoder(_Delta)
             self._raw_dec = msgspec.msgpack.Decoder()
             self.content_type = "application/msgpack"
@@ -1006,10 +1004,10 @@ class Codec:
         """Decode stored rows ``(body, partition_key, app_id, sequence_id, hash, ...)``.
 
         ``hash`` (in the row) and ``prevs`` (one per row) are raw digests,
-        ``b""`` for none. The bodies of a page are joined into one encoded
-        array and decoded in one call; a page with a body that does not decode
-        or with an older ``schema_version`` goes through ``decode_body`` row by
-        row, which upcasts or raises ``EncodingError`` for exactly that row.
+        ``b""`` for none. Each body is decoded on its own (never joined with
+        its neighbours); a page with a body that does not decode or with an
+        older ``schema_version`` goes through ``decode_body`` row by row, which
+        upcasts or raises ``EncodingError`` for exactly that row.
 
         (Decoding each row straight into an ``Event``, with the identity and
         chain spliced into the body's bytes, was measured slower: the splicing
@@ -1017,20 +1015,13 @@ class Codec:
         """
         if not rows:
             return []
-        bodies = [row[0] for row in rows]
+        # each body alone: joined into one array, a crafted body could spill into
+        # the next row's bytes and read back as two events that are not the rows
+        decode = self._body_dec.decode
         try:
-            if not all(bodies):  # an empty body would let a two-event body keep the count
-                raise msgspec.DecodeError("an empty stored body")
-            if self.name == "msgpack":
-                decoded: list[_Body] = self._bodies_dec.decode(
-                    b"\xdd" + len(bodies).to_bytes(4, "big") + b"".join(bodies)
-                )
-            else:
-                decoded = self._bodies_dec.decode(b"[" + b",".join(bodies) + b"]")
+            decoded: list[_Body] = [decode(row[0]) for row in rows]
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
-            decoded = []
-        if len(decoded) != len(rows):  # a body is bad, or several bodies are one's bytes
-            return self._decode_each(rows, prevs)
+            return self._decode_each(rows, prevs)  # names the bad row
         events: list[Event] = []
         append = events.append
         event_from_body = _event_from_body

@@ -23,7 +23,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statelog.eventstore import ErrorInfo, Event, Lineage, SQLiteEventStore, canonical_bytes
+from statelog.eventstore import (
+    EncodingError,
+    ErrorInfo,
+    Event,
+    Lineage,
+    SQLiteEventStore,
+    canonical_bytes,
+)
 from statelog.eventstore._chain import seal
 from statelog.eventstore._codec import JSON, MSGPACK, Codec, format_timestamp
 from statelog.eventstore.sqlite._audit import audit_file
@@ -269,6 +276,17 @@ def test_a_body_that_spills_into_the_next_row_is_not_decoded_with_it(
     found = {(f.sequence_id, f.reason) for f in report.findings}
     assert (2, "its stored body does not decode") in found, report.findings
     assert (3, "its stored body does not decode") in found, report.findings
+    # and the store's readers decode each row alone too: they name row 2, never
+    # return the two events the joined bytes would spell
+    asyncio.run(_read_refuses(path, codec))
+
+
+async def _read_refuses(path: Path, codec: str) -> None:
+    async with SQLiteEventStore(path, codec=codec, read_only=True) as store:
+        for read in (lambda: store.read("p", "a"), store.read_all):
+            with pytest.raises(EncodingError) as info:
+                await read()
+            assert "corrupt stored event" in str(info.value)
 
 
 def test_more_workers_than_streams(tmp_path: Path) -> None:
