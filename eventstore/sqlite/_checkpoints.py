@@ -13,19 +13,27 @@ previous checkpoint's position are read with one indexed query, added to the
 heads the previous checkpoints recorded, and signed. On its first run (or
 when another process has written checkpoints since) the checkpointer replays
 the table under its own public key, so it never signs on top of a checkpoint
-it cannot verify.
+it cannot verify, nor after one another key signed after one of its own (a
+forgery: a rotation only ever moves to a new key). Such a refusal is a
+``CheckpointError``, logged (``statelog.checkpoints``) when a background
+checkpoint meets it and raised by the next ``checkpoint()`` and at close; the
+appends go on, chained but unsigned, and nothing is written to the table.
+A checkpoint is one transaction: a process killed while it signs or inserts
+leaves the table as it was (tests/eventstore/test_checkpoint_crash.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from .._checkpoints import (
+    Checkpoint,
     CheckpointError,
     SignedCheckpoint,
     digest,
@@ -44,6 +52,8 @@ __all__ = [
     "Checkpointer",
     "read_checkpoints",
 ]
+
+log = logging.getLogger("statelog.checkpoints")
 
 TABLE = "signed_heads"
 DEFAULT_CHECKPOINT_EVERY = 10_000
@@ -82,15 +92,32 @@ class _State:
         self.heads: dict[tuple[str, str], tuple[int, str]] = {}
 
 
+_REFUSING = "refusing to sign on top of checkpoints that do not verify: "
+
+
 def _load(db: sqlite3.Connection, public_key: Any) -> _State:
     # after a key rotation the older checkpoints carry the old key: linked to, not re-checked
-    replayed = replay(read_checkpoints(db), [public_key], other_keys_ok=True)
+    rows = read_checkpoints(db)
+    replayed = replay(rows, [public_key], other_keys_ok=True)
     if replayed.problems:
         raise CheckpointError(
             replayed.latest.sequence + 1 if replayed.latest else 1,
-            "refusing to sign on top of checkpoints that do not verify: "
-            + "; ".join(replayed.problems),
+            _REFUSING + "; ".join(replayed.problems),
         )
+    # ... but a checkpoint of another key *after* one of this key's is no rotation to this
+    # key: someone without this key signed on (a forged checkpoint, e.g. over a cut stream)
+    own, own_latest = key_id(public_key), 0
+    for sequence, signed in rows:
+        other = Checkpoint.from_bytes(signed.body).key_id
+        if other == own:
+            own_latest = sequence
+        elif own_latest:
+            raise CheckpointError(
+                sequence,
+                _REFUSING + f"checkpoint #{sequence} is signed by key {other[:16]}..., not by "
+                f"this writer's key {own[:16]}... that signed checkpoint #{own_latest} before "
+                "it (a forged checkpoint; to go back to an older key, rotate to a new pair)",
+            )
     state = _State()
     if replayed.latest is not None:
         state.sequence = replayed.latest.sequence
@@ -182,6 +209,7 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
+        self._logged: str | None = None
 
     def note(self, events: int) -> None:
         """``events`` more were committed: start a checkpoint if one is due."""
@@ -211,6 +239,14 @@ class Checkpointer:
             self._error.__cause__ = exc
         except Exception as exc:  # kept for flush/aclose: a background task must not lose it
             self._error = exc
+        else:
+            self._logged = None
+            return
+        # said as it happens (once per reason), not only at the next flush or close: the
+        # appends go on, chained but unsigned, until the checkpoints verify again
+        if str(self._error) != self._logged:
+            self._logged = str(self._error)
+            log.error("%s: no checkpoint written: %s", self.path, self._error)
 
     async def flush(self) -> None:
         """Write a checkpoint of everything committed so far; raise a failed one."""
