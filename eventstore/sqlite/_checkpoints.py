@@ -18,6 +18,8 @@ forgery: a rotation only ever moves to a new key). Such a refusal is a
 ``CheckpointError``, logged (``statelog.checkpoints``) when a background
 checkpoint meets it and raised by the next ``checkpoint()`` and at close; the
 appends go on, chained but unsigned, and nothing is written to the table.
+A running checkpointer also refuses when the latest checkpoint it signed was
+deleted or replaced under it (rows are only ever added).
 A checkpoint is one transaction: a process killed while it signs or inserts
 leaves the table as it was (tests/eventstore/test_checkpoint_crash.py).
 """
@@ -134,6 +136,18 @@ def write_checkpoint(db: sqlite3.Connection, private_key: Any, state: _State | N
     try:
         row = db.execute(f"SELECT MAX(sequence) FROM {TABLE}").fetchone()
         stored = int(row[0]) if row and row[0] is not None else 0
+        if state is not None and state.sequence:
+            # rows are only ever added: the latest this writer signed is still there as signed
+            # (one indexed row, not the table: a row taken out further back is verify's to name)
+            mine = db.execute(
+                f"SELECT CAST(body AS BLOB) FROM {TABLE} WHERE sequence = ?", (state.sequence,)
+            ).fetchone()
+            if mine is None or digest(bytes(mine[0])) != state.digest:
+                raise CheckpointError(
+                    state.sequence,
+                    f"{_REFUSING}checkpoint #{state.sequence}, which this writer signed, is no "
+                    "longer in the table as signed (deleted, replaced or rolled back under it)",
+                )
         if state is None or stored != state.sequence:
             state = _load(db, private_key.public_key())
         changed = [

@@ -416,3 +416,47 @@ def test_a_checkpoint_another_key_signed_after_the_writers_own_is_refused(
         asyncio.run(reopen())
     _, after = on_disk(path)
     assert [seq for seq, _ in after] == [1, 2, 3, 4, 5, 6]  # the writer did not sign on
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "DELETE FROM signed_heads WHERE sequence = 3",
+        "UPDATE signed_heads SET (body, signature) = "
+        "(SELECT body, signature FROM signed_heads WHERE sequence = 2) WHERE sequence = 3",
+    ],
+    ids=["deleted", "replaced by an older one"],
+)
+def test_the_newest_row_taken_from_under_a_running_writer_is_refused(
+    tmp_path: Path, statement: str
+) -> None:
+    """The writer's own view of the table is no licence to sign over a change to it."""
+    reason = "checkpoint #3, which this writer signed, is no longer in the table as signed"
+    private, _ = generate_key_files(tmp_path / "key")
+    path = tmp_path / "log.db"
+
+    async def run() -> None:
+        async with SQLiteEventStore(path, signing_key=private, checkpoint_every=10**9) as store:
+            for n in range(3):
+                await store.append(
+                    [v2(partition_key=PK, app_id="a", sequence_id=n, kind="k", writes={})],
+                    expected_sequence=n - 1,
+                )
+                await store.checkpoint()
+            db = sqlite3.connect(path)
+            db.execute(statement)
+            db.commit()
+            db.close()
+            _, tampered = on_disk(path)
+            await store.append(
+                [v2(partition_key=PK, app_id="a", sequence_id=3, kind="k", writes={})],
+                expected_sequence=2,
+            )
+            with pytest.raises(CheckpointError, match=reason):
+                await store.checkpoint()
+            _, rows = on_disk(path)
+            assert rows == tampered  # nothing signed in place of the row or on top of it
+            with pytest.raises(CheckpointError, match=reason):
+                await store.aclose()
+
+    asyncio.run(run())
