@@ -14,7 +14,14 @@
 * Snapshots (table ``snapshots``, when there is one): the digest (an HMAC
   with the key), the event hash at their sequence against the chain, and with
   ``deep`` (or public keys: the signed log is then the truth a snapshot is
-  held to) the state against the fold of the events up to it.
+  held to) the state against the fold of the events up to it. With ``deep``
+  every stream is folded to its end.
+* Whatever a crafted row holds is a finding, never an exception: a hash, body
+  or sequence id of a type statelog never writes, an op ``check_ops`` refuses
+  or one that cannot apply to the state folded so far (an ``append`` to an
+  int, an ``increment`` of a str), a snapshot row of odd types. The fold of a
+  stream stops at its first such row (a later snapshot is not compared with
+  a fold that is not the log's); the walk goes on, and so do the other streams.
 """
 
 from __future__ import annotations
@@ -33,13 +40,12 @@ from typing import Any
 import msgspec
 
 from .._audit import AuditReport, Finding, check_heads
-from .._base import apply_event
 from .._chain import compute_hash
 from .._checkpoints import replay
 from .._codec import Codec
-from .._errors import EncodingError, StoreError
+from .._errors import EncodingError, InvalidEventError, StoreError
 from .._event import Event
-from .._ops import apply_ops
+from .._ops import apply_ops, check_ops
 from ._audit_hash import EMPTY, VerifyBody, body_decoder, view_bytes
 from ._checkpoints import read_checkpoints
 from ._schema import connect_read_only, read_format, translate_error
@@ -52,6 +58,20 @@ PAGE = 1_000
 MAX_FINDINGS_PER_STREAM = 20
 
 _state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def _lenient_text(data: bytes) -> str:
+    return str(data, "utf-8", "replace")
+
+
+def _lenient(db: sqlite3.Connection) -> sqlite3.Connection:
+    """``db`` reading a TEXT value that is not UTF-8 (crafted: statelog writes none) with
+    U+FFFD in place of the bad bytes, where sqlite3 would raise while fetching the row:
+    the walk then names the row (a name or digest so read matches nothing, a body or
+    hash read as TEXT is of the wrong type) instead of failing. The walk's own columns
+    are BLOBs and INTEGERs: this costs it nothing."""
+    db.text_factory = _lenient_text
+    return db
 
 
 def _snapshot_rows(db: sqlite3.Connection) -> dict[tuple[str, str], list[Any]]:
@@ -121,7 +141,17 @@ def _plan(
         if (partition_key is None or stream[0] == partition_key)
         and (app_id is None or stream[1] == app_id)
     }
-    snapshots = _snapshot_rows(db)
+    plain: list[SnapshotRow] = []
+    for rows in _snapshot_rows(db).values():
+        for row in rows:
+            shot = _snapshot_row(row)
+            if isinstance(shot, Finding):
+                if (partition_key is None or row[0] == partition_key) and (
+                    app_id is None or row[1] == app_id
+                ):
+                    report.findings.append(shot)
+            else:
+                plain.append(shot)
     where, params = [], []
     if partition_key is not None:
         where.append("s.partition_key = ?")
@@ -146,12 +176,14 @@ def _plan(
             for (pk, app), by_seq in replayed.signed.items()
             for seq, (h, number) in by_seq.items()
         ],
-        snapshots=[_snapshot_row(row) for rows in snapshots.values() for row in rows],
+        snapshots=plain,
         check_fold=deep or bool(keys),
+        fold_all=deep,
         had_checkpoint=replayed.latest is not None,
     )
     latest = replayed.latest.sequence if replayed.latest is not None else None
-    sizes = [0 if last is None else int(last) + 1 for *_, last in streams]
+    # (a sequence_id of another type, crafted, counts for nothing here: the walk names it)
+    sizes = [int(last) + 1 if type(last) is int else 0 for *_, last in streams]
     return _Plan(report=report, job=job, latest=latest, sizes=sizes)
 
 
@@ -187,9 +219,18 @@ def _split(plan: _Plan, workers: int) -> list[Job]:
 SnapshotRow = tuple[str, str, int, int, str, str, bytes]
 
 
-def _snapshot_row(row: Any) -> SnapshotRow:
-    """A stored snapshot row with its types made plain (an odd type fails its checksum)."""
+def _snapshot_row(row: Any) -> SnapshotRow | Finding:
+    """A stored snapshot row with its types made plain (an odd digest or state fails
+    its checksum); a stream or sequence of a type statelog never writes is a finding."""
     pk, app, seq, position, event_hash, digest, blob = row
+    if type(seq) is not int or type(position) is not int:
+        stream = (pk, app) if type(pk) is str and type(app) is str else None
+        return Finding(
+            stream=stream,
+            sequence_id=seq if type(seq) is int else None,
+            reason=f"snapshot: its row stores sequence_id {seq!r} and position {position!r}, "
+            "expected INTEGERs" + ("" if stream is not None else f" (stream {pk!r}, {app!r})"),
+        )
     return (
         str(pk),
         str(app),
@@ -212,6 +253,7 @@ class Job(msgspec.Struct, kw_only=True):
     snapshots: list[SnapshotRow]
     check_fold: bool
     had_checkpoint: bool
+    fold_all: bool = False  # fold every stream to its end (--deep), not only up to its snapshots
 
 
 class Part(msgspec.Struct, kw_only=True):
@@ -256,8 +298,13 @@ def audit_streams(db: sqlite3.Connection, codec: Codec, job: Job) -> Part:
         wanted = {row[2] for row in shots} | set(earlier)
         if head is not None:
             wanted.add(head[0])
+        fold_to = -1  # fold the events up to this sequence id
+        if job.fold_all:
+            fold_to = sys.maxsize
+        elif job.check_fold and shots:
+            fold_to = max(row[2] for row in shots)
         last, hashes, folded, findings, count = _walk(
-            db, codec, hmac_key, db_id, stream, wanted, job.check_fold and bool(shots)
+            db, codec, hmac_key, db_id, stream, wanted, fold_to, {row[2] for row in shots}
         )
         part.events += count
         part.findings += findings
@@ -308,19 +355,28 @@ def _check_snapshot(
         return [Finding(stream=stream, sequence_id=seq, reason=f"snapshot: {reason}")]
 
     expected = digest_of(hmac_key, (pk, app, seq, position, event_hash, blob))
-    if not isinstance(digest, str) or not hmac.compare_digest(expected, digest):
+    # (compare_digest refuses a str that is not ASCII: a crafted digest is just wrong)
+    if (
+        not isinstance(digest, str)
+        or not digest.isascii()
+        or not hmac.compare_digest(expected, digest)
+    ):
         return bad("its checksum does not match its state (edited, or another HMAC key)")
     chain = hashes.get(seq)
     if chain is None:
         return bad("the log has no event at its sequence_id")
-    if not hmac.compare_digest(chain, str(event_hash)):
+    if not (chain + str(event_hash)).isascii() or not hmac.compare_digest(chain, str(event_hash)):
         return bad("its event_hash is not the hash of the event at its sequence_id")
     if deep:
         try:
             state = _state_decoder.decode(blob)
         except msgspec.DecodeError as exc:
             return bad(f"its state does not decode: {exc}")
-        if seq in folded and state != folded[seq]:
+        try:
+            differs = seq in folded and state != folded[seq]
+        except RecursionError:  # nested too deep to compare: statelog never writes such state
+            return bad("its state is nested too deep to compare with the fold")
+        if differs:
             return bad("its state is not the fold of the events up to it (forged)")
     return []
 
@@ -332,11 +388,16 @@ def _walk(
     db_id: int,
     stream: tuple[str, str],
     wanted: set[int],
-    fold: bool,
+    fold_to: int,
+    fold_at: set[int],
 ) -> tuple[int | None, dict[int, str], dict[int, dict[str, Any]], list[Finding], int]:
     """Walk one stream's chain. Returns its last sequence id (``None``: no events),
-    the hashes at the ``wanted`` sequence ids, the fold at each of them (``fold``),
-    the findings and the number of events.
+    the hashes at the ``wanted`` sequence ids, the fold (of the events up to
+    ``fold_to``) at each of ``fold_at``, the findings and the number of events.
+
+    A row of odd types, a body that does not decode, or ops that do not fold
+    end the fold (each a finding): ``folded`` then holds only the sequence ids
+    before it, so no snapshot after it is compared with a fold that is not the log's.
 
     Each row's hash is first recomputed on the fast path (``_audit_hash``); a
     row it cannot vouch for, or whose hash it finds wrong, is decoded and
@@ -347,7 +408,6 @@ def _walk(
     folded: dict[int, dict[str, Any]] = {}
     state: dict[str, Any] = {}
     owned: set[str] = set()
-    last_wanted = max(wanted) if wanted else -1
     pk, app = stream
     decode = body_decoder(codec.name)
     sha256 = hashlib.sha256
@@ -378,6 +438,26 @@ def _walk(
         except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError):
             bodies = [_decode_fast(decode, row[0]) for row in rows]
         for (body, seq, stored), b in zip(rows, bodies, strict=True):
+            if type(seq) is not int or type(body) is not bytes or type(stored) is not bytes:
+                # statelog writes INTEGER sequence ids and BLOB hashes and bodies only
+                if type(seq) is not int:
+                    note(None, f"a row stores sequence_id {seq!r}, expected an INTEGER")
+                    continue
+                if seq != want:
+                    gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
+                    note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
+                note(
+                    seq,
+                    f"stores a {_sql_type(stored)} hash and a {_sql_type(body)} body, "
+                    "expected BLOBs",
+                )
+                if seq in wanted:
+                    hashes[seq] = stored.hex() if type(stored) is bytes else str(stored)
+                fold_to = min(fold_to, seq - 1)
+                prev = stored if type(stored) is bytes else b""
+                want = seq + 1
+                last = seq
+                continue
             if seq != want:
                 gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
                 note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
@@ -396,25 +476,63 @@ def _walk(
                 event = _decode_one(codec, (body, pk, app, seq, stored), prev)
                 if event is None:
                     note(seq, "its stored body does not decode")
-                    prev = stored if type(stored) is bytes else b""
+                    if seq in wanted:
+                        hashes[seq] = stored.hex()
+                    fold_to = min(fold_to, seq - 1)  # its ops are unknown: the fold ends
+                    prev = stored
                     want = seq + 1
+                    last = seq
                     continue
                 if seq == want and not _matches(event, stored, key):
                     note(seq, "its hash does not match its content and its predecessor's hash")
             if seq in wanted:
-                hashes[seq] = stored.hex() if type(stored) is bytes else str(stored)
-            if fold and seq <= last_wanted:
-                if event is not None:
-                    apply_event(state, event, owned)
-                elif b is not None:
-                    _fold_body(state, b, owned)
-                if seq in wanted:
+                hashes[seq] = stored.hex()
+            if seq <= fold_to:
+                problem = _fold_row(state, event, b, owned)
+                if problem is not None:
+                    note(seq, f"its ops do not fold: {problem}")
+                    fold_to = seq - 1  # the state from here on is unknown
+                elif seq in fold_at:
                     folded[seq] = dict(state)
                     owned.clear()  # the copy shares the containers: grow none in place
-            prev = stored if type(stored) is bytes else b""
+            prev = stored
             want = seq + 1
-        last = rows[-1][1]
+            last = seq
     return last, hashes, folded, findings, count
+
+
+def _sql_type(value: Any) -> str:
+    """The SQLite storage class of a value read back (``typeof``)."""
+    kinds = {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL"}
+    return "NULL" if value is None else kinds.get(type(value), type(value).__name__)
+
+
+def _fold_row(
+    state: dict[str, Any], event: Event | None, b: VerifyBody | None, owned: set[str]
+) -> str | None:
+    """Fold one row (its whole ``event``, or else its fast-path body ``b``) onto
+    ``state``; ``None``, or why its ops do not fold (never an exception)."""
+    if event is not None:
+        ops: Any = event.ops
+    elif b is not None:
+        writes = {} if b.writes is EMPTY else b.writes
+        if writes or b.deletes:  # the compact form (it wins over "o"; str keys: always folds)
+            _fold_compact(state, writes, b.deletes, owned)
+            return None
+        ops = b.ops
+    else:
+        return "its body does not decode"
+    if not ops:
+        return None
+    try:
+        check_ops(ops, "")  # the shapes statelog writes (a crafted op may be any JSON)
+        apply_ops(state, ops, owned)
+    except (InvalidEventError, EncodingError) as exc:
+        return str(exc).removeprefix(": ")
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
+        # an op check_ops passes that still cannot apply to what the state holds
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _decode_fast(decode: Any, body: Any) -> VerifyBody | None:
@@ -434,18 +552,16 @@ def _matches(event: Event, stored: Any, key: bytes | None) -> bool:
         return False
 
 
-def _fold_body(state: dict[str, Any], b: VerifyBody, owned: set[str]) -> None:
-    """``apply_event`` of the v2 event body ``b`` (as ``_event_from_body`` gives its ops)."""
-    writes = {} if b.writes is EMPTY else b.writes
-    if writes or b.deletes:
-        for name, value in writes.items():
-            state[name] = value
-            owned.discard(name)
-        for name in b.deletes:
-            state.pop(name, None)
-            owned.discard(name)
-    elif b.ops:
-        apply_ops(state, b.ops, owned)
+def _fold_compact(
+    state: dict[str, Any], writes: dict[str, Any], deletes: Any, owned: set[str]
+) -> None:
+    """``apply_event`` of a compact v2 body's ``w`` and ``d`` (``set`` then ``delete`` ops)."""
+    for name, value in writes.items():
+        state[name] = value
+        owned.discard(name)
+    for name in deletes:
+        state.pop(name, None)
+        owned.discard(name)
 
 
 def _decode_one(codec: Codec, row: Any, prev: bytes) -> Event | None:
@@ -509,6 +625,7 @@ def _plan_file(
 ) -> _Plan:
     db, _ = connect_read_only(path, busy_timeout=busy_timeout)
     try:
+        _lenient(db)
         read_format(db, path)
         db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
         try:
@@ -531,6 +648,7 @@ def _audit_file(
     """The whole walk on this thread, in one read snapshot."""
     db, _ = connect_read_only(path, busy_timeout=busy_timeout)
     try:
+        _lenient(db)
         codec = read_format(db, path)
         db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
         try:

@@ -16,7 +16,7 @@ import sys
 
 import msgspec
 
-from ._audit import Job, audit_streams
+from ._audit import Job, _lenient, audit_streams
 from ._schema import connect_read_only, read_format
 
 #: A worker runs below the caller's CPU priority: on a busy machine the process
@@ -39,6 +39,7 @@ def main() -> int:
     job = msgspec.json.decode(data, type=Job)
     db, _ = connect_read_only(job.path, busy_timeout=5.0)
     try:
+        _lenient(db)
         codec = read_format(db, job.path)
         db.execute("BEGIN")
         part = audit_streams(db, codec, job)

@@ -42,7 +42,7 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("verify", "text file", ["verify", "--db", "text.db"]),
     ("verify", "unrelated sqlite", ["verify", "--db", "other.db"]),
     ("verify", "0-byte file", ["verify", "--db", "empty.db"]),
-    ("verify", "TEXT body", ["verify", "--db", "body.db"]),
+    # (a TEXT body is a finding of verify, exit 1: tests/cli/test_cli_verify_data.py)
     ("verify", "unknown app", ["verify", "--db", "log.db", "nope"]),
     ("verify", "unset key variable", ["verify", "--db", "log.db", "--hmac-key-env", "NO_SUCH_V"]),
     ("verify", "missing public key", ["verify", "--db", "log.db", "--public-key", "no.pub"]),
@@ -378,7 +378,7 @@ REPO = Path(__file__).resolve().parents[2]
     [
         ["history", "--db", "log.db", "orders", "--from", TOO_BIG],
         ["demo", "--db", "demo.db", "--snapshot-every", "0"],
-        ["verify", "--db", "body.db"],
+        ["export", "--db", "body.db", "out.jsonl"],  # (verify: a finding, exit 1)
         [
             "relay",
             "--db",
