@@ -370,7 +370,7 @@ def _check_snapshot(
     if deep:
         try:
             state = _state_decoder.decode(blob)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:  # (nested too deep)
             return bad(f"its state does not decode: {exc}")
         try:
             differs = seq in folded and state != folded[seq]
@@ -435,7 +435,7 @@ def _walk(
         count += len(rows)
         try:
             bodies: list[VerifyBody | None] = list(map(decode, [row[0] for row in rows]))
-        except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError):
+        except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError):
             bodies = [_decode_fast(decode, row[0]) for row in rows]
         for (body, seq, stored), b in zip(rows, bodies, strict=True):
             if type(seq) is not int or type(body) is not bytes or type(stored) is not bytes:
@@ -538,7 +538,7 @@ def _fold_row(
 def _decode_fast(decode: Any, body: Any) -> VerifyBody | None:
     try:
         return decode(body)  # type: ignore[no-any-return]
-    except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError):
+    except (msgspec.DecodeError, UnicodeDecodeError, TypeError, ValueError, RecursionError):
         return None
 
 
@@ -548,7 +548,8 @@ def _matches(event: Event, stored: Any, key: bytes | None) -> bool:
         return False
     try:
         return hmac.compare_digest(compute_hash(event, key), stored.hex())
-    except EncodingError:  # no canonical form (an unsafe integer, NaN): not what was sealed
+    # no canonical form (an unsafe integer, NaN, nesting too deep): not what was sealed
+    except (EncodingError, RecursionError):
         return False
 
 
@@ -575,7 +576,7 @@ def _decode_one(codec: Codec, row: Any, prev: bytes) -> Event | None:
             hash=bytes(row[4]).hex() if isinstance(row[4], bytes) else str(row[4]),
             upcast_old=False,
         )
-    except (EncodingError, TypeError, ValueError):
+    except (EncodingError, TypeError, ValueError, RecursionError):  # (nested too deep)
         return None
 
 

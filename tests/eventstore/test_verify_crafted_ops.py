@@ -359,3 +359,66 @@ def test_a_row_of_odd_types_is_a_finding(
         report = asyncio.run(audit_file(log, deep=bool(more), workers=2))
         assert not report.ok
         assert all(f.stream != B for f in report.findings), report.findings
+
+
+DEPTH = 100_000  # far beyond the interpreter's recursion limit
+
+
+def _deep_body(path: Path) -> bytes:
+    """A body of the log's codec whose ``l`` member nests ``DEPTH`` lists deep."""
+    db = sqlite3.connect(path)
+    try:
+        (body,) = db.execute("SELECT body FROM events LIMIT 1").fetchone()
+    finally:
+        db.close()
+    if bytes(body).startswith(b"{"):  # json
+        return b'{"k":"x","v":2,"l":' + b"[" * DEPTH + b"]" * DEPTH + b"}"
+    return b"\x83\xa1k\xa1x\xa1v\x02\xa1l" + b"\x91" * DEPTH + b"\x90"  # msgpack
+
+
+def test_a_body_nested_too_deep_is_a_finding(capsys: pytest.CaptureFixture[str], log: Path) -> None:
+    _sql_params(
+        log, f"UPDATE events SET body = ? WHERE {A_ROW} AND sequence_id = 3", _deep_body(log)
+    )
+    code, out, err = verify(capsys, log, "--deep")
+    assert code == 1, (out, err)
+    assert "Traceback" not in out + err
+    assert (
+        out.splitlines()[0]
+        == "broken: stream ('p', 'a') sequence_id 3 its stored body does not decode"
+    )
+    assert "('p', 'b')" not in out
+
+
+def test_a_snapshot_state_nested_too_deep_is_a_finding(
+    capsys: pytest.CaptureFixture[str], log: Path
+) -> None:
+    """The digest recomputed: only decoding the state (``--deep``) can tell."""
+    db = sqlite3.connect(log)
+    try:
+        pk, app, seq, position, event_hash = db.execute(
+            "SELECT partition_key, app_id, sequence_id, position, event_hash FROM snapshots "
+            "WHERE app_id = 'a'"
+        ).fetchone()
+        state = b"\x81\xa1n" + b"\x91" * DEPTH + b"\x90"  # {"n": [[[...]]]}
+        digest = _digest(None, (pk, app, seq, position, event_hash, state))
+        db.execute("UPDATE snapshots SET state = ?, digest = ? WHERE app_id = 'a'", (state, digest))
+        db.commit()
+    finally:
+        db.close()
+    code, out, err = verify(capsys, log, "--deep")
+    assert code == 1, (out, err)
+    assert "Traceback" not in out + err
+    assert out.startswith(
+        "broken: stream ('p', 'a') sequence_id 6 snapshot: its state does not decode"
+    ), out
+    assert "('p', 'b')" not in out
+
+
+def _sql_params(path: Path, statement: str, *params: object) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(statement, params)
+        db.commit()
+    finally:
+        db.close()
