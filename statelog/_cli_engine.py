@@ -168,7 +168,8 @@ async def _history(args: argparse.Namespace) -> int:
 async def _show_history(args: argparse.Namespace) -> int:
     if args.bootstrap and (public_keys(args) or args.hmac_key_env is not None):
         raise ConfigError(
-            "--public-key and --hmac-key-env check a SQLite log (--db), not a Kafka topic"
+            "--public-key and --hmac-key-env check a SQLite log (--db) here; check a Kafka "
+            "topic with: statelog verify --bootstrap ... --public-key ..."
         )
     store = await (
         open_kafka_log(args) if args.bootstrap else open_log(args.db, hmac_key=hmac_key(args))

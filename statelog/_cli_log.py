@@ -76,6 +76,12 @@ def register(subparsers: Any) -> None:
         "app_id", nargs="?", type=app_id, metavar="APP_ID", help="only streams of this app"
     )
     verify.add_argument("--partition-key", metavar="K", help="only streams of this partition key")
+    add_kafka_source(verify)
+    verify.add_argument(
+        "--checkpoints-topic",
+        metavar="T",
+        help="with --bootstrap: the signed checkpoints (default: TOPIC.checkpoints)",
+    )
     verify.set_defaults(handler=run_verify)
 
     export = subparsers.add_parser(
@@ -155,6 +161,8 @@ def _store_options(args: argparse.Namespace) -> dict[str, Any]:
 
 async def run_verify(args: argparse.Namespace) -> int:
     keys = public_keys(args)
+    if args.bootstrap:
+        return await _verify_kafka(args, keys)
     if args.export is not None:
         if not await asyncio.to_thread(Path(args.export).is_file):
             return fail(f"no export file at {args.export!r}")
@@ -174,6 +182,52 @@ async def run_verify(args: argparse.Namespace) -> int:
     if args.app_id is not None and report.streams == 0:
         return fail(f"no stream of app {args.app_id!r} in {args.db!r}")
     return _print_report(args, report, keys)
+
+
+async def _verify_kafka(args: argparse.Namespace, keys: list[Any]) -> int:
+    """``verify --bootstrap``: the topic's chains and the signed checkpoints of its writers."""
+    from statelog.eventstore.kafka import audit_kafka
+
+    for flag, given in (
+        ("--export", args.export is not None),
+        ("--deep", args.deep),
+        ("--expect-checkpoint", args.expect_checkpoint is not None),
+    ):
+        if given:
+            raise ConfigError(f"{flag} checks a SQLite log or an export, not a Kafka topic")
+    store = await open_kafka_log(args)
+    try:
+        report = await audit_kafka(
+            store,
+            checkpoints_topic=args.checkpoints_topic,
+            hmac_key=hmac_key(args),
+            public_keys=keys,
+            partition_key=args.partition_key,
+            app_id=args.app_id,
+        )
+    finally:
+        await store.aclose()
+    if args.app_id is not None and report.streams == 0 and report.ok:
+        return fail(f"no stream of app {args.app_id!r} in topic {args.topic!r}")
+    for finding in report.findings:
+        print(f"broken: {finding}")
+    summary = f"{report.streams} streams, {report.events} events"
+    if report.writers:
+        how = "signatures verified" if report.signed else "signatures NOT checked: no --public-key"
+        summary += (
+            f"; {report.checkpoints} checkpoints of {len(report.writers)} "
+            f"writer{'' if len(report.writers) == 1 else 's'} ({how}), "
+            f"{report.unsigned_events} events after the signed heads"
+        )
+    if report.skipped_records:
+        summary += f"; {report.skipped_records} records skipped (duplicates, fenced, off-chain)"
+    if not report.ok:
+        print(f"failed: {len(report.findings)} problems in {summary}")
+        return 1
+    print(f"ok: {summary}")
+    if not report.writers and not keys:
+        print(f"note: {UNKEYED_LIMITS}", file=sys.stderr)
+    return 0
 
 
 def _print_report(args: argparse.Namespace, report: AuditReport, keys: list[Any]) -> int:

@@ -16,7 +16,8 @@ import json
 import signal
 from typing import Any
 
-from ._cli_types import app_id, nonnegative_int, positive_int
+from ._cli_keys import add_signing_key_option
+from ._cli_types import app_id, nonnegative_int, positive_int, seconds
 
 
 def register(subparsers: Any) -> None:
@@ -74,6 +75,21 @@ def register(subparsers: Any) -> None:
         "--concurrency", type=positive_int, default=64, metavar="N", help="streams run at once"
     )
     worker.add_argument("--id", metavar="ID", help="worker id in logs and fences")
+    add_signing_key_option(worker)
+    worker.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="with --signing-key: sign a checkpoint every N events (default 10000)",
+    )
+    worker.add_argument(
+        "--checkpoint-seconds",
+        type=seconds,
+        default=None,
+        metavar="S",
+        help="with --signing-key: and at least every S seconds while writing (default 5)",
+    )
     worker.set_defaults(handler=_worker)
 
     submit = subparsers.add_parser(
@@ -146,6 +162,7 @@ def _workflows(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _worker(args: argparse.Namespace) -> int:
+    from statelog.eventstore import load_private_key
     from statelog.worker import Worker, ensure_topics
 
     from ._cli import fail
@@ -153,6 +170,12 @@ async def _worker(args: argparse.Namespace) -> int:
     workflows = _workflows(args)
     if not workflows:
         return fail("worker: no workflow: give --app MODULE:ATTR or --demo")
+    if args.signing_key is None and (
+        args.checkpoint_every is not None or args.checkpoint_seconds is not None
+    ):
+        return fail("worker: --checkpoint-every/--checkpoint-seconds need --signing-key")
+    # a missing or bad key file: KeyFileError, one line, exit 2, before joining the group
+    signing_key = None if args.signing_key is None else load_private_key(args.signing_key)
     if args.partitions is not None:
         await ensure_topics(
             args.bootstrap, args.topic_prefix, args.partitions, replication=args.replication
@@ -168,6 +191,9 @@ async def _worker(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=args.heartbeat,
         concurrency=args.concurrency,
         worker_id=args.id,
+        signing_key=signing_key,
+        checkpoint_every=args.checkpoint_every,
+        checkpoint_interval=args.checkpoint_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

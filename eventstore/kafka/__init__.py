@@ -5,6 +5,7 @@ Importing this package loads aiokafka (``pip install "statelog[kafka]"``);
 """
 
 from .._errors import FencedError
+from ._audit import KafkaAuditReport, audit_kafka, check_chains, read_anchor_records
 from ._relay import (
     MemoryRelayCheckpoint,
     OutboxRelay,
@@ -12,6 +13,7 @@ from ._relay import (
     RelayStatus,
     SQLiteRelayCheckpoint,
 )
+from ._signing import AnchorRecord, checkpoints_topic_for
 from ._store import KafkaEventStore, kafka_position, split_position
 from ._subscription import DedupIndex, ForeignRecordWarning, KafkaSubscription
 from ._wire import (
@@ -27,10 +29,12 @@ from ._wire import (
 
 __all__ = [
     "WIRE_VERSION",
+    "AnchorRecord",
     "DedupIndex",
     "Fence",
     "FencedError",
     "ForeignRecordWarning",
+    "KafkaAuditReport",
     "KafkaEventStore",
     "KafkaRecord",
     "KafkaSubscription",
@@ -39,10 +43,14 @@ __all__ = [
     "RelayCheckpoint",
     "RelayStatus",
     "SQLiteRelayCheckpoint",
+    "audit_kafka",
+    "check_chains",
+    "checkpoints_topic_for",
     "decode_record",
     "encode_record",
     "kafka_position",
     "parse_key",
+    "read_anchor_records",
     "record_key",
     "split_position",
     "wire_schema",

@@ -18,7 +18,8 @@ acknowledged every record of the batch. So:
 
 **Anchoring.** When the log is a SQLite file with signed checkpoints
 (``SQLiteEventStore(signing_key=...)``), the relay also publishes each new
-checkpoint, after the batch that covers it, to ``anchor_topic`` (default
+checkpoint, after the batch that covers it (never before the events of its
+``position`` were acknowledged), to ``anchor_topic`` (default
 ``<topic>.checkpoints``): one record per checkpoint, key
 ``statelog-checkpoints`` (so one partition, in order), header
 ``kind: checkpoint``, value ``{"sequence":N,"body":"<canonical JSON>",
@@ -106,6 +107,14 @@ def _checkpoints_after(path: str, sequence: int) -> list[tuple[int, bytes, bytes
         ]
     finally:
         db.close()
+
+
+def _covers(body: bytes) -> int:
+    """The log position a signed checkpoint's body covers (0 if it does not say)."""
+    try:
+        return int(msgspec.json.decode(body).get("position", 0))
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return 0
 
 
 class RelayCheckpoint(ABC):
@@ -676,6 +685,10 @@ class OutboxRelay(AsyncResource):
         except sqlite3.Error as exc:
             raise translate_error(exc, path, doing="cannot read the signed checkpoints") from exc
         for sequence, body, signature in fresh:
+            if _covers(body) > self._position:
+                # it signs heads the topic does not hold yet: a verifier reading the topic
+                # now would call them cut; it goes after the batch that covers it
+                break
             value = msgspec.json.encode(
                 {"sequence": sequence, "body": body.decode(), "signature": signature.hex()}
             )

@@ -57,6 +57,12 @@ What Kafka gives and what it does not:
   parent's owner writes them with the parent partition's fence, so a paused
   owner's late child records are fenced like the parent's. Readers find a
   stream's partition where its first event is, so they need no rule for it.
+* **Signed checkpoints.** With ``signing_key`` (an Ed25519 private key or its
+  PEM file), the store signs checkpoints of the heads of the streams it
+  appended to, every ``checkpoint_every`` events or ``checkpoint_interval``
+  seconds and at close, and publishes them to ``checkpoints_topic`` (default
+  ``<topic>.checkpoints``, which must exist): one chain per store, named
+  ``writer_id``. See ``_signing`` and docs/operations.md.
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +81,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append, warn_unclosed
+from .._checkpoints import load_private_key
 from .._codec import Codec, CodecName, get_codec
 from .._errors import (
     ConcurrencyError,
+    ConfigError,
     EncodingError,
     EventTooLargeError,
     FencedError,
@@ -87,6 +96,13 @@ from .._errors import (
 )
 from .._event import Event, Recorded, StreamId
 from ._index import FLUSH_ROWS, KafkaIndex
+from ._signing import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_INTERVAL,
+    KafkaCheckpointer,
+    checkpoints_topic_for,
+    new_writer_id,
+)
 from ._wire import (
     Fence,
     decode_record,
@@ -148,6 +164,10 @@ class KafkaEventStore(EventStore):
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         client_id: str = "statelog",
         claims_required: bool = False,
+        signing_key: Any = None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        checkpoints_topic: str | None = None,
     ) -> None:
         if not topic:
             raise ValueError("topic must be a non-empty string")
@@ -181,6 +201,24 @@ class KafkaEventStore(EventStore):
         self._lost: dict[int, Fence] = {}  # claims given up or fenced, by partition
         #: how many records of a stale epoch this store has skipped (fenced writes)
         self.fenced_records = 0
+        # signed checkpoints (``_signing``): a key object or a PEM file's path
+        if isinstance(signing_key, str | PathLike):
+            signing_key = load_private_key(signing_key)
+        elif signing_key is not None and not hasattr(signing_key, "sign"):
+            raise ConfigError(
+                "signing_key must be an Ed25519 private key or the path of its PEM file, "
+                f"got {type(signing_key).__name__}"
+            )
+        if type(checkpoint_every) is not int or checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
+        if not isinstance(checkpoint_interval, int | float) or not checkpoint_interval > 0:
+            raise ConfigError(f"checkpoint_interval must be > 0, got {checkpoint_interval!r}")
+        self.signing_key = signing_key
+        self.checkpoints_topic = checkpoints_topic or checkpoints_topic_for(topic)
+        #: the name of this store's checkpoint chain (one per store; see ``_signing``)
+        self.writer_id = new_writer_id(client_id)
+        self._checkpoint_options = (checkpoint_every, float(checkpoint_interval))
+        self._checkpointer: KafkaCheckpointer | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "connected" if self._connected else "new"
@@ -223,6 +261,8 @@ class KafkaEventStore(EventStore):
             raise
         self._connected = True
         try:
+            if self.signing_key is not None:
+                await self._start_checkpoints()
             await self._index.open()
             await self.refresh()
         except BaseException:
@@ -264,6 +304,40 @@ class KafkaEventStore(EventStore):
         self._consumer.assign(self._tps)
         self._consumer.pause(*self._tps)
 
+    async def _start_checkpoints(self) -> None:
+        assert self._consumer is not None
+        try:
+            known = await self._consumer.topics()
+        except (KafkaError, OSError) as exc:
+            raise StoreUnavailableError(f"cannot list the topics of Kafka: {exc!r}") from exc
+        if self.checkpoints_topic not in known:
+            raise StoreUnavailableError(
+                f"topic {self.checkpoints_topic!r} (the signed checkpoints of {self.topic!r}) "
+                "does not exist; create it first (ensure_topics, or --partitions on worker)"
+            )
+        every, interval = self._checkpoint_options
+        self._checkpointer = KafkaCheckpointer(
+            lambda: self._producer,
+            self.checkpoints_topic,
+            self.signing_key,
+            writer=self.writer_id,
+            every=every,
+            interval=interval,
+            timeout=self.request_timeout_ms / 1000 + 1,
+        )
+
+    async def checkpoint(self) -> None:
+        """Sign and publish a checkpoint of the heads this store wrote, now.
+
+        Needs ``signing_key``; raises ``StoreUnavailableError`` if Kafka does
+        not acknowledge it (it is sent again with the next one).
+        """
+        if self.signing_key is None:
+            raise UsageError(f"{self!r} has no signing_key: it cannot sign checkpoints")
+        self._check_ready()
+        assert self._checkpointer is not None
+        await self._checkpointer.flush()
+
     async def _stop_clients(self) -> None:
         producer, self._producer = self._producer, None
         consumer, self._consumer = self._consumer, None
@@ -277,8 +351,15 @@ class KafkaEventStore(EventStore):
     async def aclose(self) -> None:
         if self._closed:
             return
+        checkpointer, self._checkpointer = self._checkpointer, None
         try:
-            await self._index.close()
+            if checkpointer is not None:
+                try:
+                    await checkpointer.aclose()  # the last checkpoint, at close
+                finally:
+                    await self._index.close()
+            else:
+                await self._index.close()
         finally:
             self._closed = True
             await self._stop_clients()
@@ -508,6 +589,17 @@ class KafkaEventStore(EventStore):
         )
 
     async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
+        """Produce a sealed batch and wait for every acknowledgement (see ``_append``).
+
+        With a signing key, the heads of what Kafka acknowledged go into the next
+        signed checkpoint.
+        """
+        recorded = await self._append(events, expected_sequence=expected_sequence)
+        if self._checkpointer is not None:
+            self._checkpointer.note(recorded)
+        return recorded
+
+    async def _append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
         """Produce a sealed batch and wait for every acknowledgement.
 
         ``expected_sequence`` is checked against the local index (single writer

@@ -51,7 +51,8 @@ class ServiceConfig(msgspec.Struct, kw_only=True):
     #: ``{kafka_prefix}.events`` (``db`` keeps only the operations)
     kafka: str | None = None
     kafka_prefix: str = "statelog"
-    #: an Ed25519 private key's PEM file: the SQLite log signs checkpoints of its heads
+    #: an Ed25519 private key's PEM file: the log signs checkpoints of its heads (with
+    #: ``kafka``, those the service writes itself, in its own chain)
     signing_key: str | None = None
     #: Ed25519 public keys' PEM files (several after a rotation): ``verify`` checks the
     #: signed checkpoints with them (and with ``signing_key``'s public half)
@@ -111,7 +112,10 @@ class Service:
             from statelog.worker._remote import RemoteRuns
 
             events = f"{config.kafka_prefix}.events"
-            self._store = await KafkaEventStore(config.kafka, events).connect()
+            # with a key, what the service writes itself (forks) is signed in its own chain
+            self._store = await KafkaEventStore(
+                config.kafka, events, signing_key=config.signing_key
+            ).connect()
             producer = await CommandProducer(config.kafka, prefix=config.kafka_prefix).start()
             self._closing.append(producer)
             remote = RemoteRuns(producer, self._store)

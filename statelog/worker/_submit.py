@@ -77,9 +77,12 @@ class CommandProducer:
 async def ensure_topics(
     bootstrap_servers: str, prefix: str, partitions: int, *, replication: int = 1
 ) -> int:
-    """Create ``{prefix}.commands`` and ``{prefix}.events`` with ``partitions`` each if missing.
+    """Create ``{prefix}.commands`` and ``{prefix}.events`` with ``partitions`` each if missing,
+    and ``{prefix}.events.checkpoints`` (one partition: the signed checkpoints of
+    workers with ``--signing-key``).
 
-    The events topic gets ``retention.ms=-1``; use ``replication=3`` on a real cluster.
+    The events and checkpoints topics get ``retention.ms=-1``; use ``replication=3``
+    on a real cluster.
 
     Returns the partition count; raises ``StoreUnavailableError`` if the two
     topics exist with different counts (a stream's commands and events must
@@ -89,20 +92,21 @@ async def ensure_topics(
     from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
     names = topic_names(prefix)
+    checkpoints = f"{names[1]}.checkpoints"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=10_000)
     try:
         await admin.start()
-        missing = [n for n in names if n not in await admin.list_topics()]
+        missing = [n for n in (*names, checkpoints) if n not in await admin.list_topics()]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics(
                     [
                         NewTopic(
                             name=n,
-                            num_partitions=partitions,
+                            num_partitions=1 if n == checkpoints else partitions,
                             replication_factor=replication,
-                            # the events are the log of record: keep them forever
-                            topic_configs={"retention.ms": "-1"} if n == names[1] else {},
+                            # the events and their checkpoints are of record: keep them forever
+                            topic_configs={} if n == names[0] else {"retention.ms": "-1"},
                         )
                         for n in missing
                     ]
@@ -110,7 +114,7 @@ async def ensure_topics(
         # describe only topics that exist: some brokers create the ones they describe
         for _ in range(100):
             listed = await admin.list_topics()
-            if all(n in listed for n in names):
+            if all(n in listed for n in (*names, checkpoints)):
                 break
             await asyncio.sleep(0.1)
         else:

@@ -49,6 +49,8 @@ from statelog.eventstore import (
     SnapshotStore,
     StoreError,
     StreamId,
+    load_private_key,
+    snapshot_mac_key,
     utcnow,
 )
 
@@ -107,6 +109,9 @@ class Worker:
         concurrency: int = 64,
         worker_id: str | None = None,
         log: TextIO | None = None,
+        signing_key: Any = None,
+        checkpoint_every: int | None = None,
+        checkpoint_interval: float | None = None,
     ) -> None:
         if not workflows:
             raise ConfigError("a worker needs at least one workflow (--app or --demo)")
@@ -128,6 +133,15 @@ class Worker:
         self._consumer: Any = None
         self._snapshots: SnapshotStore | None = None
         self.steps = 0
+        # signed checkpoints of the heads this worker writes (a key or its PEM file's path)
+        if isinstance(signing_key, str | os.PathLike):
+            signing_key = load_private_key(signing_key)
+        self.signing_key = signing_key
+        self._checkpoint_options: dict[str, Any] = {}
+        if checkpoint_every is not None:
+            self._checkpoint_options["checkpoint_every"] = checkpoint_every
+        if checkpoint_interval is not None:
+            self._checkpoint_options["checkpoint_interval"] = checkpoint_interval
 
     # ------------------------------------------------------------------ reporting
 
@@ -149,11 +163,16 @@ class Worker:
             self.events_topic,
             client_id=f"statelog-{self.worker_id}",
             claims_required=True,  # every record this worker writes carries a fence
+            signing_key=self.signing_key,
+            **self._checkpoint_options,
         )
         await store.connect()
         self._store = store
         if self.snapshots_path:
-            self._snapshots = await SnapshotStore(self.snapshots_path).connect()
+            # a signing worker seals its snapshots with a MAC derived from its key, so a
+            # snapshot forged without the key is skipped on resume (as SQLite writers do)
+            mac = snapshot_mac_key(self.signing_key) if self.signing_key is not None else None
+            self._snapshots = await SnapshotStore(self.snapshots_path, hmac_key=mac).connect()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap_servers,
             group_id=self.group,
@@ -179,7 +198,9 @@ class Worker:
                     f"{self.events_topic} has {store.partitions}: they must have the same count"
                 )
             consumer.subscribe([self.commands_topic], listener=_Listener(self))
-            self.report("started", group=self.group, topic=self.commands_topic)
+            self.report(
+                "started", group=self.group, topic=self.commands_topic, **self._signed(store)
+            )
             committer = asyncio.create_task(self._commit_loop(stop))
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
@@ -209,7 +230,14 @@ class Worker:
             if self._snapshots is not None:
                 await self._snapshots.aclose()
             await store.aclose()
-            self.report("stopped", steps=self.steps)
+            self.report("stopped", steps=self.steps, **self._signed(store))
+
+    @staticmethod
+    def _signed(store: Any) -> dict[str, Any]:
+        """For the ``started``/``stopped`` lines: the worker's checkpoint chain."""
+        if store.signing_key is None:
+            return {}
+        return {"checkpoint_writer": store.writer_id, "checkpoints_topic": store.checkpoints_topic}
 
     # ------------------------------------------------------------------ ownership
 
