@@ -396,3 +396,72 @@ async def test_one_verifier_reads_the_relays_chain_too(kafka_bootstrap, keys, tm
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ok: 3 streams, 12 events; " in done.stdout
     assert "of 1 writer (signatures verified), 0 events after the signed heads" in done.stdout
+
+
+async def test_a_fenced_zombie_never_signs_what_readers_skip(kafka_bootstrap, keys):
+    """Ownership moves: the old owner's chain keeps the heads it wrote before the fence,
+    the new owner's chain the heads after; the zombie's fenced append is not signed, so
+    verify passes and the stream is held by both chains."""
+    from statelog.eventstore import FencedError
+
+    private, public = keys
+    events, checkpoints = await topics(kafka_bootstrap, partitions=1)
+    old = await KafkaEventStore(kafka_bootstrap, events, signing_key=private).connect()
+    new = await KafkaEventStore(kafka_bootstrap, events, signing_key=private).connect()
+    try:
+        await old.claim(0, "old")
+        await old.append([ev("a", 0), ev("a", 1)], expected_sequence=-1)
+        await old.checkpoint()
+        await new.refresh()
+        await new.claim(0, "new")
+        with pytest.raises(FencedError):
+            await old.append([ev("a", 2, "zombie")], expected_sequence=1)
+        written = await new.append([ev("a", 2), ev("a", 3)], expected_sequence=1)
+    finally:
+        await old.aclose()  # its last checkpoint: nothing moved since #1 (the fenced one)
+        await new.aclose()
+    records, _ = await read_anchor_records(kafka_bootstrap, checkpoints)
+    heads = {
+        r.writer: [tuple(h) for h in Checkpoint.from_bytes(r.signed.body).changed] for r in records
+    }
+    assert heads == {
+        old.writer_id: [("pk", "a", 1, heads[old.writer_id][0][3])],
+        new.writer_id: [("pk", "a", 3, written[-1].event.hash)],
+    }
+    async with KafkaEventStore(kafka_bootstrap, events) as reader:
+        report = await audit_kafka(reader, public_keys=[load_public_key(public)])
+        assert reader.fenced_records == 1
+    assert report.ok, report.findings
+    assert report.writers == {old.writer_id: 1, new.writer_id: 1}
+
+
+def ev(app: str, seq: int, actor: str | None = None) -> Event:
+    return Event(
+        partition_key="pk", app_id=app, sequence_id=seq, kind="action_completed",
+        action="step", actor=actor,
+    )  # fmt: skip
+
+
+def test_kept_merkle_leaves_give_merkle_roots_bytes():
+    """The checkpointer's kept leaves (only moved heads re-hashed) give the same root as
+    ``merkle_root`` over every head, as streams are added and move, in any name order."""
+    import random
+
+    from statelog.eventstore._checkpoints import merkle_root
+    from statelog.eventstore.kafka._signing import _Leaves
+
+    rng = random.Random(7)
+    leaves, heads = _Leaves(), {}
+    names = ["", "a", "a/b", "b", "é", "Z", "tenant/1", "\U0001f600", "a\x00"]
+    for _ in range(40):
+        changed = {
+            (rng.choice(names), rng.choice(names) + str(rng.randrange(30))): (
+                rng.randrange(10**6),
+                f"{rng.getrandbits(256):064x}",
+            )
+            for _ in range(rng.randrange(1, 12))
+        }
+        heads.update(changed)
+        leaves.update(changed)
+        assert leaves.root() == merkle_root(heads)
+    assert _Leaves().root() == merkle_root({})
