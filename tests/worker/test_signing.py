@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from statelog.eventstore import generate_key_files
-from statelog.eventstore.kafka import decode_record, read_anchor_records
+from statelog.eventstore._checkpoints import Checkpoint
+from statelog.eventstore.kafka import KafkaEventStore, decode_record, read_anchor_records
 from statelog.eventstore.kafka._signing import encode_anchor
 from statelog.worker import ensure_topics
 from tests.eventstore.test_kafka_signing import cli, copy_topic, publish
@@ -163,3 +164,60 @@ async def test_serve_kafka_signs_what_it_writes_itself(
     )]  # fmt: skip
     (body,) = {r.signed.body for r in service_chain}  # one fork, one checkpoint at close
     assert b'"branch"' in body
+
+
+async def test_after_kill_9_the_streams_move_to_another_chain_and_still_verify(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A worker killed mid-run: its chain ends at its last published checkpoint, the new
+    owner signs the same streams further on in its own chain; both hold."""
+    private, public = generate_key_files(tmp_path / "signing.key")
+    signing = ["--signing-key", private, "--checkpoint-seconds", "0.3"]
+    workers = [cluster.start(f"w{n}", *signing) for n in range(2)]
+    await cluster.settled(workers)
+    steps = 60  # 20 ms a step: mid-run when the victim has signed twice (every 0.3 s)
+    commands = starts("paced", 12, steps)
+    await cluster.submit(commands)
+    checkpoints = f"{cluster.events_topic}.checkpoints"
+    victim, survivor = workers
+    victim_chain = victim.events("started")[0]["checkpoint_writer"]
+
+    async def victim_signed() -> bool:
+        records, _ = await read_anchor_records(cluster.bootstrap, checkpoints)
+        return sum(r.writer == victim_chain for r in records) >= 2
+
+    await wait_for(victim_signed, f"the victim's checkpoints\n{cluster.diagnostics()}", 60)
+    victim.signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    await cluster.settled([survivor])
+    kafka = ["--bootstrap", cluster.bootstrap, "--topic", cluster.events_topic]
+    reader = await KafkaEventStore(cluster.bootstrap, cluster.events_topic).connect()
+    try:
+        await wait_for(
+            lambda: _all_at(cluster, reader, commands, steps),
+            f"the apps to finish on the survivor\n{cluster.diagnostics()}",
+            timeout=90,
+            every=0.5,
+        )
+    finally:
+        await reader.aclose()
+    survivor.signal(signal.SIGTERM)
+    survivor.stop()
+    done = cli("verify", *kafka, "--public-key", public)
+    assert done.returncode == 0, done.stdout + done.stderr + cluster.diagnostics()
+    # (what the victim wrote after its last checkpoint and did not move on is unsigned)
+    assert "of 2 writers (signatures verified)" in done.stdout
+    records, _ = await read_anchor_records(cluster.bootstrap, checkpoints)
+    signed_by: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        for pk, app, _, _ in Checkpoint.from_bytes(record.signed.body).changed:
+            signed_by.setdefault((pk, app), set()).add(record.writer)
+    moved = [s for s, chains in signed_by.items() if len(chains) == 2]
+    assert moved, signed_by  # the victim's unfinished apps, signed by both chains
+
+
+async def _all_at(
+    cluster: Cluster, reader: KafkaEventStore, commands: list[Any], steps: int
+) -> bool:
+    lengths = await cluster.lengths(reader, [c.stream for c in commands])
+    return all(n >= steps for n in lengths.values())
