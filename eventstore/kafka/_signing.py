@@ -231,6 +231,7 @@ class KafkaCheckpointer:
         self._task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._error: BaseException | None = None
+        self._stopped = False
         #: how many checkpoints Kafka acknowledged
         self.published = 0
 
@@ -259,8 +260,14 @@ class KafkaCheckpointer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self._pending and (self._task is None or self._task.done()):
+        if (self._pending or self._unsent) and (self._task is None or self._task.done()):
             self._start()
+
+    def _rearm(self) -> None:
+        """After a checkpoint: heads noted while it ran, or a publish that failed, get one
+        more in ``interval`` seconds even if nothing else is appended."""
+        if (self._pending or self._unsent) and self._timer is None and not self._stopped:
+            self._timer = asyncio.get_running_loop().call_later(self.interval, self._on_timer)
 
     def _start(self) -> None:
         self._pending = 0
@@ -292,6 +299,7 @@ class KafkaCheckpointer:
         except Exception as exc:  # kept for flush/aclose: a background task must not lose it
             logger.warning("checkpoint of %s not published: %s", self.writer, exc)
             self._error = exc
+        self._rearm()
 
     async def _publish(self) -> None:
         """Send the signed, unacknowledged checkpoints in order (the same bytes each try)."""
@@ -335,6 +343,7 @@ class KafkaCheckpointer:
         await self.flush()
 
     def stop(self) -> None:
+        self._stopped = True
         if self._timer is not None:
             with contextlib.suppress(RuntimeError):
                 self._timer.cancel()

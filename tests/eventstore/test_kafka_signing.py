@@ -44,6 +44,7 @@ from statelog.eventstore.kafka import (
 from statelog.eventstore.kafka._signing import encode_anchor
 from tests.kafka_broker import create_topic
 from tests.kafka_helpers import append_workload, read_topic
+from tests.worker.harness import wait_for
 
 pytestmark = pytest.mark.kafka
 
@@ -465,3 +466,33 @@ def test_kept_merkle_leaves_give_merkle_roots_bytes():
         leaves.update(changed)
         assert leaves.root() == merkle_root(heads)
     assert _Leaves().root() == merkle_root({})
+
+
+async def test_heads_noted_while_a_checkpoint_runs_are_signed_without_more_writes(
+    kafka_bootstrap, keys
+):
+    """Appends that land while a checkpoint is being signed and published get their own
+    checkpoint ``checkpoint_interval`` later, even if the writer goes idle (not only at
+    close)."""
+    private, public = keys
+    events, checkpoints = await topics(kafka_bootstrap, partitions=1)
+    store = KafkaEventStore(
+        kafka_bootstrap, events, signing_key=private, checkpoint_every=1, checkpoint_interval=0.2
+    )
+    async with store:
+        # the first append starts a checkpoint; the second is acknowledged while that one
+        # is signed and published (one produce against a signature and a produce)
+        await store.append([ev("a", 0)], expected_sequence=-1)
+        await store.append([ev("b", 0)], expected_sequence=-1)
+
+        async def both_signed() -> bool:
+            records, _ = await read_anchor_records(kafka_bootstrap, checkpoints)
+            heads = {tuple(h[:3]) for r in records for h in Checkpoint.from_bytes(
+                r.signed.body
+            ).changed}  # fmt: skip
+            return heads == {("pk", "a", 0), ("pk", "b", 0)}
+
+        await wait_for(both_signed, "both heads signed while the store is open", timeout=20)
+    async with KafkaEventStore(kafka_bootstrap, events) as reader:
+        report = await audit_kafka(reader, public_keys=[load_public_key(public)])
+    assert report.ok and report.unsigned_events == 0, report.findings
