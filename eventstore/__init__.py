@@ -72,12 +72,14 @@ from ._ops import apply_ops, diff_ops, ops_of_delta
 from ._resource import AsyncResource
 from ._snapshots import (
     SNAPSHOT_SCHEMA_VERSION,
+    LoadedStream,
     Snapshot,
     SnapshotBackend,
     SnapshotPolicy,
     SnapshotSkippedWarning,
     SnapshotStore,
     load_state,
+    load_stream,
 )
 from .sqlite import SQLiteEventStore, audit_file
 
@@ -112,6 +114,7 @@ __all__ = [
     "KeyMismatchError",
     "LegacyV1",
     "Lineage",
+    "LoadedStream",
     "MemoryEventStore",
     "Recorded",
     "SQLiteEventStore",
@@ -146,6 +149,7 @@ __all__ = [
     "load_private_key",
     "load_public_key",
     "load_state",
+    "load_stream",
     "merkle_root",
     "ops_of_delta",
     "prepare_append",
