@@ -263,7 +263,7 @@ class _HashView(msgspec.Struct, frozen=True, gc=False):
 _encode_view = msgspec.json.Encoder(order="deterministic").encode
 
 
-def canonical_bytes(event: Event) -> bytes:
+def canonical_bytes(event: Event, plain_ops: bool = False) -> bytes:
     """The bytes the hash chain covers (``hash`` itself never is).
 
     A v2 event: the RFC 8785 canonical JSON of ``hash_view(event)``, through
@@ -272,7 +272,8 @@ def canonical_bytes(event: Event) -> bytes:
     fixed fields never do. A v1 event (``legacy`` set): the v1 rule, msgspec's
     deterministic JSON of the frozen v1 struct. Raises ``EncodingError``
     (with the path) for a value with no canonical form: an int beyond
-    +-(2**53 - 1), NaN or infinity, a non-str key.
+    +-(2**53 - 1), NaN or infinity, a non-str key. ``plain_ops``: the caller
+    knows the ops hold no float and ASCII names only (``scalar_ops``).
     """
     if event.legacy is not None:
         return v1_canonical_bytes(event)
@@ -284,7 +285,7 @@ def canonical_bytes(event: Event) -> bytes:
         # the fixed fields hold no float and ASCII names: only user values are checked
         if not (
             (not inputs or _plain_json(inputs))
-            and _plain_ops(event.ops)
+            and (plain_ops or _plain_ops(event.ops))
             and (result is None or _plain_json(result))
             and (not data or _plain_json(data))
             and (error is None or _plain_json(error.traceback))
@@ -551,7 +552,9 @@ def _located(
     return _refused(stream, sequence_id, path, refusal.expected, refusal.got)
 
 
-def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> None:
+def check_values(
+    event: Event, stream: tuple[str, str], sequence_id: int, ops_checked: bool = False
+) -> None:
     """Refuse ``event`` unless every field reads back identically (and hashes the same).
 
     ``InvalidEventError`` for a field of the wrong type, ``EncodingError`` for a
@@ -564,7 +567,8 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     strs are refused by the encoders (``_explain``).
     The identity, ``sequence_id``, ``kind`` and ``schema_version`` are
     ``check_event``'s. One walk over the values; the fields are plain type
-    checks, exact types first.
+    checks, exact types first. ``ops_checked``: the caller found the ops to be
+    scalar sets and appends (``scalar_ops``), whose values pass; not walked again.
     """
     value: Any = event.action
     if type(value) is not str and value is not None and not _is_str(value):
@@ -620,7 +624,7 @@ def check_values(event: Event, stream: tuple[str, str], sequence_id: int) -> Non
     # the one walk over the values
     field = "ops"
     try:
-        if ops:
+        if ops and not ops_checked:  # (``ops_checked``: the caller's ``scalar_ops``)
             _check_ops(ops)
         if inputs:
             field = "inputs"

@@ -159,3 +159,50 @@ async def test_append_refuses_nan_with_nothing_written() -> None:
     with pytest.raises(EncodingError):
         await store.append([bad], expected_sequence=-1)
     assert await store.last_sequence("", "a") == -1
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+async def test_an_appended_event_is_hashed_over_its_rfc8785_bytes(event: Event) -> None:
+    """The store's append path (which skips the hash's own float test for ops it
+    found to be scalar sets and appends) seals the same bytes as ``rfc8785``."""
+    import hashlib
+
+    store = MemoryEventStore()
+    first = msgspec.structs.replace(
+        event,
+        partition_key="p",
+        app_id="a",
+        sequence_id=0,
+        timestamp=event.timestamp.replace(tzinfo=UTC),  # (the store takes UTC only)
+        prev_hash="",
+        hash="",
+    )
+    (recorded,) = await store.append([first], expected_sequence=-1)
+    sealed = recorded.event
+    assert sealed.hash == hashlib.sha256(rfc8785.dumps(hash_view(sealed))).hexdigest()
+
+
+@pytest.mark.parametrize("value", [2**53, -(2**53), 1.5, float("inf")])
+@pytest.mark.parametrize("op", ["set", "append"])
+async def test_a_scalar_op_value_is_still_checked_on_append(op: str, value: object) -> None:
+    """An unsafe int or a non-finite float in a set/append op is refused with
+    nothing written; a finite float is hashed by the RFC 8785 path."""
+    import hashlib
+
+    store = MemoryEventStore()
+    event = Event(
+        partition_key="",
+        app_id="a",
+        sequence_id=0,
+        kind="k",
+        ops=[{"op": op, "key": "x", "value": value}],
+    )
+    if value == 1.5:
+        (recorded,) = await store.append([event], expected_sequence=-1)
+        view = hash_view(recorded.event)
+        assert recorded.event.hash == hashlib.sha256(rfc8785.dumps(view)).hexdigest()
+        return
+    with pytest.raises(EncodingError):
+        await store.append([event], expected_sequence=-1)
+    assert await store.last_sequence("", "a") == -1
