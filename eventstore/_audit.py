@@ -51,6 +51,8 @@ class AuditReport(msgspec.Struct, kw_only=True):
     snapshots: int = 0
     checkpoint: int | None = None  # the latest checkpoint's sequence (None: none)
     checkpoint_digest: str = ""
+    #: the digest of every checkpoint the replay accepted, by sequence (--expect-checkpoint)
+    checkpoint_digests: dict[int, str] = msgspec.field(default_factory=dict)
     checkpoint_position: int = 0
     signed: bool = False  # the checkpoints' signatures were checked with a public key
     unsigned_events: int = 0  # events after the latest checkpoint's head of their stream

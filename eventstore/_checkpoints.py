@@ -313,6 +313,8 @@ class Replayed(msgspec.Struct, kw_only=True):
     latest: Checkpoint | None
     latest_digest: str
     problems: list[str]
+    #: every replayed checkpoint's digest, by its sequence (what an anchor holds)
+    digests: dict[int, str] = msgspec.field(default_factory=dict)
 
 
 def replay(
@@ -339,6 +341,7 @@ def replay(
     latest: Checkpoint | None = None
     previous = ""
     problems: list[str] = []
+    digests: dict[int, str] = {}
     expected = 1
     for row_sequence, item in signed:
         try:
@@ -369,7 +372,7 @@ def replay(
             heads[pk, app] = (seq, head_hash)
             history.setdefault((pk, app), {})[seq] = (head_hash, checkpoint.sequence)
         latest = checkpoint
-        previous = digest(item.body)
+        previous = digests[checkpoint.sequence] = digest(item.body)
         expected += 1
     if (
         latest is not None
@@ -381,7 +384,12 @@ def replay(
             "the checkpoints before it recorded"
         )
     return Replayed(
-        heads=heads, signed=history, latest=latest, latest_digest=previous, problems=problems
+        heads=heads,
+        signed=history,
+        latest=latest,
+        latest_digest=previous,
+        problems=problems,
+        digests=digests,
     )
 
 

@@ -410,6 +410,7 @@ def _audit_export(path: str, key: bytes | None, public_keys: list[Any]) -> Audit
     if replayed.latest is not None:
         report.checkpoint = replayed.latest.sequence
         report.checkpoint_digest = replayed.latest_digest
+        report.checkpoint_digests = replayed.digests
         report.checkpoint_position = replayed.latest.position
     elif public_keys:
         report.findings.append(

@@ -254,7 +254,8 @@ def _print_report(args: argparse.Namespace, report: AuditReport, keys: list[Any]
 
 def _expect(report: AuditReport, expected: str) -> list[Finding]:
     """``--expect-checkpoint SEQ[:DIGEST]``: the latest checkpoint is at least SEQ
-    (and, with DIGEST, the file's checkpoint SEQ... is this one when SEQ is the latest)."""
+    and, with DIGEST, the file's checkpoint SEQ is the one published (a deleted
+    anchored checkpoint that a writer signed again, then signed past, differs)."""
     seq_text, _, digest = expected.partition(":")
     if not seq_text.isdigit():
         raise ConfigError(f"--expect-checkpoint wants SEQ or SEQ:DIGEST, got {expected!r}")
@@ -269,13 +270,14 @@ def _expect(report: AuditReport, expected: str) -> list[Finding]:
                 "log was rolled back to an older checkpoint",
             )
         ]
-    if digest and latest == seq and digest != report.checkpoint_digest:
+    have = report.checkpoint_digests.get(seq, "")
+    if digest and digest != have:
+        held = f"has digest {have[:16]}..." if have else "is not in the file's checked chain"
         return [
             Finding(
                 stream=None,
                 sequence_id=None,
-                reason=f"checkpoint #{seq} has digest {report.checkpoint_digest[:16]}..., "
-                f"the one published is {digest[:16]}...",
+                reason=f"checkpoint #{seq} {held}, the one published is {digest[:16]}...",
             )
         ]
     return []

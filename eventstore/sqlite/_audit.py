@@ -125,6 +125,7 @@ def _plan(
     if replayed.latest is not None:
         report.checkpoint = replayed.latest.sequence
         report.checkpoint_digest = replayed.latest_digest
+        report.checkpoint_digests = replayed.digests
         report.checkpoint_position = replayed.latest.position
     elif keys:
         report.findings.append(

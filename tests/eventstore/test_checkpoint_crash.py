@@ -462,13 +462,6 @@ def test_the_newest_row_taken_from_under_a_running_writer_is_refused(
     asyncio.run(run())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: verify --expect-checkpoint SEQ:DIGEST compares DIGEST only when SEQ is the "
-    "file's latest checkpoint (statelog/_cli_log.py _expect; AuditReport keeps only the latest "
-    "digest), so a deleted anchored checkpoint that a writer re-signed, then signed past, "
-    "goes unseen",
-)
 def test_an_anchored_checkpoint_re_signed_after_its_deletion_is_caught(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -501,3 +494,4 @@ def test_an_anchored_checkpoint_re_signed_after_its_deletion_is_caught(
     )
     out, _ = capsys.readouterr()
     assert code == 1, out
+    assert "checkpoint #5 has digest" in out and "the one published is" in out, out
