@@ -218,7 +218,7 @@ def _bad(kind: str, key: str, held: Any, want: str) -> EncodingError:
 def _own(state: dict[str, Any], key: str, kind: str, owned: set[str], container: type) -> Any:
     """``state[key]`` as a container this fold owns (copied once; absent: empty)."""
     held: Any = state.get(key, _ABSENT)
-    if key in owned:
+    if key in owned and type(held) is container:
         return held
     if held is _ABSENT:
         held = container()

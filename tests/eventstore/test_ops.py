@@ -70,6 +70,36 @@ def test_folding_applies_each_op_and_never_changes_the_event() -> None:
         apply_ops({"xs": 1}, [{"op": "append", "key": "xs", "value": 2}], set())
 
 
+@pytest.mark.parametrize(
+    ("made", "then", "expected"),
+    [
+        (
+            {"op": "append", "key": "k", "value": 1},
+            {"op": "merge", "key": "k", "value": {}},
+            "an object",
+        ),
+        (
+            {"op": "merge", "key": "k", "value": {"a": 1}},
+            {"op": "append", "key": "k", "value": 2},
+            "a list",
+        ),
+        (
+            {"op": "extend", "key": "k", "values": [1]},
+            {"op": "merge", "key": "k", "value": {}},
+            "an object",
+        ),
+    ],
+    ids=["append-then-merge", "merge-then-append", "extend-then-merge"],
+)
+def test_a_container_the_fold_made_is_still_type_checked(
+    made: dict[str, Any], then: dict[str, Any], expected: str
+) -> None:
+    # the fold grows its own containers in place; the other kind of op on one is
+    # still a typed EncodingError, not an AttributeError from list.update/dict.append
+    with pytest.raises(EncodingError, match=f"expected {expected}"):
+        fold([ev([made]), ev([then])])
+
+
 def test_diff_ops_gives_the_smallest_change() -> None:
     before = {"log": list(range(100)), "cfg": {"a": 1, "b": 2}, "gone": 1, "n": 1}
     after = {"log": [*range(100), 100], "cfg": {"a": 1, "b": 3, "c": 4}, "n": 2}
