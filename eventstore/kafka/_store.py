@@ -588,6 +588,17 @@ class KafkaEventStore(EventStore):
             "a store made with claims_required=True writes only to claimed partitions"
         )
 
+    def _refuse_bad(self, events: Sequence[Event], expected_sequence: int) -> None:
+        """Raise the typed error every store raises for a bad batch; nothing is sent."""
+        prepare_append(
+            events,
+            expected_sequence,
+            "",
+            codec=self.codec,
+            key=self.hmac_key,
+            max_size=self.max_event_size,
+        )
+
     async def append(self, events: Sequence[Event], *, expected_sequence: int) -> list[Recorded]:
         """Produce a sealed batch and wait for every acknowledgement (see ``_append``).
 
@@ -611,14 +622,7 @@ class KafkaEventStore(EventStore):
         self._check_ready()
         events = list(events)
         if not events or not isinstance(events[0], Event) or not _routable(events[0]):
-            prepare_append(  # raises the same typed error as every store, before routing
-                events,
-                expected_sequence,
-                "",
-                codec=self.codec,
-                key=self.hmac_key,
-                max_size=self.max_event_size,
-            )
+            self._refuse_bad(events, expected_sequence)  # before routing by the identity
         stream = events[0].stream
         lock = self._locks.get(stream)
         if lock is None:
@@ -628,14 +632,7 @@ class KafkaEventStore(EventStore):
             if head is None:
                 # a new stream is routed by its identity and parent: a bad batch is
                 # refused (typed, nothing sent) before they pick its partition
-                prepare_append(
-                    events,
-                    expected_sequence,
-                    "",
-                    codec=self.codec,
-                    key=self.hmac_key,
-                    max_size=self.max_event_size,
-                )
+                self._refuse_bad(events, expected_sequence)
                 home = self._home_of_new(events[0])
             else:
                 home = head.partition
