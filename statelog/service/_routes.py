@@ -31,7 +31,7 @@ from ._service import Service, fingerprint, unknown_app
 from ._signed_head import signed_head
 from ._status import ACTIVE, FINAL
 
-__all__ = ["router"]
+__all__ = ["queue_run", "router"]
 
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="a token from --token-file")
@@ -89,6 +89,14 @@ async def start_run(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     """Queue a run; answer 202 with the operation and ``Location`` at once."""
+    return await queue_run(service, principal, body, idempotency_key)
+
+
+async def queue_run(
+    service: Service, principal: Principal, body: StartRunRequest, idempotency_key: str | None
+) -> JSONResponse:
+    """What ``POST /v1/runs`` does once its body, token and headers are read (the route
+    above and the plain-ASGI path of ``_app._Edge`` share it)."""
     principal.require(body.partition_key, write=True)
     if not service.ready:
         raise ProblemError("shutting-down", "the service is not accepting runs")

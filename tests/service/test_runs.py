@@ -345,3 +345,44 @@ def test_graphs_are_served_as_registered(http: httpx.Client) -> None:
     unknown = http.get("/v1/graphs/nope")
     assert unknown.status_code == 422  # as for a run of an unknown graph
     assert unknown.json()["type"] == "urn:statelog:problem:unknown-graph"
+
+
+def test_post_runs_answers_alike_on_its_plain_path_and_through_the_route(
+    http: httpx.Client,
+) -> None:
+    """``_Edge`` answers a plain ``POST /v1/runs`` itself and hands every other one to the
+    route: both queue runs, refuse with the same problems and count as ``/v1/runs``."""
+    plain = start(http, graph="counter", app_id="c-plain")  # application/json: the plain path
+    routed = http.post(  # a +json media type: the route reads it as JSON, the plain path not
+        "/v1/runs",
+        content=json.dumps({"graph": "counter", "app_id": "c-routed"}),
+        headers={"content-type": "application/vnd.statelog+json"},
+    )
+    assert routed.status_code == 202, routed.text
+    assert routed.headers["location"] == f"/v1/operations/{routed.json()['id']}"
+    for op in (plain, routed.json()):
+        assert wait_status(http, op["id"], FINAL)["status"] == "completed"
+        assert op.keys() == plain.keys()
+    # refused on the plain path (a problem from queue_run) and by the route (its body checks)
+    unknown = http.post("/v1/runs", json={"graph": "nope", "app_id": "c-nope"})
+    assert unknown.status_code == 422 and unknown.json()["type"].endswith(":unknown-graph")
+    assert unknown.json()["instance"] == "/v1/runs" and unknown.headers["x-request-id"]
+    assert unknown.headers["content-type"] == "application/problem+json"
+    malformed = http.post(
+        "/v1/runs", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400 and malformed.json()["type"].endswith(":malformed-json")
+    extra = http.post("/v1/runs", json={"graph": "counter", "app_id": "c-extra", "x": 1})
+    assert extra.status_code == 422 and extra.json()["type"].endswith(":invalid-request")
+    long_key = http.post(
+        "/v1/runs",
+        json={"graph": "counter", "app_id": "c-key"},
+        headers={"Idempotency-Key": "k" * 201},
+    )
+    assert long_key.status_code == 422
+    ops = http.get("/v1/operations", params={"limit": 1000}).json()["operations"]
+    assert not {"c-nope", "c-extra", "c-key"} & {op["app_id"] for op in ops}
+    text = http.get("/metrics").text
+    assert 'method="POST",route="/v1/runs",status="202"' in text
+    assert 'method="POST",route="/v1/runs",status="422"' in text
+    assert 'method="POST",route="unmatched"' not in text  # the plain path labels its own
