@@ -2,6 +2,7 @@
 
     python bench/bench_verify.py                 # 1,000,000 events, ~2-4 minutes on 2 cores
     python bench/bench_verify.py --events 200000 --rounds 2
+    python bench/bench_verify.py --db /tmp/verify1m.db --small-db /tmp/verify100k.db
 
 A log of N events (engine-like: a timestamp, ops in the compact ``set`` form
 and as ``append`` ops, ``data``; 100 streams; the default msgpack codec;
@@ -13,6 +14,8 @@ signed checkpoints every 10,000 events) is built once. Then, in rounds
   ``hashlib.sha256`` of each body, on one thread. Nothing a verify does can be
   cheaper than reading each row and hashing some bytes of it.
 * ``verify, 1 thread``: ``audit_file(workers=1)`` with the public key.
+* ``verify, 1 thread, 1,000-row pages``: the same as before issue #13's fix
+  (``_audit.THREAD_PAGE`` = 1,000): the same-run A/B of the thread's page size.
 * ``verify, reference path``: the same with the fast path switched off
   (every row decoded to an ``Event`` and hashed by ``canonical_bytes``): the
   same-run A/B of ``eventstore/sqlite/_audit_hash.py``.
@@ -24,14 +27,20 @@ CPU time per event (this process and
 its worker processes: on an idle machine, cores / CPU time is the rate to
 expect), and the longest time the event loop was held: a ticker task sleeps 1 ms in a loop and
 records each oversleep beyond that (so a 0 ms hold means it always woke on
-time). The load average is printed before and after: this machine is shared,
+time), and how many collections of each GC generation ran during it (this
+process). The load average is printed before and after: this machine is shared,
 so only figures of one run compare.
+
+Then the two 1-thread modes again on a small log (``--small-events``, 100,000
+by default: ``audit_file()`` walks a log under ``_audit.PARALLEL_EVENTS`` on one
+thread), since that is where verify runs in the caller's process.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import os
 import resource
@@ -122,6 +131,22 @@ def floor(db: Path) -> tuple[float, int]:
     return count / (time.perf_counter() - started), count
 
 
+#: Collections per GC generation since the last ``gc_counts()`` (all threads).
+_collections = [0, 0, 0]
+
+
+def _count_collection(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _collections[info["generation"]] += 1
+
+
+def gc_counts() -> str:
+    """The collections of gen 0/1/2 since the last call (and reset)."""
+    text = "/".join(map(str, _collections))
+    _collections[:] = [0, 0, 0]
+    return text
+
+
 async def timed_verify(db: Path, public: Any, workers: int | None) -> tuple[float, float, int]:
     """(events/s, longest loop hold in ms, events) of one verify."""
     holds: list[float] = []
@@ -156,6 +181,16 @@ async def idle_loop(seconds: float) -> float:
     return worst * 1000
 
 
+def big_pages(run: Callable[[], Any]) -> Any:
+    """``run()`` with the thread's pages of 1,000 rows, as before issue #13's fix."""
+    page = _audit.THREAD_PAGE
+    _audit.THREAD_PAGE = 1_000
+    try:
+        return run()
+    finally:
+        _audit.THREAD_PAGE = page
+
+
 def reference_only(run: Callable[[], Any]) -> Any:
     """``run()`` with the fast path off: every row takes the reference path."""
     fast = _audit.view_bytes
@@ -177,59 +212,98 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--db", help="reuse (or build once at) this file")
+    parser.add_argument("--small-events", type=int, default=100_000)
+    parser.add_argument("--small-db", help="reuse (or build once at) this file for the small log")
     args = parser.parse_args(argv)
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {load()}")
+    gc.callbacks.append(_count_collection)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        key, pub = generate_key_files(tmp / "verify.key")
-        db = Path(args.db) if args.db else tmp / "verify.db"
-        if args.db and db.exists():
-            pub = f"{db}.pub"
-        else:
-            started = time.perf_counter()
-            asyncio.run(build_log(db, args.events, args.streams, key))
-            if args.db:
-                Path(f"{db}.pub").write_bytes(Path(pub).read_bytes())
-            print(
-                f"built {args.events:,} events in {args.streams} streams in "
-                f"{time.perf_counter() - started:.0f} s"
-            )
-        public = load_public_key(pub)
+        db, public = prepare(tmp, "verify", args.db, args.events, args.streams)
         modes: dict[str, Callable[[], tuple[float, float, int]]] = {
             "floor (SELECT + sha256 of each body)": lambda: (*floor(db)[:1], 0.0, 0),
             "verify, 1 thread": lambda: asyncio.run(timed_verify(db, public, 1)),
+            "verify, 1 thread, 1,000-row pages": lambda: big_pages(
+                lambda: asyncio.run(timed_verify(db, public, 1))
+            ),
             "verify, reference path, 1 thread": lambda: reference_only(
                 lambda: asyncio.run(timed_verify(db, public, 1))
             ),
             "verify, all cores (default)": lambda: asyncio.run(timed_verify(db, public, None)),
         }
-        rates: dict[str, list[float]] = {name: [] for name in modes}
-        holds: dict[str, list[float]] = {name: [] for name in modes}
-        cpu: dict[str, list[float]] = {name: [] for name in modes}
-        events = 0
-        for _ in range(args.rounds):
-            for label, run in modes.items():
-                before = cpu_seconds()
-                rate, hold, count = run()
-                cpu[label].append(cpu_seconds() - before)
-                rates[label].append(rate)
-                holds[label].append(hold)
-                events = count or events
+        measure(modes, args.rounds, floor_label="floor (SELECT + sha256 of each body)")
+        small, small_public = prepare(
+            tmp, "verify-small", args.small_db, args.small_events, args.streams
+        )
+        small_modes: dict[str, Callable[[], tuple[float, float, int]]] = {
+            "verify, 1 thread": lambda: asyncio.run(timed_verify(small, small_public, 1)),
+            "verify, 1 thread, 1,000-row pages": lambda: big_pages(
+                lambda: asyncio.run(timed_verify(small, small_public, 1))
+            ),
+            "verify, default (a log this small: 1 thread)": lambda: asyncio.run(
+                timed_verify(small, small_public, None)
+            ),
+        }
+        measure(small_modes, args.rounds, floor_label=None)
         idle = asyncio.run(idle_loop(3.0))
-        base = statistics.median(rates["floor (SELECT + sha256 of each body)"])
-        print(f"verify of {events:,} events, median of {args.rounds} rounds:")
-        for label in modes:
-            median = statistics.median(rates[label])
-            hold = "" if label.startswith("floor") else f"; loop held <= {max(holds[label]):.1f} ms"
-            used = statistics.median(cpu[label]) / events * 1e6
-            print(
-                f"  {label:<38} {median:>10,.0f} events/s  ({median / base:.2f} x floor); "
-                f"{used:.2f} us CPU/event{hold}"
-                f"  runs: {', '.join(f'{r:,.0f}' for r in rates[label])}"
-            )
-        print(f"  the same 1 ms ticker on an idle loop for 3 s: longest oversleep {idle:.1f} ms")
+        print(f"the same 1 ms ticker on an idle loop for 3 s: longest oversleep {idle:.1f} ms")
     print(load())
     return 0
+
+
+def prepare(tmp: Path, name: str, path: str | None, events: int, streams: int) -> tuple[Path, Any]:
+    """(the log, its public key): the file at ``path`` if it exists, else built."""
+    key, pub = generate_key_files(tmp / f"{name}.key")
+    db = Path(path) if path else tmp / f"{name}.db"
+    if path and db.exists():
+        pub = f"{db}.pub"
+    else:
+        started = time.perf_counter()
+        asyncio.run(build_log(db, events, streams, key))
+        if path:
+            Path(f"{db}.pub").write_bytes(Path(pub).read_bytes())
+        print(
+            f"built {events:,} events in {streams} streams in {time.perf_counter() - started:.0f} s"
+        )
+    return db, load_public_key(pub)
+
+
+def measure(
+    modes: dict[str, Callable[[], tuple[float, float, int]]], rounds: int, floor_label: str | None
+) -> None:
+    """Run ``modes`` in turn, ``rounds`` times, and print each one's figures."""
+    rates: dict[str, list[float]] = {name: [] for name in modes}
+    holds: dict[str, list[float]] = {name: [] for name in modes}
+    cpu: dict[str, list[float]] = {name: [] for name in modes}
+    collections: dict[str, list[str]] = {name: [] for name in modes}
+    events = 0
+    for _ in range(rounds):
+        for label, run in modes.items():
+            before = cpu_seconds()
+            gc_counts()
+            rate, hold, count = run()
+            collections[label].append(gc_counts())
+            cpu[label].append(cpu_seconds() - before)
+            rates[label].append(rate)
+            holds[label].append(hold)
+            events = count or events
+    base = statistics.median(rates[floor_label or next(iter(modes))])
+    print(f"verify of {events:,} events, median of {rounds} rounds ({load()}):")
+    for label in modes:
+        median = statistics.median(rates[label])
+        hold = (
+            ""
+            if label == floor_label
+            else f"; loop held <= {max(holds[label]):.1f} ms"
+            f" (runs: {', '.join(f'{h:.1f}' for h in holds[label])})"
+            f"; GC gen 0/1/2: {', '.join(collections[label])}"
+        )
+        used = statistics.median(cpu[label]) / events * 1e6
+        print(
+            f"  {label:<44} {median:>10,.0f} events/s  ({median / base:.2f} x "
+            f"{'floor' if floor_label else 'the first'}); {used:.2f} us CPU/event{hold}"
+            f"  runs: {', '.join(f'{r:,.0f}' for r in rates[label])}"
+        )
 
 
 if __name__ == "__main__":

@@ -322,3 +322,88 @@ def test_the_fast_structs_follow_the_codecs() -> None:
             assert not field.default_factory() and not msgspec.json.encode(mine.default)[1:-1]
     assert HashView.__struct_fields__ == _HashView.__struct_fields__
     assert list(HashView.__struct_fields__) == sorted(HashView.__struct_fields__)
+
+
+def _long_log(path: Path, events: int) -> None:
+    """One stream of ``events`` events whose bodies decode to GC-tracked lists (``append``)."""
+
+    async def build() -> None:
+        async with SQLiteEventStore(path) as store:
+            for start in range(0, events, 1000):
+                await store.append(
+                    [
+                        Event(
+                            partition_key="p",
+                            app_id="a",
+                            sequence_id=i,
+                            kind="x",
+                            ops=[{"op": "append", "key": "items", "value": [i, [i]]}],
+                        )
+                        for i in range(start, min(start + 1000, events))
+                    ],
+                    expected_sequence=start - 1,
+                )
+
+    asyncio.run(build())
+
+
+def test_a_walk_on_a_thread_sets_off_no_gc_of_the_older_generations(tmp_path: Path) -> None:
+    """The walk on a thread of the caller's process reads pages small enough that its
+    live rows stay under gen 0's threshold: no collection of gen 1 or 2 (a full one
+    holds the GIL, so the caller's event loop, for as long as the whole heap takes)
+    and hardly one of gen 0. Pages of 1,000 rows set off 35 of gen 0 and 3 of gen 1 here
+    (their survivors go to gen 2, whose full collections then follow)."""
+    import gc
+
+    path = tmp_path / "log.db"
+    _long_log(path, 6_000)
+    counts = [0, 0, 0]
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            counts[info["generation"]] += 1
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        report = asyncio.run(audit_file(path, workers=1))
+    finally:
+        gc.callbacks.remove(count)
+    assert report.ok and report.events == 6_000, report.findings
+    assert counts[1] == counts[2] == 0, counts
+    assert counts[0] <= 10, counts
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_problems_at_page_boundaries_are_named(tmp_path: Path, workers: int) -> None:
+    """The walk carries the chain from page to page (pages of ``THREAD_PAGE`` rows on
+    a thread, ``PAGE`` in a worker): an edit on a page's first row, and a hole across
+    the end of a page, are named as anywhere else."""
+    from statelog.eventstore.sqlite import _audit
+
+    path = tmp_path / "log.db"
+    _long_log(path, 2_500)
+    page = _audit.THREAD_PAGE if workers == 1 else _audit.PAGE
+    edited, hole = page, 2 * page - 1  # the first row of page 2; the last of 2 and first of 3
+    with sqlite3.connect(path) as db:  # (one stored hash edited: it and its successor's link)
+        db.execute("UPDATE events SET hash = ? WHERE sequence_id = ?", (bytes(32), edited))
+        db.execute("DELETE FROM events WHERE sequence_id IN (?, ?)", (hole, hole + 1))
+    # a second, empty, stream makes workers=2 split: the walk of "a" runs in a worker
+    asyncio.run(_append_other(path))
+    report = asyncio.run(audit_file(path, workers=workers))
+    found = {(f.sequence_id, f.reason) for f in report.findings}
+    bad_hash = "its hash does not match its content and its predecessor's hash"
+    missing = f"is missing: sequence_id {hole} to {hole + 1} deleted"
+    missing += f" (the stream jumps to {hole + 2})"
+    assert found == {
+        (edited, bad_hash),
+        (edited + 1, bad_hash),
+        (hole, missing),
+    }, report.findings
+
+
+async def _append_other(path: Path) -> None:
+    async with SQLiteEventStore(path) as store:
+        await store.append(
+            [Event(partition_key="p", app_id="b", sequence_id=0, kind="x")], expected_sequence=-1
+        )
