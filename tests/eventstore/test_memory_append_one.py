@@ -4,6 +4,7 @@ nothing written; accepted events chain and hash as the general path does."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -97,3 +98,25 @@ async def test_events_appended_one_by_one_chain_like_a_batch(key: bytes | None) 
         assert all(e.hash == compute_hash(e, key) for e in a)
         assert [e.prev_hash for e in a] == ["", *[e.hash for e in a[:-1]]]
         assert await one.verify() is None
+
+
+@pytest.mark.parametrize("batch", [False, True])
+async def test_a_waiting_subscriber_is_woken_by_each_kind_of_append(batch: bool) -> None:
+    # appends notify only while a subscriber waits (MemoryEventStore._waiting)
+    async with MemoryEventStore() as store:
+        await store.append([ev("a", 0)], expected_sequence=-1)
+        feed = store.subscribe(from_position=1)
+        assert (await anext(feed)).event.sequence_id == 0
+        for seq in range(1, 4):
+            waiter = asyncio.ensure_future(anext(feed))
+            for _ in range(3):
+                await asyncio.sleep(0)  # let it reach the wait
+            assert not waiter.done() and store._waiting == 1
+            if batch:  # a stream's first event goes through the batch path
+                await store.append([ev(f"b{seq}", 0)], expected_sequence=-1)
+            else:
+                await store.append([ev("a", seq)], expected_sequence=seq - 1)
+            got = await asyncio.wait_for(waiter, 5)
+            assert got.position == len(await store.read_all())
+        await feed.aclose()
+        assert store._waiting == 0
