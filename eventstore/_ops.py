@@ -60,11 +60,11 @@ def ops_of_delta(writes: Mapping[str, Any], deletes: Sequence[str] = ()) -> list
 
 
 def json_equal(a: Any, b: Any) -> bool:
-    """Equal as stored JSON: ``1``, ``1.0`` and ``True`` differ, as do ``[1]`` and ``[True]``;
-    the order of an object's members does not matter."""
+    """Equal as stored JSON: ``1``, ``1.0`` and ``True`` differ, as do ``[1]`` and ``[True]``
+    and ``0.0`` and ``-0.0``; the order of an object's members does not matter."""
     if type(a) is not type(b) or a != b:
         return False
-    if type(a) is list or type(a) is dict:
+    if type(a) is list or type(a) is dict or type(a) is float:
         return _encode(a) == _encode(b)
     return True
 

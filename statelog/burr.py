@@ -85,18 +85,8 @@ _HEADS = 1024
 #: Appends retried after another writer got to the stream first.
 _RETRIES = 8
 
-_canonical = msgspec.json.Encoder(order="deterministic").encode
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON: ``1``, ``1.0`` and ``True`` differ, as they do once stored."""
-    return bool(a == b) and (
-        type(a) is type(b)
-        if isinstance(a, str | int | float | None)
-        else _canonical(a) == _canonical(b)
-    )
 
 
 def _plain_ops(ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -192,7 +182,7 @@ def _same_stored(raw: Any, stored: Any) -> bool:
     """
     if type(raw) is not type(stored) or raw != stored:
         return False
-    if type(stored) is list or type(stored) is dict:
+    if type(stored) is list or type(stored) is dict or type(stored) is float:  # -0.0 == 0.0
         try:
             return _json_encode(raw) == _json_encode(stored)
         except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError):

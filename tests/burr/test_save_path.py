@@ -75,6 +75,9 @@ MOMENT = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
         ({"m": ["(1, 2)"]}, {"m": [(1, 2), 3]}),  # ... and a tuple
         ({"m": [str(MOMENT)]}, {"m": [MOMENT]}),  # ... and a datetime: the same text
         ({"a": 1}, {"a": True}),
+        ({"a": 0.0}, {"a": -0.0}),  # equal in Python, stored apart (found by hypothesis)
+        ({"d": {"x": None, "y": 0.0}}, {"d": {"x": None, "y": -0.0}}),
+        ({"m": [0.0]}, {"m": [-0.0, 1]}),
         ({"a": 1}, {"a": Colour.RED}),  # an IntEnum is stored as its number
         ({"a": 1.5}, {"a": Decimal("1.5")}),
         ({"d": {"x": 1, "y": 2}}, {"d": {"y": 2, "x": 1}}),  # order: no change

@@ -100,6 +100,15 @@ def test_a_container_the_fold_made_is_still_type_checked(
         fold([ev([made]), ev([then])])
 
 
+def test_diff_ops_keeps_zero_and_minus_zero_apart() -> None:
+    # equal in Python, stored apart: a change from one to the other is a change
+    assert diff_ops({"a": 0.0}, {"a": -0.0}) == [{"op": "set", "key": "a", "value": -0.0}]
+    assert diff_ops({"d": {"x": 1, "y": 0.0}}, {"d": {"x": 1, "y": -0.0}}) == [
+        {"op": "merge", "key": "d", "value": {"y": -0.0}}
+    ]
+    assert diff_ops({"a": -0.0}, {"a": -0.0}) == []
+
+
 def test_diff_ops_gives_the_smallest_change() -> None:
     before = {"log": list(range(100)), "cfg": {"a": 1, "b": 2}, "gone": 1, "n": 1}
     after = {"log": [*range(100), 100], "cfg": {"a": 1, "b": 3, "c": 4}, "n": 2}
