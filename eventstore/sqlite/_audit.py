@@ -34,7 +34,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -633,6 +633,23 @@ def _estimate(path: str, busy_timeout: float, partition_key: str | None, app_id:
         db.close()
 
 
+@contextlib.contextmanager
+def _read_snapshot(path: str, busy_timeout: float) -> Iterator[tuple[sqlite3.Connection, Codec]]:
+    """A read-only connection to ``path`` and its codec, inside one read snapshot
+    (a writer committing meanwhile changes nothing the caller sees)."""
+    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
+    try:
+        _lenient(db)
+        codec = read_format(db, path)
+        db.execute("BEGIN")
+        try:
+            yield db, codec
+        finally:
+            db.execute("ROLLBACK")
+    finally:
+        db.close()
+
+
 def _plan_file(
     path: str,
     hmac_key: bytes | None,
@@ -642,17 +659,8 @@ def _plan_file(
     deep: bool,
     busy_timeout: float,
 ) -> _Plan:
-    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
-    try:
-        _lenient(db)
-        read_format(db, path)
-        db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
-        try:
-            return _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
-        finally:
-            db.execute("ROLLBACK")
-    finally:
-        db.close()
+    with _read_snapshot(path, busy_timeout) as (db, _):
+        return _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
 
 
 def _audit_file(
@@ -665,18 +673,9 @@ def _audit_file(
     busy_timeout: float,
 ) -> AuditReport:
     """The whole walk on this thread, in one read snapshot."""
-    db, _ = connect_read_only(path, busy_timeout=busy_timeout)
-    try:
-        _lenient(db)
-        codec = read_format(db, path)
-        db.execute("BEGIN")  # one read snapshot: a writer committing meanwhile changes nothing
-        try:
-            plan = _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
-            return _finish(plan, [audit_streams(db, codec, plan.job, THREAD_PAGE)])
-        finally:
-            db.execute("ROLLBACK")
-    finally:
-        db.close()
+    with _read_snapshot(path, busy_timeout) as (db, codec):
+        plan = _plan(db, hmac_key, public_keys, partition_key, app_id, deep)
+        return _finish(plan, [audit_streams(db, codec, plan.job, THREAD_PAGE)])
 
 
 def _start_workers(count: int) -> list[subprocess.Popen[bytes]]:
