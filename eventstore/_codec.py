@@ -812,9 +812,11 @@ class _Body(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=Fa
 class _Delta(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """Just the state change of a stored body: the fast path for folding."""
 
-    ops: list[dict[str, Any]] = msgspec.field(default_factory=list, name="o")
-    writes: dict[str, Any] = msgspec.field(default_factory=dict, name="w")
-    deletes: list[str] = msgspec.field(default_factory=list, name="d")
+    # absent members decode to shared empty defaults, not a new list or dict per body
+    # (same-run A/B, fold_stream of 10,000 events: see docs/benchmarks.md)
+    ops: tuple[dict[str, Any], ...] = msgspec.field(default=(), name="o")
+    writes: dict[str, Any] | None = msgspec.field(default=None, name="w")
+    deletes: tuple[str, ...] = msgspec.field(default=(), name="d")
     schema_version: int = msgspec.field(default=1, name="v")
 
 
@@ -1084,13 +1086,16 @@ class Codec:
                     # else the compact form (set ops, then delete ops): as v1 folds
                 elif d.schema_version != 1:  # newer (refused) or older: decoded fully
                     return index
-                if d.writes:
-                    update(d.writes)
-                    for key in d.writes:
+                writes = d.writes
+                if writes:
+                    update(writes)
+                    if mine:  # a key set whole is no longer this fold's to grow in place
+                        for key in writes:
+                            discard(key)
+                if d.deletes:
+                    for key in d.deletes:
+                        pop(key, None)
                         discard(key)
-                for key in d.deletes:
-                    pop(key, None)
-                    discard(key)
         except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise EncodingError(f"corrupt stored event: {exc}") from exc
         return len(rows)
@@ -1100,6 +1105,34 @@ def _event_from_body(
     b: _Body, partition_key: str, app_id: str, sequence_id: int, prev_hash: str, hash: str
 ) -> Event:
     """The event a stored body and its row's identity and chain make."""
+    ops = b.ops if not (b.writes or b.deletes) else ops_of_delta(b.writes, b.deletes)
+    if not (
+        b.inputs
+        or b.result is not None
+        or b.error is not None
+        or b.attempt != 1
+        or b.parent is not None
+        or b.actor is not None
+        or b.correlation_id is not None
+        or b.data
+        or b.legacy is not None
+    ):
+        # the common event, every other field at its default: msgspec's keyword
+        # matching grows with their number (same-run A/B, decode_rows: docs/benchmarks.md)
+        return Event(
+            partition_key=partition_key,
+            app_id=app_id,
+            sequence_id=sequence_id,
+            kind=b.kind,
+            action=b.action,
+            next_action=b.next_action,
+            ops=ops,
+            timestamp=b.timestamp,
+            duration_us=b.duration_us,
+            schema_version=b.schema_version,
+            prev_hash=prev_hash,
+            hash=hash,
+        )
     return Event(
         partition_key=partition_key,
         app_id=app_id,
@@ -1108,7 +1141,7 @@ def _event_from_body(
         action=b.action,
         next_action=b.next_action,
         inputs=b.inputs,
-        ops=b.ops if not (b.writes or b.deletes) else ops_of_delta(b.writes, b.deletes),
+        ops=ops,
         result=b.result,
         error=b.error,
         timestamp=b.timestamp,
