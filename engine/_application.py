@@ -60,7 +60,7 @@ from ._durability import TransactionalWriter, Writer
 from ._errors import ActionError, InputError
 from ._hooks import HookSet
 from ._input import InputRequired, validate
-from ._lifecycle import Lifeline
+from ._lifecycle import Lifeline, run_sync
 from ._record import error_info, recorded_inputs, split_secrets
 from ._state import State
 from ._transitions import Graph
@@ -710,7 +710,7 @@ class Application(AsyncResource):
         except UsageError:
             work.close()
             raise
-        return runner.run(self._committed(work))
+        return run_sync(runner, self._committed(work))
 
     async def _committed(self, work: Coroutine[Any, Any, T]) -> T:
         try:

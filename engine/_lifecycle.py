@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import warnings
 import weakref
-from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ._durability import Writer
 
-__all__ = ["Lifeline", "watch_async", "watch_sync"]
+__all__ = ["Lifeline", "run_sync", "watch_async", "watch_sync"]
 
 logger = logging.getLogger("statelog.engine")
+
+T = TypeVar("T")
 
 
 class Lifeline:
@@ -237,3 +240,64 @@ def _abandon_async(life: Lifeline, loop_ref: weakref.ref[asyncio.AbstractEventLo
         return  # nothing can be awaited any more
     with contextlib.suppress(RuntimeError):  # the loop closed in the meantime
         loop.call_soon_threadsafe(watch.release_later, life)
+
+
+class _Interrupt:
+    """The SIGINT handler of one sync call: the first Ctrl-C cancels its task
+    (which then stops at its next await), a second one raises at once: what
+    ``asyncio.Runner.run`` does, with a handler whose ``repr`` is cheap."""
+
+    __slots__ = ("count", "loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        self.loop = loop
+        self.task = task
+        self.count = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1 and not self.task.done():
+            self.task.cancel()
+            self.loop.call_soon_threadsafe(_nothing)  # wake a loop blocked in select()
+            return
+        raise KeyboardInterrupt()
+
+    def __repr__(self) -> str:
+        return "<statelog sync call's SIGINT handler>"
+
+
+def _nothing() -> None:
+    pass
+
+
+def run_sync(runner: asyncio.Runner, coro: Coroutine[Any, Any, T]) -> T:
+    """``runner.run(coro)`` for the sync face's calls, with the same Ctrl-C handling.
+
+    On Python 3.11 ``signal.signal`` reprs the handler it replaces (an enum
+    lookup that fails), and ``Runner.run``'s handler is a partial holding the
+    task, whose repr walks the coroutine and the app's state: ~20-40 us of a
+    sync step that takes ~10 us of work (same-run A/B: docs/benchmarks.md).
+    This is ``Runner.run`` with a handler whose repr costs nothing.
+    """
+    loop = runner.get_loop()
+    # the runner's one context, as Runner.run uses: what a call sets, the next one sees
+    task = loop.create_task(coro, context=getattr(runner, "_context", None))
+    handler: _Interrupt | None = None
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    ):
+        handler = _Interrupt(loop, task)
+        try:
+            signal.signal(signal.SIGINT, handler)
+        except ValueError:  # the main thread takes no signals (an embedded interpreter)
+            handler = None
+    try:
+        return loop.run_until_complete(task)
+    except asyncio.CancelledError:
+        if handler is not None and handler.count > 0 and task.uncancel() == 0:
+            raise KeyboardInterrupt() from None
+        raise
+    finally:
+        if handler is not None and signal.getsignal(signal.SIGINT) is handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)

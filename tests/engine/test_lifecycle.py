@@ -140,3 +140,48 @@ def test_a_closed_async_app_warns_nothing(tmp_path: Path) -> None:
         warnings="always",
     )
     assert "Warning" not in err, err
+
+
+def test_ctrl_c_during_a_sync_step_cancels_it_and_the_app_still_closes(tmp_path: Path) -> None:
+    """The sync face's own Ctrl-C handling (``run_sync``, as ``asyncio.Runner.run``):
+    the first SIGINT cancels the step at its next await and the call raises
+    KeyboardInterrupt; the handler is put back; the app closes at once (a step left
+    running on the app's loop would make ``close()`` wait for its 30 s sleep)."""
+    out, _ = run_script(
+        tmp_path,
+        """
+        import asyncio, os, signal, threading, time
+        from statelog import ApplicationBuilder
+
+        @action(reads=["n"], writes=["n"])
+        async def slow(state: State) -> State:
+            await asyncio.sleep(30)
+            return state.update(n=state["n"] + 1)
+
+        app = (
+            ApplicationBuilder()
+            .with_actions(inc=inc, slow=slow)
+            .with_transitions(("inc", "slow"), ("slow", "inc"))
+            .with_identifiers(app_id="ctrl-c")
+            .with_store(sys.argv[1])
+            .with_state(n=0)
+            .with_entrypoint("inc")
+            .build()
+        )
+        app.step()
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        try:
+            app.step()
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic() - started < 10)
+        print("handler back", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        print("state", app.state["n"], app.sequence_id)
+        app.close()
+        """,
+        "app.db",
+    )
+    lines = out.splitlines()
+    assert lines[0] == "interrupted True"
+    assert lines[1] == "handler back True"
+    assert lines[2].startswith("state 1 ")
