@@ -54,6 +54,7 @@ from statelog.eventstore import (
     to_plain,
     utcnow,
 )
+from statelog.eventstore._base import SYNC_CALLER
 
 from ._actions import attempt_sink, run_action, run_inline, runs_inline
 from ._durability import TransactionalWriter, Writer
@@ -713,6 +714,8 @@ class Application(AsyncResource):
         return run_sync(runner, self._committed(work))
 
     async def _committed(self, work: Coroutine[Any, Any, T]) -> T:
+        # the caller's thread blocks for this call: a store may write on it (SYNC_CALLER)
+        SYNC_CALLER.set(True)
         try:
             result = await work
         except BaseException:

@@ -190,6 +190,7 @@ class ApplicationBuilder:
         self._store: Any = _UNSET
         self._snapshots: Any = _UNSET
         self._store_options: dict[str, Any] = {}  # SQLiteEventStore options (signing_key)
+        self._synchronous: Literal["NORMAL", "FULL"] | None = None  # with_store(path, ...)
         self._policy = SnapshotPolicy(every=1000)
         self._hooks: list[object] = []
         self._on_hook_error: HookErrorPolicy = "log"
@@ -275,18 +276,33 @@ class ApplicationBuilder:
         store: EventStore | str | os.PathLike[str],
         *,
         snapshots: SnapshotBackend | None = _UNSET,
+        synchronous: Literal["NORMAL", "FULL"] | None = None,
     ) -> ApplicationBuilder:
         """Where events go: an open ``EventStore``, or a path for an SQLite file.
 
         With a path the app opens ``SQLiteEventStore`` and a ``SnapshotStore`` on
-        the same file and closes both in ``aclose()``. Without ``with_store`` the
-        default is the file ``statelog.db`` in the working directory.
+        the same file and closes both in ``aclose()``; ``synchronous`` is their
+        SQLite setting, ``"NORMAL"`` (the default: survives a crash of the
+        process) or ``"FULL"`` (survives a power cut too; one fsync per commit).
+        Without ``with_store`` the default is the file ``statelog.db`` in the
+        working directory.
         """
         if isinstance(store, str | os.PathLike):
             if not os.fspath(store):
                 raise ConfigError("with_store: the path is empty; expected an SQLite file's path")
+            if synchronous is not None and synchronous not in ("NORMAL", "FULL"):
+                raise ConfigError(
+                    "with_store: synchronous must be 'NORMAL' or 'FULL', got "
+                    + _describe(synchronous)
+                )
         elif not isinstance(store, EventStore):
             raise ConfigError("with_store takes an EventStore or a path, got " + _describe(store))
+        elif synchronous is not None:
+            raise ConfigError(
+                "with_store: synchronous applies to a path the app opens (an open store "
+                f"has its own), got synchronous={synchronous!r} with {_describe(store)}"
+            )
+        self._synchronous = synchronous
         if snapshots not in (_UNSET, None) and not isinstance(snapshots, SnapshotBackend):
             raise ConfigError(
                 "with_store: snapshots must be a SnapshotBackend (SnapshotStore, "
@@ -491,14 +507,19 @@ class ApplicationBuilder:
         path = os.fspath(store)
         owned: list[Any] = []
         try:
-            event_store = await SQLiteEventStore.open(path, **self._store_options)
+            options = dict(self._store_options)
+            if self._synchronous is not None:
+                options["synchronous"] = self._synchronous
+            event_store = await SQLiteEventStore.open(path, **options)
             owned.append(event_store)
             snapshots = self._snapshots
             if snapshots is _UNSET:
                 signing_key = self._store_options.get("signing_key")
                 # a signing writer seals its snapshots with a key derived from its own
                 mac = snapshot_mac_key(signing_key) if signing_key is not None else None
-                snapshots = await SnapshotStore.open(path, hmac_key=mac)
+                snapshots = await SnapshotStore.open(
+                    path, hmac_key=mac, synchronous=self._synchronous or "NORMAL"
+                )
                 owned.append(snapshots)
         except BaseException:
             for resource in reversed(owned):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from ._chain import BrokenLink, check_batch, check_event, seal, seal_one, verify_events
@@ -14,7 +15,21 @@ from ._event import Event, Recorded, StreamId
 from ._ops import apply_ops
 from ._resource import AsyncResource
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "EventStore", "apply_event", "fold", "prepare_append"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "SYNC_CALLER",
+    "EventStore",
+    "apply_event",
+    "fold",
+    "prepare_append",
+]
+
+#: True inside a call of the sync face (an app made by ``build()``): the calling
+#: thread blocks until the call returns, and the app's event loop is its own and
+#: runs nothing else. A store may then write on that thread instead of handing
+#: the write to a thread and back (the SQLite store does, for a lone append).
+#: Async callers never set it: nothing commits on their event loop's thread.
+SYNC_CALLER: ContextVar[bool] = ContextVar("statelog_sync_caller", default=False)
 
 _B = TypeVar("_B", bytes, bytearray)
 

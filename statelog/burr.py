@@ -73,6 +73,7 @@ from statelog.eventstore import (
     to_plain,
     utcnow,
 )
+from statelog.eventstore._base import SYNC_CALLER
 
 __all__ = ["AsyncStatelogPersister", "StatelogPersister", "burr_state_delta"]
 
@@ -501,13 +502,21 @@ class _LoopThread:
         if not self.thread.is_alive():
             coro.close()
             raise UsageError("StatelogPersister is closed")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return asyncio.run_coroutine_threadsafe(_sync_caller(coro), self.loop).result()
 
     def stop(self) -> None:
         if self.thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
             if threading.current_thread() is not self.thread:
                 self.thread.join()
+
+
+async def _sync_caller(coro: Coroutine[Any, Any, _T]) -> _T:
+    """``coro`` as a sync caller's (``SYNC_CALLER``): its caller blocks for it and this
+    loop is the persister's own, so the store writes a lone save on this thread
+    instead of handing it to its writer thread and back."""
+    SYNC_CALLER.set(True)  # in this task's own context: nothing else sees it
+    return await coro
 
 
 _open_sync: weakref.WeakSet[StatelogPersister] = weakref.WeakSet()

@@ -33,7 +33,14 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from os import PathLike, fspath
 from typing import Any, Self, TypeVar
 
-from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_batch, prepare_one, warn_unclosed
+from .._base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    SYNC_CALLER,
+    EventStore,
+    prepare_batch,
+    prepare_one,
+    warn_unclosed,
+)
 from .._chain import BrokenLink
 from .._checkpoints import load_private_key
 from .._codec import Codec, CodecName, get_codec
@@ -318,10 +325,16 @@ class SQLiteEventStore(EventStore):
             )
             digests = [bytearray.fromhex(event.hash) for event in sealed]
         future: asyncio.Future[list[Recorded]] = asyncio.get_running_loop().create_future()
-        writer.submit(
-            Request(stream, expected_sequence, sealed, bodies, digests, sealed_from, future, hint)
+        request = Request(
+            stream, expected_sequence, sealed, bodies, digests, sealed_from, future, hint
         )
-        recorded = await future
+        # a sync caller waits for this call anyway: its lone append is written on its
+        # own thread, without the hand-off (same-run A/B: docs/benchmarks.md)
+        if SYNC_CALLER.get() and (here := writer.commit_here(request)) is not None:
+            recorded = here
+        else:
+            writer.submit(request)
+            recorded = await future
         if self.signing_key is not None:
             self._checkpoints().note(len(recorded))
         return recorded

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -271,7 +272,14 @@ def test_a_signed_log_is_checkpointed_by_the_sync_persister(tmp_path: Path) -> N
     private, public = generate_key_files(tmp_path / "key")
     db = tmp_path / "burr.db"
     with StatelogPersister.from_path(db, signing_key=private, checkpoint_every=10) as p:
-        for i in range(25):
+        for i in range(12):
+            p.save("", "app", i, "a", State({"n": i}), "completed")
+        # the count's checkpoint is written in the background: wait for it (a close
+        # that came first would cover it with its own, and this would not be tested)
+        deadline = time.monotonic() + 10
+        while not _checkpoint_count(db) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for i in range(12, 25):
             p.save("", "app", i, "a", State({"n": i}), "completed")
     conn = sqlite3.connect(db)
     try:
@@ -292,3 +300,32 @@ def test_a_signed_log_is_checkpointed_by_the_sync_persister(tmp_path: Path) -> N
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "signature verified" in done.stdout
+
+
+def _checkpoint_count(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return len(read_checkpoints(conn))
+    except sqlite3.Error:
+        return 0
+    finally:
+        conn.close()
+
+
+def test_the_sync_persister_writes_each_save_on_its_own_loop_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its loop is its own and its caller blocks: a save after the stream's first is
+    written there (``SYNC_CALLER``), not handed to the store's writer thread."""
+    from tests.eventstore.test_sqlite_sync_caller import count_hand_overs
+
+    db = tmp_path / "burr.db"
+    with StatelogPersister.from_path(db) as p:
+        p.save("", "app", 0, "a", State({"n": 0}), "completed")
+        handed = count_hand_overs(p._async.store, monkeypatch)  # type: ignore[arg-type]
+        for i in range(1, 20):
+            p.save("", "app", i, "a", State({"n": i}), "completed")
+        assert handed == [0]
+        loaded = p.load("", "app")
+        assert loaded is not None and loaded["state"]["n"] == 19
+    assert len(read_events(db, "app")) == 20

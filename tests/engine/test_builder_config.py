@@ -53,6 +53,11 @@ BAD_BUILDER_CALLS: list[tuple[str, Callable[[], Any]]] = [
     ("keys must be str", lambda: B().with_state({1: 2})),
     ("path is empty", lambda: B().with_store("")),
     ("EventStore or a path", lambda: B().with_store(3)),  # type: ignore[arg-type]
+    ("'NORMAL' or 'FULL'", lambda: B().with_store("x.db", synchronous="OFF")),  # type: ignore[arg-type]
+    (
+        "synchronous applies to a path",
+        lambda: B().with_store(MemoryEventStore(), synchronous="FULL"),
+    ),
     ("SnapshotStore", lambda: B().with_store(MemoryEventStore(), snapshots="x")),  # type: ignore[arg-type]
     ("every", lambda: B().with_snapshots(every=0)),
     ("every", lambda: B().with_snapshots(every=-5)),
