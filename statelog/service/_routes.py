@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -128,7 +129,8 @@ async def queue_run(
             headers={"Retry-After": "1"},
         )
     app_id = body.app_id or uuid.uuid4().hex
-    op, replayed = await service.operations.create(
+    op, replayed = await create_and_submit(
+        service,
         graph=body.graph,
         partition_key=body.partition_key,
         app_id=app_id,
@@ -141,8 +143,30 @@ async def queue_run(
         return _op_response(
             op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
         )
-    scheduler.submit(op)
     return _op_response(op, 202)
+
+
+async def create_and_submit(service: Service, **fields: Any) -> tuple[Operation, bool]:
+    """``operations.create`` and, for a new operation, ``scheduler.submit``: both or
+    neither, even when the request is cancelled meanwhile (its client went away, a
+    shutdown ran out of grace). The insert commits on the operations file's thread
+    whether or not its caller still waits, so the pair runs in a task of its own,
+    shielded: a committed operation always reaches the scheduler, never waits
+    "queued" for a restart while a replay of its Idempotency-Key answers 202."""
+    creating = asyncio.ensure_future(_create_and_submit(service, fields))
+    _creating.add(creating)  # held until done: a cancelled request no longer awaits it
+    creating.add_done_callback(_creating.discard)
+    return await asyncio.shield(creating)
+
+
+_creating: set[asyncio.Future[tuple[Operation, bool]]] = set()
+
+
+async def _create_and_submit(service: Service, fields: dict[str, Any]) -> tuple[Operation, bool]:
+    op, replayed = await service.operations.create(**fields)
+    if not replayed:  # a replayed one was submitted when it was created
+        service.scheduler.submit(op)
+    return op, replayed
 
 
 @router.get("/v1/operations", tags=["operations"])
@@ -404,7 +428,8 @@ async def provide_input(
     except InputError as exc:
         raise ProblemError("invalid-input", str(exc)) from exc
     request = RunRequest(input_name=name, input_value=inputs[name], actor=body.actor)
-    op, replayed = await service.operations.create(
+    op, replayed = await create_and_submit(
+        service,
         graph=latest.graph,
         partition_key=partition_key,
         app_id=app_id,
@@ -417,7 +442,6 @@ async def provide_input(
         return _op_response(
             op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
         )
-    service.scheduler.submit(op)
     return _op_response(op, 202)
 
 
