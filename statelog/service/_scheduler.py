@@ -136,8 +136,9 @@ class RunScheduler:
             self._skip.discard(op.id)
             return marked
         if marked is not None and marked.phase == "queued":
-            # still in the queue: the worker that takes it skips it
-            return await self._end(marked, "cancelled", None) or marked
+            # still in the queue: the worker that takes it skips it (and ends it, if
+            # it comes first: then this answers with the operation as it ended)
+            return await self._end(marked, "cancelled", None) or await self._ops.get(op.id)
         return marked
 
     async def stop(self, grace: float) -> None:
@@ -173,6 +174,10 @@ class RunScheduler:
             self._metrics.queue_depth = self._queue.qsize()
             if op.id in self._skip:  # cancelled while it waited
                 self._skip.discard(op.id)
+                # cancel() ends it too, unless its request was cancelled midway; it
+                # ends once, and never stays queued with its app refused as busy
+                with contextlib.suppress(StatelogError):
+                    await self._end(op, "cancelled", None)
                 continue
             await self._run(op)
 

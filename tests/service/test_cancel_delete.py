@@ -1,0 +1,138 @@
+"""``DELETE /v1/operations/ID`` of a queued run, cancelled at every await.
+
+The cancel is marked in the operations file (on its own thread, so it commits even
+when the request is cancelled meanwhile) and the run is taken out of the queue; the
+operation must then end ``cancelled`` (or, if nothing was marked, run), never stay
+``queued`` with its app refused as busy until a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import Message
+
+from statelog.engine import ApplicationBuilder, State, action
+from statelog.service import ServiceConfig, Workflow, load_workflow
+from statelog.service._app import create_app, service_of
+
+from .test_cancel_post import CancelAt, _all_operations, _answer, _awaiting, _idle, _post
+
+#: what the ``gated`` run waits for: it holds the one worker until the test opens it
+_gate: list[asyncio.Event] = []
+
+
+@action(reads=["count"], writes=["count"])
+async def wait_gate(state: State) -> State:
+    await _gate[-1].wait()
+    return state.update(count=1)
+
+
+@action(reads=["count"], writes=["done"])
+def finish(state: State) -> State:
+    return state.update(done=True)
+
+
+def gated() -> ApplicationBuilder:
+    return (
+        ApplicationBuilder()
+        .with_actions(wait=wait_gate, finish=finish)
+        .with_transitions(("wait", "finish"))
+        .with_state(count=0, done=False)
+        .with_entrypoint("wait")
+    )
+
+
+def _delete(app: FastAPI, path: str) -> Any:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "DELETE",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"test")],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        await asyncio.sleep(0)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        await asyncio.sleep(0)
+        sent.append(message)
+
+    async def call() -> list[Message]:
+        await app(scope, receive, send)
+        return sent
+
+    return call()
+
+
+async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_path: Path) -> None:
+    app = create_app(
+        ServiceConfig(
+            db=str(tmp_path / "log.db"),
+            workflows=[
+                load_workflow("counter=tests.service.workflows:counter"),
+                Workflow("gated", gated),
+            ],
+            max_concurrent_runs=1,
+        )
+    )
+    service = service_of(app)
+    await service.start()
+    try:
+        for k in range(1000):
+            _gate.append(asyncio.Event())
+            status, blocker = _answer(
+                await _post(app, "edge", {"graph": "gated", "app_id": f"gate-{k}"}, f"g{k}")
+            )
+            assert status == 202, blocker
+            while service.scheduler.running == 0:  # the one worker holds the gated run
+                await asyncio.sleep(0)
+            app_id = f"victim-{k}"
+            status, victim = _answer(
+                await _post(app, "edge", {"graph": "counter", "app_id": app_id}, app_id)
+            )
+            assert status == 202 and service.scheduler.queued == 1
+            call = CancelAt(_delete(app, f"/v1/operations/{victim['id']}"), k)
+            task = asyncio.create_task(_awaiting(call))
+            try:
+                first: list[Message] | None = await task
+            except asyncio.CancelledError:
+                first = None
+            assert call.cancelled == (first is None)
+            _gate[-1].set()
+            await _idle(service)
+            ops = {op.app_id: op for op in await _all_operations(service)}
+            assert ops[f"gate-{k}"].status == "completed"
+            ended = ops[app_id]
+            # marked: it ends cancelled; not marked: it ran; never left queued
+            expected = "cancelled" if ended.cancel_requested else "completed"
+            assert ended.status == expected, ended
+            # and its app takes a new run
+            status, again = _answer(
+                await _post(app, "edge", {"graph": "counter", "app_id": app_id}, f"again-{k}")
+            )
+            assert status == 202, again
+            await _idle(service)
+            if first is not None:  # ended uncancelled: every await was tried
+                status, answered = _answer(first)
+                assert status == 200 and answered["status"] == "cancelled"
+                assert k > 1
+                assert await service.store.verify() is None
+                return
+        raise AssertionError("the call never ended uncancelled")
+    finally:
+        _gate[-1].set()
+        await service.stop()
