@@ -492,6 +492,21 @@ class OperationStore:
         )
         return [_row(row) for row in rows]
 
+    async def by_key(self, principal: str, idempotency_key: str) -> Operation | None:
+        """The operation ``principal`` created with ``idempotency_key``, if any."""
+        return await self._call(self._by_key, principal, idempotency_key)
+
+    def _by_key(self, principal: str, key: str) -> Operation | None:
+        row = (
+            self._conn()
+            .execute(
+                f"SELECT {_COLUMNS} FROM operations WHERE principal = ? AND idempotency_key = ?",
+                (principal, key),
+            )
+            .fetchone()
+        )
+        return None if row is None else _row(row)
+
     async def latest_for_app(self, partition_key: str, app_id: str) -> Operation | None:
         return await self._call(self._latest_for_app, partition_key, app_id)
 

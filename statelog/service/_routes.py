@@ -410,33 +410,48 @@ async def provide_input(
         raise ProblemError("invalid-request", str(exc)) from exc
     last = await service.require_app(partition_key, app_id)
     status, latest, last_event = await service.app_status(partition_key, app_id, last)
-    if status != "waiting_for_input" or last_event is None or latest is None:
+    earlier = None
+    if status != "waiting_for_input" and idempotency_key is not None:
+        # a retry of an input already taken (its answer was lost): no longer waiting,
+        # the app is answered by the key, as a retried start is
+        earlier = await service.operations.by_key(principal.name, idempotency_key)
+    if earlier is not None and earlier.request.input_name is not None:
+        name, graph = earlier.request.input_name, earlier.graph
+        if set(inputs) != {name}:
+            raise ProblemError(
+                "idempotency-key-reused",
+                f"Idempotency-Key {idempotency_key!r} was used for another request "
+                f"(operation {earlier.id})",
+            )
+    elif status != "waiting_for_input" or last_event is None or latest is None:
         raise ProblemError(
             "not-waiting-for-input",
             f"app {app_id!r} is {status}, not waiting_for_input",
             status=status,
         )
-    name = last_event.data.get("name")
-    if not isinstance(name, str) or set(inputs) != {name}:
-        raise ProblemError(
-            "invalid-input",
-            f"app {app_id!r} waits for input {name!r}: send {{'inputs': {{{name!r}: value}}}}, "
-            f"got the names {sorted(inputs)}",
-        )
-    try:
-        validate_input(last_event.data.get("schema"), inputs[name], f"$.inputs.{name}")
-    except InputError as exc:
-        raise ProblemError("invalid-input", str(exc)) from exc
+    else:
+        waits_for = last_event.data.get("name")
+        if not isinstance(waits_for, str) or set(inputs) != {waits_for}:
+            raise ProblemError(
+                "invalid-input",
+                f"app {app_id!r} waits for input {waits_for!r}: send {{'inputs': "
+                f"{{{waits_for!r}: value}}}}, got the names {sorted(inputs)}",
+            )
+        name, graph = waits_for, latest.graph
+        try:
+            validate_input(last_event.data.get("schema"), inputs[name], f"$.inputs.{name}")
+        except InputError as exc:
+            raise ProblemError("invalid-input", str(exc)) from exc
     request = RunRequest(input_name=name, input_value=inputs[name], actor=body.actor)
-    op, replayed = await create_and_submit(
+    op, replayed = await create_and_submit(  # an earlier one: the same again, or key-reused
         service,
-        graph=latest.graph,
+        graph=graph,
         partition_key=partition_key,
         app_id=app_id,
         principal=principal.name,
         idempotency_key=idempotency_key,
         request=request,
-        fingerprint=fingerprint(latest.graph, partition_key, app_id, request),
+        fingerprint=fingerprint(graph, partition_key, app_id, request),
     )
     if replayed:
         return _op_response(

@@ -249,7 +249,8 @@ async def test_a_post_cancelled_by_a_graceful_shutdown_runs_after_the_restart(
 async def test_a_cancelled_input_post_leaves_no_operation_that_never_runs(
     tmp_path: Path,
 ) -> None:
-    """``POST /v1/apps/ID/input`` commits and submits an operation too (the same pair)."""
+    """``POST /v1/apps/ID/input`` commits and submits an operation too (the same pair);
+    a retry with its key after the app went on is answered by the key, not 409."""
     app = create_app(_config(tmp_path))
     service = service_of(app)
     await service.start()
@@ -271,18 +272,30 @@ async def test_a_cancelled_input_post_leaves_no_operation_that_never_runs(
                 first = None
             assert call.cancelled == (first is None)
             before = [op for op in await _all_operations(service) if op.app_id == app_id]
-            if len(before) == 1:  # nothing committed: the client sends it again
-                status, again = _answer(await _post(app, "edge", body, key, path))
+            # the client sends it again with the same key: the same operation, or a new one
+            status, again = _answer(await _post(app, "edge", body, key, path))
+            if len(before) == 2:  # the cancelled one was committed: its key finds it
+                assert status in (200, 202) and again["id"] == before[1].id, again
+            else:
                 assert status == 202, again
             await _idle(service)
-            ops = [op for op in await _all_operations(service) if op.app_id == app_id]
+            ops_before_refusals = await _all_operations(service)
+            ops = [op for op in ops_before_refusals if op.app_id == app_id]
             assert [op.status for op in ops] == ["waiting_for_input", "completed"]
             events = await service.store.read("", app_id)
             assert [e.sequence_id for e in events] == list(range(len(events)))
             kinds = [e.kind for e in events]
             assert kinds.count("input_received") == 1 and kinds[-1] == "completed"
             if first is not None:  # ended uncancelled: every await was tried
-                assert _answer(first)[1]["id"] == ops[1].id
+                assert _answer(first)[1]["id"] == ops[1].id == again["id"]
+                # the same key with another value, or another input's name: refused
+                for other in ({"approval": {"ok": False, "by": "bo"}}, {"refund": True}):
+                    status, refused = _answer(
+                        await _post(app, "edge", {"inputs": other}, key, path)
+                    )
+                    assert status == 422, refused
+                    assert refused["type"].endswith(":idempotency-key-reused")
+                assert len(await _all_operations(service)) == len(ops_before_refusals)
                 assert await service.store.verify() is None
                 return
         raise AssertionError("the call never ended uncancelled")
