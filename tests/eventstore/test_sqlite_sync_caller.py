@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from statelog import ApplicationBuilder, State, action, default
-from statelog.eventstore import ConcurrencyError, SQLiteEventStore, fold
+from statelog.eventstore import SQLiteEventStore, fold
 from statelog.eventstore._base import SYNC_CALLER
 from tests.eventstore.test_sqlite_store import PK, ev
 
@@ -69,21 +69,6 @@ async def test_lone_appends_of_a_sync_caller_skip_the_thread(
         assert [e.sequence_id for e in await again.read(PK, "a")] == list(range(25))
         assert fold(await again.read(PK, "a")) == {"count": 24}
         assert await again.verify() is None
-
-
-@pytest.mark.usefixtures("sync_caller")
-async def test_a_sync_caller_behind_another_connection_is_refused(tmp_path: Path) -> None:
-    """Its own INSERT collides on UNIQUE; the thread's transaction names how far behind."""
-    path = tmp_path / "log.db"
-    async with SQLiteEventStore(path) as one, SQLiteEventStore(path) as two:
-        await append_run(one, "a", 0, 3)
-        await two.append([ev("a", 3)], expected_sequence=2)
-        with pytest.raises(ConcurrencyError) as info:
-            await one.append([ev("a", 3)], expected_sequence=2)
-        assert (info.value.expected, info.value.actual) == (2, 3)
-        await one.append([ev("a", 4)], expected_sequence=3)  # chained onto two's event
-        assert await one.verify() is None
-        assert [e.sequence_id for e in await two.read(PK, "a")] == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.usefixtures("sync_caller")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from statelog.eventstore import ConcurrencyError, SQLiteEventStore, fold
+from statelog.eventstore._base import SYNC_CALLER
 from tests.eventstore.test_sqlite_store import PK, _pragma, ev
 
 # Holds the write lock (BEGIN IMMEDIATE) until a line arrives on stdin.
@@ -41,10 +43,21 @@ async def test_lone_and_grouped_appends_commit(tmp_path: Path, mode: Any) -> Non
         assert await store.verify() is None
 
 
-async def test_another_handle_writing_makes_the_heads_stale(tmp_path: Path) -> None:
+@pytest.fixture(params=[False, True], ids=["async-caller", "sync-caller"])
+def sync_caller(request: pytest.FixtureRequest) -> Iterator[bool]:
+    token = SYNC_CALLER.set(request.param)
+    yield request.param
+    SYNC_CALLER.reset(token)
+
+
+async def test_another_handle_writing_makes_the_heads_stale(
+    tmp_path: Path, sync_caller: bool
+) -> None:
     """The writer caches each stream's head; a commit by another connection
     (seen through ``PRAGMA data_version``, or by UNIQUE refusing a lone
-    append's row) makes it read them again."""
+    append's row) makes it read them again. A sync caller's own INSERT
+    (``SYNC_CALLER``) collides the same way and the thread's transaction
+    names how far behind it is."""
     path = tmp_path / "log.db"
     async with SQLiteEventStore(path) as one, SQLiteEventStore(path) as two:
         await append_run(one, "a", 0, 3)
