@@ -27,10 +27,12 @@ simply lower, and every head any chain signed must still be in the topic.
 
 Publishing is at least once: a checkpoint is signed once and its bytes are
 re-sent unchanged until Kafka acknowledges them, after every event it covers
-was acknowledged; checkpoints of one chain are sent in order. A publish that
-fails is retried at the next checkpoint and raised by ``flush``/``aclose``.
-Signing (one Ed25519 signature and a Merkle root over the chain's heads) runs
-on a worker thread, never on the event loop.
+was acknowledged; checkpoints of one chain are sent in order, one checkpoint
+task at a time (``flush``/``aclose`` wait for it shielded, so cancelling them
+never cuts a signature or a send). A publish that fails is retried at the
+next checkpoint and raised by ``flush``/``aclose``. Signing (one Ed25519
+signature and a Merkle root over the chain's heads) runs on a worker thread,
+never on the event loop.
 """
 
 from __future__ import annotations
@@ -269,10 +271,12 @@ class KafkaCheckpointer:
         if (self._pending or self._unsent) and self._timer is None and not self._stopped:
             self._timer = asyncio.get_running_loop().call_later(self.interval, self._on_timer)
 
-    def _start(self) -> None:
+    def _start(self) -> asyncio.Task[None]:
+        """Run the next checkpoint in its own task (never two at once: see ``flush``)."""
         self._pending = 0
         self._last = time.monotonic()
         self._task = asyncio.get_running_loop().create_task(self._checkpoint())
+        return self._task
 
     async def _checkpoint(self) -> None:
         try:
@@ -329,11 +333,15 @@ class KafkaCheckpointer:
             self.published += 1
 
     async def flush(self) -> None:
-        """Sign a checkpoint of every head noted so far and publish it; raise a failure."""
-        if self._task is not None:
+        """Sign a checkpoint of every head noted so far and publish it; raise a failure.
+
+        Each checkpoint runs in its own task, one at a time, and callers wait for
+        it shielded: a cancelled caller stops waiting, never a signature or a send
+        halfway (two at once would sign one number twice, or drop an unsent one).
+        """
+        while self._task is not None and not self._task.done():
             await asyncio.shield(self._task)
-        self._pending = 0
-        await self._checkpoint()
+        await asyncio.shield(self._start())
         error, self._error = self._error, None
         if error is not None:
             raise error

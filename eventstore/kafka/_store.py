@@ -339,14 +339,20 @@ class KafkaEventStore(EventStore):
         await self._checkpointer.flush()
 
     async def _stop_clients(self) -> None:
+        """Stop both clients in a task of its own, waited for shielded: a cancelled close
+        still stops both and the caller gets its CancelledError (aiokafka's producer.stop
+        swallows a cancel that lands while it awaits its sender task)."""
         producer, self._producer = self._producer, None
         consumer, self._consumer = self._consumer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-        if consumer is not None:
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+
+        async def stop() -> None:
+            for client in (producer, consumer):
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.stop()
+
+        if producer is not None or consumer is not None:
+            await asyncio.shield(asyncio.get_running_loop().create_task(stop()))
 
     async def aclose(self) -> None:
         if self._closed:
