@@ -290,11 +290,17 @@ class ApplicationBuilder:
         if isinstance(store, str | os.PathLike):
             if not os.fspath(store):
                 raise ConfigError("with_store: the path is empty; expected an SQLite file's path")
-            if synchronous is not None and synchronous not in ("NORMAL", "FULL"):
-                raise ConfigError(
-                    "with_store: synchronous must be 'NORMAL' or 'FULL', got "
-                    + _describe(synchronous)
-                )
+            if synchronous is not None:
+                # any case, as SQLiteEventStore takes it
+                if not isinstance(synchronous, str) or synchronous.upper() not in (
+                    "NORMAL",
+                    "FULL",
+                ):
+                    raise ConfigError(
+                        "with_store: synchronous must be 'NORMAL' or 'FULL', got "
+                        + _describe(synchronous)
+                    )
+                synchronous = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
         elif not isinstance(store, EventStore):
             raise ConfigError("with_store takes an EventStore or a path, got " + _describe(store))
         elif synchronous is not None:

@@ -54,6 +54,8 @@ BAD_BUILDER_CALLS: list[tuple[str, Callable[[], Any]]] = [
     ("path is empty", lambda: B().with_store("")),
     ("EventStore or a path", lambda: B().with_store(3)),  # type: ignore[arg-type]
     ("'NORMAL' or 'FULL'", lambda: B().with_store("x.db", synchronous="OFF")),  # type: ignore[arg-type]
+    ("'NORMAL' or 'FULL'", lambda: B().with_store("x.db", synchronous=1)),  # type: ignore[arg-type]
+    ("'NORMAL' or 'FULL'", lambda: B().with_store("x.db", synchronous="")),  # type: ignore[arg-type]
     (
         "synchronous applies to a path",
         lambda: B().with_store(MemoryEventStore(), synchronous="FULL"),
