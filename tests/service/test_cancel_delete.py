@@ -19,7 +19,7 @@ from statelog.engine import ApplicationBuilder, State, action
 from statelog.service import ServiceConfig, Workflow, load_workflow
 from statelog.service._app import create_app, service_of
 
-from .test_cancel_post import CancelAt, _all_operations, _answer, _awaiting, _idle, _post
+from .cancelling import CancelAt, all_operations, answer, awaiting, idle, post
 
 #: what the ``gated`` run waits for: it holds the one worker until the test opens it
 _gate: list[asyncio.Event] = []
@@ -94,40 +94,40 @@ async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_pat
     try:
         for k in range(1000):
             _gate.append(asyncio.Event())
-            status, blocker = _answer(
-                await _post(app, "edge", {"graph": "gated", "app_id": f"gate-{k}"}, f"g{k}")
+            status, blocker = answer(
+                await post(app, "edge", {"graph": "gated", "app_id": f"gate-{k}"}, f"g{k}")
             )
             assert status == 202, blocker
             while service.scheduler.running == 0:  # the one worker holds the gated run
                 await asyncio.sleep(0)
             app_id = f"victim-{k}"
-            status, victim = _answer(
-                await _post(app, "edge", {"graph": "counter", "app_id": app_id}, app_id)
+            status, victim = answer(
+                await post(app, "edge", {"graph": "counter", "app_id": app_id}, app_id)
             )
             assert status == 202 and service.scheduler.queued == 1
             call = CancelAt(_delete(app, f"/v1/operations/{victim['id']}"), k)
-            task = asyncio.create_task(_awaiting(call))
+            task = asyncio.create_task(awaiting(call))
             try:
                 first: list[Message] | None = await task
             except asyncio.CancelledError:
                 first = None
             assert call.cancelled == (first is None)
             _gate[-1].set()
-            await _idle(service)
-            ops = {op.app_id: op for op in await _all_operations(service)}
+            await idle(service)
+            ops = {op.app_id: op for op in await all_operations(service)}
             assert ops[f"gate-{k}"].status == "completed"
             ended = ops[app_id]
             # marked: it ends cancelled; not marked: it ran; never left queued
             expected = "cancelled" if ended.cancel_requested else "completed"
             assert ended.status == expected, ended
             # and its app takes a new run
-            status, again = _answer(
-                await _post(app, "edge", {"graph": "counter", "app_id": app_id}, f"again-{k}")
+            status, again = answer(
+                await post(app, "edge", {"graph": "counter", "app_id": app_id}, f"again-{k}")
             )
             assert status == 202, again
-            await _idle(service)
+            await idle(service)
             if first is not None:  # ended uncancelled: every await was tried
-                status, answered = _answer(first)
+                status, answered = answer(first)
                 assert status == 200 and answered["status"] == "cancelled"
                 assert k > 1
                 assert await service.store.verify() is None

@@ -13,66 +13,16 @@ operations, every stream is dense and ``verify`` passes.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Coroutine, Generator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from fastapi import FastAPI
 from starlette.types import Message
 
 from statelog.service import ServiceConfig, load_workflow
 from statelog.service._app import create_app, service_of
-from statelog.service._operations import Operation
 from statelog.service._service import Service
 
-#: (content type, with Content-Length): ``_Edge`` answers application/json itself (a
-#: chunked body is read whole first) and hands a +json one, which FastAPI reads as
-#: JSON, to the route
-ENTRANCES = {
-    "edge": (b"application/json", True),
-    "edge-chunked": (b"application/json", False),
-    "route": (b"application/vnd.statelog+json", True),
-}
-
-
-class CancelAt:
-    """Await ``coro``; at its ``k``-th suspension cancel the task awaiting it.
-
-    As ``Task.cancel`` does from outside: the future it waits on is cancelled and
-    ``CancelledError`` comes out of that await. ``cancelled`` says whether the call
-    got that far (``False``: it ended in fewer than ``k + 1`` suspensions).
-    """
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], k: int) -> None:
-        self.coro = coro
-        self.k = k
-        self.cancelled = False
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        n = 0
-        value: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                yielded = self.coro.send(value) if error is None else self.coro.throw(error)
-            except StopIteration as stop:
-                return stop.value
-            if n == self.k:
-                task = asyncio.current_task()
-                assert task is not None
-                task.cancel()
-                self.cancelled = True
-            n += 1
-            try:
-                value, error = (yield yielded), None
-            except BaseException as exc:  # noqa: BLE001 - handed to the coroutine
-                value, error = None, exc
-
-
-async def _awaiting(call: CancelAt) -> Any:
-    return await call
+from .cancelling import ENTRANCES, CancelAt, all_operations, answer, awaiting, idle, post
 
 
 def _config(tmp_path: Path) -> ServiceConfig:
@@ -86,78 +36,10 @@ def _config(tmp_path: Path) -> ServiceConfig:
     )
 
 
-def _post(
-    app: FastAPI, entrance: str, body: dict[str, Any], key: str, path: str = "/v1/runs"
-) -> Awaitable[Any]:
-    """One POST through the whole ASGI app; returns the answer's messages."""
-    content_type, with_length = ENTRANCES[entrance]
-    data = json.dumps(body).encode()
-    headers = [(b"host", b"test"), (b"content-type", content_type)]
-    if with_length:
-        headers.append((b"content-length", str(len(data)).encode()))
-    headers.append((b"idempotency-key", key.encode()))
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": headers,
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    messages: list[Message] = [{"type": "http.request", "body": data, "more_body": False}]
-    sent: list[Message] = []
-
-    # as a server's, each may wait (a turn here): both are awaits to cancel at too
-    async def receive() -> Message:
-        await asyncio.sleep(0)
-        return messages.pop() if messages else {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        await asyncio.sleep(0)
-        sent.append(message)
-
-    async def call() -> list[Message]:
-        await app(scope, receive, send)
-        return sent
-
-    return call()
-
-
-def _answer(sent: list[Message]) -> tuple[int, dict[str, Any]]:
-    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return status, json.loads(body)
-
-
-async def _all_operations(service: Service) -> list[Operation]:
-    return await service.operations.listing(
-        after=0, limit=100_000, status=None, partition_keys=lambda _: True
-    )
-
-
-async def _idle(service: Service) -> None:
-    """Until the scheduler holds nothing (a condition, not a time: bounded in turns)."""
-    scheduler = service.scheduler
-    for _ in range(1_000_000):
-        if scheduler.queued == 0 and scheduler.running == 0:
-            # a run may be between the queue and its worker for a turn
-            await asyncio.sleep(0)
-            if scheduler.queued == 0 and scheduler.running == 0:
-                return
-        await asyncio.sleep(0.001)
-    raise AssertionError("the scheduler never became idle")
-
-
 async def _check(service: Service, apps: set[str]) -> None:
     """Every operation ran to its end, one per app; streams dense; verify passes."""
-    await _idle(service)
-    ops = await _all_operations(service)
+    await idle(service)
+    ops = await all_operations(service)
     left = [(op.app_id, op.status) for op in ops if op.status != "completed"]
     assert left == [], "operations committed but never run (the scheduler is idle)"
     per_app = [op.app_id for op in ops]
@@ -185,22 +67,22 @@ async def test_a_cancelled_post_leaves_no_operation_that_never_runs(
             app_id, key = f"{entrance}-{k}", f"key-{entrance}-{k}"
             apps.add(app_id)
             body = {"graph": "counter", "app_id": app_id}
-            call = CancelAt(_post(app, entrance, body, key), k)
-            task = asyncio.create_task(_awaiting(call))
+            call = CancelAt(post(app, entrance, body, key), k)
+            task = asyncio.create_task(awaiting(call))
             try:
                 first: list[Message] | None = await task
             except asyncio.CancelledError:
                 first = None
             assert call.cancelled == (first is None)
-            before = [op for op in await _all_operations(service) if op.app_id == app_id]
+            before = [op for op in await all_operations(service) if op.app_id == app_id]
             # the client retries with the same key: the same operation, or a new one
-            status, again = _answer(await _post(app, entrance, body, key))
+            status, again = answer(await post(app, entrance, body, key))
             if before:
                 assert status in (200, 202) and again["id"] == before[0].id
             else:
                 assert status == 202, again
             if first is not None:
-                status, op = _answer(first)
+                status, op = answer(first)
                 assert status == 202 and op["id"] == again["id"]
             await _check(service, apps)
             if first is not None:  # ended uncancelled: every await was tried
@@ -226,8 +108,8 @@ async def test_a_post_cancelled_by_a_graceful_shutdown_runs_after_the_restart(
         app_id = f"{entrance}-{k}"
         apps.add(app_id)
         body = {"graph": "counter", "app_id": app_id}
-        call = CancelAt(_post(app, entrance, body, app_id), k)
-        task = asyncio.create_task(_awaiting(call))
+        call = CancelAt(post(app, entrance, body, app_id), k)
+        task = asyncio.create_task(awaiting(call))
         for _ in range(1_000_000):  # until the task is cancelled (or done)
             if call.cancelled or task.done():
                 break
@@ -257,29 +139,29 @@ async def test_a_cancelled_input_post_leaves_no_operation_that_never_runs(
     try:
         for k in range(1000):
             app_id, key = f"input-{k}", f"key-input-{k}"
-            status, started = _answer(
-                await _post(app, "edge", {"graph": "refund", "app_id": app_id}, app_id)
+            status, started = answer(
+                await post(app, "edge", {"graph": "refund", "app_id": app_id}, app_id)
             )
             assert status == 202, started
-            await _idle(service)
+            await idle(service)
             path = f"/v1/apps/{app_id}/input"
             body = {"inputs": {"approval": {"ok": True, "by": "ann"}}}
-            call = CancelAt(_post(app, "edge", body, key, path), k)
-            task = asyncio.create_task(_awaiting(call))
+            call = CancelAt(post(app, "edge", body, key, path), k)
+            task = asyncio.create_task(awaiting(call))
             try:
                 first: list[Message] | None = await task
             except asyncio.CancelledError:
                 first = None
             assert call.cancelled == (first is None)
-            before = [op for op in await _all_operations(service) if op.app_id == app_id]
+            before = [op for op in await all_operations(service) if op.app_id == app_id]
             # the client sends it again with the same key: the same operation, or a new one
-            status, again = _answer(await _post(app, "edge", body, key, path))
+            status, again = answer(await post(app, "edge", body, key, path))
             if len(before) == 2:  # the cancelled one was committed: its key finds it
                 assert status in (200, 202) and again["id"] == before[1].id, again
             else:
                 assert status == 202, again
-            await _idle(service)
-            ops_before_refusals = await _all_operations(service)
+            await idle(service)
+            ops_before_refusals = await all_operations(service)
             ops = [op for op in ops_before_refusals if op.app_id == app_id]
             assert [op.status for op in ops] == ["waiting_for_input", "completed"]
             events = await service.store.read("", app_id)
@@ -287,15 +169,13 @@ async def test_a_cancelled_input_post_leaves_no_operation_that_never_runs(
             kinds = [e.kind for e in events]
             assert kinds.count("input_received") == 1 and kinds[-1] == "completed"
             if first is not None:  # ended uncancelled: every await was tried
-                assert _answer(first)[1]["id"] == ops[1].id == again["id"]
+                assert answer(first)[1]["id"] == ops[1].id == again["id"]
                 # the same key with another value, or another input's name: refused
                 for other in ({"approval": {"ok": False, "by": "bo"}}, {"refund": True}):
-                    status, refused = _answer(
-                        await _post(app, "edge", {"inputs": other}, key, path)
-                    )
+                    status, refused = answer(await post(app, "edge", {"inputs": other}, key, path))
                     assert status == 422, refused
                     assert refused["type"].endswith(":idempotency-key-reused")
-                assert len(await _all_operations(service)) == len(ops_before_refusals)
+                assert len(await all_operations(service)) == len(ops_before_refusals)
                 assert await service.store.verify() is None
                 return
         raise AssertionError("the call never ended uncancelled")
