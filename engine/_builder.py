@@ -291,16 +291,13 @@ class ApplicationBuilder:
             if not os.fspath(store):
                 raise ConfigError("with_store: the path is empty; expected an SQLite file's path")
             if synchronous is not None:
-                # any case, as SQLiteEventStore takes it
-                if not isinstance(synchronous, str) or synchronous.upper() not in (
-                    "NORMAL",
-                    "FULL",
-                ):
+                mode = synchronous.upper() if isinstance(synchronous, str) else None
+                if mode not in ("NORMAL", "FULL"):  # any case, as SQLiteEventStore takes it
                     raise ConfigError(
                         "with_store: synchronous must be 'NORMAL' or 'FULL', got "
                         + _describe(synchronous)
                     )
-                synchronous = "FULL" if synchronous.upper() == "FULL" else "NORMAL"
+                synchronous = "FULL" if mode == "FULL" else "NORMAL"
         elif not isinstance(store, EventStore):
             raise ConfigError("with_store takes an EventStore or a path, got " + _describe(store))
         elif synchronous is not None:
