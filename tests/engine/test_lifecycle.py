@@ -150,7 +150,7 @@ def test_ctrl_c_during_a_sync_step_cancels_it_and_the_app_still_closes(tmp_path:
     out, _ = run_script(
         tmp_path,
         """
-        import asyncio, os, signal, threading, time
+        import asyncio, os, signal, threading
         from statelog import ApplicationBuilder
 
         @action(reads=["n"], writes=["n"])
@@ -170,11 +170,10 @@ def test_ctrl_c_during_a_sync_step_cancels_it_and_the_app_still_closes(tmp_path:
         )
         app.step()
         threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
-        started = time.monotonic()
         try:
-            app.step()
+            app.step()  # the action sleeps 30 s: only the cancel ends it within the 10 s
         except KeyboardInterrupt:
-            print("interrupted", time.monotonic() - started < 10)
+            print("interrupted")
         print("handler back", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
         print("state", app.state["n"], app.sequence_id)
         app.close()
@@ -182,6 +181,6 @@ def test_ctrl_c_during_a_sync_step_cancels_it_and_the_app_still_closes(tmp_path:
         "app.db",
     )
     lines = out.splitlines()
-    assert lines[0] == "interrupted True"
+    assert lines[0] == "interrupted"
     assert lines[1] == "handler back True"
     assert lines[2].startswith("state 1 ")
