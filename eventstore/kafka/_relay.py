@@ -365,6 +365,7 @@ class OutboxRelay(AsyncResource):
         self._key_hashes: dict[bytes, int] = {}
         self.anchor_topic = anchor_topic or f"{topic}.checkpoints"
         self._anchored = 0  # the last checkpoint sequence published to anchor_topic
+        self._anchor_due = False  # a batch was published and its _anchor did not finish
 
     def __repr__(self) -> str:
         return f"OutboxRelay(topic={self.topic!r}, position={self._position}, state={self._state})"
@@ -637,33 +638,41 @@ class OutboxRelay(AsyncResource):
         recorded, records = self._take()
         if not recorded:
             await self._refresh_head()
+            if self._anchor_due:
+                await self._anchor()  # the last batch's anchoring was cut (cancelled)
             self._state = "idle"
             return 0
         self._state = "publishing"
-        futures, error, sent = await self._send_all(records)
-        if sent < len(records):
-            for item in reversed(list(zip(recorded[sent:], records[sent:], strict=True))):
-                self._buffer.appendleft((item[0], item[1], _record_size(item[1])))
-            del recorded[sent:]
-        # Read and encode the next batch while the broker acknowledges this one.
-        read_ahead = asyncio.create_task(self._fill()) if error is None else None
+        read_ahead: asyncio.Task[None] | None = None
         try:
+            futures, error, sent = await self._send_all(records)
+            if sent < len(records):
+                for item in reversed(list(zip(recorded[sent:], records[sent:], strict=True))):
+                    self._buffer.appendleft((item[0], item[1], _record_size(item[1])))
+                del recorded[sent:]
+            # Read and encode the next batch while the broker acknowledges this one.
+            read_ahead = asyncio.create_task(self._fill()) if error is None else None
             await self._acknowledged(futures, error)
+            position = recorded[-1].position
+            await self.checkpoint.save(position)
         except BaseException:
+            # failed, or cancelled, before the position was stored (even while handing
+            # the batch over): the batch goes again from the stored position
             if read_ahead is not None:
                 read_ahead.cancel()
                 with contextlib.suppress(BaseException):
                     await read_ahead
             self._reset_reader()
             raise
-        position = recorded[-1].position
-        await self.checkpoint.save(position)
-        await self._refresh_head()
+        # stored: counted before the next await (a cancel there must not leave the
+        # position behind, or the relay idles with a lag and never anchors the rest)
         self._position = position
         self._published += len(recorded)
         self._batches += 1
         self._last_ack_at = utcnow()
         self._last_error = None
+        self._anchor_due = True
+        await self._refresh_head()
         if read_ahead is not None:
             try:
                 await read_ahead
@@ -699,6 +708,7 @@ class OutboxRelay(AsyncResource):
                 headers=[("kind", b"checkpoint")],
             )
             self._anchored = sequence
+        self._anchor_due = False
 
     async def _refresh_head(self) -> None:
         """Learn the log's last position, for ``lag``: from the store if it can say

@@ -256,6 +256,46 @@ async def test_checkpoint_and_close_cancelled_at_every_await(kafka_bootstrap, ke
     assert prefixes == sorted(["sweep", "last", *(f"close{n}" for n in range(k + 1))])
 
 
+async def test_relay_cancelled_at_every_await_anchors_only_what_it_published(
+    kafka_bootstrap, keys, tmp_path
+):
+    """The outbox relay of a signed SQLite log: every ``publish_batch()`` cancelled at
+    its 1st, 2nd, ... suspension until it runs to its end, batch after batch, while the
+    log grows and is checkpointed; nothing is skipped, and every anchored checkpoint
+    covers only events on the topic."""
+    from statelog.eventstore import SQLiteEventStore
+    from statelog.eventstore.kafka import OutboxRelay
+
+    private, public = keys
+    events, _checkpoints = await topics(kafka_bootstrap)
+    async with SQLiteEventStore(tmp_path / "log.db", signing_key=private) as store:
+        appender = Appender(store, "log")  # type: ignore[arg-type]
+        relay = OutboxRelay(store, bootstrap_servers=kafka_bootstrap, topic=events, batch_size=4)
+        async with relay:
+            cancels = 0
+            for _ in range(6):
+                for _ in range(9):
+                    await appender.step()
+                await store.checkpoint()
+                k = 0
+                while True:
+                    if await cancelled_at(relay.publish_batch(), k):
+                        k, cancels = k + 1, cancels + 1
+                        assert k < 200, relay.status()
+                        continue
+                    status = relay.status()
+                    if status.lag == 0:
+                        break
+                    assert status.state != "idle", f"idle with events to publish: {status}"
+                    k = 0  # the next batch, from its first suspension
+            assert cancels > 20
+        total = len(await store.read_all())
+    async with KafkaEventStore(kafka_bootstrap, events) as reader:
+        report = await audit_kafka(reader, public_keys=[load_public_key(public)])
+    assert report.ok, report.findings
+    assert (report.events, report.unsigned_events) == (total, 0)
+
+
 # --------------------------------------------------------------------------- kill -9
 
 
