@@ -4,7 +4,8 @@
   ``store.aclose()``) is cancelled at its 1st, 2nd, ... suspension until one
   runs to its end, while the same writer keeps appending; the writer (and a new
   one) go on writing and checkpointing, and the verifier must find every chain
-  dense, unforked and covering only heads the events topic has.
+  dense, unforked and covering only heads the events topic has. The outbox
+  relay's ``publish_batch()`` of a signed SQLite log is swept the same way.
 * A signing writer process (``kafka_signing_writer.py``) is SIGKILLed at random
   moments, a checkpoint in flight most of the time; a fresh process continues
   each time, and ``statelog verify --bootstrap --public-key`` must pass.
