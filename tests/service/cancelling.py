@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 from fastapi import FastAPI
@@ -66,31 +66,50 @@ async def awaiting(call: CancelAt) -> Any:
     return await call
 
 
+async def cancelled_at(coro: Coroutine[Any, Any, list[Message]], k: int) -> list[Message] | None:
+    """Run ``coro`` in a task cancelled at its ``k``-th suspension: its answer's messages,
+    or ``None`` if the cancel came first (and then it did come)."""
+    call = CancelAt(coro, k)
+    try:
+        first: list[Message] | None = await asyncio.create_task(awaiting(call))
+    except asyncio.CancelledError:
+        first = None
+    assert call.cancelled == (first is None)
+    return first
+
+
 def post(
     app: FastAPI, entrance: str, body: dict[str, Any], key: str, path: str = "/v1/runs"
-) -> Awaitable[Any]:
+) -> Coroutine[Any, Any, list[Message]]:
     """One POST through the whole ASGI app; returns the answer's messages."""
     content_type, with_length = ENTRANCES[entrance]
     data = json.dumps(body).encode()
-    headers = [(b"host", b"test"), (b"content-type", content_type)]
+    headers = [(b"content-type", content_type)]
     if with_length:
         headers.append((b"content-length", str(len(data)).encode()))
     headers.append((b"idempotency-key", key.encode()))
+    return request(app, "POST", path, headers, data)
+
+
+def request(
+    app: FastAPI, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> Coroutine[Any, Any, list[Message]]:
+    """One request through the whole ASGI app; returns the answer's messages."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "POST",
+        "method": method,
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": headers,
+        "headers": [(b"host", b"test"), *headers],
         "client": ("127.0.0.1", 1),
         "server": ("test", 80),
     }
-    messages: list[Message] = [{"type": "http.request", "body": data, "more_body": False}]
+    messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
 
     # as a server's, each may wait (a turn here): both are awaits to cancel at too

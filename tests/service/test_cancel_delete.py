@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
-
-from fastapi import FastAPI
-from starlette.types import Message
 
 from statelog.engine import ApplicationBuilder, State, action
 from statelog.service import ServiceConfig, Workflow, load_workflow
 from statelog.service._app import create_app, service_of
 
-from .cancelling import CancelAt, all_operations, answer, awaiting, idle, post
+from .cancelling import all_operations, answer, cancelled_at, idle, post, request
 
 #: what the ``gated`` run waits for: it holds the one worker until the test opens it
 _gate: list[asyncio.Event] = []
@@ -44,38 +40,6 @@ def gated() -> ApplicationBuilder:
         .with_state(count=0, done=False)
         .with_entrypoint("wait")
     )
-
-
-def _delete(app: FastAPI, path: str) -> Any:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "DELETE",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
-    sent: list[Message] = []
-
-    async def receive() -> Message:
-        await asyncio.sleep(0)
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        await asyncio.sleep(0)
-        sent.append(message)
-
-    async def call() -> list[Message]:
-        await app(scope, receive, send)
-        return sent
-
-    return call()
 
 
 async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_path: Path) -> None:
@@ -105,13 +69,8 @@ async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_pat
                 await post(app, "edge", {"graph": "counter", "app_id": app_id}, app_id)
             )
             assert status == 202 and service.scheduler.queued == 1
-            call = CancelAt(_delete(app, f"/v1/operations/{victim['id']}"), k)
-            task = asyncio.create_task(awaiting(call))
-            try:
-                first: list[Message] | None = await task
-            except asyncio.CancelledError:
-                first = None
-            assert call.cancelled == (first is None)
+            delete = request(app, "DELETE", f"/v1/operations/{victim['id']}", [])
+            first = await cancelled_at(delete, k)
             _gate[-1].set()
             await idle(service)
             ops = {op.app_id: op for op in await all_operations(service)}

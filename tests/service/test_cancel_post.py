@@ -16,13 +16,21 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from starlette.types import Message
 
 from statelog.service import ServiceConfig, load_workflow
 from statelog.service._app import create_app, service_of
 from statelog.service._service import Service
 
-from .cancelling import ENTRANCES, CancelAt, all_operations, answer, awaiting, idle, post
+from .cancelling import (
+    ENTRANCES,
+    CancelAt,
+    all_operations,
+    answer,
+    awaiting,
+    cancelled_at,
+    idle,
+    post,
+)
 
 
 def _config(tmp_path: Path) -> ServiceConfig:
@@ -67,13 +75,7 @@ async def test_a_cancelled_post_leaves_no_operation_that_never_runs(
             app_id, key = f"{entrance}-{k}", f"key-{entrance}-{k}"
             apps.add(app_id)
             body = {"graph": "counter", "app_id": app_id}
-            call = CancelAt(post(app, entrance, body, key), k)
-            task = asyncio.create_task(awaiting(call))
-            try:
-                first: list[Message] | None = await task
-            except asyncio.CancelledError:
-                first = None
-            assert call.cancelled == (first is None)
+            first = await cancelled_at(post(app, entrance, body, key), k)
             before = [op for op in await all_operations(service) if op.app_id == app_id]
             # the client retries with the same key: the same operation, or a new one
             status, again = answer(await post(app, entrance, body, key))
@@ -146,13 +148,7 @@ async def test_a_cancelled_input_post_leaves_no_operation_that_never_runs(
             await idle(service)
             path = f"/v1/apps/{app_id}/input"
             body = {"inputs": {"approval": {"ok": True, "by": "ann"}}}
-            call = CancelAt(post(app, "edge", body, key, path), k)
-            task = asyncio.create_task(awaiting(call))
-            try:
-                first: list[Message] | None = await task
-            except asyncio.CancelledError:
-                first = None
-            assert call.cancelled == (first is None)
+            first = await cancelled_at(post(app, "edge", body, key, path), k)
             before = [op for op in await all_operations(service) if op.app_id == app_id]
             # the client sends it again with the same key: the same operation, or a new one
             status, again = answer(await post(app, "edge", body, key, path))
