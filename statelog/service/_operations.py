@@ -227,14 +227,18 @@ class OperationStore:
         interpreter's switch interval while the event loop is busy, so runs ending
         together share one instead of paying one each.
         """
+        result: T = await self._queue(fn, *args)
+        return result
+
+    def _queue(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """``_call`` without the wait: the future its caller would await."""
         if self._executor is None:
             raise StoreError("the operations store is closed")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, args, future))
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
-        result: T = await future
-        return result
+        return future
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -307,7 +311,30 @@ class OperationStore:
         fingerprint: str,
     ) -> tuple[Operation, bool]:
         """Insert a queued operation; return it and whether it was already there (a retry)."""
-        return await self._call(
+        return await self.queue_create(
+            graph=graph,
+            partition_key=partition_key,
+            app_id=app_id,
+            principal=principal,
+            idempotency_key=idempotency_key,
+            request=request,
+            fingerprint=fingerprint,
+        )
+
+    def queue_create(
+        self,
+        *,
+        graph: str,
+        partition_key: str,
+        app_id: str,
+        principal: str,
+        idempotency_key: str | None,
+        request: RunRequest,
+        fingerprint: str,
+    ) -> asyncio.Future[tuple[Operation, bool]]:
+        """``create`` queued now, its outcome a future: the insert commits on the
+        operations thread whether or not anyone still awaits it."""
+        return self._queue(
             self._create,
             graph,
             partition_key,
