@@ -221,13 +221,7 @@ async def _verify_kafka(args: argparse.Namespace, keys: list[Any]) -> int:
         )
     if report.skipped_records:
         summary += f"; {report.skipped_records} records skipped (duplicates, fenced, off-chain)"
-    if not report.ok:
-        print(f"failed: {len(report.findings)} problems in {summary}")
-        return 1
-    print(f"ok: {summary}")
-    if not report.writers and not keys:
-        print(f"note: {UNKEYED_LIMITS}", file=sys.stderr)
-    return 0
+    return _conclude(report.ok, len(report.findings), summary, not report.writers and not keys)
 
 
 def _print_report(args: argparse.Namespace, report: AuditReport, keys: list[Any]) -> int:
@@ -243,11 +237,18 @@ def _print_report(args: argparse.Namespace, report: AuditReport, keys: list[Any]
         )
     if report.snapshots:
         summary += f"; {report.snapshots} snapshots"
-    if not report.ok:
-        print(f"failed: {len(report.findings)} problems in {summary}")
+    return _conclude(
+        report.ok, len(report.findings), summary, report.checkpoint is None and not keys
+    )
+
+
+def _conclude(ok: bool, problems: int, summary: str, unkeyed: bool) -> int:
+    """The last line of a verify report and its exit code (1: a problem found)."""
+    if not ok:
+        print(f"failed: {problems} problems in {summary}")
         return 1
     print(f"ok: {summary}")
-    if report.checkpoint is None and not keys:
+    if unkeyed:  # nothing signed was checked: say what an unkeyed walk cannot see
         print(f"note: {UNKEYED_LIMITS}", file=sys.stderr)
     return 0
 
