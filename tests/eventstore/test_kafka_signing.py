@@ -250,34 +250,23 @@ async def test_forged_and_replayed_checkpoints_are_named(kafka_bootstrap, keys):
         "(an old checkpoint replayed" in done.stdout
     )
 
+    async def with_latest_signature(body: Checkpoint) -> str:
+        """A copy of the checkpoints topic plus ``body`` under the latest one's signature."""
+        stolen = SignedCheckpoint(body=body.to_bytes(), signature=latest.signed.signature)
+        return await checkpoint_copy(
+            kafka_bootstrap, checkpoints, encode_anchor(writers[0], body.sequence, stolen)
+        )
+
     # the latest checkpoint with its heads edited (re-canonicalised), the signature kept
     body = Checkpoint.from_bytes(latest.signed.body)
     edited = msgspec.structs.replace(
         body, sequence=body.sequence + 1, previous="00" * 32, changed=body.changed[:1]
     )
-    forged = await checkpoint_copy(
-        kafka_bootstrap,
-        checkpoints,
-        encode_anchor(
-            writers[0],
-            edited.sequence,
-            SignedCheckpoint(body=edited.to_bytes(), signature=latest.signed.signature),
-        ),
-    )
-    done = cli(*base, "--checkpoints-topic", forged)
+    done = cli(*base, "--checkpoints-topic", await with_latest_signature(edited))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "checkpoint #4: does not link to checkpoint #3" in done.stdout
     linked = msgspec.structs.replace(edited, previous=_digest(latest.signed.body))
-    forged = await checkpoint_copy(
-        kafka_bootstrap,
-        checkpoints,
-        encode_anchor(
-            writers[0],
-            linked.sequence,
-            SignedCheckpoint(body=linked.to_bytes(), signature=latest.signed.signature),
-        ),
-    )
-    done = cli(*base, "--checkpoints-topic", forged)
+    done = cli(*base, "--checkpoints-topic", await with_latest_signature(linked))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"broken: writer {writers[0]!r}: checkpoint #4: signature does not verify" in (
         done.stdout
