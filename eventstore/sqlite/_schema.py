@@ -39,6 +39,14 @@ Synchronous = Literal["NORMAL", "FULL"]
 #: is cut back to this size (4 MiB).
 WAL_LIMIT = 4 * 1024 * 1024
 
+#: ``wal_autocheckpoint`` (pages) of a connection at ``synchronous=FULL``, where
+#: every commit syncs the WAL: a WAL checkpointed and restarted after ~800 KiB is
+#: overwritten in place, while a growing one makes each fdatasync commit the file
+#: system's journal too (the file's size changed). Same-run A/B, 450 durable steps
+#: on a new file: 2,068 -> 3,219 steps/s; 3,000 steps: unchanged. NORMAL keeps
+#: SQLite's 1,000 pages: there a checkpoint is the only sync, and more of them cost.
+FULL_WAL_CHECKPOINT = 200
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS eventstore_meta ("
     " key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
@@ -116,6 +124,8 @@ def connect(path: str, *, synchronous: str, busy_timeout: float) -> sqlite3.Conn
         db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         db.execute(f"PRAGMA synchronous={synchronous}")
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")
+        if synchronous.upper() == "FULL":
+            db.execute(f"PRAGMA wal_autocheckpoint={FULL_WAL_CHECKPOINT}")
     except BaseException:
         db.close()
         raise

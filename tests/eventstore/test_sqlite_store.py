@@ -143,6 +143,25 @@ async def test_synchronous_mode(tmp_path: Path, mode: Any, value: int) -> None:
         await store.append([ev("a", 0)], expected_sequence=-1)
 
 
+@pytest.mark.parametrize("mode", ["NORMAL", "FULL"])
+async def test_the_wal_is_reused_early_under_full(tmp_path: Path, mode: str) -> None:
+    """At FULL every commit syncs the WAL, so it restarts after ~800 KiB (overwritten
+    in place, not grown); NORMAL keeps SQLite's 1,000 pages (~4 MiB)."""
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path, synchronous=mode) as store:  # type: ignore[arg-type]
+        assert await store._read(_pragma, "wal_autocheckpoint") == [
+            (200 if mode == "FULL" else 1000,)
+        ]
+        blob = "x" * 3000  # a page or so per event: ~1,200 pages of WAL in all
+        for seq in range(1200):
+            await store.append([ev("a", seq, blob=blob)], expected_sequence=seq - 1)
+        wal = Path(f"{path}-wal").stat().st_size
+    if mode == "FULL":
+        assert wal < 1024 * 1024
+    else:
+        assert wal > 2 * 1024 * 1024
+
+
 async def test_an_existing_file_keeps_its_codec(tmp_path: Path) -> None:
     path = tmp_path / "log.db"
     async with SQLiteEventStore(path, codec="json") as store:
