@@ -80,7 +80,11 @@ def error_info(exc: BaseException) -> ErrorInfo:
 
 def _code_hash(action: Action) -> str:
     """A hash of the code an action runs (its function's, or its node's methods')."""
-    key = (type(action), getattr(action, "fn", None), tuple(action.reads), tuple(action.writes))
+    # keyed by the code object, not the function: a builder made per run or per
+    # resume defines new functions over the same code (the hash reads only the code)
+    fn = getattr(action, "fn", None)
+    code = getattr(getattr(fn, "__func__", fn), "__code__", fn)
+    key = (type(action), code, tuple(action.reads), tuple(action.writes))
     known = _CODE_HASHES.get(key)
     if known is None:
         if len(_CODE_HASHES) > 4096:

@@ -645,6 +645,37 @@ def again_v2(state: State) -> State:
     return state.increment(n=2)
 
 
+def test_the_code_hash_is_computed_once_per_code_not_per_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A builder made per run or per resume defines new functions over the same
+    code: their hash is the same, and it is worked out once."""
+    from statelog.engine import _record
+
+    def defined(k: int) -> Any:
+        @action(reads=["n"], writes=["n"])
+        def bump(state: State) -> State:
+            return state.increment(n=k)
+
+        return bump
+
+    computed: list[Any] = []
+    original = _record._compute_code_hash
+
+    def counted(act: Any) -> str:
+        computed.append(act)
+        return original(act)
+
+    monkeypatch.setattr(_record, "_compute_code_hash", counted)
+    monkeypatch.setattr(_record, "_CODE_HASHES", {})
+    first, second = defined(1), defined(2)
+    assert first.fn is not second.fn
+    assert _record._code_hash(first) == _record._code_hash(second)
+    assert len(computed) == 1
+    assert _record._code_hash(again_v1) != _record._code_hash(again_v2)  # other code
+    assert len(computed) == 3
+
+
 async def test_a_changed_graph_warns_records_and_can_be_refused(tmp_path: Path) -> None:
     db = tmp_path / "g.db"
     app = await graph_builder(db, again_v1).with_state(n=0).with_entrypoint("tick").abuild()
