@@ -4,6 +4,7 @@ event holding only the changed field (its delta)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.metadata
 import time
 from pathlib import Path
@@ -16,7 +17,11 @@ APP = "history"
 SNAPSHOT_EVERY = 1_000
 
 
+@functools.cache
 def _actions() -> dict[str, Any]:
+    """The workload's actions, defined once per process as a module defines them
+    (the eventsourcing peer's classes are, too): a resume times building the app
+    from them, not defining them."""
     from statelog.engine import State, action
 
     @action(reads=["count"], writes=["count"])
