@@ -33,6 +33,12 @@ from typing import Any, TypeVar
 
 from ._durability import Writer
 
+try:  # the C functions behind ``signal``: no enum wrapping of the handlers
+    # (same-run A/B: sync step 52 -> 35 us in memory)
+    import _signal as _raw_signal  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - an interpreter without it
+    _raw_signal = signal
+
 __all__ = ["Lifeline", "run_sync", "watch_async", "watch_sync"]
 
 logger = logging.getLogger("statelog.engine")
@@ -285,11 +291,11 @@ def run_sync(runner: asyncio.Runner, coro: Coroutine[Any, Any, T]) -> T:
     handler: _Interrupt | None = None
     if (
         threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        and _raw_signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ):
         handler = _Interrupt(loop, task)
         try:
-            signal.signal(signal.SIGINT, handler)
+            _raw_signal.signal(signal.SIGINT, handler)
         except ValueError:  # the main thread takes no signals (an embedded interpreter)
             handler = None
     try:
@@ -299,5 +305,5 @@ def run_sync(runner: asyncio.Runner, coro: Coroutine[Any, Any, T]) -> T:
             raise KeyboardInterrupt() from None
         raise
     finally:
-        if handler is not None and signal.getsignal(signal.SIGINT) is handler:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+        if handler is not None and _raw_signal.getsignal(signal.SIGINT) is handler:
+            _raw_signal.signal(signal.SIGINT, signal.default_int_handler)
