@@ -8,6 +8,12 @@ a ~1 KB state, each step changing one small field. Each figure is measured side 
 side: for each run, every system takes its turn (the order rotates), after a
 warm-up run that is thrown away; the table shows the median of the runs and the
 ratio statelog / peer. A peer that cannot give a figure shows ``n/a`` and why.
+
+Two yardsticks run beside the peers (``bench/peers/floor_sys.py``): ``floor``, bare
+stdlib ``sqlite3`` on the calling thread, and, for resume, ``floor_off_loop``: the
+same bare resume with its read and its step each on a worker thread, as an asyncio
+library that never blocks its loop must do it (the gap between the two is what the
+two hand-offs cost on this machine).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from bench.bench_chat import chat_table, render  # noqa: E402
 from bench.peers._base import DurableConfig, System  # noqa: E402
 from bench.workloads import FULL, QUICK, STATE_BYTES, TINY, NotApplicableError, Sizes  # noqa: E402
 
-PEERS = ("burr", "langgraph", "eventsourcing", "floor")
+PEERS = ("burr", "langgraph", "eventsourcing", "floor", "floor_off_loop")
 SLOW = {"langgraph"}  # measured with fewer steps (its steps take ~1-2 ms each)
 
 
@@ -141,6 +147,10 @@ def load_systems(names: Sequence[str]) -> dict[str, System | str]:
                 from bench.peers.floor_sys import Floor
 
                 system = Floor()
+            elif name == "floor_off_loop":
+                from bench.peers.floor_sys import FloorOffLoop
+
+                system = FloorOffLoop()
             else:
                 raise SystemExit(f"unknown system {name!r}")
         except ImportError as exc:  # pragma: no cover - the adapters import lazily

@@ -70,7 +70,7 @@ def test_bench_without_peers_gives_statelog_rows_and_na_for_peers(
     results, printed = _run(tmp_path, capsys)
 
     _check_statelog_rows(results, printed)
-    assert results["systems"] == ["statelog", *PEERS, "floor"]
+    assert results["systems"] == ["statelog", *PEERS, "floor", "floor_off_loop"]
     for fig in results["figures"]:
         for peer in PEERS:
             cell = results["cells"][fig["key"]][peer]
@@ -92,6 +92,13 @@ def _check_floor_rows(results: dict) -> None:
         else:
             assert cell["value"] is None and cell["note"].startswith("n/a: "), (key, cell)
     assert "WAL+FULL" in floor["durable_full"]["note"]
+    # the off-loop floor: only resume (its reads and its step on worker threads)
+    off_loop = {key: cells["floor_off_loop"] for key, cells in results["cells"].items()}
+    for key, cell in off_loop.items():
+        if key.startswith("resume_") or key == "bytes":
+            assert isinstance(cell["value"], int | float) and cell["value"] > 0, (key, cell)
+        else:
+            assert cell["value"] is None and cell["note"].startswith("n/a: "), (key, cell)
 
 
 @pytest.mark.skipif(
