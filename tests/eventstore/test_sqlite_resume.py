@@ -19,6 +19,7 @@ from statelog.eventstore import (
     SnapshotSkippedWarning,
     SnapshotStore,
     SQLiteEventStore,
+    StreamId,
     fold,
     load_state,
 )
@@ -142,6 +143,46 @@ async def test_a_resumed_stream_is_appended_to_from_the_head_the_read_found(
     async with SQLiteEventStore(path) as store:
         assert [e.sequence_id for e in await store.read(PK, "a")] == list(range(7))
         assert await store.verify() is None
+
+
+async def test_the_head_a_resume_notes_is_the_logs_with_and_without_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    """The head comes from the tail the read found (with the stream's id from the
+    snapshot's check), or from its own query: either way exactly the log's."""
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        recorded = await store.append([ev("a", s) for s in range(6)], expected_sequence=-1)
+        await store.append([ev("b", s) for s in range(3)], expected_sequence=-1)
+        await snapshots.save(_snapshot(recorded, 3))
+    db = sqlite3.connect(path)
+    heads = {
+        app: (int(db_id), int(seq), bytes(digest).hex())
+        for app, db_id, seq, digest in db.execute(
+            "SELECT s.app_id, s.id, e.sequence_id, e.hash FROM streams s JOIN events e "
+            "ON e.stream_id = s.id WHERE e.sequence_id = (SELECT MAX(sequence_id) "
+            "FROM events WHERE stream_id = s.id)"
+        )
+    }
+    db.close()
+    for tail in (4, 0):
+        async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+            for app in ("a", "b"):  # a: a snapshot; b: none
+                await load_stream(store, snapshots, PK, app, tail=tail)
+                assert tuple(store._hints[StreamId(PK, app)]) == heads[app]
+
+
+async def test_a_snapshot_past_the_end_of_the_log_is_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        recorded = await store.append([ev("a", s) for s in range(6)], expected_sequence=-1)
+        await snapshots.save(_snapshot(recorded, 1, seen="snapshot 1"))
+        await snapshots.save(_snapshot(recorded, 5, seen="snapshot 5"))
+    _raw(path, "DELETE FROM events WHERE sequence_id >= 4")  # the log's last two rows
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        with pytest.warns(SnapshotSkippedWarning, match="the log has no event at sequence_id 5"):
+            state, last = await load_state(store, snapshots, PK, "a")
+        assert (state, last) == ({**fold(await store.read(PK, "a")), "seen": "snapshot 1"}, 3)
 
 
 async def test_a_head_that_moved_since_the_read_is_refused_whole(tmp_path: Path) -> None:
