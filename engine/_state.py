@@ -506,6 +506,9 @@ class State(Mapping[str, Any]):
 
 
 def _sets(changes: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    if len(changes) == 1:  # update(key=value), the common step, without the loop
+        [(key, value)] = changes.items()
+        return ({"op": "set", "key": key, "value": value},)
     return tuple([{"op": "set", "key": k, "value": v} for k, v in changes.items()])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
@@ -19,13 +20,15 @@ from ._codec import (
     ENCODE_ERRORS,
     _explain,
     _is_str,
+    _view_encoder,
     _wrong_type,
     canonical_bytes,
     check_values,
+    plain_view,
 )
 from ._errors import EncodingError, InvalidEventError
 from ._event import SCHEMA_VERSION, Event, StreamId
-from ._ops import check_ops, common_ops, scalar_ops
+from ._ops import check_ops, common_ops, scalar_ops, scalar_sets
 
 __all__ = [
     "BrokenLink",
@@ -65,7 +68,7 @@ _encode_canonical = canonical_bytes
 _HMACS: dict[bytes, hmac.HMAC] = {}
 
 
-def _keyed(data: bytes, key: bytes) -> hmac.HMAC:
+def _keyed(data: bytes | bytearray, key: bytes) -> hmac.HMAC:
     """An HMAC-SHA-256 of ``data`` under ``key``, from the key's cached template."""
     template = _HMACS.get(key)
     if template is None:
@@ -77,7 +80,7 @@ def _keyed(data: bytes, key: bytes) -> hmac.HMAC:
     return mac
 
 
-def hash_bytes(data: bytes, key: bytes | None) -> str:
+def hash_bytes(data: bytes | bytearray, key: bytes | None) -> str:
     """The hex SHA-256 of ``data``, or its HMAC-SHA-256 under ``key``."""
     if key is None:
         return _sha256(data).hexdigest()
@@ -94,13 +97,16 @@ def validate_batch(events: Sequence[Event], expected_sequence: int) -> StreamId:
     return check_batch(events, expected_sequence)[0]
 
 
-def check_batch(events: Sequence[Event], expected_sequence: int) -> tuple[StreamId, bool]:
+def check_batch(
+    events: Sequence[Event], expected_sequence: int
+) -> tuple[StreamId, bool, list[dict[str, Any] | None]]:
     """Check a batch before anything is written; return its stream.
 
     A batch is non-empty, belongs to one stream with a non-empty ``app_id``,
     and its sequence ids run ``expected_sequence + 1, + 2, ...`` with no gap;
     each event passes ``check_event``. Also returns whether every event's ops
-    are scalar sets and appends (``scalar_ops``), for ``seal``'s ``plain_ops``.
+    are scalar sets and appends (``scalar_ops``), for ``seal``'s ``plain_ops``,
+    and each event's ``writes`` (``check_event``'s), for its body.
     """
     if not events:
         raise InvalidEventError("append needs at least one event, got an empty batch")
@@ -125,6 +131,7 @@ def check_batch(events: Sequence[Event], expected_sequence: int) -> tuple[Stream
     stream = _new_tuple(StreamId, (partition_key, app_id))
     want = expected_sequence + 1
     plain = True
+    deltas: list[dict[str, Any] | None] = []
     for event in events:
         if event is not first:
             if not isinstance(event, Event):
@@ -134,19 +141,23 @@ def check_batch(events: Sequence[Event], expected_sequence: int) -> tuple[Stream
                     f"one append holds one stream: {stream} and "
                     f"{StreamId(event.partition_key, event.app_id)} are mixed"
                 )
-        plain = check_event(event, stream, want) and plain
+        scalar, writes = check_event(event, stream, want)
+        plain = scalar and plain
+        deltas.append(writes)
         want += 1
-    return stream, plain
+    return stream, plain, deltas
 
 
-def check_event(event: Event, stream: StreamId, want: int) -> bool:
+def check_event(event: Event, stream: StreamId, want: int) -> tuple[bool, dict[str, Any] | None]:
     """The checks of one event of a batch for ``stream``: sequence ``want``, kind,
     version, and that every other field reads back as it is (``check_values``).
 
     ``validate_batch`` runs them on every event, after the batch-wide checks
     (one stream, a valid ``app_id``); a store that knows the stream already
     (it has written to it) may run just these on a one-event append. Returns
-    whether the ops are scalar sets and appends (``scalar_ops``; or none).
+    whether the ops are scalar sets and appends (``scalar_ops``; or none), and
+    when they are scalar sets only, their ``writes`` (``scalar_sets``: the
+    stored body's form, which ``Codec.encode_body`` then need not work out).
     """
     sequence_id = event.sequence_id
     if type(sequence_id) is not int:  # 1.0 == True == 1, but would not read back as 1
@@ -172,13 +183,14 @@ def check_event(event: Event, stream: StreamId, want: int) -> bool:
     # ops of scalar sets and appends (most events) pass the shape check, the value
     # check and the hash's float test in one walk (same-run A/B: -5.5 % instructions
     # and -7 % CPU per in-memory append, -12 % per in-memory step)
-    plain = not ops or (type(ops) is list and scalar_ops(ops))
+    writes = scalar_sets(ops) if ops and type(ops) is list else None
+    plain = writes is not None or not ops or (type(ops) is list and scalar_ops(ops))
     # the message is built only for ops that may be refused: the f-string (with
     # StreamId.__str__) cost ~0.3 us per event (same-run A/B: >= 3 % with the rest)
     if not plain and not common_ops(ops):
         check_ops(ops, f"event {stream}#{want}")
     check_values(event, stream, want, plain)
-    return plain
+    return plain, writes
 
 
 def seal(
@@ -191,19 +203,21 @@ def seal(
     """
     sealed = []
     replace = msgspec.structs.replace
-    set_hash = msgspec.structs.force_setattr
-    encode = _encode_canonical  # canonical_bytes of ``linked`` (never covers ``hash``)
+    # the canonical bytes of each event go into one buffer, not a new bytes object
+    # per event (same-run A/B with the one replace below: docs/benchmarks.md, session 7)
+    buffer = bytearray()
+    encode_into = _view_encoder.encode_into
     try:
         for event in events:
-            linked = replace(event, prev_hash=prev_hash, hash="")
-            if key is None:  # inline: the hot path of every keyless append (~0.2 us)
-                digest = _sha256(encode(linked, plain_ops)).hexdigest()
-            else:
-                digest = hash_bytes(encode(linked, plain_ops), key)
-            # ``linked`` is new and not shared yet: set its hash in place (msgspec's
-            # documented way to finish building a frozen struct) instead of copying it
-            set_hash(linked, "hash", digest)
-            sealed.append(linked)
+            view = plain_view(event, prev_hash, plain_ops) if event.legacy is None else None
+            if view is not None:
+                encode_into(view, buffer)
+                data: bytes | bytearray = buffer
+            else:  # a float, an odd name, a v1 event: the general way
+                data = _encode_canonical(replace(event, prev_hash=prev_hash, hash=""), plain_ops)
+            # keyless: inline, the hot path of every keyless append (~0.2 us)
+            digest = _sha256(data).hexdigest() if key is None else hash_bytes(data, key)
+            sealed.append(replace(event, prev_hash=prev_hash, hash=digest))
             prev_hash = digest
     except EncodingError as exc:  # no canonical form (an unsafe int, NaN): named
         if exc.path in (None, "$"):  # a lone surrogate somewhere: find it
@@ -222,9 +236,13 @@ def seal_one(
     For a store that keeps the digest as a BLOB: ``bytes.hex`` of one digest
     is cheaper than ``hexdigest`` followed by ``bytearray.fromhex``.
     """
-    linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
     try:
-        data = _encode_canonical(linked, plain_ops)
+        view = plain_view(event, prev_hash, plain_ops) if event.legacy is None else None
+        if view is not None:
+            data = _view_encoder.encode(view)
+        else:  # a float, an odd name, a v1 event: the general way
+            linked = msgspec.structs.replace(event, prev_hash=prev_hash, hash="")
+            data = _encode_canonical(linked, plain_ops)
     except EncodingError as exc:
         if exc.path in (None, "$"):
             raise _explain(event, exc) from exc
@@ -232,8 +250,7 @@ def seal_one(
     except ENCODE_ERRORS as exc:
         raise _explain(event, exc) from exc
     raw = bytearray(_sha256(data).digest() if key is None else _keyed(data, key).digest())
-    msgspec.structs.force_setattr(linked, "hash", raw.hex())
-    return linked, raw
+    return msgspec.structs.replace(event, prev_hash=prev_hash, hash=raw.hex()), raw
 
 
 def verify_events(

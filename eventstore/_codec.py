@@ -260,7 +260,8 @@ class _HashView(msgspec.Struct, frozen=True, gc=False):
     timestamp: str | datetime  # a datetime only where msgspec writes format_timestamp's string
 
 
-_encode_view = msgspec.json.Encoder(order="deterministic").encode
+_view_encoder = msgspec.json.Encoder(order="deterministic")
+_encode_view = _view_encoder.encode
 
 
 def canonical_bytes(event: Event, plain_ops: bool = False) -> bytes:
@@ -277,58 +278,68 @@ def canonical_bytes(event: Event, plain_ops: bool = False) -> bytes:
     """
     if event.legacy is not None:
         return v1_canonical_bytes(event)
-    inputs = event.inputs
-    result = event.result
-    data = event.data
-    error = event.error
     try:
-        # the fixed fields hold no float and ASCII names: only user values are checked
-        if not (
-            (not inputs or _plain_json(inputs))
-            and (plain_ops or _plain_ops(event.ops))
-            and (result is None or _plain_json(result))
-            and (not data or _plain_json(data))
-            and (error is None or _plain_json(error.traceback))
-        ):
+        view = plain_view(event, event.prev_hash, plain_ops)
+        if view is None:
             return canonical_json(hash_view(event))  # floats, odd names; or raises
-        parent = event.parent
-        stamp: str | datetime = event.timestamp
-        # msgspec writes an aware-UTC datetime as format_timestamp does ("...ffffffZ")
-        # unless its microsecond is 0 (then it leaves the fraction out): ~1 us less per
-        # event than isoformat (same-run A/B: >= 3 % of an in-memory step)
-        if type(stamp) is not datetime or stamp.tzinfo is not UTC or not stamp.microsecond:
-            stamp = format_timestamp(stamp)  # type: ignore[arg-type]
-        return _encode_view(
-            _HashView(
-                event.action,
-                event.actor,
-                event.app_id,
-                event.attempt,
-                event.correlation_id,
-                data,
-                event.duration_us,
-                None if error is None else _HashError(error.message, error.traceback, error.type),
-                inputs,
-                event.kind,
-                event.next_action,
-                event.ops,
-                None
-                if parent is None
-                else _HashParent(
-                    parent.app_id, parent.partition_key, parent.relation, parent.sequence_id
-                ),
-                event.partition_key,
-                event.prev_hash,
-                result,
-                event.schema_version,
-                event.sequence_id,
-                stamp,
-            )
-        )
+        return _encode_view(view)
     except UnicodeEncodeError as exc:
         raise EncodingError(
             "a string holds a lone surrogate, which has no UTF-8 form", path="$"
         ) from exc
+
+
+def plain_view(event: Event, prev_hash: str, plain_ops: bool = False) -> _HashView | None:
+    """The ``_HashView`` of the v2 ``event`` with ``prev_hash``, when msgspec's
+    deterministic JSON of it is the RFC 8785 form ``canonical_bytes`` gives; else
+    ``None`` (a float or a member name at or above U+E000 in a user value).
+
+    For ``seal``, which chains an event without first copying it to set its
+    ``prev_hash``. The caller checks ``legacy`` is ``None`` (a v2 event).
+    """
+    inputs = event.inputs
+    result = event.result
+    data = event.data
+    error = event.error
+    # the fixed fields hold no float and ASCII names: only user values are checked
+    if not (
+        (not inputs or _plain_json(inputs))
+        and (plain_ops or _plain_ops(event.ops))
+        and (result is None or _plain_json(result))
+        and (not data or _plain_json(data))
+        and (error is None or _plain_json(error.traceback))
+    ):
+        return None
+    parent = event.parent
+    stamp: str | datetime = event.timestamp
+    # msgspec writes an aware-UTC datetime as format_timestamp does ("...ffffffZ")
+    # unless its microsecond is 0 (then it leaves the fraction out): ~1 us less per
+    # event than isoformat (same-run A/B: >= 3 % of an in-memory step)
+    if type(stamp) is not datetime or stamp.tzinfo is not UTC or not stamp.microsecond:
+        stamp = format_timestamp(stamp)  # type: ignore[arg-type]
+    return _HashView(
+        event.action,
+        event.actor,
+        event.app_id,
+        event.attempt,
+        event.correlation_id,
+        data,
+        event.duration_us,
+        None if error is None else _HashError(error.message, error.traceback, error.type),
+        inputs,
+        event.kind,
+        event.next_action,
+        event.ops,
+        None
+        if parent is None
+        else _HashParent(parent.app_id, parent.partition_key, parent.relation, parent.sequence_id),
+        event.partition_key,
+        prev_hash,
+        result,
+        event.schema_version,
+        event.sequence_id,
+        stamp,
+    )
 
 
 # --------------------------------------------------------------------------- values
@@ -852,16 +863,23 @@ _BodyOut = msgspec.defstruct(
 )
 
 
-def _body_of(event: Event) -> Any:
-    """The ``_BodyOut`` of an event: what its stored body encodes."""
+_NO_DELETES: list[str] = []  # never grown: _body_of's deletes when there are none
+
+
+def _body_of(event: Event, writes: dict[str, Any] | None = None) -> Any:
+    """The ``_BodyOut`` of an event: what its stored body encodes.
+
+    ``writes``: ``event.ops`` as ``scalar_sets`` found them, if the caller has it.
+    """
     ops = event.ops
-    delta = _as_delta(ops)
-    if delta is None:
-        writes: dict[str, Any] = {}
-        deletes: list[str] = []
-    else:
+    deletes: list[str] = _NO_DELETES
+    if writes is not None:
+        ops = []
+    elif (delta := _as_delta(ops)) is not None:
         ops = []
         writes, deletes = delta
+    else:
+        writes = {}
     return _BodyOut(
         event.kind,
         event.action,
@@ -957,14 +975,18 @@ class Codec:
 
     # --- stored bodies (SQLite rows)
 
-    def encode_body(self, event: Event) -> bytes:
-        """The stored body of ``event``: short keys, defaults left out."""
+    def encode_body(self, event: Event, writes: dict[str, Any] | None = None) -> bytes:
+        """The stored body of ``event``: short keys, defaults left out.
+
+        ``writes``: the event's ops as ``scalar_sets`` returned them (the store's
+        check has them), so they are not looked at again; else ``None``.
+        """
         try:
-            return self._enc.encode(_body_of(event))  # type: ignore[no-any-return]
+            return self._enc.encode(_body_of(event, writes))  # type: ignore[no-any-return]
         except ENCODE_ERRORS as exc:
             raise _explain(event, exc) from exc
 
-    def encode_body_buffer(self, event: Event) -> bytearray:
+    def encode_body_buffer(self, event: Event, writes: dict[str, Any] | None = None) -> bytearray:
         """``encode_body`` into a new ``bytearray`` (the same bytes).
 
         For the SQLite store: ``sqlite3`` binds a ``bytearray`` as a BLOB
@@ -973,7 +995,7 @@ class Codec:
         """
         buffer = bytearray()
         try:
-            self._enc.encode_into(_body_of(event), buffer)
+            self._enc.encode_into(_body_of(event, writes), buffer)
         except ENCODE_ERRORS as exc:
             raise _explain(event, exc) from exc
         return buffer

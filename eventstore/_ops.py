@@ -159,6 +159,35 @@ def scalar_ops(ops: list[Any]) -> bool:
     return True
 
 
+def scalar_sets(ops: list[Any]) -> dict[str, Any] | None:
+    """``{key: value}`` when every op of the non-empty list ``ops`` is a ``set`` of a
+    str, a bool, ``None`` or an int within +-(2**53 - 1), each to another key: then
+    ``scalar_ops`` holds, and these are the stored body's ``writes`` (what
+    ``_as_delta`` gives). Else ``None``. The common step's ops, checked and put in
+    the body's form in one walk (same-run A/B: docs/benchmarks.md, session 7)."""
+    writes: dict[str, Any] = {}
+    for op in ops:
+        if (
+            type(op) is dict
+            and len(op) == 3
+            and op.get("op") == "set"
+            and type(key := op.get("key")) is str
+            and key not in writes
+        ):
+            value = op.get("value", _ABSENT)
+            kind = type(value)
+            if (
+                kind is str
+                or value is None
+                or kind is bool
+                or (kind is int and -_SAFE_INT <= value <= _SAFE_INT)
+            ):
+                writes[key] = value
+                continue
+        return None
+    return writes
+
+
 def check_ops(ops: Any, where: str) -> None:
     """Refuse a malformed operation list (``InvalidEventError`` naming ``$.ops[i]``)."""
     if type(ops) is not list:

@@ -16,13 +16,16 @@ from statelog.eventstore import (
     Codec,
     EncodingError,
     Event,
+    InvalidEventError,
+    StreamId,
     canonical_bytes,
     compute_hash,
     seal,
 )
-from statelog.eventstore._chain import seal_one
+from statelog.eventstore._chain import check_event, seal_one
 from statelog.eventstore._codec import _as_delta, _Body
 from statelog.eventstore._event import ErrorInfo, Lineage
+from statelog.eventstore._ops import check_ops, scalar_ops, scalar_sets
 from tests.ops_support import v2
 
 EVENTS = [
@@ -185,3 +188,111 @@ def test_seal_and_seal_one_name_a_surrogate_in_the_identity(
         seal_one(event, "")
     assert info.value.path == path
     assert "\\u" in str(info.value)  # printable: the message escapes the surrogate
+
+
+# ------------------------------------------------------------------ the append path's shortcuts
+
+
+def check_ops_pass(ops: list[dict[str, Any]]) -> bool:
+    try:
+        check_ops(ops, "test")
+    except InvalidEventError:
+        return False
+    return all(type(op.get("value")) is not int or abs(op["value"]) <= 2**53 - 1 for op in ops)
+
+
+_OPS_CASES: list[list[dict[str, Any]]] = [
+    [{"op": "set", "key": "n", "value": 1}],
+    [{"op": "set", "key": "n", "value": "x"}, {"op": "set", "key": "f", "value": None}],
+    [{"op": "set", "key": "b", "value": True}, {"op": "set", "key": "m", "value": -(2**53 - 1)}],
+    [{"op": "set", "key": "n", "value": 1}, {"op": "set", "key": "n", "value": 2}],  # a key twice
+    [{"op": "set", "key": "n", "value": 1.5}],  # a float: the hash's full walk
+    [{"op": "set", "key": "n", "value": 2**53}],  # beyond a JSON number: refused
+    [{"op": "set", "key": "d", "value": {"a": 1}}],  # not a scalar
+    [{"op": "append", "key": "l", "value": 1}],
+    [{"op": "set", "key": "n", "value": 1}, {"op": "delete", "key": "gone"}],
+    [{"op": "delete", "key": "gone"}],
+    [{"op": "set", "key": "n"}],  # malformed
+    [{"op": "set", "key": "n", "value": 1, "extra": 2}],  # malformed
+]
+
+
+@pytest.mark.parametrize("ops", _OPS_CASES)
+def test_scalar_sets_are_the_bodys_writes_or_none(ops: list[dict[str, Any]]) -> None:
+    writes = scalar_sets(ops)
+    scalar_only = all(
+        op.get("op") == "set"
+        and len(op) == 3
+        and type(op.get("value")) in (str, bool, int, type(None))
+        and (type(op.get("value")) is not int or abs(op["value"]) <= 2**53 - 1)
+        for op in ops
+    ) and len({op["key"] for op in ops}) == len(ops)
+    if not scalar_only:
+        assert writes is None
+        return
+    assert writes is not None
+    assert scalar_ops(ops)
+    assert _as_delta(ops) == (writes, [])
+
+
+@pytest.mark.parametrize("codec", [JSON, MSGPACK], ids=["json", "msgpack"])
+@pytest.mark.parametrize("ops", [ops for ops in _OPS_CASES if check_ops_pass(ops)])
+def test_the_checked_writes_give_the_reference_body(
+    codec: Codec, ops: list[dict[str, Any]]
+) -> None:
+    event = Event(partition_key="p", app_id="a", sequence_id=3, kind="k", ops=ops)
+    plain, writes = check_event(event, StreamId("p", "a"), 3)
+    assert plain == scalar_ops(ops)
+    assert writes == scalar_sets(ops)
+    assert codec.encode_body(event, writes) == _reference_body(codec, event)
+    assert bytes(codec.encode_body_buffer(event, writes)) == _reference_body(codec, event)
+
+
+def test_a_sealed_batch_hashes_each_event_over_its_own_bytes() -> None:
+    # seal encodes every event into one buffer: a short event after a long one, and
+    # one that takes the general way (a float) between them, each hash their own bytes
+    events = [
+        Event(
+            partition_key="p",
+            app_id="a",
+            kind="k",
+            sequence_id=0,
+            ops=[{"op": "set", "key": "long", "value": "x" * 3000}],
+        ),
+        Event(
+            partition_key="p",
+            app_id="a",
+            kind="k",
+            sequence_id=1,
+            ops=[{"op": "set", "key": "n", "value": 1}],
+        ),
+        Event(
+            partition_key="p",
+            app_id="a",
+            kind="k",
+            sequence_id=2,
+            ops=[{"op": "set", "key": "f", "value": 0.5}],
+        ),
+        Event(partition_key="p", app_id="a", kind="k", sequence_id=3),
+        Event(
+            partition_key="p",
+            app_id="a",
+            kind="k",
+            sequence_id=4,
+            inputs={"q": "y" * 100},
+            result={"r": [1, "2"]},
+        ),
+    ]
+    for key in (None, b"k"):
+        for plain in (False, True):
+            ok = [e for e in events if plain is False or not e.ops or e.ops[0]["key"] != "f"]
+            sealed = seal(ok, "ab" * 32, key, plain_ops=plain)
+            prev = "ab" * 32
+            for before, event in zip(ok, sealed, strict=True):
+                assert event.prev_hash == prev
+                assert event.hash == compute_hash(event, key)
+                assert msgspec.structs.replace(event, prev_hash="", hash="") == (
+                    msgspec.structs.replace(before, prev_hash="", hash="")
+                )
+                assert seal_one(before, prev, key, plain)[0] == event
+                prev = event.hash
