@@ -5,7 +5,12 @@ before the 202 goes out, so a ``kill -9`` after the answer never loses it; on
 restart every operation still ``queued`` or ``running`` is resumed from the log
 (``initialize_from``). The file sits beside the log (``<db>-service``, WAL);
 one thread owns its connection and each method is one transaction on it, so
-the event loop never waits on this disk.
+the event loop never waits on this disk. The WAL is copied back into the file
+(a checkpoint, which syncs the disk) by a second thread on its own connection,
+every ``_CHECKPOINT_EVERY`` commits, not by the commit that happens to cross
+SQLite's automatic threshold: that commit's requests (a group of 202s) would
+wait for the disk sync (same-run A/B: docs/benchmarks.md, Service 202 latency
+(session 7)).
 
 Table ``operations`` (one row per operation)::
 
@@ -22,13 +27,14 @@ every app the service started (the log does not record it yet).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import msgspec
@@ -173,6 +179,11 @@ def service_db_path(log_path: str) -> str:
     return f"{log_path}-service"
 
 
+#: commits of the writer between two checkpoints (a commit of a group of POSTs writes
+#: ~5-30 pages: SQLite's automatic checkpoint, at 1,000 pages, came about as often)
+_CHECKPOINT_EVERY = 64
+
+
 class OperationStore:
     """The operations file; every method is one transaction on the writer thread."""
 
@@ -180,11 +191,19 @@ class OperationStore:
         self.path = os.fspath(path)
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
+        # the checkpointer: its own thread and connection (PASSIVE: never blocks the writer)
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpointing: Future[None] | None = None
+        self._commits = 0
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
         self._drainer: asyncio.Task[None] | None = None
 
     async def open(self) -> OperationStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="statelog-ops")
+        self._checkpointer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="statelog-ops-checkpoint"
+        )
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self._connect)
@@ -198,13 +217,18 @@ class OperationStore:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job (module doc)
         db.executescript(_SCHEMA)
         self._db = db
+        checkpoint_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        checkpoint_db.execute("PRAGMA busy_timeout=5000")
+        self._checkpoint_db = checkpoint_db
 
     async def aclose(self) -> None:
         if self._drainer is not None and not self._drainer.done():
             await asyncio.wait([self._drainer])
         executor, self._executor = self._executor, None
+        checkpointer, self._checkpointer = self._checkpointer, None
         if executor is None:
             return
         loop = asyncio.get_running_loop()
@@ -212,11 +236,41 @@ class OperationStore:
             await loop.run_in_executor(executor, self._close_db)
         finally:
             executor.shutdown(wait=False)
+            if checkpointer is not None:
+                checkpointer.shutdown(wait=False)
 
     def _close_db(self) -> None:
+        running = self._checkpointing
+        if running is not None:
+            with contextlib.suppress(Exception):
+                running.result()  # its connection closes after its last checkpoint
+        checkpoint_db, self._checkpoint_db = self._checkpoint_db, None
+        if checkpoint_db is not None:
+            checkpoint_db.close()
         db, self._db = self._db, None
         if db is not None:
-            db.close()
+            db.close()  # the last connection: SQLite checkpoints what is left
+
+    def _checkpoint(self) -> None:
+        """On the checkpointer's thread: copy the committed WAL frames into the file."""
+        db = self._checkpoint_db
+        if db is not None:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _committed(self) -> None:
+        """On the writer thread after each commit: every ``_CHECKPOINT_EVERY`` commits,
+        start a checkpoint on the checkpointer's thread unless one is still running."""
+        self._commits += 1
+        if self._commits < _CHECKPOINT_EVERY:
+            return
+        running = self._checkpointing
+        if running is not None and not running.done():
+            return
+        checkpointer = self._checkpointer
+        if checkpointer is not None:
+            self._commits = 0
+            with contextlib.suppress(RuntimeError):  # shut down meanwhile
+                self._checkpointing = checkpointer.submit(self._checkpoint)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` on the writer thread, grouped with whatever else is waiting.
@@ -291,6 +345,7 @@ class OperationStore:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        self._committed()
         return outcomes
 
     def _conn(self) -> sqlite3.Connection:
@@ -382,7 +437,7 @@ class OperationStore:
         op_id = uuid.uuid4().hex
         now = time.time()
         try:
-            db.execute(
+            inserted = db.execute(
                 "INSERT INTO operations (id, graph, partition_key, app_id, principal, "
                 "idempotency_key, fingerprint, request, phase, status, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 'queued', ?)",
@@ -411,12 +466,36 @@ class OperationStore:
                 f"app {app_id!r} already has operation {busy[0]} queued or running",
                 operation_id=busy[0],
             ) from exc
-        db.execute(
-            "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
-            (partition_key, app_id, graph, now),
-        )
-        row = db.execute(f"SELECT {_COLUMNS} FROM operations WHERE id = ?", (op_id,)).fetchone()
-        return _row(row), False
+        rowid = inserted.lastrowid
+        assert rowid is not None  # an INSERT's cursor
+        if known is None:
+            db.execute(
+                "INSERT OR IGNORE INTO apps VALUES (?, ?, ?, ?)",
+                (partition_key, app_id, graph, now),
+            )
+        # the row as inserted, without reading it back (the columns not set are defaults;
+        # one of the per-POST cuts: +15 % closed-loop posts/s together, docs/benchmarks.md)
+        return Operation(
+            id=op_id,
+            graph=graph,
+            partition_key=partition_key,
+            app_id=app_id,
+            principal=principal,
+            idempotency_key=key,
+            request=request,
+            phase="queued",
+            status="queued",
+            base_sequence=None,
+            sequence_id=None,
+            position=None,
+            error=None,
+            cancel_requested=False,
+            resumed=0,
+            created_at=now,
+            started_at=None,
+            finished_at=None,
+            cursor=rowid,
+        ), False
 
     async def mark_running(self, op_id: str, base_sequence: int) -> Operation | None:
         """Phase ``running`` (``None`` if the operation ended meanwhile); ``base_sequence``

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from statelog.engine import ActionError, Application
 from statelog.eventstore import Event, EventStore, SnapshotStore, StatelogError, StreamId
 
+from ._admission import AdmissionFirst
 from ._metrics import Metrics
 from ._operations import Operation, OperationStore
 from ._signals import StreamSignals
@@ -62,7 +63,9 @@ class RunScheduler:
         max_concurrent: int,
         run_timeout: float,
         remote: Any | None = None,
+        admission: AdmissionFirst | None = None,
     ) -> None:
+        self._admission = admission or AdmissionFirst(0.0)
         self._remote = remote  # statelog.worker.RemoteRuns with serve --kafka
         self._store = store
         self._snapshots = snapshots
@@ -192,6 +195,7 @@ class RunScheduler:
         stream = StreamId(op.partition_key, op.app_id)
         app: Application | None = None
         try:
+            await self._admission.boundary()  # start requests first (bounded wait)
             app = await self._build(op)
             marked = await self._ops.mark_running(op.id, app.sequence_id)
             if marked is None:
@@ -314,6 +318,7 @@ class RunScheduler:
             return "max_steps", None
         stream = StreamId(op.partition_key, op.app_id)
         metrics = self._metrics
+        admission = self._admission
         last: Event | None = None
         events = app.astream(
             halt_before=request.halt_before,
@@ -325,6 +330,7 @@ class RunScheduler:
                 metrics.steps += 1
                 metrics.appends += 1
                 self._signals.notify(stream)
+                await admission.boundary()  # start requests first (bounded wait)
                 if self._stopping.is_set():
                     return "stopping", last
                 if running.cancel.is_set():

@@ -20,6 +20,7 @@ from statelog.eventstore import (
     snapshot_mac_key,
 )
 
+from ._admission import AdmissionFirst
 from ._auth import TokenTable
 from ._metrics import Metrics
 from ._operations import Operation, OperationStore, RunRequest, service_db_path
@@ -57,6 +58,10 @@ class ServiceConfig(msgspec.Struct, kw_only=True):
     #: Ed25519 public keys' PEM files (several after a rotation): ``verify`` checks the
     #: signed checkpoints with them (and with ``signing_key``'s public half)
     public_keys: Sequence[str] = ()
+    #: while ``POST /v1/runs`` requests are in flight, runs wait in line at their step
+    #: boundaries and one is let through every this many seconds (0: runs never wait);
+    #: see ``_admission.AdmissionFirst`` and docs/service.md, Scheduling
+    admission_interval: float = 0.002
 
 
 class Service:
@@ -74,6 +79,7 @@ class Service:
         self.public_keys = verifying_keys(config.public_keys, config.signing_key)
         self.metrics = Metrics()
         self.signals = StreamSignals()
+        self.admission = AdmissionFirst(config.admission_interval)
         self.ready = False
         self._store: EventStore | None = None
         self._closing: list[Any] = []
@@ -136,6 +142,7 @@ class Service:
             signals=self.signals,
             max_concurrent=config.max_concurrent_runs,
             run_timeout=config.run_timeout,
+            admission=self.admission,
         )
         await self._scheduler.recover()
         self._scheduler.start()
