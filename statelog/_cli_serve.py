@@ -64,7 +64,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--admission-interval",
         type=non_negative_seconds,
-        default=0.002,
+        default=0.005,
         metavar="S",
         help="while POST /v1/runs requests are in flight, runs wait at step boundaries "
         "and one is let through every S seconds (0: runs never wait)",
