@@ -94,7 +94,9 @@ def counter10() -> ApplicationBuilder:
 
 
 class Server:
-    def __init__(self, workdir: Path, name: str, max_concurrent: int = 16) -> None:
+    def __init__(
+        self, workdir: Path, name: str, max_concurrent: int = 16, loop: str = "auto"
+    ) -> None:
         self.db = workdir / f"{name}.db"
         self.args = [
             sys.executable,
@@ -111,6 +113,8 @@ class Server:
             str(max_concurrent),
             "--log-level",
             "warning",
+            "--loop",
+            loop,
         ]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
@@ -418,7 +422,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     runs_rounds = 8 if args.size == "full" else 2
     warm = max(2, runs // 20)
     results: dict[str, Any] = {}
-    with Server(workdir, "latency") as server:
+    with Server(workdir, "latency", loop=args.loop) as server:
         loadgen(url=server.url, kind="closed", clients=4, per_client=5, tag="warm")
         for clients in (1, 16, 64):
             per_client = max(1, per_level * (1 if clients == 1 else 4) // clients)
@@ -436,7 +440,7 @@ async def main_async(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     # a shared machine moves between minutes); the figures are medians over the rounds
     service_rates: list[float] = []
     local_rates: list[float] = []
-    with Server(workdir, "runs") as server:
+    with Server(workdir, "runs", loop=args.loop) as server:
         loadgen(url=server.url, kind="runs", runs=warm, tag="w")  # first-run imports, caches
         await in_process(workdir / "inproc.db", warm, tag="w")
         for r in range(runs_rounds):
@@ -460,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rate", type=float, default=200.0, help="open-loop requests/s (64 connections)"
     )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default="auto",
+        help="the service's event loop (statelog serve --loop; auto: uvloop when installed)",
+    )
     parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)
     parser.set_defaults(size="full")
     args = parser.parse_args(argv)
@@ -470,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
         results = asyncio.run(main_async(args, Path(tmp)))
     load = os.getloadavg()
     print(
-        f"statelog service bench ({args.size}), {os.cpu_count()} CPUs, "
+        f"statelog service bench ({args.size}, --loop {args.loop}), {os.cpu_count()} CPUs, "
         f"load {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     print("POST /v1/runs -> 202 latency (ms), load generator in its own process:")

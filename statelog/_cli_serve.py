@@ -91,10 +91,11 @@ def register(subparsers: Any) -> None:
 
 
 def _serve_on_loop(args: argparse.Namespace) -> Any:
-    """``_serve`` on the event loop ``--loop`` names. uvloop is optional (not a
-    dependency): same-run A/B, closed loop 64, it answered ~15 % more POSTs per
-    second with a lower p50 and p99 (docs/benchmarks.md, Service 202 latency
-    (session 7)). ``asyncio`` gives the standard loop; so does ``auto`` without it."""
+    """``_serve`` on the event loop ``--loop`` names. The ``service`` extra installs
+    uvloop (not on Windows): same-run A/B, closed loop 64, it answered ~15-20 % more
+    POSTs per second with a lower p50 and p99 (docs/benchmarks.md, Service 202
+    latency (session 7)). ``asyncio`` gives the standard loop; so does ``auto``
+    where uvloop is not installed."""
     try:
         import uvloop
     except ImportError:
@@ -262,6 +263,14 @@ async def _serve(args: argparse.Namespace) -> int:
                 # A/B, closed loop 64, +5 % posts/s, p99 -18 % (docs/benchmarks.md, session 7)
                 gc.set_threshold(20_000, *gc.get_threshold()[1:])
                 print(f"statelog serve: listening on http://{shown}:{port}", flush=True)
+                loop = type(asyncio.get_running_loop())
+                logging.getLogger("statelog.service").info(
+                    "serving on http://%s:%d, event loop %s.%s",
+                    shown,
+                    port,
+                    loop.__module__,
+                    loop.__qualname__,
+                )
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             service.begin_shutdown()  # readyz answers 503, event streams end
