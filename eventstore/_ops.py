@@ -145,18 +145,22 @@ def scalar_ops(ops: list[Any]) -> bool:
             and len(op) == 3
             and type(op.get("key")) is str
             and ((k := op.get("op")) == "set" or k == "append")
+            and _plain_scalar(op.get("value", _ABSENT))
         ):
-            value = op.get("value", _ABSENT)
-            kind = type(value)
-            if (
-                kind is str
-                or value is None
-                or kind is bool
-                or (kind is int and -_SAFE_INT <= value <= _SAFE_INT)
-            ):
-                continue
+            continue
         return False
     return True
+
+
+def _plain_scalar(value: Any) -> bool:
+    """A str, a bool, ``None`` or an int within +-(2**53 - 1): no float, nothing to walk."""
+    kind = type(value)
+    return (
+        kind is str
+        or value is None
+        or kind is bool
+        or (kind is int and -_SAFE_INT <= value <= _SAFE_INT)
+    )
 
 
 def scalar_sets(ops: list[Any]) -> dict[str, Any] | None:
@@ -175,13 +179,7 @@ def scalar_sets(ops: list[Any]) -> dict[str, Any] | None:
             and key not in writes
         ):
             value = op.get("value", _ABSENT)
-            kind = type(value)
-            if (
-                kind is str
-                or value is None
-                or kind is bool
-                or (kind is int and -_SAFE_INT <= value <= _SAFE_INT)
-            ):
+            if _plain_scalar(value):
                 writes[key] = value
                 continue
         return None

@@ -15,8 +15,9 @@ import asyncio
 import hashlib
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -24,6 +25,7 @@ from bench.peers._base import DurableConfig, System, pragmas
 from bench.workloads import ACTIONS, STEPS, expected_count, initial_state
 
 SNAPSHOT_EVERY = 1_000
+T = TypeVar("T")
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 
@@ -117,19 +119,27 @@ class Floor(System):
         finally:
             con.close()
 
+    #: whether the resume's disk work runs on worker threads (``FloorOffLoop``)
+    off_loop = False
+
+    async def _disk(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on this thread (the floor) or a worker thread (off the loop)."""
+        return await asyncio.to_thread(fn, *args) if self.off_loop else fn(*args)
+
     async def resume(self, path: Path, steps: int) -> float:
-        con = _connect(path, "NORMAL")  # opened before timing, as every system's store is
+        # opened before timing, as every system's store is
+        con = _connect(path, "NORMAL", threads=self.off_loop)
         try:
             start = time.perf_counter()
-            seq, state = _load(con)
+            seq, state = await self._disk(_load, con)
             delta = STEPS[ACTIONS[(seq + 1) % 3]](state)
             state.update(delta)
-            _append(con, seq + 1, delta)
+            await self._disk(_append, con, seq + 1, delta)
             elapsed = time.perf_counter() - start
         finally:
             con.close()
         if state["count"] < expected_count(steps):
-            raise AssertionError("the floor resumed from the wrong state")
+            raise AssertionError(f"{self.name} resumed from the wrong state")
         return elapsed
 
 
@@ -146,17 +156,4 @@ class FloorOffLoop(Floor):
     name = "sqlite3 floor, off the loop"
     durable_rows: dict[str, DurableConfig | str] = {}
 
-    async def resume(self, path: Path, steps: int) -> float:
-        con = _connect(path, "NORMAL", threads=True)  # opened before timing, as above
-        try:
-            start = time.perf_counter()
-            seq, state = await asyncio.to_thread(_load, con)
-            delta = STEPS[ACTIONS[(seq + 1) % 3]](state)
-            state.update(delta)
-            await asyncio.to_thread(_append, con, seq + 1, delta)
-            elapsed = time.perf_counter() - start
-        finally:
-            con.close()
-        if state["count"] < expected_count(steps):
-            raise AssertionError("the off-loop floor resumed from the wrong state")
-        return elapsed
+    off_loop = True
