@@ -178,9 +178,15 @@ class RunScheduler:
             if op.id in self._skip:  # cancelled while it waited
                 self._skip.discard(op.id)
                 # cancel() ends it too, unless its request was cancelled midway; it
-                # ends once, and never stays queued with its app refused as busy
-                with contextlib.suppress(StatelogError):
-                    await self._end(op, "cancelled", None)
+                # ends once, and never stays queued with its app refused as busy. It
+                # counts as running until it has ended: /readyz never shows it gone
+                # while the file still says queued
+                self._running[op.id] = _Running(op)
+                try:
+                    with contextlib.suppress(StatelogError):
+                        await self._end(op, "cancelled", None)
+                finally:
+                    self._running.pop(op.id, None)
                 continue
             await self._run(op)
 

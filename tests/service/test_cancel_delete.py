@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from statelog.engine import ApplicationBuilder, State, action
 from statelog.service import ServiceConfig, Workflow, load_workflow
 from statelog.service._app import create_app, service_of
@@ -93,5 +95,68 @@ async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_pat
                 return
         raise AssertionError("the call never ended uncancelled")
     finally:
+        _gate[-1].set()
+        await service.stop()
+
+
+async def test_a_skipped_run_counts_as_running_until_it_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DELETE whose request was cancelled after the mark leaves the run to be skipped:
+    the worker that takes it off the queue ends it. Meanwhile it counts as running, so
+    /readyz (and ``idle``) never see it gone while the file still says ``queued``."""
+    app = create_app(
+        ServiceConfig(
+            db=str(tmp_path / "log.db"),
+            workflows=[
+                load_workflow("counter=tests.service.workflows:counter"),
+                Workflow("gated", gated),
+            ],
+            max_concurrent_runs=1,
+        )
+    )
+    service = service_of(app)
+    await service.start()
+    scheduler = service.scheduler
+    release = asyncio.Event()
+    try:
+        _gate.append(asyncio.Event())
+        status, _ = answer(await post(app, "edge", {"graph": "gated", "app_id": "gate"}, "g"))
+        assert status == 202
+        for _ in range(10_000):
+            if scheduler.running:
+                break
+            await asyncio.sleep(0)
+        status, victim = answer(
+            await post(app, "edge", {"graph": "counter", "app_id": "victim"}, "v")
+        )
+        assert status == 202 and scheduler.queued == 1
+        # what a DELETE cancelled after its mark leaves: the mark, and the run to skip
+        scheduler._skip.add(victim["id"])
+        assert await service.operations.request_cancel(victim["id"]) is not None
+        store = scheduler._store
+        original = store.last_sequence
+
+        async def held(partition_key: str, app_id: str) -> int:
+            if app_id == "victim":  # the skipped run's end waits here
+                await release.wait()
+            return await original(partition_key, app_id)
+
+        monkeypatch.setattr(store, "last_sequence", held)
+        _gate[-1].set()
+        for _ in range(10_000):  # until the worker takes the victim off the queue
+            if not scheduler._skip:
+                break
+            await asyncio.sleep(0.001)
+        assert not scheduler._skip and scheduler.queued == 0  # taken, its end held
+        held_op = await service.operations.get(victim["id"])
+        assert held_op is not None and held_op.status == "queued"
+        assert scheduler.running == 1  # counted while it ends
+        release.set()
+        await idle(service)
+        ended = await service.operations.get(victim["id"])
+        assert ended is not None and ended.status == "cancelled"
+    finally:
+        release.set()
         _gate[-1].set()
         await service.stop()
