@@ -354,28 +354,6 @@ class OperationStore:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(
-        self,
-        *,
-        graph: str,
-        partition_key: str,
-        app_id: str,
-        principal: str,
-        idempotency_key: str | None,
-        request: RunRequest,
-        fingerprint: str,
-    ) -> tuple[Operation, bool]:
-        """Insert a queued operation; return it and whether it was already there (a retry)."""
-        return await self.queue_create(
-            graph=graph,
-            partition_key=partition_key,
-            app_id=app_id,
-            principal=principal,
-            idempotency_key=idempotency_key,
-            request=request,
-            fingerprint=fingerprint,
-        )
-
     def queue_create(
         self,
         *,
@@ -387,8 +365,9 @@ class OperationStore:
         request: RunRequest,
         fingerprint: str,
     ) -> asyncio.Future[tuple[Operation, bool]]:
-        """``create`` queued now, its outcome a future: the insert commits on the
-        operations thread whether or not anyone still awaits it."""
+        """Insert a queued operation, queued now on the operations thread; the future
+        gives it and whether it was already there (a retry). The insert commits
+        whether or not anyone still awaits it."""
         return self._queue(
             self._create,
             graph,

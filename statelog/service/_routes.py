@@ -161,7 +161,7 @@ async def queue_run(
 
 
 async def create_and_submit(service: Service, **fields: Any) -> tuple[Operation, bool]:
-    """``operations.create`` and, for a new operation, ``scheduler.submit``: both or
+    """``operations.queue_create`` and, for a new operation, ``scheduler.submit``: both or
     neither, even when the request is cancelled meanwhile (its client went away, a
     shutdown ran out of grace). The insert commits on the operations file's thread
     whether or not its caller still waits, so the submit hangs on the insert's own

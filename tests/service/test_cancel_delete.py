@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from statelog.engine import ApplicationBuilder, State, action
 from statelog.service import ServiceConfig, Workflow, load_workflow
 from statelog.service._app import create_app, service_of
+from statelog.service._service import Service
 
 from .cancelling import all_operations, answer, cancelled_at, idle, post, request
 
@@ -44,7 +46,8 @@ def gated() -> ApplicationBuilder:
     )
 
 
-async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_path: Path) -> None:
+async def one_worker_service(tmp_path: Path) -> tuple[Any, Service]:
+    """A started service with ``counter`` and ``gated`` and one worker."""
     app = create_app(
         ServiceConfig(
             db=str(tmp_path / "log.db"),
@@ -57,6 +60,11 @@ async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_pat
     )
     service = service_of(app)
     await service.start()
+    return app, service
+
+
+async def test_a_cancelled_delete_of_a_queued_run_never_leaves_it_queued(tmp_path: Path) -> None:
+    app, service = await one_worker_service(tmp_path)
     try:
         for k in range(1000):
             _gate.append(asyncio.Event())
@@ -105,18 +113,7 @@ async def test_a_skipped_run_counts_as_running_until_it_has_ended(
     """A DELETE whose request was cancelled after the mark leaves the run to be skipped:
     the worker that takes it off the queue ends it. Meanwhile it counts as running, so
     /readyz (and ``idle``) never see it gone while the file still says ``queued``."""
-    app = create_app(
-        ServiceConfig(
-            db=str(tmp_path / "log.db"),
-            workflows=[
-                load_workflow("counter=tests.service.workflows:counter"),
-                Workflow("gated", gated),
-            ],
-            max_concurrent_runs=1,
-        )
-    )
-    service = service_of(app)
-    await service.start()
+    app, service = await one_worker_service(tmp_path)
     scheduler = service.scheduler
     release = asyncio.Event()
     try:

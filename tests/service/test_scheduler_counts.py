@@ -28,7 +28,7 @@ async def test_an_operation_is_counted_from_submit_to_its_end(tmp_path: Path) ->
         scheduler, metrics = service.scheduler, service.metrics
         ops = []
         for n in range(3):
-            op, _ = await service.operations.create(
+            op, _ = await service.operations.queue_create(
                 graph="counter",
                 partition_key="",
                 app_id=f"a{n}",
