@@ -692,43 +692,44 @@ def _resume_on_reader(
     """
     db.execute("BEGIN")  # one read transaction: the snapshot and the events agree
     try:
-        snapshot, skipped = _newest_usable(db, partition_key, app_id, decode)
+        row = db.execute(
+            "SELECT id FROM streams WHERE partition_key = ? AND app_id = ?",
+            (partition_key, app_id),
+        ).fetchone()
+        stream_id: int | None = None if row is None else row[0]
+        snapshot, skipped = _newest_usable(db, partition_key, app_id, decode, stream_id)
         state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
+        if stream_id is None:  # no event was ever written to it
+            return LoadedStream(state, -1, [], None), None, skipped
         start = snapshot.sequence_id + 1 if snapshot is not None else 0
-        count = _read.fold_stream(db, codec, path, partition_key, app_id, start, state)
-        last = start + count - 1
-        head = None
-        if last >= 0:
-            row = db.execute(
-                "SELECT s.id, e.hash FROM streams s JOIN events e ON e.stream_id = s.id "
-                "AND e.sequence_id = ? WHERE s.partition_key = ? AND s.app_id = ?",
-                (last, partition_key, app_id),
-            ).fetchone()
-            head = None if row is None else (int(row[0]), last, bytes(row[1]).hex())
-        window: list[Event] = []
-        first: Event | None = None
-        if tail > 0 and last >= 0:
-            low = max(0, last - tail + 1)
-            window = _read.read_stream(db, codec, path, partition_key, app_id, low, last)
-            if window and window[0].sequence_id == 0:
-                first = window[0]
-            else:
-                found = _read.read_stream(db, codec, path, partition_key, app_id, 0, 0)
-                first = found[0] if found else None
+        last, window, first, head_hash = _read.fold_tail(
+            db, codec, path, (partition_key, app_id), stream_id, start, state, tail
+        )
     finally:
         db.execute("COMMIT")
+    head = None if head_hash is None else (stream_id, last, head_hash.hex())
     return LoadedStream(state, last, window, first), head, skipped
 
 
 def _newest_usable(
-    db: sqlite3.Connection, partition_key: str, app_id: str, decode: Callable[[Any], Snapshot]
+    db: sqlite3.Connection,
+    partition_key: str,
+    app_id: str,
+    decode: Callable[[Any], Snapshot],
+    stream_id: int | None,
 ) -> tuple[Snapshot | None, list[tuple[int, str]]]:
-    """What ``SnapshotStore.load(store=...)`` finds, read through the store's connection."""
+    """What ``SnapshotStore.load(store=...)`` finds, read through the store's connection.
+
+    ``stream_id`` is the stream's id in the ``streams`` table (``None``: it has
+    none, so no snapshot of it matches the log). The newest snapshot is read
+    alone first (it is the one used unless the file is damaged), then older
+    ones a page at a time.
+    """
     skipped: list[tuple[int, str]] = []
-    upper = _MAX_SEQUENCE
+    upper, page = _MAX_SEQUENCE, 1
     while True:
         try:
-            rows = db.execute(_SELECT, (partition_key, app_id, upper, _PAGE)).fetchall()
+            rows = db.execute(_SELECT, (partition_key, app_id, upper, page)).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return None, skipped  # no snapshot was ever saved in this file
@@ -736,11 +737,12 @@ def _newest_usable(
         for row in rows:
             try:
                 snapshot = decode(row)
-                found = db.execute(
-                    "SELECT e.hash FROM events e JOIN streams s ON s.id = e.stream_id "
-                    "WHERE s.partition_key = ? AND s.app_id = ? AND e.sequence_id = ?",
-                    (partition_key, app_id, snapshot.sequence_id),
-                ).fetchone()
+                found = None
+                if stream_id is not None:
+                    found = db.execute(
+                        "SELECT hash FROM events WHERE stream_id = ? AND sequence_id = ?",
+                        (stream_id, snapshot.sequence_id),
+                    ).fetchone()
                 if found is None:
                     raise _Skip(f"the log has no event at sequence_id {snapshot.sequence_id}")
                 if not hmac.compare_digest(bytes(found[0]).hex(), snapshot.event_hash):
@@ -749,6 +751,6 @@ def _newest_usable(
                 skipped.append((row[2], str(why)))
                 continue
             return snapshot, skipped
-        if len(rows) < _PAGE:
+        if len(rows) < page:
             return None, skipped
-        upper = int(rows[-1][2]) - 1
+        upper, page = int(rows[-1][2]) - 1, _PAGE

@@ -13,6 +13,7 @@ checkpoints can tell.)
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from .._event import Event, Recorded, StreamId
 
 __all__ = [
     "fold_stream",
+    "fold_tail",
     "last_position",
     "last_sequence",
     "read_all",
@@ -200,19 +202,98 @@ def fold_stream(
                 )
             ]
             _check_dense(path, (partition_key, app_id), seqs, start)
+    _fold_bodies(codec, (partition_key, app_id), rows, start, result)
+    return len(rows)
+
+
+def fold_tail(
+    db: sqlite3.Connection,
+    codec: Codec,
+    path: str,
+    stream: tuple[str, str],
+    stream_id: int,
+    start: int,
+    result: dict[str, Any],
+    tail: int,
+) -> tuple[int, list[Event], Event | None, bytes | None]:
+    """A resume's read after its snapshot: the fold from ``start`` and the last events.
+
+    Folds the stream (``stream_id`` in the ``streams`` table) from ``start``
+    onto ``result``, as ``fold_stream``, in one statement that also brings
+    the rows a resume needs next: returns the last sequence id (``start - 1``
+    when nothing follows), the events ``last - tail + 1 .. last`` (decoded
+    whole), the stream's first event (found in the same rows or with one
+    more seek; ``None`` if it has none) and the last event's hash (``None``
+    if ``last`` is -1). Dense where ``fold_stream`` and ``read_stream`` would
+    be: a hole raises ``StoreCorruptError``.
+    """
+    low = max(0, start - tail - 1)  # enough rows before ``start`` for a short tail's window
+    rows = db.execute(
+        "SELECT body, sequence_id, hash FROM events WHERE stream_id = ? AND sequence_id >= ? "
+        "ORDER BY sequence_id",
+        (stream_id, low),
+    ).fetchall()
+    after = bisect.bisect_left(rows, start, key=_sequence_of)
+    count = len(rows) - after
+    if count and (rows[after][1] != start or rows[-1][1] != start + count - 1):
+        _check_dense(path, stream, [row[1] for row in rows[after:]], start)
+    _fold_bodies(codec, stream, list(zip(map(_body_of, rows[after:]))), start, result)
+    last = start + count - 1
+    if last < 0:
+        return last, [], None, None
+    if tail <= 0:
+        return last, [], None, rows[-1][2]
+    # the window and the row before it (its hash is the window's first prev_hash)
+    before = max(0, last - tail)
+    at = bisect.bisect_left(rows, before, key=_sequence_of)
+    _check_dense(path, stream, [row[1] for row in rows[at:]], before)
+    prev = b""
+    if rows[at][1] < last - tail + 1:
+        prev = rows[at][2]
+        at += 1
+    prevs = [prev] + [row[2] for row in rows[at:-1]]
+    window = codec.decode_rows([(b, *stream, seq, h) for b, seq, h in rows[at:]], prevs)
+    first: Event | None = None
+    if window[0].sequence_id == 0:
+        first = window[0]
+    else:
+        found = db.execute(
+            "SELECT body, sequence_id, hash FROM events WHERE stream_id = ? AND sequence_id = 0",
+            (stream_id,),
+        ).fetchone()
+        if found is not None:
+            first = codec.decode_rows([(found[0], *stream, 0, found[2])], [b""])[0]
+    return last, window, first, rows[-1][2]
+
+
+def _sequence_of(row: Sequence[Any]) -> int:
+    return int(row[1])
+
+
+def _body_of(row: Sequence[Any]) -> Any:
+    return row[0]
+
+
+def _fold_bodies(
+    codec: Codec,
+    stream: tuple[str, str],
+    rows: Sequence[Sequence[Any]],
+    start: int,
+    result: dict[str, Any],
+) -> None:
+    """Fold stored bodies ``rows`` (``(body,)``, sequence ids from ``start``) onto ``result``."""
     index = codec.fold_deltas(rows, result)
     while index < len(rows):  # an older body: upcast it, then go on fast
         event = codec.decode_body(
             rows[index][0],
-            partition_key=partition_key,
-            app_id=app_id,
+            partition_key=stream[0],
+            app_id=stream[1],
             sequence_id=start + index,
             prev_hash="",
             hash="",
         )
         apply_event(result, event)
         index = codec.fold_deltas(rows, result, index + 1)
-    return len(rows)
 
 
 def verify(
