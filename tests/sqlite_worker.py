@@ -3,6 +3,7 @@
     python -m tests.sqlite_worker race DB NAME ROUNDS   # race for each next sequence
     python -m tests.sqlite_worker loop DB SEED          # append until killed
     python -m tests.sqlite_worker append DB APP_ID N    # append N events to one stream
+    python -m tests.sqlite_worker acked DB SEED         # at FULL, say each append once it returns
 
 Every mode prints one JSON line per outcome and flushes, so the parent can
 follow along (``ready`` after the first commit in ``loop`` mode).
@@ -78,6 +79,26 @@ async def append(db: str, app_id: str, count: int) -> None:
         say(status="done")
 
 
+async def acked(db: str, seed: int) -> None:
+    """Append at ``synchronous=FULL`` until killed; say each append once it has returned.
+
+    Events of ~4 KB fill the WAL fast, so the store's early checkpoints at FULL
+    (``FULL_WAL_CHECKPOINT`` pages) run every few dozen appends: a kill lands in
+    one now and then.
+    """
+    rng = random.Random(seed)
+    app_id = f"acked-{seed}"
+    async with SQLiteEventStore(db, synchronous="FULL", busy_timeout=30) as store:
+        last = await store.last_sequence(PK, app_id)
+        say(status="ready")
+        while True:
+            size = rng.choice([1, 1, 2, 5, 20])
+            batch = [event(app_id, last + 1 + i, pad="x" * 4000) for i in range(size)]
+            await store.append(batch, expected_sequence=last)
+            last += size
+            say(acked=last)
+
+
 def main(argv: list[str]) -> None:
     mode, db, *rest = argv
     if mode == "race":
@@ -86,6 +107,8 @@ def main(argv: list[str]) -> None:
         asyncio.run(loop(db, int(rest[0])))
     elif mode == "append":
         asyncio.run(append(db, rest[0], int(rest[1])))
+    elif mode == "acked":
+        asyncio.run(acked(db, int(rest[0])))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
