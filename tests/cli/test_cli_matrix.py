@@ -176,6 +176,11 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("serve", "--port 70000", ["serve", "--db", "log.db", "--port", "70000"]),
     ("serve", "--max-concurrent-runs 0", ["serve", "--db", "log.db", "--max-concurrent-runs", "0"]),
     ("serve", "--run-timeout -1", ["serve", "--db", "log.db", "--run-timeout", "-1"]),
+    ("serve", "--max-queued-runs 0", ["serve", "--db", "log.db", "--max-queued-runs", "0"]),
+    ("serve", "--admission-interval -1", ["serve", "--db", "log.db", "--admission-interval", "-1"]),
+    ("serve", "malformed --admission-interval", ["serve", "--admission-interval", "soon"]),
+    ("serve", "unknown --loop", ["serve", "--db", "log.db", "--loop", "trio"]),
+    ("serve", "missing --loop value", ["serve", "--db", "log.db", "--loop"]),
     # --- ui (all checked before a server starts)
     ("ui", "missing --db", ["ui"]),
     ("ui", "missing file", ["ui", "--db", "missing.db"]),
