@@ -66,6 +66,19 @@ def wait_ready(proc: subprocess.Popen[str]) -> None:
         raise AssertionError(f"worker did not start: {line!r} {err}")
 
 
+def kill_when_ready(*args: str, after: float) -> str:
+    """Start a worker, ``kill -9`` it ``after`` seconds past its ready line; its output."""
+    proc = start_worker(*args)
+    try:
+        wait_ready(proc)
+        time.sleep(after)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    return out
+
+
 async def assert_intact(path: Path) -> dict[str, int]:
     """Open the file and check every stream is dense and its chain verifies."""
     conn = sqlite3.connect(path)
@@ -186,14 +199,7 @@ def test_sigkill_while_appending_never_leaves_a_partial_event(tmp_path: Path) ->
     deadline = time.monotonic() + 25
     done = 0
     for round_ in range(kills):
-        proc = start_worker("loop", str(path), str(round_))
-        try:
-            wait_ready(proc)
-            time.sleep(rng.uniform(0.0, 0.12))
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        kill_when_ready("loop", str(path), str(round_), after=rng.uniform(0.0, 0.12))
         done += 1
         if round_ % 6 == 5:
             asyncio.run(assert_intact(path))
@@ -216,14 +222,7 @@ def test_sigkill_at_full_during_its_frequent_checkpoints_loses_no_acknowledged_a
     rng = random.Random(20261207)
     acknowledged: dict[str, int] = {}
     for round_ in range(8):
-        proc = start_worker("acked", str(path), str(round_))
-        try:
-            wait_ready(proc)
-            time.sleep(rng.uniform(0.05, 0.4))
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == -signal.SIGKILL
+        out = kill_when_ready("acked", str(path), str(round_), after=rng.uniform(0.05, 0.4))
         acks = [json.loads(line)["acked"] for line in out.splitlines() if line.strip()]
         if acks:
             acknowledged[f"acked-{round_}"] = acks[-1]
