@@ -33,7 +33,7 @@ from ._service import Service, fingerprint, unknown_app
 from ._signed_head import signed_head
 from ._status import ACTIVE, FINAL
 
-__all__ = ["queue_run", "router"]
+__all__ = ["queue_run", "router", "start_operation"]
 
 router = APIRouter()
 _bearer = HTTPBearer(auto_error=False, description="a token from --token-file")
@@ -107,8 +107,21 @@ async def start_run(
 async def queue_run(
     service: Service, principal: Principal, body: StartRunRequest, idempotency_key: str | None
 ) -> JSONResponse:
-    """What ``POST /v1/runs`` does once its body, token and headers are read (the route
-    above and the plain-ASGI path of ``_app._Edge`` share it)."""
+    """What ``POST /v1/runs`` does once its body, token and headers are read."""
+    op, replayed = await start_operation(service, principal, body, idempotency_key)
+    if replayed:
+        return _op_response(
+            op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
+        )
+    return _op_response(op, 202)
+
+
+async def start_operation(
+    service: Service, principal: Principal, body: StartRunRequest, idempotency_key: str | None
+) -> tuple[Operation, bool]:
+    """``queue_run`` up to its answer: the operation and whether it is a replay (an
+    earlier start with the same Idempotency-Key). The route above (``queue_run``) and
+    the plain-ASGI path of ``_app._Edge`` share it."""
     principal.require(body.partition_key, write=True)
     if not service.ready:
         raise ProblemError("shutting-down", "the service is not accepting runs")
@@ -153,11 +166,7 @@ async def queue_run(
         if idempotency_key is None
         else fingerprint(body.graph, body.partition_key, body.app_id, request),
     )
-    if replayed:
-        return _op_response(
-            op, 202 if op.status in ACTIVE else 200, **{"Idempotent-Replayed": "true"}
-        )
-    return _op_response(op, 202)
+    return op, replayed
 
 
 async def create_and_submit(service: Service, **fields: Any) -> tuple[Operation, bool]:
