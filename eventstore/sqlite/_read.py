@@ -227,6 +227,7 @@ def fold_tail(
     if ``last`` is -1). Dense where ``fold_stream`` and ``read_stream`` would
     be: a hole raises ``StoreCorruptError``.
     """
+    tail = max(tail, 0)
     low = max(0, start - tail - 1)  # enough rows before ``start`` for a short tail's window
     rows = db.execute(
         "SELECT body, sequence_id, hash FROM events WHERE stream_id = ? AND sequence_id >= ? "

@@ -270,7 +270,7 @@ async def test_the_one_call_read_finds_what_the_calls_one_at_a_time_find(
             if hole is not None:
                 _raw(copy, f"DELETE FROM events WHERE sequence_id = {hole}")
             async with SQLiteEventStore(copy) as store, SnapshotStore(copy) as snapshots:
-                for tail in (0, 1, 3, 4, length + 2):
+                for tail in (-1, 0, 1, 3, 4, length + 2):
                     case = f"snapshot at {snapshot_at}, hole at {hole}, tail {tail}"
                     expected = await _outcome(_read_apart(store, snapshots, "a", tail))
                     loaded = await _outcome(load_stream(store, snapshots, PK, "a", tail=tail))
