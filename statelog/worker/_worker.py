@@ -62,6 +62,8 @@ logger = logging.getLogger("statelog.worker")
 
 #: Exact duplicates (same idempotency key) remembered per partition.
 _SEEN_KEYS = 4096
+#: How long a stopping worker waits for its last commit.
+_STOP_COMMIT_SECONDS = 5.0
 
 
 class _Stream:
@@ -222,9 +224,19 @@ class Worker:
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await committer
-            for partition in list(self._owned):
+            stopping = dict(self._owned)
+            for partition in stopping:
                 with contextlib.suppress(Exception):
                     await self._drop(partition, reason="stopping")
+            # their last offsets, in one commit, best effort and bounded: SIGTERM never
+            # waits long on the group's coordinator (redelivery is harmless: fences and
+            # idempotency keys)
+            try:
+                await asyncio.wait_for(self._commit(stopping), _STOP_COMMIT_SECONDS)
+            except TimeoutError:
+                self.report("commit_timeout", seconds=_STOP_COMMIT_SECONDS)
+            except Exception:  # as above: the next owner runs them again
+                pass
             with contextlib.suppress(Exception):
                 await consumer.stop()
             if self._snapshots is not None:
@@ -270,7 +282,7 @@ class Worker:
         for task in tasks:
             with contextlib.suppress(BaseException):
                 await task
-        if reason in ("revoked", "stopping"):
+        if reason == "revoked":  # (a stopping worker commits them all at once: run)
             with contextlib.suppress(Exception):  # best effort: redelivery is harmless
                 await self._commit({partition: owned})
         await self._store.forget_partition(partition)
