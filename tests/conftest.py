@@ -1,5 +1,7 @@
 """Shared fixtures. Area fixtures live in their own modules, loaded as plugins."""
 
+import sys
+
 import pytest
 
 pytest_plugins: list[str] = ["tests.kafka_broker", "tests.redis_server"]
@@ -21,3 +23,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name every worker that did not stop on SIGTERM (tests/worker/harness.py)."""
+    harness = sys.modules.get("tests.worker.harness")
+    for line in getattr(harness, "SLOW_STOPS", ()):
+        terminalreporter.write_line(f"SLOW STOP: {line}")

@@ -19,6 +19,9 @@ from statelog.eventstore import Event, StreamId
 from statelog.eventstore.kafka._wire import Fence, decode_record, fence_claim_of, fence_of
 from tests.kafka_helpers import read_topic
 
+#: Workers that had to be killed after SIGTERM (printed in the run's summary).
+SLOW_STOPS: list[str] = []
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Worker options that keep group joins short on Tansu.
 FAST = ["--session-timeout", "3000", "--heartbeat", "500"]
@@ -85,6 +88,13 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                # a worker must stop on SIGTERM: the run's summary lists each that did
+                # not (tests/conftest.py), with what it reported last
+                last = [line.get("event") for line in list(self.lines)[-8:]]
+                SLOW_STOPS.append(
+                    f"worker {self.name} did not stop within {timeout:.0f} s of SIGTERM "
+                    f"(killed); its last reports: {last}; stderr: {self.tail()[-800:]!r}"
+                )
         for thread in self._threads:
             thread.join(5)
         for pipe in (self.proc.stdout, self.proc.stderr):
