@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from ._chain import BrokenLink, check_batch, check_event, seal, seal_one, verify_events
 from ._codec import Codec
-from ._errors import EventTooLargeError, StoreClosedError
+from ._errors import ConfigError, EventTooLargeError, StoreClosedError
 from ._event import Event, Recorded, StreamId
 from ._ops import apply_ops
 from ._resource import AsyncResource
@@ -20,6 +20,11 @@ __all__ = [
     "SYNC_CALLER",
     "EventStore",
     "apply_event",
+    "check_count",
+    "check_page",
+    "check_partition",
+    "check_read",
+    "check_stream_args",
     "fold",
     "prepare_append",
 ]
@@ -35,6 +40,71 @@ _B = TypeVar("_B", bytes, bytearray)
 
 #: Default limit on one encoded event, in bytes (1 MiB).
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
+
+
+#: Sequence ids and positions are SQLite INTEGERs: 64-bit signed.
+_INT64 = 1 << 63
+
+
+def check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a sequence id, position or limit that is not a 64-bit int.
+
+    ``bool`` is refused too (``True`` is not a sequence id). Raises
+    ``ConfigError`` naming the argument; nothing is read or written.
+    """
+    if value is None and optional:
+        return
+    if type(value) is not int:
+        wanted = "an int or None" if optional else "an int"
+        raise ConfigError(f"{name} must be {wanted}, got {type(value).__name__} {value!r:.60}")
+    if not -_INT64 <= value < _INT64:
+        raise ConfigError(f"{name} must fit in 64 bits, got {value}")
+
+
+def check_partition(partition_key: object, *, optional: bool = False) -> None:
+    """Refuse a ``partition_key`` that is not a str (``ConfigError``)."""
+    if partition_key is None and optional:
+        return
+    if not isinstance(partition_key, str):
+        wanted = "a str or None" if optional else "a str"
+        raise ConfigError(
+            f"partition_key must be {wanted}, got {type(partition_key).__name__} "
+            f"{partition_key!r:.60}"
+        )
+
+
+def check_stream_args(partition_key: object, app_id: object) -> None:
+    """Refuse a stream name no store can hold (``ConfigError``; nothing read).
+
+    ``partition_key`` is a str and ``app_id`` a non-empty str: ``append``
+    refuses anything else, so no stream could match. Every backend's read calls
+    start here, so a wrong type is an error and not an empty answer.
+    """
+    check_partition(partition_key)
+    if not isinstance(app_id, str) or not app_id:
+        raise ConfigError(
+            f"app_id must be a non-empty str, got {type(app_id).__name__} {app_id!r:.60}"
+        )
+
+
+def check_read(
+    partition_key: object,
+    app_id: object,
+    from_sequence: object,
+    to_sequence: object = None,
+    after_position: object = None,
+) -> None:
+    """``check_stream_args`` plus the sequence range of a ``read`` or fold."""
+    check_stream_args(partition_key, app_id)
+    check_count("from_sequence", from_sequence)
+    check_count("to_sequence", to_sequence, optional=True)
+    check_count("after_position", after_position, optional=True)
+
+
+def check_page(from_position: object, limit: object) -> None:
+    """Refuse a ``read_all``/``subscribe`` start or page size of the wrong type."""
+    check_count("from_position", from_position)
+    check_count("limit", limit, optional=True)
 
 
 def apply_event(state: dict[str, Any], event: Event, owned: set[str] | None = None) -> None:
@@ -234,22 +304,30 @@ class EventStore(AsyncResource, ABC):
         A snapshot records it, and passes it back to ``read``/``fold_stream`` as
         ``after_position`` so a store that can seek starts there.
         """
+        check_stream_args(partition_key, app_id)
+        check_count("sequence_id", sequence_id)
         return None
 
     async def verify(
         self, partition_key: str | None = None, app_id: str | None = None
     ) -> BrokenLink | None:
         """Walk the chain of one stream (or every stream); return the first broken link."""
-        if app_id is not None:
-            targets = [StreamId(partition_key or "", app_id)]
-        else:
-            targets = await self.streams(partition_key)
-        for stream in targets:
+        for stream in await self._verify_targets(partition_key, app_id):
             events = await self.read(stream.partition_key, stream.app_id)
             broken = verify_events(events, key=self.hmac_key)
             if broken is not None:
                 return broken
         return None
+
+    async def _verify_targets(
+        self, partition_key: str | None, app_id: str | None
+    ) -> list[StreamId]:
+        """The streams ``verify`` walks: one (``app_id`` given) or every one."""
+        check_partition(partition_key, optional=True)
+        if app_id is None:
+            return await self.streams(partition_key)
+        check_stream_args(partition_key or "", app_id)
+        return [StreamId(partition_key or "", app_id)]
 
     # --- lifecycle
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 
-from ._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append, prepare_one
+from ._base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EventStore,
+    check_page,
+    check_partition,
+    check_read,
+    check_stream_args,
+    prepare_append,
+    prepare_one,
+)
 from ._codec import Codec, CodecName, get_codec
 from ._errors import ConcurrencyError
 from ._event import Event, Recorded, StreamId
@@ -114,22 +123,26 @@ class MemoryEventStore(EventStore):
         to_sequence: int | None = None,
         after_position: int | None = None,  # nothing to seek in memory
     ) -> list[Event]:
+        check_read(partition_key, app_id, from_sequence, to_sequence, after_position)
         self._check_open()
         events = self._streams.get(StreamId(partition_key, app_id), [])
         stop = None if to_sequence is None else max(to_sequence + 1, 0)
         return events[max(from_sequence, 0) : stop]
 
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        check_stream_args(partition_key, app_id)
         self._check_open()
         return len(self._streams.get(StreamId(partition_key, app_id), [])) - 1
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        check_partition(partition_key, optional=True)
         self._check_open()
         return [
             s for s in self._streams if partition_key is None or s.partition_key == partition_key
         ]
 
     async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        check_page(from_position, limit)
         self._check_open()
         start = max(from_position, 1) - 1
         stop = None if limit is None else start + limit
@@ -143,6 +156,7 @@ class MemoryEventStore(EventStore):
     async def subscribe(
         self, *, from_position: int = 0, poll_interval: float = 0.05
     ) -> AsyncIterator[Recorded]:
+        check_page(from_position, None)
         position = max(from_position, 1)
         while True:
             self._check_open()

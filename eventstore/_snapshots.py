@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple, Self
 import aiosqlite
 import msgspec
 
-from ._base import EventStore, fold
+from ._base import EventStore, check_count, check_stream_args, fold
 from ._chain import hash_bytes
 from ._codec import Codec, to_plain
 from ._errors import (
@@ -446,6 +446,8 @@ class SnapshotStore(SnapshotBackend):
         hash of the event at its sequence in ``store``. Unusable snapshots are
         skipped with a ``SnapshotSkippedWarning``.
         """
+        check_stream_args(partition_key, app_id)
+        check_count("max_sequence", max_sequence, optional=True)
         async with self._reading() as conn:
             if not self._has_table:  # a read-only file that has no snapshots yet
                 return None
@@ -603,6 +605,9 @@ async def load_stream(
     on its reader thread, in one read transaction: one hop from the loop
     instead of three.
     """
+    check_stream_args(partition_key, app_id)
+    check_count("at_sequence", at_sequence, optional=True)
+    check_count("tail", tail)
     if (
         at_sequence is None
         and snapshots is not None

@@ -80,7 +80,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
-from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, prepare_append, warn_unclosed
+from .._base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EventStore,
+    check_count,
+    check_page,
+    check_partition,
+    check_read,
+    check_stream_args,
+    prepare_append,
+    warn_unclosed,
+)
 from .._checkpoints import load_private_key
 from .._codec import Codec, CodecName, get_codec
 from .._errors import (
@@ -852,12 +862,14 @@ class KafkaEventStore(EventStore):
     # ------------------------------------------------------------------ reading
 
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        check_stream_args(partition_key, app_id)
         self._check_ready()
         head = self._index.heads.get(StreamId(partition_key, app_id))
         return -1 if head is None else head.last_seq
 
     async def head(self, partition_key: str, app_id: str) -> tuple[int, str]:
         """``(last sequence id, last hash)`` of a stream from the index (``(-1, "")``)."""
+        check_stream_args(partition_key, app_id)
         self._check_ready()
         head = self._index.heads.get(StreamId(partition_key, app_id))
         return (-1, "") if head is None else (head.last_seq, head.last_hash)
@@ -874,6 +886,8 @@ class KafkaEventStore(EventStore):
 
         A snapshot records these so a reader without this index can seek there.
         """
+        check_stream_args(partition_key, app_id)
+        check_count("sequence_id", sequence_id)
         self._check_ready()
         head = self._index.heads.get(StreamId(partition_key, app_id))
         if head is None or not 0 <= sequence_id <= head.last_seq:
@@ -882,6 +896,7 @@ class KafkaEventStore(EventStore):
         return None if offset is None else (head.partition, offset)
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        check_partition(partition_key, optional=True)
         self._check_ready()
         return [
             s
@@ -906,6 +921,8 @@ class KafkaEventStore(EventStore):
         ``from_sequence`` in the stream's partition. Without the stream in the
         index, a read with ``from_offset`` scans to the current end of the partition.
         """
+        check_read(partition_key, app_id, from_sequence, to_sequence, after_position)
+        check_count("from_offset", from_offset, optional=True)
         self._check_ready()
         stream = StreamId(partition_key, app_id)
         key = record_key(partition_key, app_id)
@@ -987,6 +1004,7 @@ class KafkaEventStore(EventStore):
 
         Catches the index up first, so the answer includes other writers' events.
         """
+        check_page(from_position, limit)
         self._check_ready()
         await self.refresh()
         first_partition, first_offset = split_position(from_position)
@@ -1036,6 +1054,7 @@ class KafkaEventStore(EventStore):
         them: pass ``from_offsets={partition: next_offset}`` (partitions left out
         start at 0) or ``from_position=0``.
         """
+        check_page(from_position, None)
         self._check_ready()
         if from_offsets is not None:
             cursors = {tp.partition: int(from_offsets.get(tp.partition, 0)) for tp in self._tps}

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import msgspec
 
-from .._base import EventStore, warn_unclosed
+from .._base import EventStore, check_count, check_stream_args, warn_unclosed
 from .._chain import hash_bytes
 from .._codec import to_plain
 from .._errors import ConfigError, EncodingError, InvalidEventError, StoreClosedError
@@ -213,6 +213,8 @@ class RedisSnapshotStore(SnapshotBackend):
         hash of the event at its sequence in ``store``. Unusable snapshots are
         skipped with a ``SnapshotSkippedWarning``.
         """
+        check_stream_args(partition_key, app_id)
+        check_count("max_sequence", max_sequence, optional=True)
         self._check_open()
         self._used = True
         key = self._key(partition_key, app_id)

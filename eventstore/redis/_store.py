@@ -23,7 +23,18 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple, Self
 
-from .._base import DEFAULT_MAX_EVENT_SIZE, EventStore, apply_event, prepare_batch, warn_unclosed
+from .._base import (
+    DEFAULT_MAX_EVENT_SIZE,
+    EventStore,
+    apply_event,
+    check_count,
+    check_page,
+    check_partition,
+    check_read,
+    check_stream_args,
+    prepare_batch,
+    warn_unclosed,
+)
 from .._chain import BrokenLink, validate_batch, verify_events
 from .._codec import Codec, CodecName, get_codec
 from .._errors import (
@@ -297,6 +308,7 @@ class RedisEventStore(EventStore):
         to_sequence: int | None = None,
         after_position: int | None = None,  # a stream is its own key: nothing to seek
     ) -> list[Event]:
+        check_read(partition_key, app_id, from_sequence, to_sequence, after_position)
         self._check_open()
         start = max(from_sequence, 0)
         if to_sequence is not None and to_sequence < start:
@@ -327,11 +339,14 @@ class RedisEventStore(EventStore):
         return self.codec.decode_rows(decoded, prevs)
 
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        check_stream_args(partition_key, app_id)
         self._check_open()
         return (await self._load_head(StreamId(partition_key, app_id))).sequence_id
 
     async def position_of(self, partition_key: str, app_id: str, sequence_id: int) -> int | None:
         """The global position of one event (the second part of its entry id)."""
+        check_stream_args(partition_key, app_id)
+        check_count("sequence_id", sequence_id)
         self._check_open()
         self._used = True
         key = self.keys.events(self.keys.ref(partition_key, app_id))
@@ -341,6 +356,7 @@ class RedisEventStore(EventStore):
         return _id_parts(rows[0][0])[1] if rows else None
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        check_partition(partition_key, optional=True)
         self._check_open()
         self._used = True
         key = self.keys.streams if partition_key is None else self.keys.partition(partition_key)
@@ -348,6 +364,7 @@ class RedisEventStore(EventStore):
         return [self.keys.stream_of(ref) for ref in refs]
 
     async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        check_page(from_position, limit)
         self._check_open()
         if limit is not None and limit <= 0:
             return []
@@ -399,6 +416,7 @@ class RedisEventStore(EventStore):
         1 s) is how long one blocking wait lasts, so how soon a subscriber
         notices ``aclose()``.
         """
+        check_page(from_position, None)
         position = max(from_position, 1)
         block = max(1, int(min(poll_interval, 1.0) * 1000))
         if self.socket_timeout is not None:
@@ -447,6 +465,7 @@ class RedisEventStore(EventStore):
         after_position: int | None = None,
     ) -> tuple[dict[str, Any], int]:
         """Fold a stream, decoding only each body's delta (fully for an older version)."""
+        check_read(partition_key, app_id, from_sequence, None, after_position)
         self._check_open()
         start = max(from_sequence, 0)
         result = dict(state) if state is not None else {}
@@ -481,10 +500,7 @@ class RedisEventStore(EventStore):
         body that does not decode is a broken link too.
         """
         self._check_open()
-        if app_id is not None:
-            targets = [StreamId(partition_key or "", app_id)]
-        else:
-            targets = await self.streams(partition_key)
+        targets = await self._verify_targets(partition_key, app_id)
         decode = self.codec.decode_body
         for stream in targets:
             rows = await self._xrange(

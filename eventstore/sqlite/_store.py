@@ -37,6 +37,10 @@ from .._base import (
     DEFAULT_MAX_EVENT_SIZE,
     SYNC_CALLER,
     EventStore,
+    check_page,
+    check_partition,
+    check_read,
+    check_stream_args,
     prepare_batch,
     prepare_one,
     warn_unclosed,
@@ -384,6 +388,7 @@ class SQLiteEventStore(EventStore):
         to_sequence: int | None = None,
         after_position: int | None = None,  # the stream index seeks already
     ) -> list[Event]:
+        check_read(partition_key, app_id, from_sequence, to_sequence, after_position)
         start = max(from_sequence, 0)
         if to_sequence is not None and to_sequence < start:
             self._check_open()
@@ -394,6 +399,7 @@ class SQLiteEventStore(EventStore):
         return events
 
     async def last_sequence(self, partition_key: str, app_id: str) -> int:
+        check_stream_args(partition_key, app_id)
         last: int = await self._read(_read.last_sequence, partition_key, app_id)
         return last
 
@@ -403,10 +409,12 @@ class SQLiteEventStore(EventStore):
         return last
 
     async def streams(self, partition_key: str | None = None) -> list[StreamId]:
+        check_partition(partition_key, optional=True)
         found: list[StreamId] = await self._read(_read.streams, partition_key)
         return found
 
     async def read_all(self, *, from_position: int = 0, limit: int | None = None) -> list[Recorded]:
+        check_page(from_position, limit)
         if limit is not None and limit <= 0:
             self._check_open()
             return []
@@ -425,6 +433,7 @@ class SQLiteEventStore(EventStore):
         after_position: int | None = None,  # the stream index seeks already
     ) -> tuple[dict[str, Any], int]:
         """Fold a stream on the reader thread, decoding only each body's delta."""
+        check_read(partition_key, app_id, from_sequence, None, after_position)
         start = max(from_sequence, 0)
         result = dict(state) if state is not None else {}
         count: int = await self._read(
@@ -440,10 +449,7 @@ class SQLiteEventStore(EventStore):
         A missing sequence id and a stored body that no longer decodes are
         broken links too.
         """
-        if app_id is not None:
-            targets = [StreamId(partition_key or "", app_id)]
-        else:
-            targets = await self.streams(partition_key)
+        targets = await self._verify_targets(partition_key, app_id)
         broken: BrokenLink | None = await self._read(
             _read.verify, self.codec, self.hmac_key, targets
         )
@@ -457,6 +463,7 @@ class SQLiteEventStore(EventStore):
         Appends through this store wake subscribers at once; appends by other
         processes are seen within ``poll_interval`` seconds.
         """
+        check_page(from_position, None)
         position = max(from_position, 1)
         page = 1000
         self._subscribers += 1

@@ -38,6 +38,7 @@ import pytest
 from statelog.eventstore import (
     MAX_VALUE_DEPTH,
     ConcurrencyError,
+    ConfigError,
     EncodingError,
     ErrorInfo,
     Event,
@@ -789,6 +790,48 @@ class StoreContract:
         assert len(await store.read_all()) == 2
         await store.append(evs("a", 2, 1), expected_sequence=1)
         assert await store.verify() is None
+
+    async def test_read_calls_refuse_arguments_of_the_wrong_type(self, store: EventStore) -> None:
+        # a wrong type used to read as "no such stream" (an empty answer) or
+        # fail deep in the backend with a bare TypeError or OverflowError
+        await store.append(evs("a", 0, 3), expected_sequence=-1)
+        huge = 1 << 63
+        cases: list[tuple[str, Callable[[], Any], str]] = [
+            ("read pk int", lambda: store.read(5, "a"), "partition_key"),  # type: ignore[arg-type]
+            ("read app bytes", lambda: store.read(PK, b"a"), "app_id"),  # type: ignore[arg-type]
+            ("read app empty", lambda: store.read(PK, ""), "app_id"),
+            ("read from str", lambda: store.read(PK, "a", from_sequence="1"), "from_sequence"),  # type: ignore[arg-type]
+            ("read from bool", lambda: store.read(PK, "a", from_sequence=True), "from_sequence"),
+            ("read from float", lambda: store.read(PK, "a", from_sequence=1.0), "from_sequence"),  # type: ignore[arg-type]
+            ("read from huge", lambda: store.read(PK, "a", from_sequence=huge), "from_sequence"),
+            ("read to str", lambda: store.read(PK, "a", to_sequence="2"), "to_sequence"),  # type: ignore[arg-type]
+            ("read to huge", lambda: store.read(PK, "a", to_sequence=-huge - 1), "to_sequence"),
+            ("read after", lambda: store.read(PK, "a", after_position="1"), "after_position"),  # type: ignore[arg-type]
+            ("last_sequence", lambda: store.last_sequence(PK, 1), "app_id"),  # type: ignore[arg-type]
+            ("last_sequence pk", lambda: store.last_sequence(None, "a"), "partition_key"),  # type: ignore[arg-type]
+            ("fold app", lambda: store.fold_stream(PK, ["a"]), "app_id"),  # type: ignore[arg-type]
+            ("fold from", lambda: store.fold_stream(PK, "a", from_sequence="0"), "from_sequence"),  # type: ignore[arg-type]
+            ("streams", lambda: store.streams(5), "partition_key"),  # type: ignore[arg-type]
+            ("read_all from", lambda: store.read_all(from_position="1"), "from_position"),  # type: ignore[arg-type]
+            ("read_all limit", lambda: store.read_all(limit=2.5), "limit"),  # type: ignore[arg-type]
+            ("read_all huge", lambda: store.read_all(from_position=huge), "from_position"),
+            ("position_of", lambda: store.position_of(PK, "a", "0"), "sequence_id"),  # type: ignore[arg-type]
+            ("verify app", lambda: store.verify(PK, 5), "app_id"),  # type: ignore[arg-type]
+            ("verify pk", lambda: store.verify(5), "partition_key"),  # type: ignore[arg-type]
+            ("subscribe", lambda: anext(store.subscribe(from_position="0")), "from_position"),  # type: ignore[arg-type]
+        ]
+        for name, call, argument in cases:
+            try:
+                await call()
+            except ConfigError as error:
+                assert argument in str(error), (name, str(error))
+                assert isinstance(error, ValueError), name
+            else:
+                raise AssertionError(f"{name}: no ConfigError")
+        # and the right types still read the stream as it is
+        assert [e.sequence_id for e in await store.read(PK, "a")] == [0, 1, 2]
+        assert await store.last_sequence(PK, "a") == 2
+        assert await store.verify(PK, "a") is None
 
     async def test_event_over_the_size_limit(self, tmp_path: Path) -> None:
         store = await self.make_store(tmp_path, max_event_size=2000)

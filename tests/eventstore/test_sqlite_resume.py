@@ -17,6 +17,7 @@ import pytest
 
 from statelog.eventstore import (
     ConcurrencyError,
+    ConfigError,
     Snapshot,
     SnapshotSkippedWarning,
     SnapshotStore,
@@ -301,3 +302,27 @@ async def test_older_snapshots_are_found_past_a_page_of_unusable_ones(tmp_path: 
     assert [int(str(w.message).split("sequence_id ")[1].split(":")[0]) for w in caught] == list(
         range(26, 16, -1)
     )
+
+
+async def test_a_resume_refuses_arguments_of_the_wrong_type_before_reading(
+    tmp_path: Path,
+) -> None:
+    # they used to read as "no such stream" (a fresh, empty state) or raise a
+    # bare TypeError on the reader thread
+    path = tmp_path / "log.db"
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        recorded = await store.append([ev("a", s) for s in range(3)], expected_sequence=-1)
+        await snapshots.save(_snapshot(recorded, 1))
+        calls: list[tuple[str, Awaitable[object]]] = [
+            ("app_id", load_stream(store, snapshots, PK, 7)),  # type: ignore[arg-type]
+            ("app_id", load_state(store, snapshots, PK, "")),
+            ("partition_key", load_state(store, snapshots, b"p", "a")),  # type: ignore[arg-type]
+            ("tail", load_stream(store, snapshots, PK, "a", tail="4")),  # type: ignore[arg-type]
+            ("at_sequence", load_state(store, snapshots, PK, "a", at_sequence=1.5)),  # type: ignore[arg-type]
+            ("max_sequence", snapshots.load(PK, "a", max_sequence="1")),  # type: ignore[arg-type]
+            ("app_id", snapshots.load(PK, None)),  # type: ignore[arg-type]
+        ]
+        for argument, call in calls:
+            with pytest.raises(ConfigError, match=argument):
+                await call
+        assert await load_state(store, snapshots, PK, "a") == (fold(r.event for r in recorded), 2)
