@@ -446,6 +446,13 @@ def _walk(
                 Finding(stream=stream, sequence_id=None, reason="more problems not listed")
             )
 
+    def note_jump(want: int, seq: int) -> None:
+        if seq < want:  # the UNIQUE index refuses this: the table was rebuilt without it
+            note(seq, "has more than one row: a row was copied or inserted")
+            return
+        gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
+        note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
+
     # No time.sleep(0) between pages: the interpreter hands the GIL to a waiting
     # thread (the event loop) every sys.getswitchinterval() (5 ms) anyway, and on
     # a busy machine each sleep(0) gave the core away for milliseconds.
@@ -462,8 +469,7 @@ def _walk(
                     note(None, f"a row stores sequence_id {seq!r}, expected an INTEGER")
                     continue
                 if seq != want:
-                    gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
-                    note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
+                    note_jump(want, seq)
                 note(
                     seq,
                     f"stores a {_sql_type(stored)} hash and a {_sql_type(body)} body, "
@@ -477,8 +483,7 @@ def _walk(
                 last = seq
                 continue
             if seq != want:
-                gap = f"{want}" if seq == want + 1 else f"{want} to {seq - 1}"
-                note(want, f"is missing: sequence_id {gap} deleted (the stream jumps to {seq})")
+                note_jump(want, seq)
             data = None if b is None else view_bytes(b, pk, app, seq, prev.hex())
             event: Event | None = None
             if data is not None:  # the fast path

@@ -44,14 +44,29 @@ def missing_error(path: str, stream: tuple[str, str], sequence_id: int) -> Store
     )
 
 
+def sequence_error(path: str, stream: tuple[str, str], want: int, found: int) -> StoreCorruptError:
+    """The error for a row with sequence id ``found`` where ``want`` comes next.
+
+    A lower one is a second row of an earlier sequence id (the schema's UNIQUE
+    index refuses it, so the table was rebuilt without it); a higher one, a hole.
+    """
+    if found >= want:
+        return missing_error(path, stream, want)
+    return StoreCorruptError(
+        f"stream {stream_name(stream)!r} in {path!r} has more than one row with "
+        f"sequence_id {found}: a stream has one event per sequence id, so a row was "
+        "copied or inserted into the file"
+    )
+
+
 def _check_dense(path: str, stream: tuple[str, str], seqs: Sequence[int], first: int) -> None:
-    """``seqs`` (sorted, unique) must be ``first, first + 1, ...``; else name the hole."""
+    """``seqs`` (sorted) must be ``first, first + 1, ...``; else name the hole or the copy."""
     if not seqs or (seqs[0] == first and seqs[-1] == first + len(seqs) - 1):
         return
     want = first
     for seq in seqs:
         if seq != want:
-            raise missing_error(path, stream, want)
+            raise sequence_error(path, stream, want, seq)
         want += 1
 
 
@@ -138,7 +153,7 @@ def read_all(
             prevs.append(before[4])
         else:
             if before is not None:  # the page holds the stream's rows around a hole
-                raise missing_error(path, (row[1], row[2]), before[3] + 1)
+                raise sequence_error(path, (row[1], row[2]), before[3] + 1, seq)
             if seq:
                 missing.append(len(prevs))
             prevs.append(b"")
@@ -329,9 +344,14 @@ def verify(
                     return broken or BrokenLink(
                         partition_key=stream.partition_key,
                         app_id=stream.app_id,
-                        sequence_id=want,
-                        reason=f"sequence_id {want} is missing: the stream goes from "
-                        f"{want - 1} to {seq} (an event was deleted)",
+                        sequence_id=min(want, seq),
+                        reason=(
+                            f"sequence_id {want} is missing: the stream goes from "
+                            f"{want - 1} to {seq} (an event was deleted)"
+                            if seq > want
+                            else f"sequence_id {seq} has more than one row "
+                            "(a row was copied or inserted)"
+                        ),
                     )
                 hash_hex = bytes(digest).hex() if isinstance(digest, bytes) else str(digest)
                 try:

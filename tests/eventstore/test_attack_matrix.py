@@ -24,6 +24,7 @@ from statelog.eventstore import (
     Snapshot,
     SnapshotStore,
     SQLiteEventStore,
+    StoreCorruptError,
     generate_key_files,
     load_public_key,
     seal,
@@ -195,6 +196,56 @@ def test_delete_sequence_0(capsys: pytest.CaptureFixture[str], log: Any) -> None
     assert code == 1
     assert "stream ('a/b', 'c') sequence_id 0 is missing" in out
     assert "2 streams" in out  # the stream is still counted, not hidden
+
+
+def _without_unique_index(path: Path) -> None:
+    """Rebuild ``events`` without its UNIQUE (stream_id, sequence_id) index."""
+    db = sqlite3.connect(path)
+    try:
+        db.executescript(
+            "CREATE TABLE bare (position INTEGER PRIMARY KEY, stream_id INTEGER NOT NULL,"
+            " sequence_id INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL);"
+            "INSERT INTO bare SELECT position, stream_id, sequence_id, hash, body FROM events;"
+            "DROP TABLE events; ALTER TABLE bare RENAME TO events;"
+        )
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("copy", ["identical", "forged"])
+def test_a_second_row_for_a_sequence_id(
+    capsys: pytest.CaptureFixture[str], log: Any, copy: str
+) -> None:
+    path, public = log
+    _without_unique_index(path)
+    forged = "hash" if copy == "identical" else "zeroblob(32)"
+    assert (
+        sql(
+            path,
+            "INSERT INTO events (stream_id, sequence_id, hash, body) "
+            f"SELECT stream_id, sequence_id, {forged}, body FROM events WHERE {row(A, 60)}",
+        )
+        == 1
+    )
+    code, out, _ = verify(capsys, path, public)
+    assert code == 1
+    assert "broken: stream ('a', 'b/c') sequence_id 60 has more than one row" in out
+    assert "missing" not in out  # it used to read as a deleted sequence_id 61
+
+    async def reads() -> list[str]:
+        errors = []
+        async with SQLiteEventStore(path, read_only=True) as store:
+            broken = await store.verify(*A)
+            assert broken is not None and broken.sequence_id == 60, broken
+            assert "more than one row" in broken.reason
+            for call in (store.read(*A), store.fold_stream(*A), store.read_all()):
+                with pytest.raises(StoreCorruptError) as caught:
+                    await call
+                errors.append(str(caught.value))
+        return errors
+
+    for error in asyncio.run(reads()):
+        assert "more than one row with sequence_id 60" in error, error
 
 
 def test_swap_two_rows_bodies(capsys: pytest.CaptureFixture[str], log: Any) -> None:
