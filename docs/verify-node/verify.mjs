@@ -2,6 +2,7 @@
 //
 //   node verify.mjs --export FILE [--hmac-key-env VAR] [--public-key KEY.pub]
 //   node verify.mjs --kafka BOOTSTRAP --topic TOPIC [--hmac-key-env VAR] [--timeout SECONDS]
+//                   [--session-timeout MS]
 //   node verify.mjs --vectors docs/canonical-vectors.json
 //
 // --export re-checks every event of a `statelog export` file (JSON lines) with
@@ -26,7 +27,10 @@
 //
 // --kafka reads the events topic itself (npm kafkajs; @msgpack/msgpack for
 // msgpack values): every record of every partition from its start to its end
-// offset at start-up, through a fresh consumer group that commits nothing.
+// offset at start-up, through a fresh consumer group that commits nothing
+// (its session timeout: --session-timeout, 6000 ms by default, the least a
+// Kafka broker allows unless configured otherwise; some brokers join a group
+// faster with less).
 // Each record is decoded as docs/wire-format.md says (key, value, headers; a
 // record whose headers disagree with its value is named) and judged by the
 // rules of statelog's own Kafka readers (eventstore/kafka/_store.py, _learn):
@@ -405,7 +409,7 @@ function decodeRecord(message, decodeMsgpack) {
 // Reads every record of the topic, from the start of each partition to its end
 // at start-up, and judges each as statelog's own Kafka readers do
 // (eventstore/kafka/_store.py, _learn): fences first, then the chain.
-async function checkKafka(bootstrap, topic, key, timeoutSeconds) {
+async function checkKafka(bootstrap, topic, key, timeoutSeconds, sessionTimeout) {
   const { Kafka, logLevel } = await import("kafkajs");
   const decodeMsgpack = await msgpackDecoder();
   const kafka = new Kafka({
@@ -523,8 +527,10 @@ async function checkKafka(bootstrap, topic, key, timeoutSeconds) {
   if (pending.size > 0) {
     const consumer = kafka.consumer({
       groupId: `statelog-verify-node-${process.pid}-${Date.now()}`,
-      sessionTimeout: 6000,
-      heartbeatInterval: 500,
+      // Kafka's default group.min.session.timeout.ms; a broker that allows less
+      // joins sooner with less (--session-timeout)
+      sessionTimeout,
+      heartbeatInterval: Math.min(500, Math.floor(sessionTimeout / 3)),
     });
     await consumer.connect();
     let timer;
@@ -578,9 +584,10 @@ async function main(argv) {
   const usage =
     "usage: node verify.mjs --export FILE [--hmac-key-env VAR] [--public-key KEY.pub]\n" +
     "       node verify.mjs --kafka BOOTSTRAP --topic TOPIC [--hmac-key-env VAR] [--timeout SECONDS]\n" +
+    "                       [--session-timeout MS]\n" +
     "       node verify.mjs --vectors FILE";
   const [mode, file, ...rest] = argv;
-  const allowed = { "--export": ["--hmac-key-env", "--public-key"], "--kafka": ["--hmac-key-env", "--topic", "--timeout"] };
+  const allowed = { "--export": ["--hmac-key-env", "--public-key"], "--kafka": ["--hmac-key-env", "--topic", "--timeout", "--session-timeout"] };
   if (!file || !["--export", "--vectors", "--kafka"].includes(mode)) {
     console.error(usage);
     return 2;
@@ -589,6 +596,7 @@ async function main(argv) {
   let publicKey = null;
   let topic = null;
   let timeout = 120;
+  let sessionTimeout = 6000;
   for (let i = 0; i < rest.length; i += 2) {
     const [option, value] = [rest[i], rest[i + 1]];
     if (!value || !(allowed[mode] ?? []).includes(option)) {
@@ -603,6 +611,12 @@ async function main(argv) {
       key = Buffer.from(process.env[value], "utf8");
     } else if (option === "--topic") {
       topic = value;
+    } else if (option === "--session-timeout") {
+      sessionTimeout = Number(value);
+      if (!Number.isInteger(sessionTimeout) || sessionTimeout < 1000 || sessionTimeout > 300000) {
+        console.error(`--session-timeout ${value}: expected milliseconds, 1000 to 300000`);
+        return 2;
+      }
     } else if (option === "--timeout") {
       timeout = Number(value);
       if (!(timeout > 0)) {
@@ -628,7 +642,7 @@ async function main(argv) {
       return 2;
     }
     try {
-      return await checkKafka(file, topic, key, timeout);
+      return await checkKafka(file, topic, key, timeout, sessionTimeout);
     } catch (error) {
       console.error(`cannot read topic ${topic} from ${file}: ${error.message}`);
       return 2;

@@ -32,6 +32,7 @@ from statelog.eventstore.kafka import (
     encode_record,
     record_key,
 )
+from tests.kafka_broker import FAST_GROUP
 from tests.kafka_helpers import produce_raw, read_topic
 
 MakeTopic = Callable[..., Awaitable[str]]
@@ -42,6 +43,8 @@ def _node_kafka(
     verifier: Path, bootstrap: str, topic: str, key: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     args = ["node", str(verifier), "--kafka", bootstrap, "--topic", topic, "--timeout", "120"]
+    # Tansu joins a group in about half the session timeout (tests/kafka_broker.py)
+    args += ["--session-timeout", str(FAST_GROUP["session_timeout_ms"])]
     env = dict(os.environ)
     if key is not None:
         env["STATELOG_NODE_KEY"] = key
@@ -280,3 +283,16 @@ async def test_a_missing_topic_is_exit_2(node_verifier: Path, kafka_bootstrap: s
     done = _node_kafka(node_verifier, kafka_bootstrap, "statelog-no-such-topic")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "cannot read topic statelog-no-such-topic" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "999", "3000.5", "soon", "300001"])
+def test_a_bad_session_timeout_is_exit_2(node_verifier: Path, value: str) -> None:
+    done = subprocess.run(
+        ["node", str(node_verifier), "--kafka", "127.0.0.1:1", "--topic", "t"]
+        + ["--session-timeout", value],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"--session-timeout {value}: expected milliseconds" in done.stderr
