@@ -348,6 +348,8 @@ class RedisEventStore(EventStore):
         check_stream_args(partition_key, app_id)
         check_count("sequence_id", sequence_id)
         self._check_open()
+        if sequence_id < 0:
+            return None  # (an entry id has no sign: XRANGE would refuse it)
         self._used = True
         key = self.keys.events(self.keys.ref(partition_key, app_id))
         rows: Any = await call(

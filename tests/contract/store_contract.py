@@ -828,8 +828,14 @@ class StoreContract:
                 assert isinstance(error, ValueError), name
             else:
                 raise AssertionError(f"{name}: no ConfigError")
-        # and the right types still read the stream as it is
+        # and the right types still read the stream as it is; out-of-range ones
+        # read as nothing
         assert [e.sequence_id for e in await store.read(PK, "a")] == [0, 1, 2]
+        assert await store.read(PK, "a", from_sequence=huge - 1) == []
+        assert await store.read(PK, "a", to_sequence=-huge) == []
+        assert await store.position_of(PK, "a", -1) is None
+        assert await store.position_of(PK, "a", huge - 1) is None
+        assert await store.read_all(from_position=huge - 1) == []
         assert await store.last_sequence(PK, "a") == 2
         assert await store.verify(PK, "a") is None
 
