@@ -139,3 +139,22 @@ async def test_a_refused_start_writes_nothing_and_the_rest_of_its_group_commits(
     ]
     assert apps == [("a", "g1"), ("b", "g1"), ("c", "g1"), ("d", "g2")]
     assert busy.app_id == "b"
+
+
+@pytest.mark.parametrize(
+    ("name", "prefix", "inputs", "status"),
+    [
+        ("bom", b"\xef\xbb\xbf", "{}", 202),  # json.loads reads a UTF-8 BOM, msgspec does not
+        ("nan", b"", '{"x": NaN}', 422),  # json.loads reads NaN; the route refuses the value
+    ],
+)
+def test_a_body_the_plain_path_cannot_read_is_answered_as_the_route_reads_it(
+    http: httpx.Client, name: str, prefix: bytes, inputs: str, status: int
+) -> None:
+    body = (
+        prefix + f'{{"graph": "counter", "app_id": "pa-read-{name}", "inputs": {inputs}}}'.encode()
+    )
+    response = http.post("/v1/runs", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    if status == 202:
+        assert response.json()["app_id"] == f"pa-read-{name}"
