@@ -62,8 +62,10 @@ logger = logging.getLogger("statelog.worker")
 
 #: Exact duplicates (same idempotency key) remembered per partition.
 _SEEN_KEYS = 4096
-#: How long a stopping worker waits for its last commit.
+#: How long a stopping worker waits for its last commit, and then for its
+#: consumer to leave the group (which waits for a rebalance under way).
 _STOP_COMMIT_SECONDS = 5.0
+_STOP_CONSUMER_SECONDS = 5.0
 
 
 class _Stream:
@@ -130,6 +132,7 @@ class Worker:
         self._limit = asyncio.Semaphore(concurrency)
         self._owned: dict[int, _Partition] = {}
         self._claims = 0
+        self._stopping = False  # set once run() is on its way out: nothing new is claimed
         self._background: set[asyncio.Task[None]] = set()
         self._store: Any = None
         self._consumer: Any = None
@@ -220,6 +223,7 @@ class Worker:
                 if early:
                     await asyncio.sleep(0.05)
         finally:
+            self._stopping = True
             if committer is not None:
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -237,8 +241,15 @@ class Worker:
                 self.report("commit_timeout", seconds=_STOP_COMMIT_SECONDS)
             except Exception:  # as above: the next owner runs them again
                 pass
-            with contextlib.suppress(Exception):
-                await consumer.stop()
+            # Leaving the group waits for a rebalance under way (the JoinGroup and
+            # the listener it runs); bounded too, so SIGTERM is never held up for
+            # long: the group drops a member that went silent after its session.
+            try:
+                await asyncio.wait_for(consumer.stop(), _STOP_CONSUMER_SECONDS)
+            except TimeoutError:
+                self.report("stop_timeout", seconds=_STOP_CONSUMER_SECONDS)
+            except Exception:
+                pass
             if self._snapshots is not None:
                 await self._snapshots.aclose()
             await store.aclose()
@@ -254,6 +265,11 @@ class Worker:
     # ------------------------------------------------------------------ ownership
 
     async def _assign(self, partitions: list[int]) -> None:
+        if self._stopping:
+            # a rebalance that completes while this worker leaves the group: claiming
+            # would fence the partitions' next owners for nothing, and hold up the stop
+            self.report("not_claimed", partitions=sorted(partitions), reason="stopping")
+            return
         store = self._store
         for partition in sorted(partitions):
             if partition in self._owned:
@@ -284,7 +300,7 @@ class Worker:
                 await task
         if reason == "revoked":  # (a stopping worker commits them all at once: run)
             with contextlib.suppress(Exception):  # best effort: redelivery is harmless
-                await self._commit({partition: owned})
+                await asyncio.wait_for(self._commit({partition: owned}), _STOP_COMMIT_SECONDS)
         await self._store.forget_partition(partition)
         self.report("released", partition=partition, reason=reason, epoch=owned.fence.epoch)
 
