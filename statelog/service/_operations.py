@@ -197,6 +197,8 @@ class OperationStore:
         self._checkpointing: Future[None] | None = None
         self._commits = 0
         self._pending: list[tuple[Callable[..., Any], tuple[Any, ...], Any]] = []
+        # what the drainer calls with a call's result before it answers (queue_create)
+        self._then: dict[asyncio.Future[Any], Callable[[Any], None]] = {}
         self._drainer: asyncio.Task[None] | None = None
 
     async def open(self) -> OperationStore:
@@ -307,12 +309,19 @@ class OperationStore:
                     else exc
                 )
                 for _, _, future in group:
+                    self._then.pop(future, None)
                     if not future.done():
                         future.set_exception(error)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
             for (_, _, future), (ok, value) in zip(group, outcomes, strict=True):
+                then = self._then.pop(future, None)
+                if ok and then is not None:
+                    # whether or not the caller still waits (queue_create); instead of a
+                    # done-callback and asyncio.shield: same-run A/B, closed loop 64, three
+                    # runs, posts/s +2.0 / +9.8 / +7.5 %, loop CPU per POST -20 % (session 9)
+                    then(value)
                 if future.done():
                     continue
                 if ok:
@@ -457,11 +466,14 @@ class OperationStore:
         idempotency_key: str | None,
         request: RunRequest,
         fingerprint: str,
+        then: Callable[[tuple[Operation, bool]], None] | None = None,
     ) -> asyncio.Future[tuple[Operation, bool]]:
         """Insert a queued operation, queued now on the operations thread; the future
         gives it and whether it was already there (a retry). The insert commits
-        whether or not anyone still awaits it."""
-        return self._queue(
+        whether or not anyone still awaits it, and ``then`` is called with what the
+        future gives once it has committed, before the future is set, even when the
+        future was cancelled meanwhile (never when the insert was refused or failed)."""
+        future = self._queue(
             self._create,
             graph,
             partition_key,
@@ -471,6 +483,9 @@ class OperationStore:
             request,
             fingerprint,
         )
+        if then is not None:
+            self._then[future] = then
+        return future
 
     def _create(
         self,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 import uuid
@@ -173,21 +172,20 @@ async def create_and_submit(service: Service, **fields: Any) -> tuple[Operation,
     """``operations.queue_create`` and, for a new operation, ``scheduler.submit``: both or
     neither, even when the request is cancelled meanwhile (its client went away, a
     shutdown ran out of grace). The insert commits on the operations file's thread
-    whether or not its caller still waits, so the submit hangs on the insert's own
-    future (a done-callback, before the caller wakes) and the caller only awaits it
-    shielded: a committed operation always reaches the scheduler, never waits
-    "queued" for a restart while a replay of its Idempotency-Key answers 202.
-    (A task per POST for the pair cost ~20 % of closed-loop posts/s: same-run A/B,
-    docs/benchmarks.md.)"""
-    created = service.operations.queue_create(**fields)
-    created.add_done_callback(functools.partial(_submit_created, service))
-    return await asyncio.shield(created)
+    whether or not its caller still waits, so the submit is the insert's own ``then``
+    (called by the operations store once it has committed, before the caller wakes,
+    even when the caller was cancelled): a committed operation always reaches the
+    scheduler, never waits "queued" for a restart while a replay of its
+    Idempotency-Key answers 202. (A task per POST for the pair cost ~20 % of
+    closed-loop posts/s, same-run A/B, docs/benchmarks.md; ``then`` instead of a
+    done-callback and ``asyncio.shield``: session 9.)"""
+    return await service.operations.queue_create(
+        **fields, then=functools.partial(_submit_created, service)
+    )
 
 
-def _submit_created(service: Service, created: asyncio.Future[tuple[Operation, bool]]) -> None:
-    if created.cancelled() or created.exception() is not None:
-        return  # nothing was committed (or the store failed): the caller gets the error
-    op, replayed = created.result()
+def _submit_created(service: Service, created: tuple[Operation, bool]) -> None:
+    op, replayed = created
     if not replayed:  # a replayed one was submitted when it was created
         service.scheduler.submit(op)
 
