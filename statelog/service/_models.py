@@ -2,16 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["ForkRequest", "InputRequest", "StartRunRequest"]
 
 _ID = r"^[^/\s]{1,200}$"
 
 
-class StartRunRequest(BaseModel):
+def _check_text(value: Any, path: str) -> None:
+    """Refuse a string with a lone surrogate anywhere in ``value`` (``ValueError``).
+
+    JSON's ``\\ud800`` escapes read as such strings, which have no UTF-8 form:
+    nothing could record them (the log, the operations file), so the request is
+    refused (422) before anything is written. Iterative: any depth is fine.
+    """
+    todo = [(value, path)]
+    while todo:
+        item, where = todo.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"{where} holds a lone surrogate, which has no UTF-8 form"
+                ) from None
+        elif isinstance(item, dict):
+            for key, member in item.items():
+                todo.append((key, f"{where} (a key)"))
+                todo.append((member, f"{where}.{key!a}"))
+        elif isinstance(item, list | tuple):
+            todo.extend((member, f"{where}[{i}]") for i, member in enumerate(item))
+
+
+class _Body(BaseModel):
+    """A request body: every string in it has a UTF-8 form."""
+
+    @model_validator(mode="after")
+    def _utf8(self) -> Self:
+        for name in type(self).model_fields:
+            _check_text(getattr(self, name), name)
+        return self
+
+
+class StartRunRequest(_Body):
     """Start a run of ``graph`` (a new app, or resume ``app_id`` where its log ends)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -27,7 +62,7 @@ class StartRunRequest(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
-class InputRequest(BaseModel):
+class InputRequest(_Body):
     """Human input for an app that waits for it."""
 
     model_config = ConfigDict(extra="forbid")
@@ -36,7 +71,7 @@ class InputRequest(BaseModel):
     actor: str | None = Field(default=None, max_length=200)
 
 
-class ForkRequest(BaseModel):
+class ForkRequest(_Body):
     """Branch a new app from another one's state at ``sequence_id`` (default: its last)."""
 
     model_config = ConfigDict(extra="forbid")
