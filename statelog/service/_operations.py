@@ -174,6 +174,41 @@ def _row(row: tuple[Any, ...]) -> Operation:
     )
 
 
+def _queued(
+    op_id: str,
+    graph: str,
+    partition_key: str,
+    app_id: str,
+    principal: str,
+    key: str | None,
+    request: RunRequest,
+    now: float,
+    cursor: int,
+) -> Operation:
+    """A new operation's row as it was just inserted (the columns not set are defaults)."""
+    return Operation(
+        id=op_id,
+        graph=graph,
+        partition_key=partition_key,
+        app_id=app_id,
+        principal=principal,
+        idempotency_key=key,
+        request=request,
+        phase="queued",
+        status="queued",
+        base_sequence=None,
+        sequence_id=None,
+        position=None,
+        error=None,
+        cancel_requested=False,
+        resumed=0,
+        created_at=now,
+        started_at=None,
+        finished_at=None,
+        cursor=cursor,
+    )
+
+
 def service_db_path(log_path: str) -> str:
     """Where the operations of the log at ``log_path`` are kept."""
     return f"{log_path}-service"
@@ -423,26 +458,16 @@ class OperationStore:
             (
                 True,
                 (
-                    Operation(
-                        id=op_id,
-                        graph=args[0],
-                        partition_key=args[1],
-                        app_id=args[2],
-                        principal=args[3],
-                        idempotency_key=None,
-                        request=args[5],
-                        phase="queued",
-                        status="queued",
-                        base_sequence=None,
-                        sequence_id=None,
-                        position=None,
-                        error=None,
-                        cancel_requested=False,
-                        resumed=0,
-                        created_at=now,
-                        started_at=None,
-                        finished_at=None,
-                        cursor=last - n + 1 + i,
+                    _queued(
+                        op_id,
+                        args[0],
+                        args[1],
+                        args[2],
+                        args[3],
+                        None,
+                        args[5],
+                        now,
+                        last - n + 1 + i,
                     ),
                     False,
                 ),
@@ -563,26 +588,8 @@ class OperationStore:
         assert rowid is not None  # an INSERT's cursor
         # the row as inserted, without reading it back (the columns not set are defaults;
         # one of the per-POST cuts: +15 % closed-loop posts/s together, docs/benchmarks.md)
-        return Operation(
-            id=op_id,
-            graph=graph,
-            partition_key=partition_key,
-            app_id=app_id,
-            principal=principal,
-            idempotency_key=key,
-            request=request,
-            phase="queued",
-            status="queued",
-            base_sequence=None,
-            sequence_id=None,
-            position=None,
-            error=None,
-            cancel_requested=False,
-            resumed=0,
-            created_at=now,
-            started_at=None,
-            finished_at=None,
-            cursor=rowid,
+        return _queued(
+            op_id, graph, partition_key, app_id, principal, key, request, now, rowid
         ), False
 
     @staticmethod
