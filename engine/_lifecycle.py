@@ -255,17 +255,20 @@ class _Interrupt:
 
     __slots__ = ("count", "loop", "task")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.task = task
+        self.task: asyncio.Task[Any] | None = None  # set once the call's task exists
         self.count = 0
 
     def __call__(self, signum: int, frame: object) -> None:
         self.count += 1
-        if self.count == 1 and not self.task.done():
-            self.task.cancel()
-            self.loop.call_soon_threadsafe(_nothing)  # wake a loop blocked in select()
-            return
+        if self.count == 1:
+            if self.task is None:  # the task is being made: run_sync cancels it then
+                return
+            if not self.task.done():
+                self.task.cancel()
+                self.loop.call_soon_threadsafe(_nothing)  # wake a loop blocked in select()
+                return
         raise KeyboardInterrupt()
 
     def __repr__(self) -> str:
@@ -286,19 +289,26 @@ def run_sync(runner: asyncio.Runner, coro: Coroutine[Any, Any, T]) -> T:
     This is ``Runner.run`` with a handler whose repr costs nothing.
     """
     loop = runner.get_loop()
-    # the runner's one context, as Runner.run uses: what a call sets, the next one sees
-    task = loop.create_task(coro, context=getattr(runner, "_context", None))
+    # The handler goes in before the task is made (Runner.run makes the task first): a
+    # Ctrl-C in between would raise out of here and leave the task to run at the next
+    # call on this loop (a step running on behind the KeyboardInterrupt).
     handler: _Interrupt | None = None
     if (
         threading.current_thread() is threading.main_thread()
         and _raw_signal.getsignal(signal.SIGINT) is signal.default_int_handler
     ):
-        handler = _Interrupt(loop, task)
+        handler = _Interrupt(loop)
         try:
             _raw_signal.signal(signal.SIGINT, handler)
         except ValueError:  # the main thread takes no signals (an embedded interpreter)
             handler = None
     try:
+        # the runner's one context, as Runner.run uses: what a call sets, the next one sees
+        task = loop.create_task(coro, context=getattr(runner, "_context", None))
+        if handler is not None:
+            handler.task = task
+            if handler.count:  # Ctrl-C while the task was being made: it never starts
+                task.cancel()
         return loop.run_until_complete(task)
     except asyncio.CancelledError:
         if handler is not None and handler.count > 0 and task.uncancel() == 0:

@@ -142,6 +142,44 @@ def test_a_closed_async_app_warns_nothing(tmp_path: Path) -> None:
     assert "Warning" not in err, err
 
 
+def test_ctrl_c_while_a_sync_calls_task_is_made_never_starts_it(tmp_path: Path) -> None:
+    """A SIGINT that lands while ``run_sync`` makes the call's task (a busy machine can
+    deliver a Ctrl-C anywhere): the call raises KeyboardInterrupt and the task never
+    runs. Before, the handler went in after the task was made: the default one raised
+    out of the call and left the task pending, to run at the app's next call."""
+    out, _ = run_script(
+        tmp_path,
+        """
+        import asyncio, os, signal
+        from statelog.engine._lifecycle import run_sync
+
+        ran = []
+
+        async def call():
+            ran.append("the call ran")
+
+        def late_signal(loop, coro, **kwargs):
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before this returns
+            return task
+
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+            loop.set_task_factory(late_signal)
+            try:
+                run_sync(runner, call())
+            except KeyboardInterrupt:
+                print("interrupted")
+            loop.set_task_factory(None)
+            print("pending", len(asyncio.all_tasks(loop)))
+            run_sync(runner, asyncio.sleep(0))  # the next call on the loop
+            print("ran", ran)
+            print("handler back", signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        """,
+    )
+    assert out.splitlines() == ["interrupted", "pending 0", "ran []", "handler back True"]
+
+
 def test_ctrl_c_during_a_sync_step_cancels_it_and_the_app_still_closes(tmp_path: Path) -> None:
     """The sync face's own Ctrl-C handling (``run_sync``, as ``asyncio.Runner.run``):
     the first SIGINT cancels the step at its next await and the call raises
