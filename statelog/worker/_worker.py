@@ -224,6 +224,7 @@ class Worker:
                     await asyncio.sleep(0.05)
         finally:
             self._stopping = True
+            self.report("stopping", owned=sorted(self._owned))
             if committer is not None:
                 committer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

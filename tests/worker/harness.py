@@ -90,7 +90,10 @@ class WorkerProcess:
                 self.proc.wait()
                 # a worker must stop on SIGTERM: the run's summary lists each that did
                 # not (tests/conftest.py), with what it reported last
-                last = [line.get("event") for line in list(self.lines)[-8:]]
+                last = [
+                    " ".join(str(line.get(k)) for k in ("event", "reason") if k in line)
+                    for line in list(self.lines)[-8:]
+                ]
                 SLOW_STOPS.append(
                     f"worker {self.name} did not stop within {timeout:.0f} s of SIGTERM "
                     f"(killed); its last reports: {last}; stderr: {self.tail()[-800:]!r}"
