@@ -66,6 +66,8 @@ _SEEN_KEYS = 4096
 #: consumer to leave the group (which waits for a rebalance under way).
 _STOP_COMMIT_SECONDS = 5.0
 _STOP_CONSUMER_SECONDS = 5.0
+#: The longest one poll of the commands topic may wait before ``stop`` is looked at.
+_POLL_SECONDS = 1.0
 
 
 class _Stream:
@@ -208,7 +210,14 @@ class Worker:
             )
             committer = asyncio.create_task(self._commit_loop(stop))
             while not stop.is_set():
-                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                try:
+                    # bounded: in a rebalance getmany waits for the new assignment, and a
+                    # SIGTERM (stop) must not wait for that (seen: > 30 s on the test broker)
+                    batches = await asyncio.wait_for(
+                        consumer.getmany(timeout_ms=200, max_records=500), _POLL_SECONDS
+                    )
+                except TimeoutError:
+                    continue
                 early = False
                 for tp, records in batches.items():
                     owned = self._owned.get(tp.partition)

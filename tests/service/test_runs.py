@@ -261,6 +261,8 @@ def test_export_streams_json_lines_that_import_and_verify(http: httpx.Client) ->
 
 
 def test_health_ready_and_metrics(http: httpx.Client) -> None:
+    # its own completed run: the module's other tests may run in another worker process
+    wait_status(http, start(http, graph="counter", app_id="c-metrics")["id"], FINAL)
     assert http.get("/healthz").json() == {"status": "ok"}
     assert http.get("/readyz").json()["status"] == "ready"
     text = http.get("/metrics").text
