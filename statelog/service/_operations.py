@@ -32,7 +32,6 @@ import json
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -207,6 +206,26 @@ def _queued(
         finished_at=None,
         cursor=cursor,
     )
+
+
+def new_operation_id() -> str:
+    """A new operation's id: 32 lowercase hex digits in UUIDv7's layout (RFC 9562).
+
+    The first 48 bits are the Unix time in milliseconds, then the version and
+    variant bits and 74 random bits: ids made later sort after earlier ones (within
+    one millisecond in random order), so the inserts of a group land at the right
+    edge of the ``id`` index, on one or two of its leaves, instead of one leaf each
+    (uuid4) - a WAL frame of 4 KB per dirty leaf at every commit.
+    """
+    random = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them used
+    value = (
+        (time.time_ns() // 1_000_000) << 80
+        | 0x7 << 76  # version 7
+        | (random >> 68) << 64  # 12 random bits (rand_a)
+        | 0b10 << 62  # the RFC's variant
+        | random & (1 << 62) - 1  # 62 random bits (rand_b)
+    )
+    return f"{value:032x}"
 
 
 def service_db_path(log_path: str) -> str:
@@ -429,7 +448,7 @@ class OperationStore:
         latency (session 9))."""
         db = self._conn()
         now = time.time()
-        ids = [uuid.uuid4().hex for _ in calls]
+        ids = [new_operation_id() for _ in calls]
         ops: list[Any] = []
         apps: list[Any] = []
         for op_id, (_, args, _) in zip(ids, calls, strict=True):
@@ -537,7 +556,7 @@ class OperationStore:
                         f"(operation {found[0]})",
                     )
                 return _row(found[:-1]), True
-        op_id = uuid.uuid4().hex
+        op_id = new_operation_id()
         now = time.time()
         # No savepoint (_SELF_UNDOING): the operation first (a refused INSERT writes
         # nothing), then a new app remembered in one statement (INSERT OR IGNORE; same-run
