@@ -24,10 +24,11 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from fastapi import FastAPI
+from pydantic import model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -186,7 +187,7 @@ class _Edge:
         # surrogate, ...) goes to the route, read as ever (same-run A/B, closed loop 64,
         # two runs: +6.2 / +4.9 % posts/s; in-process loop CPU per POST -8 %)
         try:  # then the model in python mode, as FastAPI reads a model body
-            run = StartRunRequest.model_validate(_decode(body))
+            run = _DecodedStartRun.model_validate(_decode(body))
         except Exception:  # noqa: BLE001 - the route answers it (400, 422) as ever
             return _replaying(messages, receive)
         scope["route"] = _RUNS_ROUTE  # the metrics' route label, as the route would set it
@@ -245,6 +246,17 @@ class _Edge:
                     }
                 )
             )
+
+
+class _DecodedStartRun(StartRunRequest):
+    """``StartRunRequest`` read from a body msgspec decoded: msgspec refuses a lone
+    surrogate anywhere in its JSON (such a body goes to the route), so none of its
+    strings needs the model's walk for one (~4 us a POST; same-run A/B: docs/benchmarks.md,
+    Service 202 latency (session 10)); every field and its limits as the route's model."""
+
+    @model_validator(mode="after")
+    def _utf8(self) -> Self:  # the same name: replaces the model's check
+        return self
 
 
 _encode = msgspec.json.Encoder().encode
