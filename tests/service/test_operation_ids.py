@@ -8,7 +8,9 @@ import asyncio
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from statelog.service import _operations
@@ -18,6 +20,8 @@ from statelog.service._operations import (
     RunRequest,
     new_operation_id,
 )
+
+from .conftest import wait_status
 
 
 def _create(
@@ -109,3 +113,22 @@ async def test_uuid4_ids_of_an_older_file_work_after_a_restart(
         assert [op.id for op in listed] == [op.id for op in unfinished]
     finally:
         await store.aclose()
+
+
+def test_a_start_without_app_id_gets_a_time_ordered_one(make_server: Any) -> None:
+    served = make_server()
+    with httpx.Client(base_url=served.url, timeout=10) as http:
+        ops = []
+        for _ in range(3):
+            ops.append(http.post("/v1/runs", json={"graph": "counter"}).json())
+            time.sleep(0.002)  # the next one in a later millisecond
+        done = [wait_status(http, op["id"], {"completed"}) for op in ops]
+        apps = [op["app_id"] for op in done]
+        assert len(set(apps)) == 3
+        for app_id in apps:
+            assert uuid.UUID(app_id).hex == app_id and uuid.UUID(app_id).version == 7
+            assert http.get(f"/v1/apps/{app_id}").status_code == 200
+        assert sorted(apps) == apps and _millis(apps[0]) < _millis(apps[-1])
+        ids = [op["id"] for op in ops]
+        assert sorted(ids) == ids and all(uuid.UUID(i).version == 7 for i in ids)
+    assert served.stop() == 0
