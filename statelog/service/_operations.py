@@ -215,7 +215,8 @@ def new_operation_id() -> str:
     variant bits and 74 random bits: ids made later sort after earlier ones (within
     one millisecond in random order), so the inserts of a group land at the right
     edge of the ``id`` index, on one or two of its leaves, instead of one leaf each
-    (uuid4) - a WAL frame of 4 KB per dirty leaf at every commit.
+    (uuid4) - a WAL frame of 4 KB per dirty leaf at every commit (same-run A/B, closed
+    loop 64: posts/s +7.5 / +5.2 %; docs/benchmarks.md, Service 202 latency (session 10)).
     """
     random = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 of them used
     value = (
@@ -274,6 +275,11 @@ class OperationStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job (module doc)
+        # a group's savepoints and multi-row INSERTs keep a statement journal of the pages
+        # they change; past 64 KB SQLite spills it to a new temp file (created, unlinked,
+        # written page by page) in every group: kept in memory instead (same-run A/B:
+        # docs/benchmarks.md, Service 202 latency (session 10))
+        db.execute("PRAGMA temp_store=MEMORY")
         db.executescript(_SCHEMA)
         self._db = db
         checkpoint_db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -132,3 +132,14 @@ def test_a_start_without_app_id_gets_a_time_ordered_one(make_server: Any) -> Non
         ids = [op["id"] for op in ops]
         assert sorted(ids) == ids and all(uuid.UUID(i).version == 7 for i in ids)
     assert served.stop() == 0
+
+
+async def test_the_writer_keeps_statement_journals_in_memory(tmp_path: Path) -> None:
+    """A group's savepoints and multi-row INSERTs journal the pages they change; past
+    64 KB SQLite would spill that journal to a new temp file in every group."""
+    store = await OperationStore(tmp_path / "ops").open()
+    try:
+        await asyncio.gather(*(_create(store, f"m{n}") for n in range(300)))
+        assert store._conn().execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
+    finally:
+        await store.aclose()
