@@ -396,7 +396,18 @@ class OperationStore:
         outcomes: list[tuple[bool, Any]] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            start = 0
+            whole = 1 < len(group) <= _PLAIN_ROWS and all(_plain(call) for call in group)
+            if whole:
+                # the whole group is one plain batch: no savepoint (two statements fewer,
+                # each a GIL hand-off); a refusal rolls the transaction back and the
+                # group goes one by one (same-run A/B: docs/benchmarks.md, session 10)
+                created = self._create_plain(group, savepoint=False)
+                if created is not None:
+                    outcomes = created
+                else:
+                    db.execute("ROLLBACK")
+                    db.execute("BEGIN IMMEDIATE")
+            start = len(outcomes)
             while start < len(group):
                 # consecutive plain starts (no Idempotency-Key) go in together: a few
                 # statements for all of them instead of two each (_create_plain; same-run
@@ -404,7 +415,11 @@ class OperationStore:
                 end = start
                 while end < len(group) and end - start < _PLAIN_ROWS and _plain(group[end]):
                     end += 1
-                if end - start > 1 and (created := self._create_plain(group[start:end])):
+                if (
+                    not whole
+                    and end - start > 1
+                    and (created := self._create_plain(group[start:end]))
+                ):
                     outcomes += created
                 else:  # one call, or plain starts of which one is refused: one by one
                     end = max(end, start + 1)
@@ -441,7 +456,9 @@ class OperationStore:
         return True, value
 
     def _create_plain(
-        self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]
+        self,
+        calls: list[tuple[Callable[..., Any], tuple[Any, ...], Any]],
+        savepoint: bool = True,
     ) -> list[tuple[bool, Any]] | None:
         """Several ``_create`` calls without an Idempotency-Key as one multi-row INSERT
         of the operations and one of the apps: all of them, or ``None`` with nothing
@@ -451,7 +468,8 @@ class OperationStore:
         Every statement gives the GIL away while SQLite works, and the event loop
         holds it for long stretches during a burst of POSTs: a few statements per
         group instead of two per start (same-run A/B: docs/benchmarks.md, Service 202
-        latency (session 9))."""
+        latency (session 9)). Without ``savepoint`` a refusal leaves what was written
+        for the caller to roll back (the whole group's transaction)."""
         db = self._conn()
         now = time.time()
         ids = [new_operation_id() for _ in calls]
@@ -463,7 +481,8 @@ class OperationStore:
             ops += (msgspec.json.encode(request).decode(), now)
             apps += (partition_key, app_id, graph, now)
         n = len(calls)
-        db.execute("SAVEPOINT plain")
+        if savepoint:
+            db.execute("SAVEPOINT plain")
         try:
             inserted = db.execute(_INSERT_PLAIN + ", ".join([_PLAIN_ROW] * n), ops)
             remembered = db.execute(_REMEMBER + ", ".join(["(?, ?, ?, ?)"] * n), apps)
@@ -471,10 +490,12 @@ class OperationStore:
                 for _, args, _ in calls:
                     self._check_graph(db, args[0], args[1], args[2])
         except Exception:  # noqa: BLE001 - refused or failed: one by one answers each
-            db.execute("ROLLBACK TO plain")
-            db.execute("RELEASE plain")
+            if savepoint:
+                db.execute("ROLLBACK TO plain")
+                db.execute("RELEASE plain")
             return None
-        db.execute("RELEASE plain")
+        if savepoint:
+            db.execute("RELEASE plain")
         last = inserted.lastrowid
         assert last is not None  # an INSERT's cursor
         # one statement inserts its rows in order, each with the next rowid after the
