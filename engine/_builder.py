@@ -177,6 +177,16 @@ def _graph_of(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def _connect_given(snapshots: SnapshotBackend | None) -> None:
+    """Connect a snapshot store the caller passed unopened, as an event store
+    connects on its first use, instead of failing at the app's first snapshot
+    (``every`` steps later). The caller still owns it and closes it; a closed
+    one raises ``StoreClosedError`` here, before anything is written."""
+    connect = getattr(snapshots, "connect", None)
+    if connect is not None:
+        await connect()
+
+
 class ApplicationBuilder:
     """Collects the parts of an application; ``build()`` / ``abuild()`` make it."""
 
@@ -285,7 +295,9 @@ class ApplicationBuilder:
         SQLite setting, ``"NORMAL"`` (the default: survives a crash of the
         process) or ``"FULL"`` (survives a power cut too; one fsync per commit).
         Without ``with_store`` the default is the file ``statelog.db`` in the
-        working directory.
+        working directory. A ``snapshots`` store passed unopened is connected
+        when the app is built (an event store connects on its first use); the
+        caller still closes both.
         """
         if isinstance(store, str | os.PathLike):
             if not os.fspath(store):
@@ -506,6 +518,7 @@ class ApplicationBuilder:
             store = DEFAULT_DB
         if isinstance(store, EventStore):
             snapshots = None if self._snapshots is _UNSET else self._snapshots
+            await _connect_given(snapshots)
             return store, snapshots, []
         path = os.fspath(store)
         owned: list[Any] = []
@@ -516,7 +529,9 @@ class ApplicationBuilder:
             event_store = await SQLiteEventStore.open(path, **options)
             owned.append(event_store)
             snapshots = self._snapshots
-            if snapshots is _UNSET:
+            if snapshots is not _UNSET:
+                await _connect_given(snapshots)
+            else:
                 signing_key = self._store_options.get("signing_key")
                 # a signing writer seals its snapshots with a key derived from its own
                 mac = snapshot_mac_key(signing_key) if signing_key is not None else None

@@ -367,6 +367,65 @@ async def test_resume_uses_snapshots_and_equals_full_replay(tmp_path: Any) -> No
             assert resumed.position == app.position
 
 
+@pytest.mark.parametrize("with_path", [False, True], ids=["open store", "path"])
+async def test_a_snapshot_store_passed_unopened_is_connected_when_the_app_is_built(
+    tmp_path: Any, with_path: bool
+) -> None:
+    # it used to build fine and fail with StoreClosedError ("not connected") at the
+    # app's first snapshot, `every` steps into the run
+    path = tmp_path / "app.db"
+    snapshots = SnapshotStore(path, keep_last=1)
+    async with await SQLiteEventStore.open(path) as store:
+        app = await (
+            counter_builder(store, limit=10_000)
+            .with_store(path if with_path else store, snapshots=snapshots)
+            .with_snapshots(every=3, at_halt=False)
+            .with_state(n=0)
+            .with_entrypoint("count")
+            .abuild()
+        )
+        async with app:
+            for _ in range(7):
+                await app.astep()
+        assert [s for s, _ in await snapshots.sequences("", "app")] == [6]  # keep_last=1
+        await snapshots.aclose()  # the caller's to close, as before
+
+
+async def test_a_closed_snapshot_store_is_refused_when_the_app_is_built(tmp_path: Any) -> None:
+    snapshots = await SnapshotStore.open(tmp_path / "app.db")
+    await snapshots.aclose()
+    async with await SQLiteEventStore.open(tmp_path / "app.db") as store:
+        builder = (
+            counter_builder(store)
+            .with_store(store, snapshots=snapshots)
+            .with_state(n=0)
+            .with_entrypoint("count")
+        )
+        with pytest.raises(StoreError, match="closed"):
+            await builder.abuild()
+        assert await store.last_sequence("", "app") == -1  # nothing written
+
+
+def test_the_sync_face_connects_an_unopened_snapshot_store(tmp_path: Any) -> None:
+    path = tmp_path / "app.db"
+    snapshots = SnapshotStore(path, keep_last=1)
+    app = (
+        counter_builder(path, limit=10_000)
+        .with_store(path, snapshots=snapshots)
+        .with_snapshots(every=2, at_halt=False)
+        .with_state(n=0)
+        .with_entrypoint("count")
+        .build()
+    )
+    try:
+        for _ in range(5):
+            app.step()
+    finally:
+        app.close()
+    assert [s for s, _ in asyncio.run(snapshots.sequences("", "app"))] == [4]
+    asyncio.run(snapshots.aclose())
+
+
 async def test_state_at_every_sequence_equals_what_the_app_had(tmp_path: Any) -> None:
     store = MemoryEventStore()
     async with SnapshotStore(tmp_path / "snap.db") as snapshots:
