@@ -258,6 +258,11 @@ class SnapshotStore(SnapshotBackend):
         state = "closed" if self._closed else "open" if self._conn is not None else "unopened"
         return f"SnapshotStore({self.path!r}, {state})"
 
+    @property
+    def connected(self) -> bool:
+        """Whether the store is open: connected and not closed yet."""
+        return self._conn is not None
+
     # --- lifecycle
 
     @classmethod

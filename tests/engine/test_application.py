@@ -368,7 +368,7 @@ async def test_resume_uses_snapshots_and_equals_full_replay(tmp_path: Any) -> No
 
 
 @pytest.mark.parametrize("with_path", [False, True], ids=["open store", "path"])
-async def test_a_snapshot_store_passed_unopened_is_connected_when_the_app_is_built(
+async def test_a_snapshot_store_passed_unopened_is_connected_and_closed_with_the_app(
     tmp_path: Any, with_path: bool
 ) -> None:
     # it used to build fine and fail with StoreClosedError ("not connected") at the
@@ -384,11 +384,29 @@ async def test_a_snapshot_store_passed_unopened_is_connected_when_the_app_is_bui
             .with_entrypoint("count")
             .abuild()
         )
+        assert snapshots.connected
         async with app:
             for _ in range(7):
                 await app.astep()
-        assert [s for s, _ in await snapshots.sequences("", "app")] == [6]  # keep_last=1
-        await snapshots.aclose()  # the caller's to close, as before
+        assert not snapshots.connected  # the app opened it, the app closed it
+    async with SnapshotStore(path) as again:
+        assert [s for s, _ in await again.sequences("", "app")] == [6]  # keep_last=1
+
+
+async def test_a_snapshot_store_passed_open_stays_the_callers(tmp_path: Any) -> None:
+    path = tmp_path / "app.db"
+    async with await SQLiteEventStore.open(path) as store, SnapshotStore(path) as snapshots:
+        app = await (
+            counter_builder(store)
+            .with_store(store, snapshots=snapshots)
+            .with_state(n=0)
+            .with_entrypoint("count")
+            .abuild()
+        )
+        await app.astep()
+        await app.aclose()
+        assert snapshots.connected
+        assert [s for s, _ in await snapshots.sequences("", "app")] == [app.sequence_id]  # at halt
 
 
 async def test_a_closed_snapshot_store_is_refused_when_the_app_is_built(tmp_path: Any) -> None:
@@ -422,8 +440,13 @@ def test_the_sync_face_connects_an_unopened_snapshot_store(tmp_path: Any) -> Non
             app.step()
     finally:
         app.close()
-    assert [s for s, _ in asyncio.run(snapshots.sequences("", "app"))] == [4]
-    asyncio.run(snapshots.aclose())
+    assert not snapshots.connected
+
+    async def sequences() -> list[int]:
+        async with SnapshotStore(path) as again:
+            return [s for s, _ in await again.sequences("", "app")]
+
+    assert asyncio.run(sequences()) == [4]
 
 
 async def test_state_at_every_sequence_equals_what_the_app_had(tmp_path: Any) -> None:
