@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple, Self
 import aiosqlite
 import msgspec
 
+from ._aiosqlite import connect_aiosqlite
 from ._base import EventStore, check_count, check_stream_args, fold
 from ._chain import hash_bytes
 from ._codec import Codec, to_plain
@@ -281,7 +282,7 @@ class SnapshotStore(SnapshotBackend):
             return self
         conn = None
         try:
-            conn = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
+            conn = await connect_aiosqlite(self.path, timeout=self.busy_timeout)
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute(f"PRAGMA synchronous={self.synchronous}")
             await conn.executescript(_SCHEMA)
@@ -299,7 +300,7 @@ class SnapshotStore(SnapshotBackend):
         self._stamp = before if immutable else None
         conn = None
         try:
-            conn = await aiosqlite.connect(uri, uri=True, timeout=self.busy_timeout)
+            conn = await connect_aiosqlite(uri, uri=True, timeout=self.busy_timeout)
             tables = {
                 row[0]
                 for row in await conn.execute_fetchall(

@@ -11,6 +11,7 @@ from typing import Self
 import aiosqlite
 
 from statelog.eventstore import AsyncResource
+from statelog.eventstore._aiosqlite import connect_aiosqlite
 
 from ._checkpoint import (
     META_COLUMNS,
@@ -118,7 +119,7 @@ class ReadModel(AsyncResource):
             raise ProjectionError(
                 projection, None, f"cannot open the read model at {str(path)!r}: {exc}"
             ) from exc
-        db = await aiosqlite.connect(path, isolation_level=None)
+        db = await connect_aiosqlite(path, isolation_level=None)
         sync_db: sqlite3.Connection | None = None
         try:
             await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from .._aiosqlite import connect_aiosqlite
 from .._errors import StoreCorruptError
 from .._event import Event, StreamId
 from ..sqlite._schema import translate_error
@@ -168,7 +169,7 @@ class KafkaIndex:
         """Open (or create) the file and load heads, checkpoints and skipped offsets."""
         path = ":memory:" if self.path is None else str(self.path)
         try:
-            self._db = db = await aiosqlite.connect(path)
+            self._db = db = await connect_aiosqlite(path)
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.executescript(_SCHEMA)

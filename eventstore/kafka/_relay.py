@@ -53,6 +53,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from .._aiosqlite import connect_aiosqlite
 from .._base import EventStore
 from .._codec import Codec, CodecName, get_codec
 from .._errors import EventTooLargeError, StoreError, StoreUnavailableError
@@ -164,10 +165,8 @@ class SQLiteRelayCheckpoint(RelayCheckpoint):
 
     async def _conn(self) -> Any:
         if self._db is None:
-            import aiosqlite
-
             try:
-                db = await aiosqlite.connect(self.path, timeout=30)
+                db = await connect_aiosqlite(self.path, timeout=30)
                 await db.execute("PRAGMA busy_timeout = 30000")
                 await db.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -414,3 +416,32 @@ async def test_snapshot_store_first_then_event_store_in_one_file(tmp_path: Path)
                 11,
             )
             assert await store.verify() is None
+
+
+def test_a_snapshot_store_never_closed_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    # aiosqlite 0.20/0.21 (the lowest set) started a non-daemon thread per
+    # connection: a store its owner forgot to close made the interpreter wait at
+    # exit for ever. The owner is still told (ResourceWarning).
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from statelog.eventstore import SnapshotStore\n"
+        "async def main():\n"
+        "    global store\n"
+        "    store = await SnapshotStore.open(sys.argv[1])\n"
+        "    assert await store.load('', 'app') is None\n"
+        "asyncio.run(main())\n"
+        "print('end of script')\n"
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-W", "default", str(script), str(tmp_path / "s.db")],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the script did not exit within 20 s; stderr: {exc.stderr!r}")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "end of script\n"
