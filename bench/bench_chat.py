@@ -7,6 +7,10 @@ conversation. Every system writes to SQLite in WAL mode with
 - statelog: the engine (``astep``, transactional); each event holds an
   ``append`` op of the message; a snapshot every 1,000 steps, the newest kept
   (``SnapshotStore(keep_last=1)``: each snapshot holds the whole state);
+- statelog (sync face): the same app through ``build()`` + ``step()``, as the
+  peers are called: a synchronous call on the caller's thread, which writes its
+  lone append there (no hand-off to the store's writer thread; on an idle VM a
+  thread hand-off costs tens of microseconds, see docs/benchmarks.md);
 - Burr: ``SQLitePersister`` on a WAL + NORMAL connection (a full state copy per
   step);
 - LangGraph: ``SqliteSaver`` (WAL + NORMAL connection), ``durability="sync"``,
@@ -106,6 +110,68 @@ async def statelog_resume(path: Path, steps: int) -> float:
             elapsed = time.perf_counter() - start
             assert len(app.state["messages"]) == steps + 1
         return elapsed
+
+
+def _sync_builder(path: Path, snapshots: Any) -> Any:
+    from statelog import ApplicationBuilder, State, action
+
+    @action(reads=["messages"], writes=["messages"])
+    def chat(state: State) -> State:
+        return state.append(messages=message(len(state["messages"])))
+
+    return (
+        ApplicationBuilder()
+        .with_actions(chat=chat)
+        .with_transitions(("chat", "chat"))
+        .with_identifiers(app_id="chat")
+        .with_store(path, snapshots=snapshots)
+    )
+
+
+def _sync_run(path: Path, steps: int) -> float:
+    from statelog.eventstore import SnapshotStore
+
+    # the same store and snapshots as the async row; the app opens and closes both
+    builder = _sync_builder(path, SnapshotStore(path, keep_last=1))
+    app = builder.with_state(messages=[]).with_entrypoint("chat").build()
+    try:
+        step = app.step
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return time.perf_counter() - start
+    finally:
+        app.close()
+
+
+def _sync_resume(path: Path, steps: int) -> float:
+    from statelog.eventstore import SnapshotStore
+
+    start = time.perf_counter()
+    app = (
+        _sync_builder(path, SnapshotStore(path))
+        .initialize_from(default_state={"messages": []}, default_entrypoint="chat")
+        .with_snapshots(every=None, at_halt=False)
+        .build()
+    )
+    try:
+        app.step()
+        elapsed = time.perf_counter() - start
+        assert len(app.state["messages"]) == steps + 1
+        return elapsed
+    finally:
+        app.close()
+
+
+async def statelog_sync_run(path: Path, steps: int) -> float:
+    """The sync face (``build()`` + ``step()``), as the peers' runs are synchronous
+    calls: a lone append is written on the calling thread, no hand-off. On a thread
+    of its own, as a sync caller is (the sync face refuses a running event loop)."""
+    return await asyncio.to_thread(_sync_run, path, steps)
+
+
+async def statelog_sync_resume(path: Path, steps: int) -> float:
+    return await asyncio.to_thread(_sync_resume, path, steps)
 
 
 # --------------------------------------------------------------------------- Burr
@@ -289,6 +355,7 @@ async def eventsourcing_resume(path: Path, steps: int) -> float:
 Runner = Callable[[Path, int], Any]
 SYSTEMS: dict[str, tuple[Runner, Runner]] = {
     "statelog": (statelog_run, statelog_resume),
+    "statelog (sync face)": (statelog_sync_run, statelog_sync_resume),
     "burr": (burr_run, burr_resume),
     "langgraph": (langgraph_run, langgraph_resume),
     "eventsourcing": (eventsourcing_run, eventsourcing_resume),
@@ -299,7 +366,7 @@ async def measure(name: str, steps: int, workdir: Path, repeat: int) -> dict[str
     run, resume = SYSTEMS[name]
     rates, sizes, logs, resumes = [], [], [], []
     for r in range(repeat):
-        path = workdir / f"{name}-{steps}-{r}.db"
+        path = workdir / f"{name.replace(' ', '_')}-{steps}-{r}.db"
         seconds = await run(path, steps)
         rates.append(steps / seconds)
         sizes.append(sqlite_bytes(path) / steps)
@@ -336,14 +403,14 @@ async def chat_table(
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in SYSTEMS:
-            for steps in sizes if name in ("statelog", "eventsourcing") else peer_sizes:
+            for steps in sizes if name.startswith(("statelog", "eventsourcing")) else peer_sizes:
                 try:
                     got = await measure(name, steps, Path(tmp), repeat)
                 except ImportError as exc:
                     log(f"  {name}: not installed ({exc})")
                     break
                 log(
-                    f"  {name:<13} {steps:>6} steps  {got['steps_per_s']:>9,.0f} steps/s  "
+                    f"  {name:<20} {steps:>6} steps  {got['steps_per_s']:>9,.0f} steps/s  "
                     f"{got['bytes_per_step']:>9,.0f} B/step (log {got['log_bytes_per_step']:,.0f})"
                     f"  resume {got['resume_ms']:>7.1f} ms"
                 )
