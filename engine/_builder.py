@@ -520,6 +520,7 @@ class ApplicationBuilder:
         return await self._abuild(None)
 
     async def _open_stores(self) -> tuple[EventStore, SnapshotBackend | None, list[Any]]:
+        self._check_snapshots_writable()
         store = self._store
         if store is _UNSET and self._init is not None and self._init[0] is not None:
             store = self._init[0]
@@ -554,6 +555,20 @@ class ApplicationBuilder:
                 await resource.aclose()
             raise
         return event_store, snapshots, owned
+
+    def _check_snapshots_writable(self) -> None:
+        """A read-only snapshot store with a policy that saves fails here, not at the
+        app's first snapshot (``every`` steps into a run)."""
+        snapshots = self._snapshots
+        if not getattr(snapshots, "read_only", False):
+            return
+        policy = self._policy
+        if policy.every is not None or policy.seconds is not None or policy.at_halt:
+            raise ConfigError(
+                f"with_store: {snapshots!r} is read-only, and the app would save snapshots "
+                f"to it ({policy}); pass a writable snapshot store, or "
+                "with_snapshots(every=None, at_halt=False) to only resume from it"
+            )
 
     async def _abuild(self, runner: asyncio.Runner | None) -> Application:
         store, snapshots, owned = await self._open_stores()

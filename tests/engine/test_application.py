@@ -424,6 +424,35 @@ async def test_a_closed_snapshot_store_is_refused_when_the_app_is_built(tmp_path
         assert await store.last_sequence("", "app") == -1  # nothing written
 
 
+async def test_a_read_only_snapshot_store_is_refused_when_the_app_would_save(
+    tmp_path: Any,
+) -> None:
+    # it used to fail with UsageError at the app's first snapshot, `every` steps in
+    path = tmp_path / "app.db"
+    async with await SQLiteEventStore.open(path) as store:
+        async with SnapshotStore(path):  # the table exists
+            pass
+        read_only = SnapshotStore(path, read_only=True)
+        builder = (
+            counter_builder(store, limit=10_000)
+            .with_store(store, snapshots=read_only)
+            .with_state(n=0)
+            .with_entrypoint("count")
+        )
+        with pytest.raises(ConfigError, match="read-only.*with_snapshots"):
+            await builder.with_snapshots(every=3).abuild()
+        with pytest.raises(ConfigError, match="read-only"):
+            await builder.with_snapshots(every=None, at_halt=True).abuild()
+        assert await store.last_sequence("", "app") == -1  # nothing written
+        assert not read_only.connected
+        # only resuming from it is fine
+        app = await builder.with_snapshots(every=None, at_halt=False).abuild()
+        async with app:
+            for _ in range(4):
+                await app.astep()
+        assert app.sequence_id == 4
+
+
 def test_the_sync_face_connects_an_unopened_snapshot_store(tmp_path: Any) -> None:
     path = tmp_path / "app.db"
     snapshots = SnapshotStore(path, keep_last=1)
