@@ -177,22 +177,14 @@ def _graph_of(event: Event) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _connect_given(snapshots: SnapshotBackend | None, owned: list[Any]) -> None:
-    """Connect a snapshot store the caller passed unopened, instead of failing
-    at the app's first snapshot (``every`` steps later); a closed one raises
-    ``StoreClosedError`` here, before anything is written.
-
-    A ``SnapshotStore`` the builder connects goes into ``owned``: the app
-    closes it with itself (whoever opens closes; an aiosqlite connection left
-    open keeps the interpreter from exiting). One the caller opened stays the
-    caller's to close.
-    """
-    if isinstance(snapshots, SnapshotStore) and not snapshots.connected:
-        await snapshots.connect()
-        owned.append(snapshots)
-        return
+async def _connect_given(snapshots: SnapshotBackend | None) -> None:
+    """Connect a snapshot store the caller passed unopened, as an event store
+    connects on its first use, instead of failing at the app's first snapshot
+    (``every`` steps later); a closed one raises ``StoreClosedError`` here,
+    before anything is written. It stays the caller's to close, as an event
+    store they pass does (two apps may share it)."""
     connect = getattr(snapshots, "connect", None)
-    if connect is not None:  # e.g. RedisSnapshotStore: checks that the server answers
+    if connect is not None:  # idempotent; RedisSnapshotStore's checks the server answers
         await connect()
 
 
@@ -304,9 +296,9 @@ class ApplicationBuilder:
         SQLite setting, ``"NORMAL"`` (the default: survives a crash of the
         process) or ``"FULL"`` (survives a power cut too; one fsync per commit).
         Without ``with_store`` the default is the file ``statelog.db`` in the
-        working directory. A ``SnapshotStore`` passed unopened is connected when
-        the app is built and closed with the app; one passed open stays the
-        caller's to close.
+        working directory. A ``snapshots`` store passed unopened is connected when
+        the app is built; like an event store passed in, it stays the caller's
+        to close.
         """
         if isinstance(store, str | os.PathLike):
             if not os.fspath(store):
@@ -528,9 +520,8 @@ class ApplicationBuilder:
             store = DEFAULT_DB
         if isinstance(store, EventStore):
             snapshots = None if self._snapshots is _UNSET else self._snapshots
-            given: list[Any] = []
-            await _connect_given(snapshots, given)
-            return store, snapshots, given
+            await _connect_given(snapshots)
+            return store, snapshots, []
         path = os.fspath(store)
         owned: list[Any] = []
         try:
@@ -541,7 +532,7 @@ class ApplicationBuilder:
             owned.append(event_store)
             snapshots = self._snapshots
             if snapshots is not _UNSET:
-                await _connect_given(snapshots, owned)
+                await _connect_given(snapshots)
             else:
                 signing_key = self._store_options.get("signing_key")
                 # a signing writer seals its snapshots with a key derived from its own

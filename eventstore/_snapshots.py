@@ -254,6 +254,7 @@ class SnapshotStore(SnapshotBackend):
         # read-only and immutable: the file as it was opened (reopened once it changes)
         self._stamp: tuple[int, int, int, int, bool] | None = None
         self._read_turn: asyncio.Lock | None = None  # read-only: one read at a time
+        self._connect_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open" if self._conn is not None else "unopened"
@@ -272,14 +273,25 @@ class SnapshotStore(SnapshotBackend):
         return await cls(path, **kwargs).connect()
 
     async def connect(self) -> Self:
-        """Open the connection and create the table if needed. Idempotent."""
+        """Open the connection and create the table if needed. Idempotent, also
+        when called concurrently (two apps built at once on one unopened store)."""
         if self._closed:
             raise StoreClosedError(f"{self!r} is closed")
         if self._conn is not None:
             return self
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._closed:
+                raise StoreClosedError(f"{self!r} is closed")
+            if self._conn is None:
+                await self._open_connection()
+        return self
+
+    async def _open_connection(self) -> None:
         if self.read_only:
             self._conn = await self._connect_read_only()
-            return self
+            return
         conn = None
         try:
             conn = await connect_aiosqlite(self.path, timeout=self.busy_timeout)
@@ -291,7 +303,6 @@ class SnapshotStore(SnapshotBackend):
                 await conn.close()
             raise _translate(exc, self.path, f"cannot open {self.path!r}") from exc
         self._conn = conn
-        return self
 
     async def _connect_read_only(self) -> aiosqlite.Connection:
         """Open through a ``mode=ro`` URI; refuse a file that is not a statelog file."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import Any
 
 import pytest
@@ -368,7 +369,7 @@ async def test_resume_uses_snapshots_and_equals_full_replay(tmp_path: Any) -> No
 
 
 @pytest.mark.parametrize("with_path", [False, True], ids=["open store", "path"])
-async def test_a_snapshot_store_passed_unopened_is_connected_and_closed_with_the_app(
+async def test_a_snapshot_store_passed_unopened_is_connected_when_the_app_is_built(
     tmp_path: Any, with_path: bool
 ) -> None:
     # it used to build fine and fail with StoreClosedError ("not connected") at the
@@ -388,25 +389,39 @@ async def test_a_snapshot_store_passed_unopened_is_connected_and_closed_with_the
         async with app:
             for _ in range(7):
                 await app.astep()
-        assert not snapshots.connected  # the app opened it, the app closed it
-    async with SnapshotStore(path) as again:
-        assert [s for s, _ in await again.sequences("", "app")] == [6]  # keep_last=1
+    assert snapshots.connected  # the caller's to close, as an event store passed in
+    assert [s for s, _ in await snapshots.sequences("", "app")] == [6]  # keep_last=1
+    await snapshots.aclose()
 
 
-async def test_a_snapshot_store_passed_open_stays_the_callers(tmp_path: Any) -> None:
+async def test_two_apps_built_at_once_share_one_unopened_snapshot_store(tmp_path: Any) -> None:
     path = tmp_path / "app.db"
-    async with await SQLiteEventStore.open(path) as store, SnapshotStore(path) as snapshots:
-        app = await (
-            counter_builder(store)
-            .with_store(store, snapshots=snapshots)
-            .with_state(n=0)
-            .with_entrypoint("count")
-            .abuild()
+    baseline = threading.active_count()
+    snapshots = SnapshotStore(path)
+    async with await SQLiteEventStore.open(path) as store:
+        first, second = await asyncio.gather(
+            *(
+                counter_builder(store, app_id=app_id, limit=10_000)
+                .with_store(store, snapshots=snapshots)
+                .with_snapshots(every=2, at_halt=False)
+                .with_state(n=0)
+                .with_entrypoint("count")
+                .abuild()
+                for app_id in ("one", "two")
+            )
         )
-        await app.astep()
-        await app.aclose()
-        assert snapshots.connected
-        assert [s for s, _ in await snapshots.sequences("", "app")] == [app.sequence_id]  # at halt
+        await first.aclose()
+        for _ in range(4):  # the first app's close left the store to the second
+            await second.astep()
+        await second.aclose()
+        assert [s for s, _ in await snapshots.sequences("", "two")] == [2, 4]
+    await snapshots.aclose()
+    # one connection was opened (connect takes turns), so closing it ends every thread
+    for _ in range(100):
+        if threading.active_count() <= baseline:
+            break
+        await asyncio.sleep(0.05)
+    assert threading.active_count() <= baseline
 
 
 async def test_a_closed_snapshot_store_is_refused_when_the_app_is_built(tmp_path: Any) -> None:
@@ -451,6 +466,7 @@ async def test_a_read_only_snapshot_store_is_refused_when_the_app_would_save(
             for _ in range(4):
                 await app.astep()
         assert app.sequence_id == 4
+        await read_only.aclose()
 
 
 def test_the_sync_face_connects_an_unopened_snapshot_store(tmp_path: Any) -> None:
@@ -469,13 +485,9 @@ def test_the_sync_face_connects_an_unopened_snapshot_store(tmp_path: Any) -> Non
             app.step()
     finally:
         app.close()
-    assert not snapshots.connected
-
-    async def sequences() -> list[int]:
-        async with SnapshotStore(path) as again:
-            return [s for s, _ in await again.sequences("", "app")]
-
-    assert asyncio.run(sequences()) == [4]
+    assert snapshots.connected  # the caller's to close
+    assert [s for s, _ in asyncio.run(snapshots.sequences("", "app"))] == [4]
+    asyncio.run(snapshots.aclose())
 
 
 async def test_state_at_every_sequence_equals_what_the_app_had(tmp_path: Any) -> None:
