@@ -131,9 +131,10 @@ def _sync_builder(path: Path, snapshots: Any) -> Any:
 def _sync_run(path: Path, steps: int) -> float:
     from statelog.eventstore import SnapshotStore
 
-    # the same store and snapshots as the async row; the app opens and closes both
-    builder = _sync_builder(path, SnapshotStore(path, keep_last=1))
-    app = builder.with_state(messages=[]).with_entrypoint("chat").build()
+    # the same store and snapshots as the async row; the app opens the log, and the
+    # snapshot store passed in is connected by the build and stays ours to close
+    snapshots = SnapshotStore(path, keep_last=1)
+    app = _sync_builder(path, snapshots).with_state(messages=[]).with_entrypoint("chat").build()
     try:
         step = app.step
         start = time.perf_counter()
@@ -142,14 +143,16 @@ def _sync_run(path: Path, steps: int) -> float:
         return time.perf_counter() - start
     finally:
         app.close()
+        asyncio.run(snapshots.aclose())
 
 
 def _sync_resume(path: Path, steps: int) -> float:
     from statelog.eventstore import SnapshotStore
 
+    snapshots = SnapshotStore(path)
     start = time.perf_counter()
     app = (
-        _sync_builder(path, SnapshotStore(path))
+        _sync_builder(path, snapshots)
         .initialize_from(default_state={"messages": []}, default_entrypoint="chat")
         .with_snapshots(every=None, at_halt=False)
         .build()
@@ -161,6 +164,7 @@ def _sync_resume(path: Path, steps: int) -> float:
         return elapsed
     finally:
         app.close()
+        asyncio.run(snapshots.aclose())
 
 
 async def statelog_sync_run(path: Path, steps: int) -> float:
