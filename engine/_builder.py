@@ -178,14 +178,14 @@ def _graph_of(event: Event) -> str | None:
 
 
 async def _connect_given(snapshots: SnapshotBackend | None) -> None:
-    """Connect a snapshot store the caller passed unopened, as an event store
+    """Connect a ``SnapshotStore`` the caller passed unopened, as an event store
     connects on its first use, instead of failing at the app's first snapshot
     (``every`` steps later); a closed one raises ``StoreClosedError`` here,
     before anything is written. It stays the caller's to close, as an event
-    store they pass does (two apps may share it)."""
-    connect = getattr(snapshots, "connect", None)
-    if connect is not None:  # idempotent; RedisSnapshotStore's checks the server answers
-        await connect()
+    store they pass does (two apps may share it). Other backends connect lazily
+    (a ``RedisSnapshotStore``'s client): no round trip per build."""
+    if isinstance(snapshots, SnapshotStore) and not snapshots.connected:
+        await snapshots.connect()
 
 
 class ApplicationBuilder:
