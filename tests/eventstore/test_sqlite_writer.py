@@ -116,9 +116,8 @@ async def test_lock_held_by_another_process_falls_back_and_waits(tmp_path: Path)
             await asyncio.gather(*tasks)
             assert (await locker.stdout.readline()).strip() == b"released"
         finally:
-            if locker.returncode is None:
-                locker.stdin.close()
-            await locker.wait()
+            # to the end of its output, closing stdin: no pipe outlives the test's loop
+            await locker.communicate()
         assert locker.returncode == 0
         await append_run(store, "one", 8, 2)
         assert fold(await store.read(PK, "one")) == {"count": 9}
