@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from typing import Any
 
 import aiosqlite
 
-__all__ = ["connect_aiosqlite"]
+__all__ = ["close_quietly", "connect_aiosqlite"]
 
 
 async def connect_aiosqlite(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
@@ -24,4 +26,18 @@ async def connect_aiosqlite(*args: Any, **kwargs: Any) -> aiosqlite.Connection:
     thread = conn if isinstance(conn, threading.Thread) else getattr(conn, "_thread", None)
     if isinstance(thread, threading.Thread) and not thread.is_alive():
         thread.daemon = True
-    return await conn
+    opening = asyncio.ensure_future(conn)
+    try:
+        return await asyncio.shield(opening)
+    except asyncio.CancelledError:  # the connection still opens: close it, not leak it
+        with contextlib.suppress(Exception):
+            await (await opening).close()
+        raise
+
+
+async def close_quietly(conn: aiosqlite.Connection | None) -> None:
+    """Close ``conn`` after a failed or cancelled open (errors of the close itself
+    would only hide the reason the open failed)."""
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            await conn.close()

@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple, Self
 import aiosqlite
 import msgspec
 
-from ._aiosqlite import connect_aiosqlite
+from ._aiosqlite import close_quietly, connect_aiosqlite
 from ._base import EventStore, check_count, check_stream_args, fold
 from ._chain import hash_bytes
 from ._codec import Codec, to_plain
@@ -298,10 +298,11 @@ class SnapshotStore(SnapshotBackend):
             await conn.execute("PRAGMA journal_mode=WAL")
             await conn.execute(f"PRAGMA synchronous={self.synchronous}")
             await conn.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            if conn is not None:
-                await conn.close()
-            raise _translate(exc, self.path, f"cannot open {self.path!r}") from exc
+        except BaseException as exc:  # a cancel too: the connection is closed, not leaked
+            await close_quietly(conn)
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, self.path, f"cannot open {self.path!r}") from exc
+            raise
         self._conn = conn
 
     async def _connect_read_only(self) -> aiosqlite.Connection:
@@ -318,9 +319,10 @@ class SnapshotStore(SnapshotBackend):
                     "SELECT name FROM sqlite_master WHERE type = 'table'"
                 )
             }
-        except sqlite3.Error as exc:
-            if conn is not None:
-                await conn.close()
+        except BaseException as exc:  # a cancel too: the connection is closed, not leaked
+            await close_quietly(conn)
+            if not isinstance(exc, sqlite3.Error):
+                raise
             error = translate_error(exc, self.path)
             if isinstance(error, StoreCorruptError):
                 error = StoreCorruptError(

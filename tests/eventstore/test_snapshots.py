@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -445,3 +448,24 @@ def test_a_snapshot_store_never_closed_does_not_keep_the_process_alive(tmp_path:
         pytest.fail(f"the script did not exit within 20 s; stderr: {exc.stderr!r}")
     assert done.returncode == 0, done.stderr
     assert done.stdout == "end of script\n"
+
+
+async def test_connect_cancelled_at_any_point_leaks_no_connection(tmp_path: Path) -> None:
+    baseline = threading.active_count()
+    # a cancel in the first loop turns, then inside the connection's thread hops
+    for delay in (0, 0, 0.0002, 0.0005, 0.0008, 0.001, 0.0015, 0.002, 0.003, 0.005):
+        store = SnapshotStore(tmp_path / "s.db")
+        task = asyncio.create_task(store.connect())
+        await asyncio.sleep(delay)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # the store is still usable, and closing it leaves no thread behind
+        await store.connect()
+        assert await store.load(PK, APP) is None
+        await store.aclose()
+    for _ in range(100):
+        if threading.active_count() <= baseline:
+            break
+        await asyncio.sleep(0.05)
+    assert threading.active_count() <= baseline
