@@ -1,8 +1,9 @@
 """The chat workload: each step appends one ~200-byte message to a list in the state.
 
 The shape where a log that stores whole values grows with the square of the
-conversation. Every system writes to SQLite in WAL mode with
-``synchronous=NORMAL`` and persists each step before the next one starts:
+conversation. Every system writes to SQLite in WAL mode with the same
+``synchronous`` (NORMAL unless ``--synchronous FULL``) and persists each step
+before the next one starts:
 
 - statelog: the engine (``astep``, transactional); each event holds an
   ``append`` op of the message; a snapshot every 1,000 steps, the newest kept
@@ -16,7 +17,11 @@ conversation. Every system writes to SQLite in WAL mode with
 - LangGraph: ``SqliteSaver`` (WAL + NORMAL connection), ``durability="sync"``,
   the messages channel with an ``operator.add`` reducer, one ``invoke`` per step
   (the checkpoint holds the whole channel value);
-- eventsourcing: an aggregate whose ``post`` event carries the message.
+- eventsourcing: an aggregate whose ``post`` event carries the message. Its SQLite
+  pool has no ``synchronous`` setting (SQLite's default is FULL, a sync of the WAL
+  at every commit); the bench sets NORMAL on its connections and checks it took.
+  Before 2026-12-08 this row ran at FULL, and the ratios recorded then were
+  against a peer that synced every step (docs/benchmarks.md).
 
 Figures per system and size: durable steps/s, bytes on disk per step (used
 pages after a checkpoint, divided by the steps), and resume latency (from an
@@ -25,6 +30,10 @@ the whole list per step are measured at up to 2,000 steps: at 10,000 they
 would write ~10 GB (their bytes per step grow linearly with the length).
 
     python bench/bench_chat.py [--sizes 1000 10000] [--peer-sizes 500 2000]
+                               [--synchronous NORMAL|FULL]
+
+The table's "x best peer" is each statelog row's steps/s over the best peer's at
+the same number of steps (else at any size a peer ran), in the same run.
 """
 
 from __future__ import annotations
@@ -45,8 +54,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.peers._base import sqlite_bytes  # noqa: E402
+from bench.peers.eventsourcing_peer import _pragmas, synchronous  # noqa: E402
 
 MESSAGE_BYTES = 200
+
+#: SQLite's ``synchronous`` for every system of a run (``--synchronous``): NORMAL (a
+#: commit survives a crash of the process) or FULL (the WAL synced at each commit).
+SYNCHRONOUS: dict[str, str] = {"mode": "NORMAL"}
 
 
 def message(i: int) -> dict[str, str]:
@@ -66,7 +80,11 @@ async def statelog_run(path: Path, steps: int) -> float:
         return state.append(messages=message(len(state["messages"])))
 
     # snapshots are a cache: keep the newest one (each holds the whole state)
-    async with SQLiteEventStore(path) as store, SnapshotStore(path, keep_last=1) as snaps:
+    mode = SYNCHRONOUS["mode"]
+    async with (
+        SQLiteEventStore(path, synchronous=mode) as store,
+        SnapshotStore(path, keep_last=1, synchronous=mode) as snaps,
+    ):
         app = await (
             ApplicationBuilder()
             .with_actions(chat=chat)
@@ -93,7 +111,11 @@ async def statelog_resume(path: Path, steps: int) -> float:
     def chat(state: State) -> State:
         return state.append(messages=message(len(state["messages"])))
 
-    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snaps:
+    mode = SYNCHRONOUS["mode"]
+    async with (
+        SQLiteEventStore(path, synchronous=mode) as store,
+        SnapshotStore(path, synchronous=mode) as snaps,
+    ):
         start = time.perf_counter()
         app = await (
             ApplicationBuilder()
@@ -124,7 +146,7 @@ def _sync_builder(path: Path, snapshots: Any) -> Any:
         .with_actions(chat=chat)
         .with_transitions(("chat", "chat"))
         .with_identifiers(app_id="chat")
-        .with_store(path, snapshots=snapshots)
+        .with_store(path, snapshots=snapshots, synchronous=SYNCHRONOUS["mode"])
     )
 
 
@@ -133,7 +155,7 @@ def _sync_run(path: Path, steps: int) -> float:
 
     # the same store and snapshots as the async row; the app opens the log, and the
     # snapshot store passed in is connected by the build and stays ours to close
-    snapshots = SnapshotStore(path, keep_last=1)
+    snapshots = SnapshotStore(path, keep_last=1, synchronous=SYNCHRONOUS["mode"])
     app = _sync_builder(path, snapshots).with_state(messages=[]).with_entrypoint("chat").build()
     try:
         step = app.step
@@ -149,7 +171,7 @@ def _sync_run(path: Path, steps: int) -> float:
 def _sync_resume(path: Path, steps: int) -> float:
     from statelog.eventstore import SnapshotStore
 
-    snapshots = SnapshotStore(path)
+    snapshots = SnapshotStore(path, synchronous=SYNCHRONOUS["mode"])
     start = time.perf_counter()
     app = (
         _sync_builder(path, snapshots)
@@ -184,7 +206,7 @@ async def statelog_sync_resume(path: Path, steps: int) -> float:
 def _burr_connection(path: Path) -> sqlite3.Connection:
     con = sqlite3.connect(path, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute(f"PRAGMA synchronous={SYNCHRONOUS['mode']}")
     return con
 
 
@@ -259,7 +281,7 @@ def _lg_saver(path: Path) -> Any:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     con = sqlite3.connect(path, check_same_thread=False)
-    con.execute("PRAGMA synchronous=NORMAL")
+    con.execute(f"PRAGMA synchronous={SYNCHRONOUS['mode']}")
     saver = SqliteSaver(con)
     saver.setup()
     return saver
@@ -328,30 +350,41 @@ def _es_app(path: Path) -> Any:
 
 async def eventsourcing_run(path: Path, steps: int) -> float:
     d = _es()
-    app = _es_app(path)
-    chat = d["Chat"]()
-    app.save(chat)
-    d["last_id"] = chat.id
-    start = time.perf_counter()
-    for i in range(steps):
-        chat.post(message(i))
+    with synchronous(SYNCHRONOUS["mode"]):
+        app = _es_app(path)
+        chat = d["Chat"]()
         app.save(chat)
-    elapsed = time.perf_counter() - start
-    app.close()
+        d["last_id"] = chat.id
+        start = time.perf_counter()
+        for i in range(steps):
+            chat.post(message(i))
+            app.save(chat)
+        elapsed = time.perf_counter() - start
+        _check_pragmas(app)
+        app.close()
     return elapsed
 
 
 async def eventsourcing_resume(path: Path, steps: int) -> float:
     d = _es()
-    start = time.perf_counter()
-    app = _es_app(path)
-    chat = app.repository.get(d["last_id"])
-    chat.post(message(steps))
-    app.save(chat)
-    elapsed = time.perf_counter() - start
-    assert len(chat.messages) == steps + 1
-    app.close()
+    with synchronous(SYNCHRONOUS["mode"]):
+        start = time.perf_counter()
+        app = _es_app(path)
+        chat = app.repository.get(d["last_id"])
+        chat.post(message(steps))
+        app.save(chat)
+        elapsed = time.perf_counter() - start
+        assert len(chat.messages) == steps + 1
+        _check_pragmas(app)
+        app.close()
     return elapsed
+
+
+def _check_pragmas(app: Any) -> None:
+    """Everyone runs at the same pragmas: refuse to report anything else."""
+    got, want = _pragmas(app), f"WAL+{SYNCHRONOUS['mode']}"
+    if got != want:
+        raise RuntimeError(f"eventsourcing ran at {got}, not {want}")
 
 
 # --------------------------------------------------------------------------- the run
@@ -402,8 +435,17 @@ def log_bytes(path: Path) -> int:
 
 
 async def chat_table(
-    sizes: Sequence[int], peer_sizes: Sequence[int], repeat: int, log: Callable[[str], None]
+    sizes: Sequence[int],
+    peer_sizes: Sequence[int],
+    repeat: int,
+    log: Callable[[str], None],
+    *,
+    synchronous: str = "NORMAL",
 ) -> list[tuple[str, int, dict[str, float]]]:
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+    SYNCHRONOUS["mode"] = synchronous
+    log(f"  every system at SQLite WAL + synchronous={synchronous}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in SYSTEMS:
@@ -422,15 +464,25 @@ async def chat_table(
     return rows
 
 
+def best_peer(rows: list[tuple[str, int, dict[str, float]]], steps: int) -> float | None:
+    """The best peer's durable steps/s at ``steps`` (else at any size it ran), same run."""
+    peers = [(n, k, got["steps_per_s"]) for n, k, got in rows if not n.startswith("statelog")]
+    same = [rate for _, k, rate in peers if k == steps]
+    pool = same or [rate for _, _, rate in peers]
+    return max(pool) if pool else None
+
+
 def render(rows: list[tuple[str, int, dict[str, float]]]) -> str:
     lines = [
-        "| system | steps | durable steps/s | bytes on disk per step "
+        "| system | steps | durable steps/s | x best peer | bytes on disk per step "
         "| of which the log (no snapshot) | resume latency (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, steps, got in rows:
+        best = best_peer(rows, steps) if name.startswith("statelog") else None
+        ratio = f"{got['steps_per_s'] / best:.2f}x" if best else ""
         lines.append(
-            f"| {name} | {steps:,} | {got['steps_per_s']:,.0f} | "
+            f"| {name} | {steps:,} | {got['steps_per_s']:,.0f} | {ratio} | "
             f"{got['bytes_per_step']:,.0f} | {got['log_bytes_per_step']:,.0f} | "
             f"{got['resume_ms']:.1f} |"
         )
@@ -442,8 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--peer-sizes", type=int, nargs="+", default=[500, 2000])
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
     args = p.parse_args(argv)
-    rows = asyncio.run(chat_table(args.sizes, args.peer_sizes, args.repeat, print))
+    rows = asyncio.run(
+        chat_table(args.sizes, args.peer_sizes, args.repeat, print, synchronous=args.synchronous)
+    )
     print()
     print(render(rows))
     return 0

@@ -125,4 +125,14 @@ def test_bench_with_peers_fills_every_row(
             assert results["cells"][key][peer]["value"] is not None, (key, peer)
     assert results["cells"]["replay"]["eventsourcing"]["value"] is not None
     assert results["cells"]["rebuild"]["eventsourcing"]["value"] is not None
+    # each durable row runs every system at the pragmas it names, read back from SQLite
+    # (eventsourcing's pool has no synchronous setting: the bench sets NORMAL for it)
+    for key, pragmas in (
+        ("durable_full", "WAL+FULL"),
+        ("durable_normal", "WAL+NORMAL"),
+        ("concurrent", "WAL+NORMAL"),
+    ):
+        for peer in PEERS:
+            cell = results["cells"][key][peer]
+            assert cell["value"] is not None and pragmas in cell["note"], (key, peer, cell)
     _check_floor_rows(results)
