@@ -12,14 +12,15 @@ before the next one starts:
   peers are called: a synchronous call on the caller's thread, which writes its
   lone append there (no hand-off to the store's writer thread; on an idle VM a
   thread hand-off costs tens of microseconds, see docs/benchmarks.md);
-- Burr: ``SQLitePersister`` on a WAL + NORMAL connection (a full state copy per
-  step);
-- LangGraph: ``SqliteSaver`` (WAL + NORMAL connection), ``durability="sync"``,
+- Burr: ``SQLitePersister`` on a WAL connection of its own at the run's setting (a
+  full state copy per step);
+- LangGraph: ``SqliteSaver`` (a WAL connection at the run's setting), ``durability="sync"``,
   the messages channel with an ``operator.add`` reducer, one ``invoke`` per step
   (the checkpoint holds the whole channel value);
 - eventsourcing: an aggregate whose ``post`` event carries the message. Its SQLite
   pool has no ``synchronous`` setting (SQLite's default is FULL, a sync of the WAL
-  at every commit); the bench sets NORMAL on its connections and checks it took.
+  at every commit); the bench sets the run's setting on its connections and checks
+  it took.
   Before 2026-12-08 this row ran at FULL, and the ratios recorded then were
   against a peer that synced every step (docs/benchmarks.md).
 
