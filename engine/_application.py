@@ -150,6 +150,7 @@ class Application(AsyncResource):
         self._last_recorded: Recorded | None = None
         self._snap_seq = sequence_id
         self._snap_time = time.monotonic()
+        self._snap_bytes: int | None = None  # the last snapshot's size, if this app saved one
         self._snap_every = snapshot_policy.every if snapshots is not None else None
         self._snap_seconds = snapshot_policy.seconds if snapshots is not None else None
         self._append = store.append if isinstance(writer, TransactionalWriter) else None
@@ -630,7 +631,8 @@ class Application(AsyncResource):
         if snapshots is None or self._closed:
             return
         since = self._sequence_id - self._snap_seq
-        if not self._policy.due(since, time.monotonic() - self._snap_time, halted=halted):
+        elapsed = time.monotonic() - self._snap_time
+        if not self._policy.due(since, elapsed, halted=halted, last_bytes=self._snap_bytes):
             return
         await self.snapshot()
 
@@ -654,7 +656,7 @@ class Application(AsyncResource):
                 return
             known = await self._store.position_of(self._partition_key, self._app_id, seq)
             position, event_hash = (-1 if known is None else known), events[0].hash
-        await snapshots.save(
+        size = await snapshots.save(
             Snapshot(
                 partition_key=self._partition_key,
                 app_id=self._app_id,
@@ -666,6 +668,7 @@ class Application(AsyncResource):
         )
         self._snap_seq = seq
         self._snap_time = time.monotonic()
+        self._snap_bytes = size if type(size) is int else None
 
     # --------------------------------------------------------------- lifecycle
 

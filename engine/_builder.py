@@ -365,9 +365,19 @@ class ApplicationBuilder:
         return self
 
     def with_snapshots(
-        self, every: int | None = 1000, seconds: float | None = None, *, at_halt: bool = True
+        self,
+        every: int | None = 1000,
+        seconds: float | None = None,
+        *,
+        at_halt: bool = True,
+        bytes_per_event: int | None = 256,
     ) -> ApplicationBuilder:
-        """Snapshot every ``every`` events and/or ``seconds``, and when a run halts."""
+        """Snapshot every ``every`` events and/or ``seconds``, and when a run halts.
+
+        Once a snapshot is over 64 KiB, the next waits until the events since
+        number its size / ``bytes_per_event`` (``SnapshotPolicy``): the snapshots
+        of a growing state then cost ~``bytes_per_event`` per event, not a whole
+        copy every ``every`` events. ``None`` removes that bound."""
         if every is not None and (type(every) is not int or every < 1):
             raise ConfigError(f"with_snapshots: every must be an int >= 1 or None, got {every!r}")
         if seconds is not None and (
@@ -378,7 +388,16 @@ class ApplicationBuilder:
             )
         if type(at_halt) is not bool:
             raise ConfigError(f"with_snapshots: at_halt must be a bool, got {at_halt!r}")
-        self._policy = SnapshotPolicy(every=every, seconds=seconds, at_halt=at_halt)
+        if bytes_per_event is not None and (
+            type(bytes_per_event) is not int or bytes_per_event < 1
+        ):
+            raise ConfigError(
+                "with_snapshots: bytes_per_event must be an int >= 1 or None, "
+                f"got {bytes_per_event!r}"
+            )
+        self._policy = SnapshotPolicy(
+            every=every, seconds=seconds, at_halt=at_halt, bytes_per_event=bytes_per_event
+        )
         return self
 
     def with_hooks(self, *hooks: object, on_error: HookErrorPolicy = "log") -> ApplicationBuilder:

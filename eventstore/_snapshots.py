@@ -21,7 +21,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Final, Literal, NamedTuple, Self
 
 import aiosqlite
 import msgspec
@@ -86,16 +86,33 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
         return StreamId(self.partition_key, self.app_id)
 
 
-class SnapshotPolicy(msgspec.Struct, frozen=True):
-    """When to take a snapshot: every ``every`` events and/or ``seconds``, and at halt.
+#: A snapshot this small (its encoded state, in bytes) is never held back by
+#: ``SnapshotPolicy.bytes_per_event``: it costs well under a millisecond to write.
+SMALL_SNAPSHOT_BYTES: Final = 64 * 1024
 
-    Pure: the engine counts events and time since the last snapshot and asks
-    ``due``. ``None`` turns a trigger off.
+
+class SnapshotPolicy(msgspec.Struct, frozen=True):
+    """When to take a snapshot: every ``every`` events and/or ``seconds``, and at halt,
+    within a budget of ``bytes_per_event``.
+
+    Pure: the engine counts events and time since the last snapshot, keeps the
+    last snapshot's size, and asks ``due``. ``None`` turns a trigger off.
+
+    A snapshot holds the whole state, so a state that grows at every step (a
+    chat's message list) would cost a whole copy every ``every`` events: the
+    bytes written grow with the square of the history, and so does the file
+    when every snapshot is kept. ``bytes_per_event`` bounds that: once the last
+    snapshot is over ``SMALL_SNAPSHOT_BYTES``, the next one is due only when
+    ``events_since * bytes_per_event`` reaches its size. The snapshots then add
+    up to about ``bytes_per_event`` bytes per event, whatever the state's size;
+    a resume replays at most ``last size / bytes_per_event`` events. ``None``
+    removes the bound.
     """
 
     every: int | None = 100
     seconds: float | None = None
     at_halt: bool = True
+    bytes_per_event: int | None = 256
 
     def __post_init__(self) -> None:
         if self.every is not None and (not isinstance(self.every, int) or self.every < 1):
@@ -104,13 +121,36 @@ class SnapshotPolicy(msgspec.Struct, frozen=True):
             )
         if self.seconds is not None and not self.seconds > 0:
             raise ValueError(f"SnapshotPolicy.seconds must be > 0 or None, got {self.seconds!r}")
+        if self.bytes_per_event is not None and (
+            type(self.bytes_per_event) is not int or self.bytes_per_event < 1
+        ):
+            raise ValueError(
+                "SnapshotPolicy.bytes_per_event must be an int >= 1 or None, "
+                f"got {self.bytes_per_event!r}"
+            )
 
-    def due(self, events_since: int, seconds_since: float, *, halted: bool = False) -> bool:
+    def due(
+        self,
+        events_since: int,
+        seconds_since: float,
+        *,
+        halted: bool = False,
+        last_bytes: int | None = None,
+    ) -> bool:
         """Whether a snapshot is due after ``events_since`` new events and ``seconds_since``.
 
-        Never due when nothing happened since the last snapshot.
+        ``last_bytes`` is the size of the last snapshot's state, if known. Never
+        due when nothing happened since the last snapshot, nor (with
+        ``bytes_per_event``) before the events since pay for a snapshot that large.
         """
         if events_since <= 0:
+            return False
+        if (
+            self.bytes_per_event is not None
+            and last_bytes is not None
+            and last_bytes > SMALL_SNAPSHOT_BYTES
+            and events_since * self.bytes_per_event < last_bytes
+        ):
             return False
         if halted and self.at_halt:
             return True
@@ -186,8 +226,12 @@ class SnapshotBackend(AsyncResource, ABC):
     """
 
     @abstractmethod
-    async def save(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` (replacing one at the same sequence)."""
+    async def save(self, snapshot: Snapshot) -> int | None:
+        """Store ``snapshot`` (replacing one at the same sequence).
+
+        Return the size in bytes of the state as stored (``SnapshotPolicy``'s
+        ``bytes_per_event`` spaces snapshots by it), or None if not known.
+        """
 
     @abstractmethod
     async def load(
@@ -387,8 +431,11 @@ class SnapshotStore(SnapshotBackend):
 
     # --- writing
 
-    async def save(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``."""
+    async def save(self, snapshot: Snapshot) -> int:
+        """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``.
+
+        Return the size in bytes of its encoded state.
+        """
         self._check_writable("save")
         conn = self._connection()
         if not isinstance(snapshot, Snapshot):
@@ -431,6 +478,7 @@ class SnapshotStore(SnapshotBackend):
         except sqlite3.Error as exc:
             await _rollback(conn)
             raise _translate(exc, self.path, "cannot save snapshot") from exc
+        return len(blob)
 
     async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int:
         """Delete all but the newest ``keep_last`` snapshots of a stream; return how many."""

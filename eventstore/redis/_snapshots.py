@@ -140,8 +140,11 @@ class RedisSnapshotStore(SnapshotBackend):
 
     # --- writing
 
-    async def save(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``."""
+    async def save(self, snapshot: Snapshot) -> int:
+        """Store ``snapshot`` (replacing one at the same sequence); prune to ``keep_last``.
+
+        Return the size in bytes of its encoded state.
+        """
         self._check_open()
         if not isinstance(snapshot, Snapshot):
             raise InvalidEventError(f"expected a Snapshot, got {type(snapshot).__name__}")
@@ -184,6 +187,7 @@ class RedisSnapshotStore(SnapshotBackend):
         if self.keep_last is not None:
             pipe.zremrangebyrank(key, 0, -(self.keep_last + 1))
         await call("save snapshot", pipe.execute())
+        return len(blob)
 
     async def prune(self, partition_key: str, app_id: str, *, keep_last: int) -> int:
         """Delete all but the newest ``keep_last`` snapshots of a stream; return how many."""

@@ -67,6 +67,11 @@ BAD_BUILDER_CALLS: list[tuple[str, Callable[[], Any]]] = [
     ("seconds", lambda: B().with_snapshots(seconds=0)),
     ("seconds", lambda: B().with_snapshots(seconds=-1.0)),
     ("at_halt", lambda: B().with_snapshots(at_halt="yes")),  # type: ignore[arg-type]
+    ("bytes_per_event", lambda: B().with_snapshots(bytes_per_event=0)),
+    ("bytes_per_event", lambda: B().with_snapshots(bytes_per_event=-256)),
+    ("bytes_per_event", lambda: B().with_snapshots(bytes_per_event=True)),
+    ("bytes_per_event", lambda: B().with_snapshots(bytes_per_event=2.5)),  # type: ignore[arg-type]
+    ("bytes_per_event", lambda: B().with_snapshots(bytes_per_event="256")),  # type: ignore[arg-type]
     ("transactional", lambda: B().with_durability("sometimes")),  # type: ignore[arg-type]
     ("on_error", lambda: B().with_hooks(on_error="ignore")),  # type: ignore[arg-type]
     ("default_entrypoint", lambda: B().initialize_from(default_entrypoint="")),

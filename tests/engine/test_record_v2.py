@@ -40,6 +40,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
+from statelog.eventstore._snapshots import SMALL_SNAPSHOT_BYTES
 from statelog.eventstore.kafka import encode_record
 from statelog.projections import AppIndexProjection, ProjectionRunner, StoreSource
 
@@ -173,6 +174,53 @@ async def test_a_2000_step_chat_keeps_every_event_under_1_kb(tmp_path: Path) -> 
         assert len(events) == 2001 and max(sizes) < 1024
         assert max(sizes[1:]) - min(sizes[1:]) < 16  # flat: no growth with the list
         assert len(fold(events)["messages"]) == 2000
+
+
+def _snapshot_sizes(path: Path) -> list[tuple[int, int]]:
+    with sqlite3.connect(path) as con:
+        return con.execute(
+            "SELECT sequence_id, length(state) FROM snapshots ORDER BY sequence_id"
+        ).fetchall()
+
+
+@pytest.mark.parametrize("bound", [2048, None])
+async def test_the_snapshots_of_a_growing_state_cost_bytes_per_event_not_a_copy_every_n(
+    tmp_path: Path, bound: int | None
+) -> None:
+    """Every snapshot kept (the builder's default store): without the bound each one is
+    a whole copy of a list that grows by ~1 KB a step, every 10 steps - quadratic."""
+    path = tmp_path / "chat.db"
+    steps, long = 600, "m" * 1000
+    app = await (
+        ApplicationBuilder()
+        .with_actions(chat=chat)
+        .with_transitions(("chat", "chat"))
+        .with_state(messages=[])
+        .with_entrypoint("chat")
+        .with_identifiers(app_id="chat")
+        .with_store(path)
+        .with_snapshots(every=10, bytes_per_event=bound)
+        .abuild()
+    )
+    async with app:
+        for i in range(steps):
+            await app.astep(inputs={"text": f"{i:08d}{long}"})
+    sizes = _snapshot_sizes(path)
+    if bound is None:  # the old cadence: a whole copy every 10 events
+        assert len(sizes) == steps // 10 and sizes[-1][1] > steps * 1000
+        return
+    large = [(seq, size) for seq, size in sizes if size > SMALL_SNAPSHOT_BYTES]
+    assert len(large) >= 4  # the bound was put to the test
+    for (seq, size), (after, _) in zip(sizes, sizes[1:], strict=False):
+        if size > SMALL_SNAPSHOT_BYTES:
+            assert (after - seq) * bound >= size, (seq, size, after)
+    # the large snapshots together cost ~bound bytes per event since the first of them
+    written = sum(size for _, size in large[:-1])
+    assert written <= bound * (large[-1][0] - large[0][0])
+    # and a resume still gives the whole conversation (snapshot + the events after it)
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        state, seq = await load_state(store, snapshots, "", "chat")
+    assert len(state["messages"]) == steps and seq == steps
 
 
 # --------------------------------------------------------------------------- retries

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 from redis import exceptions as rx
@@ -506,8 +507,10 @@ async def test_snapshot_round_trip_and_load_state(
     await store.append(evs("a", 0, 10), expected_sequence=-1)
     events = await store.read(PK, "a")
     three, seven = snap(events, 3), snap(events, 7)
-    await snapshots.save(three)
-    await snapshots.save(seven)
+    sizes = [await snapshots.save(three), await snapshots.save(seven)]
+    # the size of each stored state, as the SQLite store gives it (the policy spaces by it)
+    plain = msgspec.msgpack.Encoder()
+    assert sizes == [len(plain.encode(dict(s.state))) for s in (three, seven)]
     assert await snapshots.load(PK, "a", store=store) == seven
     assert await snapshots.load(PK, "a", max_sequence=6) == three
     assert await snapshots.load(PK, "a", max_sequence=2) is None

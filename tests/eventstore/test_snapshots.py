@@ -30,6 +30,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
+from statelog.eventstore._snapshots import SMALL_SNAPSHOT_BYTES
 from tests.ops_support import v2
 
 PK, APP = "tenant", "app-1"
@@ -353,9 +354,48 @@ def test_policy_seconds_and_both() -> None:
 
 
 def test_policy_rejects_nonsense() -> None:
-    for bad in ({"every": 0}, {"every": -1}, {"seconds": 0.0}, {"seconds": -1.0}):
+    for bad in (
+        {"every": 0},
+        {"every": -1},
+        {"seconds": 0.0},
+        {"seconds": -1.0},
+        {"bytes_per_event": 0},
+        {"bytes_per_event": -1},
+        {"bytes_per_event": True},
+        {"bytes_per_event": 1.5},
+        {"bytes_per_event": "256"},
+    ):
         with pytest.raises(ValueError):
             SnapshotPolicy(**bad)
+
+
+def test_policy_holds_a_large_snapshot_back_until_the_events_pay_for_it() -> None:
+    policy = SnapshotPolicy(every=10, bytes_per_event=100)
+    big = SMALL_SNAPSHOT_BYTES + 1  # held back until 100 * events >= it
+    assert not policy.due(10, 0.0, last_bytes=big)
+    assert not policy.due(big // 100, 0.0, last_bytes=big)
+    assert policy.due(big // 100 + 1, 0.0, last_bytes=big)
+    # at halt and on the clock too: the bound is on what snapshots cost, whatever asks
+    assert not policy.due(1, 0.0, halted=True, last_bytes=big)
+    timed = SnapshotPolicy(every=None, seconds=1.0, bytes_per_event=100)
+    assert not timed.due(10, 1e9, last_bytes=big)
+    # a small one (or an unknown size) is never held back; None lifts the bound
+    assert policy.due(10, 0.0, last_bytes=SMALL_SNAPSHOT_BYTES)
+    assert policy.due(10, 0.0, last_bytes=None)
+    assert policy.due(1, 0.0, halted=True, last_bytes=SMALL_SNAPSHOT_BYTES)
+    unbounded = SnapshotPolicy(every=10, bytes_per_event=None)
+    assert unbounded.due(10, 0.0, last_bytes=10**12)
+    assert SnapshotPolicy().bytes_per_event == 256
+
+
+async def test_save_returns_the_size_of_the_stored_state(
+    snapshots: SnapshotStore, tmp_path: Path
+) -> None:
+    store = await filled_store(30)
+    sizes = [await snapshots.save(await snapshot_at(store, seq)) for seq in (4, 29)]
+    with sqlite3.connect(tmp_path / "snap.db") as con:
+        stored = [n for (n,) in con.execute("SELECT length(state) FROM snapshots ORDER BY id")]
+    assert sizes == stored and sizes[0] < sizes[1]
 
 
 # --------------------------------------------------------------------------- lifecycle
