@@ -120,6 +120,8 @@ class Application(AsyncResource):
         redact: frozenset[str] = _EMPTY_SET,
         pending: tuple[str, dict[str, Any] | None] | None = None,
         provided: dict[str, Any] | None = None,
+        snapshot_sequence: int = -1,
+        snapshot_bytes: int | None = None,
     ) -> None:
         self._graph = graph
         self._fingerprint = fingerprint
@@ -148,9 +150,13 @@ class Application(AsyncResource):
         self._forget: Callable[[], None] | None = None  # the sync face's finaliser
         self._closed = False
         self._last_recorded: Recorded | None = None
-        self._snap_seq = sequence_id
+        # A resumed app counts its events since the snapshot it was loaded from (in
+        # whichever process that was taken), with that snapshot's size when the read
+        # gave it: an app resumed for each turn of a chat still spaces them out.
+        self._snap_seq = snapshot_sequence if snapshot_sequence >= 0 else sequence_id
         self._snap_time = time.monotonic()
-        self._snap_bytes: int | None = None  # the last snapshot's size, if this app saved one
+        # the last snapshot's size (SnapshotPolicy.bytes_per_event), when known
+        self._snap_bytes = snapshot_bytes if snapshot_sequence >= 0 else None
         self._snap_every = snapshot_policy.every if snapshots is not None else None
         self._snap_seconds = snapshot_policy.seconds if snapshots is not None else None
         self._append = store.append if isinstance(writer, TransactionalWriter) else None

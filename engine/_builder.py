@@ -69,7 +69,17 @@ GraphChangePolicy = Literal["warn", "refuse"]
 class StreamPosition:
     """Where a stored stream stands: its folded state, last sequence and next action."""
 
-    __slots__ = ("graph", "last_event", "origin", "pending", "provided", "sequence_id", "state")
+    __slots__ = (
+        "graph",
+        "last_event",
+        "origin",
+        "pending",
+        "provided",
+        "sequence_id",
+        "snapshot",
+        "snapshot_bytes",
+        "state",
+    )
 
     def __init__(
         self,
@@ -81,9 +91,15 @@ class StreamPosition:
         pending: tuple[str, dict[str, Any] | None] | None = None,
         provided: dict[str, Any] | None = None,
         graph: str | None = None,
+        snapshot: int = -1,
+        snapshot_bytes: int | None = None,
     ) -> None:
         self.state = state
         self.sequence_id = sequence_id
+        #: the sequence id of the snapshot the state was loaded from (-1: none), and
+        #: the size of its stored state when the read gave it
+        self.snapshot = snapshot
+        self.snapshot_bytes = snapshot_bytes
         self.last_event = last_event
         self.origin = origin
         #: the input the position waits for: (name, schema), or None
@@ -113,9 +129,10 @@ async def load_position(
     """Load a stream's state (snapshot + tail) and its last event, without running code."""
     # the state, the last 4 events and (SQLite) the first event in one call: one
     # reader hop instead of three (same-run A/B: see docs/benchmarks.md)
-    state, last, window, first_read = await load_stream(
+    loaded = await load_stream(
         store, snapshots, partition_key, app_id, at_sequence=at_sequence, tail=4
     )
+    state, last, window, first_read = loaded.state, loaded.last, loaded.tail, loaded.first
     if last < 0:
         return StreamPosition(state, -1, None, 0)
     # The tail after the last state-changing step: where attempts of the
@@ -161,7 +178,15 @@ async def load_position(
             if first_event:
                 graph = _graph_of(first_event[0])
     return StreamPosition(
-        state, last, event, origin, pending=pending, provided=provided, graph=graph
+        state,
+        last,
+        event,
+        origin,
+        pending=pending,
+        provided=provided,
+        graph=graph,
+        snapshot=loaded.snapshot,
+        snapshot_bytes=loaded.snapshot_bytes,
     )
 
 
@@ -374,7 +399,7 @@ class ApplicationBuilder:
     ) -> ApplicationBuilder:
         """Snapshot every ``every`` events and/or ``seconds``, and when a run halts.
 
-        Once a snapshot is over 64 KiB, the next waits until the events since
+        Once a snapshot is over 16 KiB, the next waits until the events since
         number its size / ``bytes_per_event`` (``SnapshotPolicy``): the snapshots
         of a growing state then cost ~``bytes_per_event`` per event, not a whole
         copy every ``every`` events. ``None`` removes that bound."""
@@ -639,6 +664,8 @@ class ApplicationBuilder:
                 redact=self._redact,
                 pending=None if found is None else found.pending,
                 provided=None if found is None else found.provided,
+                snapshot_sequence=-1 if found is None else found.snapshot,
+                snapshot_bytes=None if found is None else found.snapshot_bytes,
             )
 
         if self._fork is not None:

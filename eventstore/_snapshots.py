@@ -88,7 +88,7 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
 
 #: A snapshot this small (its encoded state, in bytes) is never held back by
 #: ``SnapshotPolicy.bytes_per_event``: it costs well under a millisecond to write.
-SMALL_SNAPSHOT_BYTES: Final = 64 * 1024
+SMALL_SNAPSHOT_BYTES: Final = 16 * 1024
 
 
 class SnapshotPolicy(msgspec.Struct, frozen=True):
@@ -648,6 +648,8 @@ class LoadedStream(NamedTuple):
     last: int  # the last sequence id folded; -1 for an empty stream
     tail: list[Event]  # the events ``last - tail + 1 .. last``, oldest first
     first: Event | None  # the stream's first event, when it came in the same read
+    snapshot: int = -1  # the sequence id of the snapshot the fold started from; -1: none
+    snapshot_bytes: int | None = None  # that snapshot's stored state, in bytes, if read
 
 
 async def load_stream(
@@ -705,23 +707,26 @@ async def load_stream(
                 stacklevel=2,
             )
         return loaded
-    state, last = await _load_state(store, snapshots, partition_key, app_id, at_sequence)
+    state, last, start = await _load_from_snapshot(
+        store, snapshots, partition_key, app_id, at_sequence
+    )
     window: list[Event] = []
     if tail > 0 and last >= 0:
         window = await store.read(
             partition_key, app_id, from_sequence=max(0, last - tail + 1), to_sequence=last
         )
-    return LoadedStream(state, last, window, None)
+    return LoadedStream(state, last, window, None, start - 1)
 
 
-async def _load_state(
+async def _load_from_snapshot(
     store: EventStore,
     snapshots: SnapshotBackend | None,
     partition_key: str,
     app_id: str,
     at_sequence: int | None,
-) -> tuple[dict[str, Any], int]:
-    """``load_state`` through the public calls of any store and snapshot backend."""
+) -> tuple[dict[str, Any], int, int]:
+    """``load_state`` through the public calls of any store and snapshot backend, and
+    the first sequence id it folded (the snapshot's + 1, or 0)."""
     snapshot = None
     if snapshots is not None:
         snapshot = await snapshots.load(
@@ -731,16 +736,17 @@ async def _load_state(
     start = snapshot.sequence_id + 1 if snapshot is not None else 0
     hint = snapshot.position if snapshot is not None and snapshot.position >= 0 else None
     if at_sequence is None:
-        return await store.fold_stream(
+        folded, last = await store.fold_stream(
             partition_key, app_id, from_sequence=start, state=state, after_position=hint
         )
+        return folded, last, start
     if at_sequence < start:
-        return state, start - 1
+        return state, start - 1, start
     events = await store.read(
         partition_key, app_id, from_sequence=start, to_sequence=at_sequence, after_position=hint
     )
     last = events[-1].sequence_id if events else start - 1
-    return fold(events, state), last
+    return fold(events, state), last, start
 
 
 def _same_file(one: str, other: str) -> bool:
@@ -769,7 +775,7 @@ def _resume_on_reader(
             (partition_key, app_id),
         ).fetchone()
         stream_id: int | None = None if row is None else row[0]
-        snapshot, skipped = _newest_usable(db, partition_key, app_id, decode, stream_id)
+        snapshot, size, skipped = _newest_usable(db, partition_key, app_id, decode, stream_id)
         state: dict[str, Any] = dict(snapshot.state) if snapshot is not None else {}
         if stream_id is None:  # no event was ever written to it
             return LoadedStream(state, -1, [], None), None, skipped
@@ -780,7 +786,8 @@ def _resume_on_reader(
     finally:
         db.execute("COMMIT")
     head = None if head_hash is None else (stream_id, last, head_hash.hex())
-    return LoadedStream(state, last, window, first), head, skipped
+    sized = size if snapshot is not None else None
+    return LoadedStream(state, last, window, first, start - 1, sized), head, skipped
 
 
 def _newest_usable(
@@ -789,8 +796,9 @@ def _newest_usable(
     app_id: str,
     decode: Callable[[Any], Snapshot],
     stream_id: int | None,
-) -> tuple[Snapshot | None, list[tuple[int, str]]]:
-    """What ``SnapshotStore.load(store=...)`` finds, read through the store's connection.
+) -> tuple[Snapshot | None, int, list[tuple[int, str]]]:
+    """What ``SnapshotStore.load(store=...)`` finds, read through the store's connection,
+    with the size of its stored state (0 when none is found).
 
     ``stream_id`` is the stream's id in the ``streams`` table (``None``: it has
     none, so no snapshot of it matches the log). The newest snapshot is read
@@ -804,7 +812,7 @@ def _newest_usable(
             rows = db.execute(_SELECT, (partition_key, app_id, upper, page)).fetchall()
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
-                return None, skipped  # no snapshot was ever saved in this file
+                return None, 0, skipped  # no snapshot was ever saved in this file
             raise
         for row in rows:
             try:
@@ -822,7 +830,7 @@ def _newest_usable(
             except _Skip as why:
                 skipped.append((row[2], str(why)))
                 continue
-            return snapshot, skipped
+            return snapshot, len(row[-1]), skipped
         if len(rows) < page:
-            return None, skipped
+            return None, 0, skipped
         upper, page = int(rows[-1][2]) - 1, _PAGE

@@ -211,9 +211,7 @@ async def test_the_snapshots_of_a_growing_state_cost_bytes_per_event_not_a_copy_
         return
     large = [(seq, size) for seq, size in sizes if size > SMALL_SNAPSHOT_BYTES]
     assert len(large) >= 4  # the bound was put to the test
-    for (seq, size), (after, _) in zip(sizes, sizes[1:], strict=False):
-        if size > SMALL_SNAPSHOT_BYTES:
-            assert (after - seq) * bound >= size, (seq, size, after)
+    _check_spacing(sizes, bound)
     # the large snapshots together cost ~bound bytes per event since the first of them
     written = sum(size for _, size in large[:-1])
     assert written <= bound * (large[-1][0] - large[0][0])
@@ -221,6 +219,49 @@ async def test_the_snapshots_of_a_growing_state_cost_bytes_per_event_not_a_copy_
     async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
         state, seq = await load_state(store, snapshots, "", "chat")
     assert len(state["messages"]) == steps and seq == steps
+
+
+def _check_spacing(sizes: list[tuple[int, int]], bound: int) -> None:
+    """Each snapshot over 16 KiB is followed only after its size / bound events."""
+    for (seq, size), (after, _) in zip(sizes, sizes[1:], strict=False):
+        if size > SMALL_SNAPSHOT_BYTES:
+            assert (after - seq) * bound >= size, (seq, size, after)
+
+
+@pytest.mark.parametrize("bound", [2048, None])
+async def test_an_app_resumed_for_each_turn_spaces_its_snapshots_as_one_that_stays(
+    tmp_path: Path, bound: int | None
+) -> None:
+    """A chat served a turn at a time (resumed, five steps, closed: a snapshot at
+    halt each time): the resumed app counts from the snapshot it was loaded from
+    and sizes it, so the turns do not each write a whole copy."""
+    path = tmp_path / "chat.db"
+    turns, per_turn, long = 80, 5, "m" * 1000
+    for turn in range(turns):
+        builder = (
+            ApplicationBuilder()
+            .with_actions(chat=chat)
+            .with_transitions(("chat", "chat"))
+            .with_identifiers(app_id="chat")
+            .with_store(path)
+            .with_snapshots(every=10, bytes_per_event=bound)
+        )
+        if turn == 0:
+            builder = builder.with_state(messages=[]).with_entrypoint("chat")
+        else:
+            builder = builder.initialize_from(default_state={}, default_entrypoint="chat")
+        async with await builder.abuild() as app:
+            for i in range(per_turn):
+                await app.astep(inputs={"text": f"{turn:04d}{i:04d}{long}"})
+    sizes = _snapshot_sizes(path)
+    if bound is None:  # a whole copy at each turn's close
+        assert len(sizes) == turns
+        return
+    assert len([s for _, s in sizes if s > SMALL_SNAPSHOT_BYTES]) >= 3, sizes
+    _check_spacing(sizes, bound)
+    async with SQLiteEventStore(path) as store, SnapshotStore(path) as snapshots:
+        state, _ = await load_state(store, snapshots, "", "chat")
+    assert len(state["messages"]) == turns * per_turn
 
 
 # --------------------------------------------------------------------------- retries

@@ -27,7 +27,7 @@ from statelog.eventstore import (
     fold,
     load_state,
 )
-from statelog.eventstore._snapshots import _load_state, load_stream
+from statelog.eventstore._snapshots import _load_from_snapshot, load_stream
 from tests.eventstore.test_sqlite_store import PK, ev
 
 
@@ -115,7 +115,11 @@ async def test_load_stream_reads_the_tail_and_the_first_event_in_the_same_call(
         assert (await load_stream(store, snapshots, PK, "a", tail=50)).tail == every
         short = await load_stream(store, snapshots, PK, "a", tail=0)
         assert (short.tail, short.first) == ([], None)
-        assert await load_stream(store, snapshots, PK, "none") == ({}, -1, [], None)
+        # the fold started from the snapshot at 9, whose stored state is that long
+        with sqlite3.connect(path) as con:
+            (size,) = con.execute("SELECT length(state) FROM snapshots").fetchone()
+        assert (loaded.snapshot, loaded.snapshot_bytes) == (9, size)
+        assert await load_stream(store, snapshots, PK, "none") == ({}, -1, [], None, -1, None)
     # snapshots in another file: the calls any store has, and no first event
     async with (
         SQLiteEventStore(path) as store,
@@ -227,7 +231,7 @@ async def _read_apart(
     store: SQLiteEventStore, snapshots: SnapshotStore, app: str, tail: int
 ) -> tuple[object, ...]:
     """What ``load_stream`` must find, through the calls any store has, one at a time."""
-    state, last = await _load_state(store, snapshots, PK, app, None)
+    state, last, start = await _load_from_snapshot(store, snapshots, PK, app, None)
     window = []
     if tail > 0 and last >= 0:
         window = await store.read(PK, app, from_sequence=max(0, last - tail + 1), to_sequence=last)
@@ -235,7 +239,8 @@ async def _read_apart(
     if window:
         found = await store.read(PK, app, from_sequence=0, to_sequence=0)
         first = found[0] if found else None
-    return state, last, window, first
+    # the snapshot's sequence id (or -1), and its size: only the one-call read gives it
+    return state, last, window, first, start - 1
 
 
 async def _outcome(read: Awaitable[Iterable[object]]) -> tuple[object, ...]:
@@ -275,6 +280,10 @@ async def test_the_one_call_read_finds_what_the_calls_one_at_a_time_find(
                     case = f"snapshot at {snapshot_at}, hole at {hole}, tail {tail}"
                     expected = await _outcome(_read_apart(store, snapshots, "a", tail))
                     loaded = await _outcome(load_stream(store, snapshots, PK, "a", tail=tail))
+                    if isinstance(loaded[0], tuple):  # its size: one the calls do not give
+                        *found, size = loaded[0]
+                        assert (size is None) == (found[4] < 0) and size != 0, case
+                        loaded = (tuple(found), loaded[1])
                     shown = tail > 0 and hole is not None and hole >= length - 1 - tail
                     if snapshot_at is not None and hole == snapshot_at - 1 and not shown:
                         # outside the rows the resume folds and shows; the snapshot
