@@ -153,17 +153,24 @@ def chat(state: State, text: str) -> State:
     return state.append(messages={"role": "user", "text": text})
 
 
+def _chat_app(store: Any, **snapshots: Any) -> ApplicationBuilder:
+    """The app ``chat`` (its one action appends a message to ``messages``) on ``store``."""
+    return (
+        ApplicationBuilder()
+        .with_actions(chat=chat)
+        .with_transitions(("chat", "chat"))
+        .with_identifiers(app_id="chat")
+        .with_store(store, **snapshots)
+    )
+
+
 async def test_a_2000_step_chat_keeps_every_event_under_1_kb(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     async with SQLiteEventStore(path) as store:
         app = await (
-            ApplicationBuilder()
-            .with_actions(chat=chat)
-            .with_transitions(("chat", "chat"))
+            _chat_app(store, snapshots=None)
             .with_state(messages=[])
             .with_entrypoint("chat")
-            .with_identifiers(app_id="chat")
-            .with_store(store, snapshots=None)
             .abuild()
         )
         async with app:
@@ -192,14 +199,10 @@ async def test_the_snapshots_of_a_growing_state_cost_bytes_per_event_not_a_copy_
     path = tmp_path / "chat.db"
     steps, long = 600, "m" * 1000
     app = await (
-        ApplicationBuilder()
-        .with_actions(chat=chat)
-        .with_transitions(("chat", "chat"))
+        _chat_app(path)
+        .with_snapshots(every=10, bytes_per_event=bound)
         .with_state(messages=[])
         .with_entrypoint("chat")
-        .with_identifiers(app_id="chat")
-        .with_store(path)
-        .with_snapshots(every=10, bytes_per_event=bound)
         .abuild()
     )
     async with app:
@@ -238,14 +241,7 @@ async def test_an_app_resumed_for_each_turn_spaces_its_snapshots_as_one_that_sta
     path = tmp_path / "chat.db"
     turns, per_turn, long = 80, 5, "m" * 1000
     for turn in range(turns):
-        builder = (
-            ApplicationBuilder()
-            .with_actions(chat=chat)
-            .with_transitions(("chat", "chat"))
-            .with_identifiers(app_id="chat")
-            .with_store(path)
-            .with_snapshots(every=10, bytes_per_event=bound)
-        )
+        builder = _chat_app(path).with_snapshots(every=10, bytes_per_event=bound)
         if turn == 0:
             builder = builder.with_state(messages=[]).with_entrypoint("chat")
         else:
