@@ -41,6 +41,7 @@ from statelog.eventstore import (
     load_state,
 )
 from tests.ops_support import writes_of
+from tests.thread_support import assert_threads_end
 
 # --------------------------------------------------------------------------- stores
 
@@ -417,11 +418,7 @@ async def test_two_apps_built_at_once_share_one_unopened_snapshot_store(tmp_path
         assert [s for s, _ in await snapshots.sequences("", "two")] == [2, 4]
     await snapshots.aclose()
     # one connection was opened (connect takes turns), so closing it ends every thread
-    for _ in range(100):
-        if threading.active_count() <= baseline:
-            break
-        await asyncio.sleep(0.05)
-    assert threading.active_count() <= baseline
+    await assert_threads_end(baseline)
 
 
 async def test_a_closed_snapshot_store_is_refused_when_the_app_is_built(tmp_path: Any) -> None:

@@ -7,12 +7,12 @@ tested is how that interpreter ends.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from tests.process_support import run_python
 
 APP = """
 import sys
@@ -37,16 +37,7 @@ def builder(app_id, db, durability="transactional"):
 def run_script(tmp_path: Path, body: str, *args: str, warnings: str = "default") -> tuple[str, str]:
     script = tmp_path / "script.py"
     script.write_text(APP + textwrap.dedent(body))
-    try:
-        done = subprocess.run(
-            [sys.executable, "-X", "dev", "-W", warnings, str(script), *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the script did not exit within 10 s; stderr: {exc.stderr!r}")
+    done = run_python(script, *args, flags=("-X", "dev", "-W", warnings))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     return done.stdout, done.stderr

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import gc
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,6 +30,8 @@ from statelog.eventstore import (
 )
 from statelog.eventstore._snapshots import SMALL_SNAPSHOT_BYTES
 from tests.ops_support import v2
+from tests.process_support import run_python
+from tests.thread_support import assert_threads_end
 
 PK, APP = "tenant", "app-1"
 
@@ -476,16 +476,7 @@ def test_a_snapshot_store_never_closed_does_not_keep_the_process_alive(tmp_path:
         "asyncio.run(main())\n"
         "print('end of script')\n"
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, "-W", "default", str(script), str(tmp_path / "s.db")],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the script did not exit within 20 s; stderr: {exc.stderr!r}")
+    done = run_python(script, str(tmp_path / "s.db"), flags=("-W", "default"), timeout=20)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "end of script\n"
 
@@ -504,8 +495,4 @@ async def test_connect_cancelled_at_any_point_leaks_no_connection(tmp_path: Path
         await store.connect()
         assert await store.load(PK, APP) is None
         await store.aclose()
-    for _ in range(100):
-        if threading.active_count() <= baseline:
-            break
-        await asyncio.sleep(0.05)
-    assert threading.active_count() <= baseline
+    await assert_threads_end(baseline)
